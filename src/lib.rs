@@ -1,1 +1,18 @@
+//! ghl-gateway: a cache-first GraphQL gateway for HighLevel (GoHighLevel) CRM data.
+//!
+//! The map of the crate (who may use whom is in `shared/DESIGN.md`):
+//! - [`app`]: builds the whole gateway from its config, binds, runs until stopped.
+//! - [`config`]: the command line (clap), one settings struct per module.
+//! - [`telemetry`]: tracing set-up in one place.
+//! - [`http`]: the axum router: GraphQL over HTTP, GraphiQL, health checks.
+//! - [`graphql`]: the schema, its DataLoaders and error codes; reads only from [`store`].
+//! - [`store`]: the cache database: entities, migrations, bulk writes, keyset pages.
+//! - [`domain`]: plain records and ids; no I/O.
 
+pub mod app;
+pub mod config;
+pub mod domain;
+pub mod graphql;
+pub mod http;
+pub mod store;
+pub mod telemetry;

@@ -1,0 +1,209 @@
+//! The DataLoader behind every nested field. One `CacheLoader` implements `Loader` for one key
+//! type per relation, so a request makes one statement per relation and depth, whatever the page
+//! size. It caches nothing: each batch reads the database, so answers are never older than the
+//! cache itself.
+
+use std::collections::HashMap;
+use std::hash::Hash;
+use std::sync::Arc;
+
+use async_graphql::dataloader::Loader;
+
+use crate::store::entities::{
+    contact, contact_custom_value, conversation, custom_field, opportunity, pipeline,
+    pipeline_stage, task, user,
+};
+use crate::store::{Freshness, Store, StoreError};
+
+pub struct CacheLoader {
+    store: Store,
+}
+
+impl CacheLoader {
+    pub fn new(store: Store) -> Self {
+        Self { store }
+    }
+}
+
+type LoadResult<K, V> = Result<HashMap<K, V>, Arc<StoreError>>;
+
+fn ids<K: AsRef<str>>(keys: &[K]) -> Vec<String> {
+    keys.iter().map(|k| k.as_ref().to_owned()).collect()
+}
+
+fn by_one<K: Eq + Hash, V>(rows: Vec<V>, key: impl Fn(&V) -> K) -> HashMap<K, V> {
+    rows.into_iter().map(|r| (key(&r), r)).collect()
+}
+
+fn by_many<K: Eq + Hash, V>(rows: Vec<V>, key: impl Fn(&V) -> Option<K>) -> HashMap<K, Vec<V>> {
+    let mut map: HashMap<K, Vec<V>> = HashMap::new();
+    for row in rows {
+        if let Some(k) = key(&row) {
+            map.entry(k).or_default().push(row);
+        }
+    }
+    map
+}
+
+macro_rules! key {
+    ($(#[$doc:meta])* $name:ident) => {
+        $(#[$doc])*
+        #[derive(Clone, Debug, PartialEq, Eq, Hash)]
+        pub struct $name(pub String);
+        impl AsRef<str> for $name {
+            fn as_ref(&self) -> &str {
+                &self.0
+            }
+        }
+    };
+}
+
+key!(/// A contact by id.
+    ContactId);
+key!(/// The tasks of a contact.
+    TasksOf);
+key!(/// The conversations of a contact.
+    ConversationsOf);
+key!(/// The opportunities of a contact.
+    OpportunitiesOf);
+key!(/// The custom field values of a contact.
+    CustomValuesOf);
+key!(/// A custom field definition by id.
+    CustomFieldId);
+key!(/// A pipeline by id.
+    PipelineId);
+key!(/// A pipeline stage by id.
+    StageId);
+key!(/// The stages of a pipeline.
+    StagesOf);
+key!(/// The pipelines of a location.
+    PipelinesOf);
+key!(/// The freshness of a location.
+    FreshnessOf);
+
+/// A user of a location (user ids are per location in the cache).
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct UserKey {
+    pub location_id: String,
+    pub user_id: String,
+}
+
+impl Loader<ContactId> for CacheLoader {
+    type Value = contact::Model;
+    type Error = Arc<StoreError>;
+    async fn load(&self, keys: &[ContactId]) -> LoadResult<ContactId, Self::Value> {
+        let rows = self.store.contacts_by_ids(&ids(keys)).await?;
+        Ok(by_one(rows, |c| ContactId(c.id.clone())))
+    }
+}
+
+impl Loader<TasksOf> for CacheLoader {
+    type Value = Vec<task::Model>;
+    type Error = Arc<StoreError>;
+    async fn load(&self, keys: &[TasksOf]) -> LoadResult<TasksOf, Self::Value> {
+        let mut rows = self.store.tasks_by_contacts(&ids(keys)).await?;
+        // Open tasks by due date first; undated ones last (SQL NULL order differs by database).
+        rows.sort_by(|a, b| {
+            (a.completed, a.due_date.is_none(), a.due_date, &a.id)
+                .cmp(&(b.completed, b.due_date.is_none(), b.due_date, &b.id))
+        });
+        Ok(by_many(rows, |t| t.contact_id.clone().map(TasksOf)))
+    }
+}
+
+impl Loader<ConversationsOf> for CacheLoader {
+    type Value = Vec<conversation::Model>;
+    type Error = Arc<StoreError>;
+    async fn load(&self, keys: &[ConversationsOf]) -> LoadResult<ConversationsOf, Self::Value> {
+        let mut rows = self.store.conversations_by_contacts(&ids(keys)).await?;
+        // Most recent message first.
+        rows.sort_by(|a, b| b.last_message_date.cmp(&a.last_message_date).then(a.id.cmp(&b.id)));
+        Ok(by_many(rows, |c| c.contact_id.clone().map(ConversationsOf)))
+    }
+}
+
+impl Loader<OpportunitiesOf> for CacheLoader {
+    type Value = Vec<opportunity::Model>;
+    type Error = Arc<StoreError>;
+    async fn load(&self, keys: &[OpportunitiesOf]) -> LoadResult<OpportunitiesOf, Self::Value> {
+        let rows = self.store.opportunities_by_contacts(&ids(keys)).await?;
+        Ok(by_many(rows, |o| o.contact_id.clone().map(OpportunitiesOf)))
+    }
+}
+
+impl Loader<CustomValuesOf> for CacheLoader {
+    type Value = Vec<contact_custom_value::Model>;
+    type Error = Arc<StoreError>;
+    async fn load(&self, keys: &[CustomValuesOf]) -> LoadResult<CustomValuesOf, Self::Value> {
+        let rows = self.store.custom_values_by_contacts(&ids(keys)).await?;
+        Ok(by_many(rows, |v| Some(CustomValuesOf(v.contact_id.clone()))))
+    }
+}
+
+impl Loader<CustomFieldId> for CacheLoader {
+    type Value = custom_field::Model;
+    type Error = Arc<StoreError>;
+    async fn load(&self, keys: &[CustomFieldId]) -> LoadResult<CustomFieldId, Self::Value> {
+        let rows = self.store.custom_fields_by_ids(&ids(keys)).await?;
+        Ok(by_one(rows, |f| CustomFieldId(f.id.clone())))
+    }
+}
+
+impl Loader<UserKey> for CacheLoader {
+    type Value = user::Model;
+    type Error = Arc<StoreError>;
+    async fn load(&self, keys: &[UserKey]) -> LoadResult<UserKey, Self::Value> {
+        let pairs: Vec<(String, String)> =
+            keys.iter().map(|k| (k.location_id.clone(), k.user_id.clone())).collect();
+        let rows = self.store.users_by_keys(&pairs).await?;
+        Ok(by_one(rows, |u| UserKey {
+            location_id: u.location_id.clone(),
+            user_id: u.id.clone(),
+        }))
+    }
+}
+
+impl Loader<PipelineId> for CacheLoader {
+    type Value = pipeline::Model;
+    type Error = Arc<StoreError>;
+    async fn load(&self, keys: &[PipelineId]) -> LoadResult<PipelineId, Self::Value> {
+        let rows = self.store.pipelines_by_ids(&ids(keys)).await?;
+        Ok(by_one(rows, |p| PipelineId(p.id.clone())))
+    }
+}
+
+impl Loader<StageId> for CacheLoader {
+    type Value = pipeline_stage::Model;
+    type Error = Arc<StoreError>;
+    async fn load(&self, keys: &[StageId]) -> LoadResult<StageId, Self::Value> {
+        let rows = self.store.stages_by_ids(&ids(keys)).await?;
+        Ok(by_one(rows, |s| StageId(s.id.clone())))
+    }
+}
+
+impl Loader<StagesOf> for CacheLoader {
+    type Value = Vec<pipeline_stage::Model>;
+    type Error = Arc<StoreError>;
+    async fn load(&self, keys: &[StagesOf]) -> LoadResult<StagesOf, Self::Value> {
+        let rows = self.store.stages_by_pipelines(&ids(keys)).await?;
+        Ok(by_many(rows, |s| Some(StagesOf(s.pipeline_id.clone()))))
+    }
+}
+
+impl Loader<PipelinesOf> for CacheLoader {
+    type Value = Vec<pipeline::Model>;
+    type Error = Arc<StoreError>;
+    async fn load(&self, keys: &[PipelinesOf]) -> LoadResult<PipelinesOf, Self::Value> {
+        let rows = self.store.pipelines_by_locations(&ids(keys)).await?;
+        Ok(by_many(rows, |p| Some(PipelinesOf(p.location_id.clone()))))
+    }
+}
+
+impl Loader<FreshnessOf> for CacheLoader {
+    type Value = Freshness;
+    type Error = Arc<StoreError>;
+    async fn load(&self, keys: &[FreshnessOf]) -> LoadResult<FreshnessOf, Self::Value> {
+        let rows = self.store.freshness(&ids(keys)).await?;
+        Ok(rows.into_iter().map(|(k, v)| (FreshnessOf(k), v)).collect())
+    }
+}

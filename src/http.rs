@@ -1,0 +1,293 @@
+//! The HTTP surface: GraphQL over HTTP, GraphiQL, health checks, and the layers around them
+//! (tracing, request body limit, timeout).
+//!
+//! `/graphql` follows the GraphQL-over-HTTP specification rather than whatever the library does:
+//! content negotiation between `application/graphql-response+json` and `application/json`, 4xx
+//! without a `data` entry for a document that fails to parse or validate (when the response is
+//! `application/graphql-response+json`), 400 for a POST without a JSON body, 405 for a mutation
+//! over GET.
+
+use std::time::Duration;
+
+use async_graphql::http::GraphiQLSource;
+use async_graphql::parser::types::OperationType;
+use async_graphql::{BatchRequest, BatchResponse, Value};
+use axum::body::Bytes;
+use axum::extract::{RawQuery, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+use tower_http::limit::RequestBodyLimitLayer;
+use tower_http::timeout::TimeoutLayer;
+use tower_http::trace::TraceLayer;
+
+use crate::graphql::AppSchema;
+use crate::store::Store;
+
+/// Settings of the HTTP server.
+#[derive(Clone, Debug, clap::Args)]
+pub struct HttpConfig {
+    /// Address to listen on; port 0 picks a free port.
+    #[arg(long = "listen", env = "LISTEN_ADDR", default_value = "127.0.0.1:8080")]
+    pub listen: String,
+    /// Seconds a request may take before it is answered with 503.
+    #[arg(long, env = "REQUEST_TIMEOUT_SECS", default_value_t = 30)]
+    pub request_timeout_secs: u64,
+    /// Largest request body, in bytes; larger ones get 413.
+    #[arg(long, env = "MAX_BODY_BYTES", default_value_t = 1 << 20)]
+    pub max_body_bytes: usize,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:8080".into(),
+            request_timeout_secs: 30,
+            max_body_bytes: 1 << 20,
+        }
+    }
+}
+
+#[derive(Clone)]
+struct AppState {
+    schema: AppSchema,
+    store: Store,
+}
+
+/// The gateway's router.
+pub fn router(schema: AppSchema, store: Store, config: &HttpConfig) -> Router {
+    Router::new()
+        .route("/graphql", get(graphql_get).post(graphql_post))
+        .route("/graphiql", get(graphiql))
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(readyz))
+        .with_state(AppState { schema, store })
+        .layer(RequestBodyLimitLayer::new(config.max_body_bytes))
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::SERVICE_UNAVAILABLE,
+            Duration::from_secs(config.request_timeout_secs),
+        ))
+        .layer(TraceLayer::new_for_http())
+}
+
+async fn graphiql() -> Html<String> {
+    Html(
+        GraphiQLSource::build()
+            .endpoint("/graphql")
+            .subscription_endpoint("/graphql/ws")
+            .title("ghl-gateway")
+            .finish(),
+    )
+}
+
+async fn readyz(State(state): State<AppState>) -> Response {
+    match state.store.ping().await {
+        Ok(()) => (StatusCode::OK, "ready").into_response(),
+        Err(error) => {
+            tracing::warn!(error = %error, "readiness check failed");
+            (StatusCode::SERVICE_UNAVAILABLE, "database unavailable").into_response()
+        }
+    }
+}
+
+/// The two response media types of GraphQL over HTTP.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MediaType {
+    GraphqlResponseJson,
+    Json,
+}
+
+impl MediaType {
+    fn as_str(self) -> &'static str {
+        match self {
+            MediaType::GraphqlResponseJson => "application/graphql-response+json; charset=utf-8",
+            MediaType::Json => "application/json; charset=utf-8",
+        }
+    }
+}
+
+/// Picks the response media type from `Accept`: the acceptable type with the highest quality,
+/// `application/graphql-response+json` on ties, wildcards or no header. `None` if the client
+/// accepts neither.
+pub fn negotiate(accept: Option<&str>) -> Option<MediaType> {
+    let Some(accept) = accept.filter(|a| !a.trim().is_empty()) else {
+        return Some(MediaType::GraphqlResponseJson);
+    };
+    let mut best: Option<(f32, MediaType)> = None;
+    for range in accept.split(',') {
+        let mut parts = range.split(';');
+        let media = parts.next().unwrap_or("").trim().to_ascii_lowercase();
+        let quality = parts
+            .filter_map(|p| p.trim().strip_prefix("q="))
+            .find_map(|q| q.trim().parse::<f32>().ok())
+            .unwrap_or(1.0);
+        let candidate = match media.as_str() {
+            "application/graphql-response+json" | "application/*" | "*/*" => MediaType::GraphqlResponseJson,
+            "application/json" => MediaType::Json,
+            _ => continue,
+        };
+        if quality <= 0.0 {
+            continue;
+        }
+        let better = match best {
+            None => true,
+            Some((q, m)) => {
+                quality > q || (quality == q && m == MediaType::Json && candidate == MediaType::GraphqlResponseJson)
+            }
+        };
+        if better {
+            best = Some((quality, candidate));
+        }
+    }
+    best.map(|(_, m)| m)
+}
+
+fn error_response(status: StatusCode, media: MediaType, message: &str) -> Response {
+    let body = serde_json::json!({ "errors": [{ "message": message }] });
+    (status, [(header::CONTENT_TYPE, media.as_str())], body.to_string()).into_response()
+}
+
+fn not_acceptable() -> Response {
+    error_response(
+        StatusCode::NOT_ACCEPTABLE,
+        MediaType::Json,
+        "accept application/graphql-response+json or application/json",
+    )
+}
+
+/// Whether a response is a request error: the document failed before execution (parse or
+/// validation), so there is no data and no error has a path.
+fn is_request_error(response: &async_graphql::Response) -> bool {
+    response.data == Value::Null
+        && !response.errors.is_empty()
+        && response.errors.iter().all(|e| e.path.is_empty())
+}
+
+fn respond(media: MediaType, response: BatchResponse) -> Response {
+    let (status, body) = match response {
+        BatchResponse::Single(single) => {
+            let request_error = is_request_error(&single);
+            let mut body = serde_json::to_value(&single).unwrap_or_default();
+            if request_error {
+                // A request error has no `data` entry at all (GraphQL-over-HTTP §7.1.2).
+                if let Some(map) = body.as_object_mut() {
+                    map.remove("data");
+                }
+            }
+            let status = if request_error && media == MediaType::GraphqlResponseJson {
+                StatusCode::BAD_REQUEST
+            } else {
+                StatusCode::OK
+            };
+            (status, body)
+        }
+        batch @ BatchResponse::Batch(_) => (StatusCode::OK, serde_json::to_value(&batch).unwrap_or_default()),
+    };
+    (status, [(header::CONTENT_TYPE, HeaderValue::from_static(media.as_str()))], body.to_string())
+        .into_response()
+}
+
+fn accept(headers: &HeaderMap) -> Option<MediaType> {
+    negotiate(headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()))
+}
+
+async fn graphql_post(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
+    let Some(media) = accept(&headers) else {
+        return not_acceptable();
+    };
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .map(|v| v.trim().to_ascii_lowercase());
+    if content_type.as_deref() != Some("application/json") {
+        return error_response(
+            StatusCode::BAD_REQUEST,
+            media,
+            "a POST to /graphql needs `Content-Type: application/json`",
+        );
+    }
+    let request: BatchRequest = match serde_json::from_slice(&body) {
+        Ok(request) => request,
+        Err(error) => {
+            return error_response(
+                StatusCode::BAD_REQUEST,
+                media,
+                &format!("the body is not a GraphQL request: {error}"),
+            );
+        }
+    };
+    respond(media, state.schema.execute_batch(request).await)
+}
+
+async fn graphql_get(State(state): State<AppState>, headers: HeaderMap, RawQuery(query): RawQuery) -> Response {
+    let Some(media) = accept(&headers) else {
+        return not_acceptable();
+    };
+    let request = match async_graphql::http::parse_query_string(query.as_deref().unwrap_or("")) {
+        Ok(request) if !request.query.is_empty() => request,
+        Ok(_) => return error_response(StatusCode::BAD_REQUEST, media, "missing `query` parameter"),
+        Err(error) => {
+            return error_response(StatusCode::BAD_REQUEST, media, &format!("malformed request: {error}"));
+        }
+    };
+    if is_mutation(&request.query, request.operation_name.as_deref()) {
+        let mut response = error_response(
+            StatusCode::METHOD_NOT_ALLOWED,
+            media,
+            "mutations are not allowed over GET: use POST",
+        );
+        response.headers_mut().insert(header::ALLOW, HeaderValue::from_static("POST"));
+        return response;
+    }
+    respond(media, BatchResponse::Single(state.schema.execute(request).await))
+}
+
+/// Whether the operation a GET would run is a mutation. A document that does not parse is left
+/// to the executor, which reports it as a request error.
+fn is_mutation(query: &str, operation_name: Option<&str>) -> bool {
+    let Ok(document) = async_graphql::parser::parse_query(query) else {
+        return false;
+    };
+    let ty = match operation_name {
+        Some(name) => document
+            .operations
+            .iter()
+            .find(|(n, _)| n.is_some_and(|n| n.as_str() == name))
+            .map(|(_, op)| op.node.ty),
+        None => document.operations.iter().next().map(|(_, op)| op.node.ty),
+    };
+    ty == Some(OperationType::Mutation)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn negotiation_follows_graphql_over_http() {
+        use MediaType::*;
+        assert_eq!(negotiate(None), Some(GraphqlResponseJson));
+        assert_eq!(negotiate(Some("*/*")), Some(GraphqlResponseJson));
+        assert_eq!(negotiate(Some("application/json")), Some(Json));
+        assert_eq!(
+            negotiate(Some("application/graphql-response+json, application/json;q=0.9")),
+            Some(GraphqlResponseJson)
+        );
+        assert_eq!(negotiate(Some("application/graphql-response+json;q=0.5, application/json")), Some(Json));
+        assert_eq!(negotiate(Some("application/json, multipart/mixed")), Some(Json));
+        assert_eq!(negotiate(Some("text/html")), None);
+        assert_eq!(negotiate(Some("application/json;q=0")), None);
+    }
+
+    #[test]
+    fn mutations_are_recognised_by_operation() {
+        assert!(is_mutation("mutation { x }", None));
+        assert!(!is_mutation("query { x }", None));
+        assert!(!is_mutation("{ x }", None));
+        assert!(is_mutation("query A { x } mutation B { y }", Some("B")));
+        assert!(!is_mutation("query A { x } mutation B { y }", Some("A")));
+        assert!(!is_mutation("not graphql", None));
+    }
+}

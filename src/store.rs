@@ -1,0 +1,150 @@
+//! The local cache: sea-orm entities, the migrations runner, bulk writes and the read queries.
+//!
+//! `store` knows nothing of GraphQL or of GHL's wire format: it takes and returns `domain` records
+//! and entity models. Every write of a page happens in one transaction with multi-row
+//! `INSERT ... ON CONFLICT` statements; every read that the GraphQL layer batches takes a slice of
+//! keys and issues one statement per [`IN_CHUNK`] keys.
+
+pub mod entities;
+mod migrate;
+mod read;
+mod write;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use sea_orm::{ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DbBackend, DbErr};
+
+pub use read::{ContactFilter, ContactKey, ContactOrder, ContactOrderField, Freshness, SortDirection};
+pub use write::{Page, StageCheckpoint};
+
+/// Keys per `IN (...)` list. Far below SQLite's 32,766 and PostgreSQL's 65,535 bind parameters,
+/// and above the largest page (500), so a page's batch is always one statement.
+pub const IN_CHUNK: usize = 5_000;
+
+/// Bind parameters per multi-row `INSERT`, under both databases' limits.
+const MAX_BINDS: usize = 30_000;
+
+/// Settings of the cache database.
+#[derive(Clone, Debug, clap::Args)]
+pub struct DatabaseConfig {
+    /// Database URL: `sqlite://FILE?mode=rwc` (embedded, the default) or `postgres://...`.
+    #[arg(long, env = "DATABASE_URL", default_value = "sqlite://ghl-gateway.db?mode=rwc")]
+    pub database_url: String,
+    /// Connections in the pool. SQLite runs in WAL mode, so readers work beside the one writer.
+    #[arg(long, env = "DATABASE_MAX_CONNECTIONS", default_value_t = 8)]
+    pub database_max_connections: u32,
+}
+
+impl DatabaseConfig {
+    pub fn new(database_url: impl Into<String>) -> Self {
+        Self {
+            database_url: database_url.into(),
+            database_max_connections: 8,
+        }
+    }
+}
+
+/// Errors of the store. A caller can retry `Busy` (SQLite's writer lock); the rest are bugs or
+/// an unreachable database.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database error")]
+    Db(#[from] DbErr),
+    #[error("stored JSON is malformed")]
+    Json(#[from] serde_json::Error),
+}
+
+/// The cache database, cheap to clone.
+#[derive(Clone)]
+pub struct Store {
+    db: DatabaseConnection,
+    statements: Arc<AtomicU64>,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store").field("backend", &self.backend()).finish()
+    }
+}
+
+impl Store {
+    /// Connects (creating an SQLite file when the URL says `mode=rwc`) and counts every statement.
+    pub async fn connect(config: &DatabaseConfig) -> Result<Self, StoreError> {
+        let mut options = ConnectOptions::new(config.database_url.clone());
+        options
+            .max_connections(config.database_max_connections.max(1))
+            .min_connections(1)
+            .connect_timeout(Duration::from_secs(10))
+            .acquire_timeout(Duration::from_secs(30))
+            .sqlx_logging(false)
+            .map_sqlx_sqlite_opts(|o| {
+                use sea_orm::sqlx::sqlite::{SqliteJournalMode, SqliteSynchronous};
+                // WAL: readers never wait for the sync's writer. NORMAL is durable in WAL mode
+                // except for the last transactions before a power loss, which a re-sync restores.
+                o.journal_mode(SqliteJournalMode::Wal)
+                    .synchronous(SqliteSynchronous::Normal)
+                    .foreign_keys(true)
+                    .busy_timeout(Duration::from_secs(30))
+            });
+        let mut db = Database::connect(options).await?;
+        let statements = Arc::new(AtomicU64::new(0));
+        let counter = statements.clone();
+        db.set_metric_callback(move |_info| {
+            counter.fetch_add(1, Ordering::Relaxed);
+        });
+        Ok(Self { db, statements })
+    }
+
+    /// Applies the migrations in `migrations/` that have not run yet.
+    pub async fn migrate(&self) -> Result<(), StoreError> {
+        migrate::run(&self.db).await
+    }
+
+    /// SQL statements executed through this store so far (tests diff it around a request).
+    pub fn statements(&self) -> u64 {
+        self.statements.load(Ordering::Relaxed)
+    }
+
+    pub fn backend(&self) -> DbBackend {
+        self.db.get_database_backend()
+    }
+
+    /// The underlying connection, for the sync engine's own transactions.
+    pub fn connection(&self) -> &DatabaseConnection {
+        &self.db
+    }
+
+    /// Readiness: one round trip to the database.
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        self.db
+            .execute_unprepared("SELECT 1")
+            .await
+            .map(|_| ())
+            .map_err(StoreError::from)
+    }
+
+    pub async fn close(self) {
+        let _ = self.db.close().await;
+    }
+}
+
+/// Rows of `cols` columns per multi-row INSERT so that one statement stays under [`MAX_BINDS`].
+fn rows_per_insert(cols: usize) -> usize {
+    (MAX_BINDS / cols.max(1)).max(1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn inserts_stay_under_the_bind_limit() {
+        for cols in 1..40 {
+            let rows = rows_per_insert(cols);
+            assert!(rows * cols <= MAX_BINDS);
+            assert!(rows >= 500 || cols > MAX_BINDS / 500, "a page of 500 fits in one statement");
+        }
+    }
+}

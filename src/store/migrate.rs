@@ -1,0 +1,23 @@
+//! The migrations runner. The migrations themselves live in the top-level `migrations/` folder,
+//! one file per migration, named `mYYYYMMDD_NNNNNN_what.rs`; they are append-only.
+
+use sea_orm::DatabaseConnection;
+use sea_orm_migration::{MigrationTrait, MigratorTrait};
+
+use super::StoreError;
+
+#[path = "../../migrations/m20261128_000001_cache_schema.rs"]
+mod m20261128_000001_cache_schema;
+
+struct Migrator;
+
+impl MigratorTrait for Migrator {
+    fn migrations() -> Vec<Box<dyn MigrationTrait>> {
+        vec![Box::new(m20261128_000001_cache_schema::Migration)]
+    }
+}
+
+pub(super) async fn run(db: &DatabaseConnection) -> Result<(), StoreError> {
+    Migrator::up(db, None).await?;
+    Ok(())
+}

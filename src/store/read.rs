@@ -1,0 +1,423 @@
+//! Read queries: keyset pages of contacts, and batch lookups by key for the GraphQL DataLoaders.
+//! Deleted rows are never returned.
+
+use std::collections::HashMap;
+
+use sea_orm::sea_query::{Expr, ExprTrait, Func, LikeExpr, Query};
+use sea_orm::{
+    ColumnTrait, Condition, EntityTrait, FromQueryResult, PaginatorTrait, QueryFilter, QueryOrder,
+    QuerySelect,
+};
+
+use super::entities::{
+    contact, contact_custom_value, custom_field, location, opportunity, pipeline, pipeline_stage,
+    sync_job, sync_stage, task, user,
+};
+use super::{IN_CHUNK, Store, StoreError};
+
+/// The keyset orders of a contacts page.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum ContactOrderField {
+    DateAdded,
+    DateUpdated,
+    Name,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum SortDirection {
+    Asc,
+    Desc,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ContactOrder {
+    pub field: ContactOrderField,
+    pub direction: SortDirection,
+}
+
+impl Default for ContactOrder {
+    /// Newest contacts first, as GHL's own contact list shows them.
+    fn default() -> Self {
+        Self {
+            field: ContactOrderField::DateAdded,
+            direction: SortDirection::Desc,
+        }
+    }
+}
+
+/// The position of a contact in a keyset order: its sort value and its id (the tie-breaker).
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(untagged)]
+pub enum ContactKey {
+    Time { at: i64, id: String },
+    Name { name: String, id: String },
+}
+
+impl ContactKey {
+    /// The key of `c` in `field` order.
+    pub fn of(c: &contact::Model, field: ContactOrderField) -> Self {
+        match field {
+            ContactOrderField::DateAdded => ContactKey::Time { at: c.date_added, id: c.id.clone() },
+            ContactOrderField::DateUpdated => ContactKey::Time { at: c.date_updated, id: c.id.clone() },
+            ContactOrderField::Name => ContactKey::Name { name: c.sort_name.clone(), id: c.id.clone() },
+        }
+    }
+
+    /// Whether this key can be a position in `field` order.
+    pub fn fits(&self, field: ContactOrderField) -> bool {
+        matches!(
+            (self, field),
+            (ContactKey::Time { .. }, ContactOrderField::DateAdded | ContactOrderField::DateUpdated)
+                | (ContactKey::Name { .. }, ContactOrderField::Name)
+        )
+    }
+}
+
+/// Filters of a contacts page; all given filters must hold.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct ContactFilter {
+    /// Case-insensitive substring of the name, email or phone.
+    pub query: Option<String>,
+    pub tag: Option<String>,
+    pub assigned_to: Option<String>,
+    /// Contacts updated at or after this time (ms).
+    pub updated_since: Option<i64>,
+}
+
+/// What the sync tables say about a location's data.
+#[derive(Clone, Debug, Default, PartialEq, FromQueryResult)]
+pub struct Freshness {
+    pub location_id: String,
+    /// When the last successful sync finished (ms).
+    pub synced_at: Option<i64>,
+    /// Jobs queued or running now.
+    pub active: i64,
+}
+
+fn like_pattern(text: &str) -> LikeExpr {
+    let escaped = text
+        .to_lowercase()
+        .replace('\\', "\\\\")
+        .replace('%', "\\%")
+        .replace('_', "\\_");
+    LikeExpr::new(format!("%{escaped}%")).escape('\\')
+}
+
+fn contact_condition(location_id: &str, filter: &ContactFilter) -> Condition {
+    let mut cond = Condition::all()
+        .add(contact::Column::LocationId.eq(location_id))
+        .add(contact::Column::Deleted.eq(false));
+    if let Some(text) = filter.query.as_deref().map(str::trim).filter(|t| !t.is_empty()) {
+        cond = cond.add(
+            Condition::any()
+                .add(Expr::col(contact::Column::SortName).like(like_pattern(text)))
+                .add(Func::lower(Expr::col(contact::Column::Email)).like(like_pattern(text)))
+                .add(Expr::col(contact::Column::Phone).like(like_pattern(text))),
+        );
+    }
+    if let Some(tag) = &filter.tag {
+        let tagged = Query::select()
+            .column("contact_id")
+            .from("contact_tags")
+            .and_where(Expr::col("location_id").eq(location_id))
+            .and_where(Expr::col("tag").eq(tag.as_str()))
+            .to_owned();
+        cond = cond.add(contact::Column::Id.in_subquery(tagged));
+    }
+    if let Some(user) = &filter.assigned_to {
+        cond = cond.add(contact::Column::AssignedTo.eq(user.as_str()));
+    }
+    if let Some(since) = filter.updated_since {
+        cond = cond.add(contact::Column::DateUpdated.gte(since));
+    }
+    cond
+}
+
+/// Runs `query` once per [`IN_CHUNK`] of `keys` and concatenates the rows.
+async fn chunked<K, T, F, Fut>(keys: &[K], mut query: F) -> Result<Vec<T>, StoreError>
+where
+    F: FnMut(Vec<K>) -> Fut,
+    K: Clone,
+    Fut: Future<Output = Result<Vec<T>, sea_orm::DbErr>>,
+{
+    let mut rows = Vec::new();
+    for chunk in keys.chunks(IN_CHUNK) {
+        rows.extend(query(chunk.to_vec()).await?);
+    }
+    Ok(rows)
+}
+
+impl Store {
+    pub async fn locations(&self) -> Result<Vec<location::Model>, StoreError> {
+        Ok(location::Entity::find()
+            .filter(location::Column::Deleted.eq(false))
+            .order_by_asc(location::Column::Id)
+            .all(&self.db)
+            .await?)
+    }
+
+    pub async fn location(&self, id: &str) -> Result<Option<location::Model>, StoreError> {
+        Ok(location::Entity::find_by_id(id.to_owned())
+            .filter(location::Column::Deleted.eq(false))
+            .one(&self.db)
+            .await?)
+    }
+
+    /// Up to `limit` contacts of a location after `after` in `order`.
+    pub async fn contacts_page(
+        &self,
+        location_id: &str,
+        filter: &ContactFilter,
+        order: ContactOrder,
+        after: Option<&ContactKey>,
+        limit: u64,
+    ) -> Result<Vec<contact::Model>, StoreError> {
+        let sort_col = match order.field {
+            ContactOrderField::DateAdded => contact::Column::DateAdded,
+            ContactOrderField::DateUpdated => contact::Column::DateUpdated,
+            ContactOrderField::Name => contact::Column::SortName,
+        };
+        let mut cond = contact_condition(location_id, filter);
+        if let Some(key) = after {
+            let (value, id) = match key {
+                ContactKey::Time { at, id } => (Expr::val(*at), id.clone()),
+                ContactKey::Name { name, id } => (Expr::val(name.clone()), id.clone()),
+            };
+            let here = Expr::tuple([Expr::col(sort_col), Expr::col(contact::Column::Id)]);
+            let there = Expr::tuple([value, Expr::val(id)]);
+            cond = cond.add(match order.direction {
+                SortDirection::Asc => here.gt(there),
+                SortDirection::Desc => here.lt(there),
+            });
+        }
+        let select = contact::Entity::find().filter(cond);
+        let select = match order.direction {
+            SortDirection::Asc => select.order_by_asc(sort_col).order_by_asc(contact::Column::Id),
+            SortDirection::Desc => select.order_by_desc(sort_col).order_by_desc(contact::Column::Id),
+        };
+        Ok(select.limit(limit).all(&self.db).await?)
+    }
+
+    pub async fn count_contacts(&self, location_id: &str, filter: &ContactFilter) -> Result<u64, StoreError> {
+        Ok(contact::Entity::find()
+            .filter(contact_condition(location_id, filter))
+            .count(&self.db)
+            .await?)
+    }
+
+    pub async fn contacts_by_ids(&self, ids: &[String]) -> Result<Vec<contact::Model>, StoreError> {
+        chunked(ids, |chunk| {
+            contact::Entity::find()
+                .filter(contact::Column::Id.is_in(chunk))
+                .filter(contact::Column::Deleted.eq(false))
+                .all(&self.db)
+        })
+        .await
+    }
+
+    /// Tasks of the given contacts, by due date (undated last), then id.
+    pub async fn tasks_by_contacts(&self, contact_ids: &[String]) -> Result<Vec<task::Model>, StoreError> {
+        chunked(contact_ids, |chunk| {
+            task::Entity::find()
+                .filter(task::Column::ContactId.is_in(chunk))
+                .filter(task::Column::Deleted.eq(false))
+                .order_by_asc(task::Column::Id)
+                .all(&self.db)
+        })
+        .await
+    }
+
+    pub async fn conversations_by_contacts(
+        &self,
+        contact_ids: &[String],
+    ) -> Result<Vec<conversation::Model>, StoreError> {
+        chunked(contact_ids, |chunk| {
+            conversation::Entity::find()
+                .filter(conversation::Column::ContactId.is_in(chunk))
+                .filter(conversation::Column::Deleted.eq(false))
+                .order_by_asc(conversation::Column::Id)
+                .all(&self.db)
+        })
+        .await
+    }
+
+    pub async fn opportunities_by_contacts(
+        &self,
+        contact_ids: &[String],
+    ) -> Result<Vec<opportunity::Model>, StoreError> {
+        chunked(contact_ids, |chunk| {
+            opportunity::Entity::find()
+                .filter(opportunity::Column::ContactId.is_in(chunk))
+                .filter(opportunity::Column::Deleted.eq(false))
+                .order_by_asc(opportunity::Column::Id)
+                .all(&self.db)
+        })
+        .await
+    }
+
+    pub async fn custom_values_by_contacts(
+        &self,
+        contact_ids: &[String],
+    ) -> Result<Vec<contact_custom_value::Model>, StoreError> {
+        chunked(contact_ids, |chunk| {
+            contact_custom_value::Entity::find()
+                .filter(contact_custom_value::Column::ContactId.is_in(chunk))
+                .order_by_asc(contact_custom_value::Column::FieldId)
+                .all(&self.db)
+        })
+        .await
+    }
+
+    pub async fn custom_fields_by_ids(&self, ids: &[String]) -> Result<Vec<custom_field::Model>, StoreError> {
+        chunked(ids, |chunk| {
+            custom_field::Entity::find()
+                .filter(custom_field::Column::Id.is_in(chunk))
+                .all(&self.db)
+        })
+        .await
+    }
+
+    /// Users by (location id, user id).
+    pub async fn users_by_keys(&self, keys: &[(String, String)]) -> Result<Vec<user::Model>, StoreError> {
+        let mut locations: Vec<String> = keys.iter().map(|(l, _)| l.clone()).collect();
+        locations.sort();
+        locations.dedup();
+        let ids: Vec<String> = keys.iter().map(|(_, u)| u.clone()).collect();
+        let wanted: std::collections::HashSet<&(String, String)> = keys.iter().collect();
+        let rows = chunked(&ids, |chunk| {
+            user::Entity::find()
+                .filter(user::Column::LocationId.is_in(locations.clone()))
+                .filter(user::Column::Id.is_in(chunk))
+                .filter(user::Column::Deleted.eq(false))
+                .all(&self.db)
+        })
+        .await?;
+        Ok(rows
+            .into_iter()
+            .filter(|u| wanted.contains(&(u.location_id.clone(), u.id.clone())))
+            .collect())
+    }
+
+    pub async fn users_of_location(&self, location_id: &str) -> Result<Vec<user::Model>, StoreError> {
+        Ok(user::Entity::find()
+            .filter(user::Column::LocationId.eq(location_id))
+            .filter(user::Column::Deleted.eq(false))
+            .order_by_asc(user::Column::Name)
+            .all(&self.db)
+            .await?)
+    }
+
+    pub async fn pipelines_by_ids(&self, ids: &[String]) -> Result<Vec<pipeline::Model>, StoreError> {
+        chunked(ids, |chunk| {
+            pipeline::Entity::find()
+                .filter(pipeline::Column::Id.is_in(chunk))
+                .filter(pipeline::Column::Deleted.eq(false))
+                .all(&self.db)
+        })
+        .await
+    }
+
+    pub async fn pipelines_by_locations(
+        &self,
+        location_ids: &[String],
+    ) -> Result<Vec<pipeline::Model>, StoreError> {
+        chunked(location_ids, |chunk| {
+            pipeline::Entity::find()
+                .filter(pipeline::Column::LocationId.is_in(chunk))
+                .filter(pipeline::Column::Deleted.eq(false))
+                .order_by_asc(pipeline::Column::Name)
+                .all(&self.db)
+        })
+        .await
+    }
+
+    pub async fn stages_by_ids(&self, ids: &[String]) -> Result<Vec<pipeline_stage::Model>, StoreError> {
+        chunked(ids, |chunk| {
+            pipeline_stage::Entity::find()
+                .filter(pipeline_stage::Column::Id.is_in(chunk))
+                .filter(pipeline_stage::Column::Deleted.eq(false))
+                .all(&self.db)
+        })
+        .await
+    }
+
+    pub async fn stages_by_pipelines(
+        &self,
+        pipeline_ids: &[String],
+    ) -> Result<Vec<pipeline_stage::Model>, StoreError> {
+        chunked(pipeline_ids, |chunk| {
+            pipeline_stage::Entity::find()
+                .filter(pipeline_stage::Column::PipelineId.is_in(chunk))
+                .filter(pipeline_stage::Column::Deleted.eq(false))
+                .order_by_asc(pipeline_stage::Column::Position)
+                .all(&self.db)
+        })
+        .await
+    }
+
+    /// The last successful sync and the number of active jobs of each location, in one statement.
+    pub async fn freshness(&self, location_ids: &[String]) -> Result<HashMap<String, Freshness>, StoreError> {
+        let rows = chunked(location_ids, |chunk| {
+            sync_job::Entity::find()
+                .select_only()
+                .column(sync_job::Column::LocationId)
+                .expr_as(
+                    Expr::cust("MAX(CASE WHEN state = 'SUCCEEDED' THEN finished_at END)"),
+                    "synced_at",
+                )
+                .expr_as(
+                    Expr::cust("SUM(CASE WHEN state IN ('QUEUED', 'RUNNING') THEN 1 ELSE 0 END)"),
+                    "active",
+                )
+                .filter(sync_job::Column::LocationId.is_in(chunk))
+                .group_by(sync_job::Column::LocationId)
+                .into_model::<Freshness>()
+                .all(&self.db)
+        })
+        .await?;
+        Ok(rows.into_iter().map(|f| (f.location_id.clone(), f)).collect())
+    }
+
+    /// The most recent sync job of a location.
+    pub async fn last_job(&self, location_id: &str) -> Result<Option<sync_job::Model>, StoreError> {
+        Ok(sync_job::Entity::find()
+            .filter(sync_job::Column::LocationId.eq(location_id))
+            .order_by_desc(sync_job::Column::StartedAt)
+            .order_by_desc(sync_job::Column::Id)
+            .one(&self.db)
+            .await?)
+    }
+
+    /// The stages of the given jobs, in a stable order.
+    pub async fn stages_of_jobs(&self, job_ids: &[String]) -> Result<Vec<sync_stage::Model>, StoreError> {
+        chunked(job_ids, |chunk| {
+            sync_stage::Entity::find()
+                .filter(sync_stage::Column::JobId.is_in(chunk))
+                .order_by_asc(sync_stage::Column::Name)
+                .all(&self.db)
+        })
+        .await
+    }
+}
+
+use super::entities::conversation;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn like_patterns_escape_wildcards() {
+        let p = like_pattern("50%_OFF\\");
+        assert_eq!(format!("{p:?}"), format!("{:?}", LikeExpr::new("%50\\%\\_off\\\\%").escape('\\')));
+    }
+
+    #[test]
+    fn keys_fit_their_orders() {
+        let t = ContactKey::Time { at: 1, id: "a".into() };
+        let n = ContactKey::Name { name: "a".into(), id: "a".into() };
+        assert!(t.fits(ContactOrderField::DateAdded) && t.fits(ContactOrderField::DateUpdated));
+        assert!(!t.fits(ContactOrderField::Name));
+        assert!(n.fits(ContactOrderField::Name) && !n.fits(ContactOrderField::DateAdded));
+    }
+}

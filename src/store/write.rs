@@ -1,0 +1,421 @@
+//! Bulk writes: a page of records in one transaction, multi-row `INSERT ... ON CONFLICT DO
+//! UPDATE`, plus the stage checkpoint when the sync passes one, so a reader never sees half a page
+//! and a crash never loses a checkpoint that is ahead of the data.
+
+use sea_orm::sea_query::{Expr, ExprTrait, OnConflict, Query, Value};
+use sea_orm::{ConnectionTrait, DbErr, TransactionTrait};
+
+use super::{IN_CHUNK, Store, StoreError, rows_per_insert};
+use crate::domain::{
+    Contact, Conversation, CustomField, Location, Opportunity, Pipeline, Resource, Task, User,
+    to_ms,
+};
+
+/// One page of records of one resource, as fetched from GHL.
+#[derive(Clone, Copy, Debug)]
+pub enum Page<'a> {
+    Users(&'a [User]),
+    CustomFields(&'a [CustomField]),
+    Pipelines(&'a [Pipeline]),
+    Contacts(&'a [Contact]),
+    Tasks(&'a [Task]),
+    Conversations(&'a [Conversation]),
+    Opportunities(&'a [Opportunity]),
+}
+
+impl Page<'_> {
+    pub fn len(&self) -> usize {
+        match self {
+            Page::Users(r) => r.len(),
+            Page::CustomFields(r) => r.len(),
+            Page::Pipelines(r) => r.len(),
+            Page::Contacts(r) => r.len(),
+            Page::Tasks(r) => r.len(),
+            Page::Conversations(r) => r.len(),
+            Page::Opportunities(r) => r.len(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// The progress of one sync stage, written in the same transaction as the page it follows.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct StageCheckpoint {
+    pub job_id: String,
+    pub stage: String,
+    /// A `SyncState` name: `QUEUED`, `RUNNING`, `SUCCEEDED`, `FAILED`.
+    pub state: String,
+    pub fetched: i64,
+    pub total: Option<i64>,
+    pub pages: i64,
+    /// Where the stage resumes (an opaque JSON cursor of the stage).
+    pub checkpoint: Option<String>,
+    pub error: Option<String>,
+}
+
+type Row = Vec<Value>;
+
+fn ms(t: Option<chrono::DateTime<chrono::Utc>>) -> Value {
+    t.map(to_ms).into()
+}
+
+/// Upserts `rows` into `table` with as few statements as the bind limit allows. Columns outside
+/// `key` are overwritten with the new values.
+async fn upsert<C: ConnectionTrait>(
+    conn: &C,
+    table: &'static str,
+    cols: &[&'static str],
+    key: &[&'static str],
+    rows: Vec<Row>,
+) -> Result<(), DbErr> {
+    let update: Vec<&'static str> = cols.iter().copied().filter(|c| !key.contains(c)).collect();
+    let per_statement = rows_per_insert(cols.len());
+    let mut rows = rows.into_iter().peekable();
+    while rows.peek().is_some() {
+        let mut insert = Query::insert();
+        insert.into_table(table).columns(cols.iter().copied());
+        for row in rows.by_ref().take(per_statement) {
+            debug_assert_eq!(row.len(), cols.len());
+            insert.values_panic(row.into_iter().map(Expr::val));
+        }
+        let mut on_conflict = OnConflict::columns(key.iter().copied());
+        if update.is_empty() {
+            on_conflict.do_nothing();
+        } else {
+            on_conflict.update_columns(update.iter().copied());
+        }
+        insert.on_conflict(on_conflict);
+        conn.execute(&insert).await?;
+    }
+    Ok(())
+}
+
+/// Deletes the rows of `table` whose `column` is one of `ids` (child rows replaced by a page).
+async fn delete_in<C: ConnectionTrait>(
+    conn: &C,
+    table: &'static str,
+    column: &'static str,
+    ids: &[String],
+) -> Result<(), DbErr> {
+    for chunk in ids.chunks(IN_CHUNK) {
+        let delete = Query::delete()
+            .from_table(table)
+            .and_where(Expr::col(column).is_in(chunk.iter().cloned()))
+            .to_owned();
+        conn.execute(&delete).await?;
+    }
+    Ok(())
+}
+
+const LOCATION_COLS: &[&str] = &["id", "name", "company_id", "timezone", "created_at", "deleted", "seen_at"];
+const USER_COLS: &[&str] = &["location_id", "id", "name", "first_name", "last_name", "email", "deleted", "seen_at"];
+const CUSTOM_FIELD_COLS: &[&str] =
+    &["id", "location_id", "name", "field_key", "data_type", "model", "position", "deleted", "seen_at"];
+const PIPELINE_COLS: &[&str] = &["id", "location_id", "name", "deleted", "seen_at"];
+const STAGE_COLS: &[&str] = &["id", "pipeline_id", "location_id", "name", "position", "deleted", "seen_at"];
+const CONTACT_COLS: &[&str] = &[
+    "id", "location_id", "first_name", "last_name", "name", "sort_name", "email", "phone",
+    "company_name", "source", "assigned_to", "tags", "date_added", "date_updated", "deleted", "seen_at",
+];
+const TASK_COLS: &[&str] = &[
+    "id", "location_id", "contact_id", "title", "body", "due_date", "completed", "assigned_to",
+    "date_added", "date_updated", "deleted", "seen_at",
+];
+const CONVERSATION_COLS: &[&str] = &[
+    "id", "location_id", "contact_id", "type", "last_message_body", "last_message_type",
+    "last_message_date", "unread_count", "assigned_to", "date_added", "date_updated", "deleted", "seen_at",
+];
+const OPPORTUNITY_COLS: &[&str] = &[
+    "id", "location_id", "contact_id", "pipeline_id", "stage_id", "name", "status", "monetary_value",
+    "assigned_to", "created_at", "updated_at", "deleted", "seen_at",
+];
+const STAGE_CHECKPOINT_COLS: &[&str] =
+    &["job_id", "name", "state", "fetched", "total", "pages", "checkpoint", "error", "updated_at"];
+
+/// Writes one page for `location_id`. Each row is stamped with `mark` (the sync run's mark) and
+/// undeleted; the records' own `location_id` is ignored in favour of the argument.
+async fn write_records<C: ConnectionTrait>(
+    conn: &C,
+    location_id: &str,
+    mark: i64,
+    page: Page<'_>,
+) -> Result<(), DbErr> {
+    let loc = || Value::from(location_id.to_owned());
+    let live = || [Value::from(false), Value::from(mark)];
+    match page {
+        Page::Users(users) => {
+            let rows = users
+                .iter()
+                .map(|u| {
+                    let mut r: Row = vec![
+                        loc(),
+                        u.id.clone().into(),
+                        u.name.clone().into(),
+                        u.first_name.clone().into(),
+                        u.last_name.clone().into(),
+                        u.email.clone().into(),
+                    ];
+                    r.extend(live());
+                    r
+                })
+                .collect();
+            upsert(conn, "users", USER_COLS, &["location_id", "id"], rows).await
+        }
+        Page::CustomFields(fields) => {
+            let rows = fields
+                .iter()
+                .map(|f| {
+                    let mut r: Row = vec![
+                        f.id.clone().into(),
+                        loc(),
+                        f.name.clone().into(),
+                        f.field_key.clone().into(),
+                        f.data_type.clone().into(),
+                        f.model.clone().into(),
+                        f.position.into(),
+                    ];
+                    r.extend(live());
+                    r
+                })
+                .collect();
+            upsert(conn, "custom_fields", CUSTOM_FIELD_COLS, &["id"], rows).await
+        }
+        Page::Pipelines(pipelines) => {
+            let mut pipeline_rows = Vec::with_capacity(pipelines.len());
+            let mut stage_rows = Vec::new();
+            for p in pipelines {
+                let mut r: Row = vec![p.id.clone().into(), loc(), p.name.clone().into()];
+                r.extend(live());
+                pipeline_rows.push(r);
+                for s in &p.stages {
+                    let mut r: Row = vec![
+                        s.id.clone().into(),
+                        p.id.clone().into(),
+                        loc(),
+                        s.name.clone().into(),
+                        s.position.into(),
+                    ];
+                    r.extend(live());
+                    stage_rows.push(r);
+                }
+            }
+            upsert(conn, "pipelines", PIPELINE_COLS, &["id"], pipeline_rows).await?;
+            upsert(conn, "pipeline_stages", STAGE_COLS, &["id"], stage_rows).await
+        }
+        Page::Contacts(contacts) => write_contacts(conn, location_id, mark, contacts).await,
+        Page::Tasks(tasks) => {
+            let rows = tasks
+                .iter()
+                .map(|t| {
+                    let mut r: Row = vec![
+                        t.id.clone().into(),
+                        loc(),
+                        t.contact_id.clone().into(),
+                        t.title.clone().into(),
+                        t.body.clone().into(),
+                        ms(t.due_date),
+                        t.completed.into(),
+                        t.assigned_to.clone().into(),
+                        ms(t.date_added),
+                        ms(t.date_updated),
+                    ];
+                    r.extend(live());
+                    r
+                })
+                .collect();
+            upsert(conn, "tasks", TASK_COLS, &["id"], rows).await
+        }
+        Page::Conversations(conversations) => {
+            let rows = conversations
+                .iter()
+                .map(|c| {
+                    let mut r: Row = vec![
+                        c.id.clone().into(),
+                        loc(),
+                        c.contact_id.clone().into(),
+                        c.kind.clone().into(),
+                        c.last_message_body.clone().into(),
+                        c.last_message_type.clone().into(),
+                        ms(c.last_message_date),
+                        c.unread_count.into(),
+                        c.assigned_to.clone().into(),
+                        ms(c.date_added),
+                        ms(c.date_updated),
+                    ];
+                    r.extend(live());
+                    r
+                })
+                .collect();
+            upsert(conn, "conversations", CONVERSATION_COLS, &["id"], rows).await
+        }
+        Page::Opportunities(opportunities) => {
+            let rows = opportunities
+                .iter()
+                .map(|o| {
+                    let mut r: Row = vec![
+                        o.id.clone().into(),
+                        loc(),
+                        o.contact_id.clone().into(),
+                        o.pipeline_id.clone().into(),
+                        o.stage_id.clone().into(),
+                        o.name.clone().into(),
+                        o.status.clone().into(),
+                        o.monetary_value.into(),
+                        o.assigned_to.clone().into(),
+                        ms(o.created_at),
+                        ms(o.updated_at),
+                    ];
+                    r.extend(live());
+                    r
+                })
+                .collect();
+            upsert(conn, "opportunities", OPPORTUNITY_COLS, &["id"], rows).await
+        }
+    }
+}
+
+/// Contacts, then their tags and custom field values, which the page replaces wholesale.
+async fn write_contacts<C: ConnectionTrait>(
+    conn: &C,
+    location_id: &str,
+    mark: i64,
+    contacts: &[Contact],
+) -> Result<(), DbErr> {
+    let loc = || Value::from(location_id.to_owned());
+    let mut rows = Vec::with_capacity(contacts.len());
+    let mut tag_rows = Vec::new();
+    let mut value_rows = Vec::new();
+    for c in contacts {
+        let display = c.display_name();
+        let tags = serde_json::to_string(&c.tags).unwrap_or_else(|_| "[]".to_owned());
+        rows.push(vec![
+            c.id.clone().into(),
+            loc(),
+            c.first_name.clone().into(),
+            c.last_name.clone().into(),
+            (!display.is_empty()).then_some(display.clone()).into(),
+            display.to_lowercase().into(),
+            c.email.clone().into(),
+            c.phone.clone().into(),
+            c.company_name.clone().into(),
+            c.source.clone().into(),
+            c.assigned_to.clone().into(),
+            tags.into(),
+            to_ms(c.date_added).into(),
+            to_ms(c.date_updated).into(),
+            false.into(),
+            mark.into(),
+        ]);
+        let mut seen_tags = std::collections::HashSet::new();
+        for tag in c.tags.iter().filter(|t| seen_tags.insert(t.as_str())) {
+            tag_rows.push(vec![c.id.clone().into(), tag.clone().into(), loc()]);
+        }
+        let mut seen_fields = std::collections::HashSet::new();
+        for v in c.custom_fields.iter().filter(|v| seen_fields.insert(v.field_id.as_str())) {
+            value_rows.push(vec![
+                c.id.clone().into(),
+                v.field_id.clone().into(),
+                loc(),
+                v.value.to_string().into(),
+            ]);
+        }
+    }
+    upsert(conn, "contacts", CONTACT_COLS, &["id"], rows).await?;
+    let ids: Vec<String> = contacts.iter().map(|c| c.id.clone()).collect();
+    delete_in(conn, "contact_tags", "contact_id", &ids).await?;
+    delete_in(conn, "contact_custom_values", "contact_id", &ids).await?;
+    upsert(conn, "contact_tags", &["contact_id", "tag", "location_id"], &["contact_id", "tag"], tag_rows).await?;
+    upsert(
+        conn,
+        "contact_custom_values",
+        &["contact_id", "field_id", "location_id", "value"],
+        &["contact_id", "field_id"],
+        value_rows,
+    )
+    .await
+}
+
+async fn write_checkpoint<C: ConnectionTrait>(conn: &C, c: &StageCheckpoint) -> Result<(), DbErr> {
+    let row: Row = vec![
+        c.job_id.clone().into(),
+        c.stage.clone().into(),
+        c.state.clone().into(),
+        c.fetched.into(),
+        c.total.into(),
+        c.pages.into(),
+        c.checkpoint.clone().into(),
+        c.error.clone().into(),
+        chrono::Utc::now().timestamp_millis().into(),
+    ];
+    upsert(conn, "sync_stages", STAGE_CHECKPOINT_COLS, &["job_id", "name"], vec![row]).await
+}
+
+impl Store {
+    /// Upserts a location's own row (its name, company and time zone).
+    pub async fn upsert_location(&self, location: &Location, mark: i64) -> Result<(), StoreError> {
+        let row: Row = vec![
+            location.id.clone().into(),
+            location.name.clone().into(),
+            location.company_id.clone().into(),
+            location.timezone.clone().into(),
+            location.created_at.map(to_ms).unwrap_or(0).into(),
+            false.into(),
+            mark.into(),
+        ];
+        upsert(&self.db, "locations", LOCATION_COLS, &["id"], vec![row]).await?;
+        Ok(())
+    }
+
+    /// Writes one page of records, and the stage's checkpoint if given, in one transaction.
+    pub async fn write_page(
+        &self,
+        location_id: &str,
+        mark: i64,
+        page: Page<'_>,
+        checkpoint: Option<&StageCheckpoint>,
+    ) -> Result<(), StoreError> {
+        let txn = self.db.begin().await?;
+        write_records(&txn, location_id, mark, page).await?;
+        if let Some(checkpoint) = checkpoint {
+            write_checkpoint(&txn, checkpoint).await?;
+        }
+        txn.commit().await?;
+        Ok(())
+    }
+
+    /// Marks the rows of `resource` in `location_id` that no run since `mark` has seen as deleted
+    /// (a FULL sync calls it after its stage saw every row). Returns how many rows it marked.
+    pub async fn mark_unseen_deleted(
+        &self,
+        location_id: &str,
+        resource: Resource,
+        mark: i64,
+    ) -> Result<u64, StoreError> {
+        let tables: &[&'static str] = match resource {
+            Resource::Users => &["users"],
+            Resource::CustomFields => &["custom_fields"],
+            Resource::Pipelines => &["pipelines", "pipeline_stages"],
+            Resource::Contacts => &["contacts"],
+            Resource::Tasks => &["tasks"],
+            Resource::Conversations => &["conversations"],
+            Resource::Opportunities => &["opportunities"],
+        };
+        let txn = self.db.begin().await?;
+        let mut marked = 0;
+        for table in tables {
+            let update = Query::update()
+                .table(*table)
+                .value("deleted", true)
+                .and_where(Expr::col("location_id").eq(location_id))
+                .and_where(Expr::col("seen_at").lt(mark))
+                .and_where(Expr::col("deleted").eq(false))
+                .to_owned();
+            marked += txn.execute(&update).await?.rows_affected();
+        }
+        txn.commit().await?;
+        Ok(marked)
+    }
+}
