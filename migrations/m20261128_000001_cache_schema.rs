@@ -231,21 +231,61 @@ impl MigrationTrait for Migration {
 
         let indexes = [
             index("users_location", "users", &["location_id", "deleted"]),
-            index("custom_fields_location", "custom_fields", &["location_id", "position"]),
-            index("contacts_location_added", "contacts", &["location_id", "date_added", "id"]),
-            index("contacts_location_updated", "contacts", &["location_id", "date_updated", "id"]),
-            index("contacts_location_name", "contacts", &["location_id", "sort_name", "id"]),
-            index("contacts_location_seen", "contacts", &["location_id", "seen_at"]),
-            index("contact_tags_location_tag", "contact_tags", &["location_id", "tag", "contact_id"]),
+            index(
+                "custom_fields_location",
+                "custom_fields",
+                &["location_id", "position"],
+            ),
+            index(
+                "contacts_location_added",
+                "contacts",
+                &["location_id", "date_added", "id"],
+            ),
+            index(
+                "contacts_location_updated",
+                "contacts",
+                &["location_id", "date_updated", "id"],
+            ),
+            index(
+                "contacts_location_name",
+                "contacts",
+                &["location_id", "sort_name", "id"],
+            ),
+            index(
+                "contacts_location_seen",
+                "contacts",
+                &["location_id", "seen_at"],
+            ),
+            index(
+                "contact_tags_location_tag",
+                "contact_tags",
+                &["location_id", "tag", "contact_id"],
+            ),
             index("tasks_contact", "tasks", &["contact_id"]),
             index("tasks_location_seen", "tasks", &["location_id", "seen_at"]),
             index("conversations_contact", "conversations", &["contact_id"]),
-            index("conversations_location_seen", "conversations", &["location_id", "seen_at"]),
+            index(
+                "conversations_location_seen",
+                "conversations",
+                &["location_id", "seen_at"],
+            ),
             index("opportunities_contact", "opportunities", &["contact_id"]),
-            index("opportunities_location_seen", "opportunities", &["location_id", "seen_at"]),
+            index(
+                "opportunities_location_seen",
+                "opportunities",
+                &["location_id", "seen_at"],
+            ),
             index("pipelines_location", "pipelines", &["location_id"]),
-            index("pipeline_stages_pipeline", "pipeline_stages", &["pipeline_id", "position"]),
-            index("sync_jobs_location_started", "sync_jobs", &["location_id", "started_at"]),
+            index(
+                "pipeline_stages_pipeline",
+                "pipeline_stages",
+                &["pipeline_id", "position"],
+            ),
+            index(
+                "sync_jobs_location_started",
+                "sync_jobs",
+                &["location_id", "started_at"],
+            ),
             index("sync_jobs_state", "sync_jobs", &["state"]),
         ];
         for i in indexes {
@@ -271,7 +311,8 @@ impl MigrationTrait for Migration {
             "users",
             "locations",
         ] {
-            m.drop_table(Table::drop().table(t).if_exists().to_owned()).await?;
+            m.drop_table(Table::drop().table(t).if_exists().to_owned())
+                .await?;
         }
         Ok(())
     }

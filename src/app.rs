@@ -23,17 +23,26 @@ impl App {
         let store = Store::connect(&config.database)
             .await
             .context("cannot open the database (DATABASE_URL)")?;
-        store.migrate().await.context("cannot apply the database migrations")?;
+        store
+            .migrate()
+            .await
+            .context("cannot apply the database migrations")?;
         let schema = graphql::build(store.clone(), config.graphql.clone());
         let router = http::router(schema, store.clone(), &config.http);
         let listener = TcpListener::bind(&config.http.listen)
             .await
             .with_context(|| format!("cannot listen on {} (LISTEN_ADDR)", config.http.listen))?;
-        Ok(Self { listener, router, store })
+        Ok(Self {
+            listener,
+            router,
+            store,
+        })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
-        self.listener.local_addr().expect("a bound listener has an address")
+        self.listener
+            .local_addr()
+            .expect("a bound listener has an address")
     }
 
     pub fn port(&self) -> u16 {
@@ -53,7 +62,10 @@ impl App {
     }
 
     /// Serves until `shutdown` completes, then finishes the requests in flight.
-    pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+    pub async fn run_until_stopped(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
         tracing::info!(address = %self.local_addr(), "listening");
         axum::serve(self.listener, self.router)
             .with_graceful_shutdown(shutdown)
@@ -67,8 +79,13 @@ impl App {
 
 /// Applies the migrations and exits (`ghl-gateway migrate`).
 pub async fn migrate(config: &DatabaseConfig) -> anyhow::Result<()> {
-    let store = Store::connect(config).await.context("cannot open the database (DATABASE_URL)")?;
-    store.migrate().await.context("cannot apply the database migrations")?;
+    let store = Store::connect(config)
+        .await
+        .context("cannot open the database (DATABASE_URL)")?;
+    store
+        .migrate()
+        .await
+        .context("cannot apply the database migrations")?;
     tracing::info!("migrations applied");
     store.close().await;
     Ok(())

@@ -71,8 +71,16 @@ mod tests {
                 if id == "help" || id == "version" || arg.is_positional() {
                     continue;
                 }
-                assert!(arg.get_env().is_some(), "{} --{id} has no env var", sub.get_name());
-                assert!(arg.get_help().is_some(), "{} --{id} has no help", sub.get_name());
+                assert!(
+                    arg.get_env().is_some(),
+                    "{} --{id} has no env var",
+                    sub.get_name()
+                );
+                assert!(
+                    arg.get_help().is_some(),
+                    "{} --{id} has no help",
+                    sub.get_name()
+                );
             }
         }
     }

@@ -68,7 +68,12 @@ pub struct Contact {
 impl Contact {
     /// The name to show: GHL's `name`, else first and last name, else the email or phone.
     pub fn display_name(&self) -> String {
-        if let Some(name) = self.name.as_deref().map(str::trim).filter(|n| !n.is_empty()) {
+        if let Some(name) = self
+            .name
+            .as_deref()
+            .map(str::trim)
+            .filter(|n| !n.is_empty())
+        {
             return name.to_owned();
         }
         let joined = [self.first_name.as_deref(), self.last_name.as_deref()]
@@ -81,7 +86,10 @@ impl Contact {
         if !joined.is_empty() {
             return joined;
         }
-        self.email.clone().or_else(|| self.phone.clone()).unwrap_or_default()
+        self.email
+            .clone()
+            .or_else(|| self.phone.clone())
+            .unwrap_or_default()
     }
 }
 

@@ -5,13 +5,18 @@
 
 pub mod error;
 pub mod loaders;
+mod prefetch;
 pub mod query;
 pub mod types;
 
+use std::sync::Arc;
 use std::time::Duration;
 
-use async_graphql::dataloader::DataLoader;
-use async_graphql::{EmptyMutation, EmptySubscription, Schema};
+use async_graphql::dataloader::{DataLoader, HashMapCache};
+use async_graphql::extensions::{
+    Extension, ExtensionContext, ExtensionFactory, NextPrepareRequest,
+};
+use async_graphql::{EmptyMutation, EmptySubscription, Request, Schema, ServerResult};
 
 use crate::store::Store;
 use loaders::CacheLoader;
@@ -34,17 +39,42 @@ impl Default for Settings {
 
 /// Builds the schema over `store`.
 pub fn build(store: Store, settings: Settings) -> AppSchema {
-    // One loader for all requests: it caches nothing, it only batches, so concurrent requests
-    // share batches too. The short delay lets a whole list of siblings enqueue their keys first;
-    // a page holds at most 500 keys, under the batch size, so one page is one batch.
-    let loader = DataLoader::new(CacheLoader::new(store.clone()), tokio::spawn)
-        .delay(Duration::from_millis(2))
-        .max_batch_size(2 * query::MAX_PAGE as usize);
     Schema::build(query::Query, EmptyMutation, EmptySubscription)
-        .data(store)
+        .data(store.clone())
         .data(settings)
-        .data(loader)
+        .extension(RequestLoader(store))
         .finish()
+}
+
+/// Gives every request its own DataLoader. Its cache lives as long as the request, so a request
+/// sees one consistent view and reuses what the prefetch of a page loaded; nothing outlives it.
+struct RequestLoader(Store);
+
+impl ExtensionFactory for RequestLoader {
+    fn create(&self) -> Arc<dyn Extension> {
+        Arc::new(RequestLoader(self.0.clone()))
+    }
+}
+
+#[async_graphql::async_trait::async_trait]
+impl Extension for RequestLoader {
+    async fn prepare_request(
+        &self,
+        ctx: &ExtensionContext<'_>,
+        request: Request,
+        next: NextPrepareRequest<'_>,
+    ) -> ServerResult<Request> {
+        // The short delay lets siblings outside a prefetched page (e.g. a list of locations)
+        // enqueue their keys together; pages themselves are prefetched in whole batches.
+        let loader = DataLoader::with_cache(
+            CacheLoader::new(self.0.clone()),
+            tokio::spawn,
+            HashMapCache::default(),
+        )
+        .delay(Duration::from_millis(1))
+        .max_batch_size(10_000);
+        next.run(ctx, request.data(loader)).await
+    }
 }
 
 /// The SDL of the schema, as committed in `schema.graphql`.

@@ -12,12 +12,12 @@ use std::time::Duration;
 use async_graphql::http::GraphiQLSource;
 use async_graphql::parser::types::OperationType;
 use async_graphql::{BatchRequest, BatchResponse, Value};
+use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{RawQuery, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
-use axum::Router;
 use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
@@ -123,7 +123,9 @@ pub fn negotiate(accept: Option<&str>) -> Option<MediaType> {
             .find_map(|q| q.trim().parse::<f32>().ok())
             .unwrap_or(1.0);
         let candidate = match media.as_str() {
-            "application/graphql-response+json" | "application/*" | "*/*" => MediaType::GraphqlResponseJson,
+            "application/graphql-response+json" | "application/*" | "*/*" => {
+                MediaType::GraphqlResponseJson
+            }
             "application/json" => MediaType::Json,
             _ => continue,
         };
@@ -133,7 +135,10 @@ pub fn negotiate(accept: Option<&str>) -> Option<MediaType> {
         let better = match best {
             None => true,
             Some((q, m)) => {
-                quality > q || (quality == q && m == MediaType::Json && candidate == MediaType::GraphqlResponseJson)
+                quality > q
+                    || (quality == q
+                        && m == MediaType::Json
+                        && candidate == MediaType::GraphqlResponseJson)
             }
         };
         if better {
@@ -145,7 +150,12 @@ pub fn negotiate(accept: Option<&str>) -> Option<MediaType> {
 
 fn error_response(status: StatusCode, media: MediaType, message: &str) -> Response {
     let body = serde_json::json!({ "errors": [{ "message": message }] });
-    (status, [(header::CONTENT_TYPE, media.as_str())], body.to_string()).into_response()
+    (
+        status,
+        [(header::CONTENT_TYPE, media.as_str())],
+        body.to_string(),
+    )
+        .into_response()
 }
 
 fn not_acceptable() -> Response {
@@ -182,9 +192,19 @@ fn respond(media: MediaType, response: BatchResponse) -> Response {
             };
             (status, body)
         }
-        batch @ BatchResponse::Batch(_) => (StatusCode::OK, serde_json::to_value(&batch).unwrap_or_default()),
+        batch @ BatchResponse::Batch(_) => (
+            StatusCode::OK,
+            serde_json::to_value(&batch).unwrap_or_default(),
+        ),
     };
-    (status, [(header::CONTENT_TYPE, HeaderValue::from_static(media.as_str()))], body.to_string())
+    (
+        status,
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static(media.as_str()),
+        )],
+        body.to_string(),
+    )
         .into_response()
 }
 
@@ -221,15 +241,25 @@ async fn graphql_post(State(state): State<AppState>, headers: HeaderMap, body: B
     respond(media, state.schema.execute_batch(request).await)
 }
 
-async fn graphql_get(State(state): State<AppState>, headers: HeaderMap, RawQuery(query): RawQuery) -> Response {
+async fn graphql_get(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    RawQuery(query): RawQuery,
+) -> Response {
     let Some(media) = accept(&headers) else {
         return not_acceptable();
     };
     let request = match async_graphql::http::parse_query_string(query.as_deref().unwrap_or("")) {
         Ok(request) if !request.query.is_empty() => request,
-        Ok(_) => return error_response(StatusCode::BAD_REQUEST, media, "missing `query` parameter"),
+        Ok(_) => {
+            return error_response(StatusCode::BAD_REQUEST, media, "missing `query` parameter");
+        }
         Err(error) => {
-            return error_response(StatusCode::BAD_REQUEST, media, &format!("malformed request: {error}"));
+            return error_response(
+                StatusCode::BAD_REQUEST,
+                media,
+                &format!("malformed request: {error}"),
+            );
         }
     };
     if is_mutation(&request.query, request.operation_name.as_deref()) {
@@ -238,10 +268,15 @@ async fn graphql_get(State(state): State<AppState>, headers: HeaderMap, RawQuery
             media,
             "mutations are not allowed over GET: use POST",
         );
-        response.headers_mut().insert(header::ALLOW, HeaderValue::from_static("POST"));
+        response
+            .headers_mut()
+            .insert(header::ALLOW, HeaderValue::from_static("POST"));
         return response;
     }
-    respond(media, BatchResponse::Single(state.schema.execute(request).await))
+    respond(
+        media,
+        BatchResponse::Single(state.schema.execute(request).await),
+    )
 }
 
 /// Whether the operation a GET would run is a mutation. A document that does not parse is left
@@ -272,11 +307,21 @@ mod tests {
         assert_eq!(negotiate(Some("*/*")), Some(GraphqlResponseJson));
         assert_eq!(negotiate(Some("application/json")), Some(Json));
         assert_eq!(
-            negotiate(Some("application/graphql-response+json, application/json;q=0.9")),
+            negotiate(Some(
+                "application/graphql-response+json, application/json;q=0.9"
+            )),
             Some(GraphqlResponseJson)
         );
-        assert_eq!(negotiate(Some("application/graphql-response+json;q=0.5, application/json")), Some(Json));
-        assert_eq!(negotiate(Some("application/json, multipart/mixed")), Some(Json));
+        assert_eq!(
+            negotiate(Some(
+                "application/graphql-response+json;q=0.5, application/json"
+            )),
+            Some(Json)
+        );
+        assert_eq!(
+            negotiate(Some("application/json, multipart/mixed")),
+            Some(Json)
+        );
         assert_eq!(negotiate(Some("text/html")), None);
         assert_eq!(negotiate(Some("application/json;q=0")), None);
     }

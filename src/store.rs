@@ -16,7 +16,9 @@ use std::time::Duration;
 
 use sea_orm::{ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DbBackend, DbErr};
 
-pub use read::{ContactFilter, ContactKey, ContactOrder, ContactOrderField, Freshness, SortDirection};
+pub use read::{
+    ContactFilter, ContactKey, ContactOrder, ContactOrderField, Freshness, SortDirection,
+};
 pub use write::{Page, StageCheckpoint};
 
 /// Keys per `IN (...)` list. Far below SQLite's 32,766 and PostgreSQL's 65,535 bind parameters,
@@ -30,7 +32,11 @@ const MAX_BINDS: usize = 30_000;
 #[derive(Clone, Debug, clap::Args)]
 pub struct DatabaseConfig {
     /// Database URL: `sqlite://FILE?mode=rwc` (embedded, the default) or `postgres://...`.
-    #[arg(long, env = "DATABASE_URL", default_value = "sqlite://ghl-gateway.db?mode=rwc")]
+    #[arg(
+        long,
+        env = "DATABASE_URL",
+        default_value = "sqlite://ghl-gateway.db?mode=rwc"
+    )]
     pub database_url: String,
     /// Connections in the pool. SQLite runs in WAL mode, so readers work beside the one writer.
     #[arg(long, env = "DATABASE_MAX_CONNECTIONS", default_value_t = 8)]
@@ -65,7 +71,9 @@ pub struct Store {
 
 impl std::fmt::Debug for Store {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Store").field("backend", &self.backend()).finish()
+        f.debug_struct("Store")
+            .field("backend", &self.backend())
+            .finish()
     }
 }
 
@@ -144,7 +152,10 @@ mod tests {
         for cols in 1..40 {
             let rows = rows_per_insert(cols);
             assert!(rows * cols <= MAX_BINDS);
-            assert!(rows >= 500 || cols > MAX_BINDS / 500, "a page of 500 fits in one statement");
+            assert!(
+                rows >= 500 || cols > MAX_BINDS / 500,
+                "a page of 500 fits in one statement"
+            );
         }
     }
 }

@@ -7,13 +7,16 @@ use std::collections::HashMap;
 use std::hash::Hash;
 use std::sync::Arc;
 
-use async_graphql::dataloader::Loader;
+use async_graphql::dataloader::{DataLoader, HashMapCache, Loader};
 
 use crate::store::entities::{
     contact, contact_custom_value, conversation, custom_field, opportunity, pipeline,
     pipeline_stage, task, user,
 };
 use crate::store::{Freshness, Store, StoreError};
+
+/// The DataLoader a request resolves through, with a cache that lives as long as the request.
+pub type Loaders = DataLoader<CacheLoader, HashMapCache>;
 
 pub struct CacheLoader {
     store: Store,
@@ -31,12 +34,27 @@ fn ids<K: AsRef<str>>(keys: &[K]) -> Vec<String> {
     keys.iter().map(|k| k.as_ref().to_owned()).collect()
 }
 
-fn by_one<K: Eq + Hash, V>(rows: Vec<V>, key: impl Fn(&V) -> K) -> HashMap<K, V> {
-    rows.into_iter().map(|r| (key(&r), r)).collect()
+/// One value per requested key: `None` where there is no row, so that the request's cache
+/// remembers the miss instead of loading the key again.
+fn by_one<K: Eq + Hash + Clone, V>(
+    keys: &[K],
+    rows: Vec<V>,
+    key: impl Fn(&V) -> K,
+) -> HashMap<K, Option<V>> {
+    let mut map: HashMap<K, Option<V>> = keys.iter().map(|k| (k.clone(), None)).collect();
+    for row in rows {
+        map.insert(key(&row), Some(row));
+    }
+    map
 }
 
-fn by_many<K: Eq + Hash, V>(rows: Vec<V>, key: impl Fn(&V) -> Option<K>) -> HashMap<K, Vec<V>> {
-    let mut map: HashMap<K, Vec<V>> = HashMap::new();
+/// The rows of each requested key, an empty list where there are none (cached like the rest).
+fn by_many<K: Eq + Hash + Clone, V>(
+    keys: &[K],
+    rows: Vec<V>,
+    key: impl Fn(&V) -> Option<K>,
+) -> HashMap<K, Vec<V>> {
+    let mut map: HashMap<K, Vec<V>> = keys.iter().map(|k| (k.clone(), Vec::new())).collect();
     for row in rows {
         if let Some(k) = key(&row) {
             map.entry(k).or_default().push(row);
@@ -89,11 +107,11 @@ pub struct UserKey {
 }
 
 impl Loader<ContactId> for CacheLoader {
-    type Value = contact::Model;
+    type Value = Option<contact::Model>;
     type Error = Arc<StoreError>;
     async fn load(&self, keys: &[ContactId]) -> LoadResult<ContactId, Self::Value> {
         let rows = self.store.contacts_by_ids(&ids(keys)).await?;
-        Ok(by_one(rows, |c| ContactId(c.id.clone())))
+        Ok(by_one(keys, rows, |c| ContactId(c.id.clone())))
     }
 }
 
@@ -104,10 +122,14 @@ impl Loader<TasksOf> for CacheLoader {
         let mut rows = self.store.tasks_by_contacts(&ids(keys)).await?;
         // Open tasks by due date first; undated ones last (SQL NULL order differs by database).
         rows.sort_by(|a, b| {
-            (a.completed, a.due_date.is_none(), a.due_date, &a.id)
-                .cmp(&(b.completed, b.due_date.is_none(), b.due_date, &b.id))
+            (a.completed, a.due_date.is_none(), a.due_date, &a.id).cmp(&(
+                b.completed,
+                b.due_date.is_none(),
+                b.due_date,
+                &b.id,
+            ))
         });
-        Ok(by_many(rows, |t| t.contact_id.clone().map(TasksOf)))
+        Ok(by_many(keys, rows, |t| t.contact_id.clone().map(TasksOf)))
     }
 }
 
@@ -117,8 +139,14 @@ impl Loader<ConversationsOf> for CacheLoader {
     async fn load(&self, keys: &[ConversationsOf]) -> LoadResult<ConversationsOf, Self::Value> {
         let mut rows = self.store.conversations_by_contacts(&ids(keys)).await?;
         // Most recent message first.
-        rows.sort_by(|a, b| b.last_message_date.cmp(&a.last_message_date).then(a.id.cmp(&b.id)));
-        Ok(by_many(rows, |c| c.contact_id.clone().map(ConversationsOf)))
+        rows.sort_by(|a, b| {
+            b.last_message_date
+                .cmp(&a.last_message_date)
+                .then(a.id.cmp(&b.id))
+        });
+        Ok(by_many(keys, rows, |c| {
+            c.contact_id.clone().map(ConversationsOf)
+        }))
     }
 }
 
@@ -127,7 +155,9 @@ impl Loader<OpportunitiesOf> for CacheLoader {
     type Error = Arc<StoreError>;
     async fn load(&self, keys: &[OpportunitiesOf]) -> LoadResult<OpportunitiesOf, Self::Value> {
         let rows = self.store.opportunities_by_contacts(&ids(keys)).await?;
-        Ok(by_many(rows, |o| o.contact_id.clone().map(OpportunitiesOf)))
+        Ok(by_many(keys, rows, |o| {
+            o.contact_id.clone().map(OpportunitiesOf)
+        }))
     }
 }
 
@@ -136,27 +166,31 @@ impl Loader<CustomValuesOf> for CacheLoader {
     type Error = Arc<StoreError>;
     async fn load(&self, keys: &[CustomValuesOf]) -> LoadResult<CustomValuesOf, Self::Value> {
         let rows = self.store.custom_values_by_contacts(&ids(keys)).await?;
-        Ok(by_many(rows, |v| Some(CustomValuesOf(v.contact_id.clone()))))
+        Ok(by_many(keys, rows, |v| {
+            Some(CustomValuesOf(v.contact_id.clone()))
+        }))
     }
 }
 
 impl Loader<CustomFieldId> for CacheLoader {
-    type Value = custom_field::Model;
+    type Value = Option<custom_field::Model>;
     type Error = Arc<StoreError>;
     async fn load(&self, keys: &[CustomFieldId]) -> LoadResult<CustomFieldId, Self::Value> {
         let rows = self.store.custom_fields_by_ids(&ids(keys)).await?;
-        Ok(by_one(rows, |f| CustomFieldId(f.id.clone())))
+        Ok(by_one(keys, rows, |f| CustomFieldId(f.id.clone())))
     }
 }
 
 impl Loader<UserKey> for CacheLoader {
-    type Value = user::Model;
+    type Value = Option<user::Model>;
     type Error = Arc<StoreError>;
     async fn load(&self, keys: &[UserKey]) -> LoadResult<UserKey, Self::Value> {
-        let pairs: Vec<(String, String)> =
-            keys.iter().map(|k| (k.location_id.clone(), k.user_id.clone())).collect();
+        let pairs: Vec<(String, String)> = keys
+            .iter()
+            .map(|k| (k.location_id.clone(), k.user_id.clone()))
+            .collect();
         let rows = self.store.users_by_keys(&pairs).await?;
-        Ok(by_one(rows, |u| UserKey {
+        Ok(by_one(keys, rows, |u| UserKey {
             location_id: u.location_id.clone(),
             user_id: u.id.clone(),
         }))
@@ -164,20 +198,20 @@ impl Loader<UserKey> for CacheLoader {
 }
 
 impl Loader<PipelineId> for CacheLoader {
-    type Value = pipeline::Model;
+    type Value = Option<pipeline::Model>;
     type Error = Arc<StoreError>;
     async fn load(&self, keys: &[PipelineId]) -> LoadResult<PipelineId, Self::Value> {
         let rows = self.store.pipelines_by_ids(&ids(keys)).await?;
-        Ok(by_one(rows, |p| PipelineId(p.id.clone())))
+        Ok(by_one(keys, rows, |p| PipelineId(p.id.clone())))
     }
 }
 
 impl Loader<StageId> for CacheLoader {
-    type Value = pipeline_stage::Model;
+    type Value = Option<pipeline_stage::Model>;
     type Error = Arc<StoreError>;
     async fn load(&self, keys: &[StageId]) -> LoadResult<StageId, Self::Value> {
         let rows = self.store.stages_by_ids(&ids(keys)).await?;
-        Ok(by_one(rows, |s| StageId(s.id.clone())))
+        Ok(by_one(keys, rows, |s| StageId(s.id.clone())))
     }
 }
 
@@ -186,7 +220,9 @@ impl Loader<StagesOf> for CacheLoader {
     type Error = Arc<StoreError>;
     async fn load(&self, keys: &[StagesOf]) -> LoadResult<StagesOf, Self::Value> {
         let rows = self.store.stages_by_pipelines(&ids(keys)).await?;
-        Ok(by_many(rows, |s| Some(StagesOf(s.pipeline_id.clone()))))
+        Ok(by_many(keys, rows, |s| {
+            Some(StagesOf(s.pipeline_id.clone()))
+        }))
     }
 }
 
@@ -195,7 +231,9 @@ impl Loader<PipelinesOf> for CacheLoader {
     type Error = Arc<StoreError>;
     async fn load(&self, keys: &[PipelinesOf]) -> LoadResult<PipelinesOf, Self::Value> {
         let rows = self.store.pipelines_by_locations(&ids(keys)).await?;
-        Ok(by_many(rows, |p| Some(PipelinesOf(p.location_id.clone()))))
+        Ok(by_many(keys, rows, |p| {
+            Some(PipelinesOf(p.location_id.clone()))
+        }))
     }
 }
 
@@ -204,6 +242,14 @@ impl Loader<FreshnessOf> for CacheLoader {
     type Error = Arc<StoreError>;
     async fn load(&self, keys: &[FreshnessOf]) -> LoadResult<FreshnessOf, Self::Value> {
         let rows = self.store.freshness(&ids(keys)).await?;
-        Ok(rows.into_iter().map(|(k, v)| (FreshnessOf(k), v)).collect())
+        let mut map: HashMap<FreshnessOf, Freshness> =
+            rows.into_iter().map(|(k, v)| (FreshnessOf(k), v)).collect();
+        for k in keys {
+            map.entry(k.clone()).or_insert_with(|| Freshness {
+                location_id: k.0.clone(),
+                ..Freshness::default()
+            });
+        }
+        Ok(map)
     }
 }

@@ -98,7 +98,8 @@ fn encode_cursor(order: store::ContactOrder, key: ContactKey) -> String {
 }
 
 fn decode_cursor(text: &str, order: store::ContactOrder) -> ApiResult<ContactKey> {
-    let malformed = || ApiError::BadUserInput(format!("`after` is not a cursor of this API: {text:?}"));
+    let malformed =
+        || ApiError::BadUserInput(format!("`after` is not a cursor of this API: {text:?}"));
     let bytes = URL_SAFE_NO_PAD.decode(text).map_err(|_| malformed())?;
     let cursor: Cursor = serde_json::from_slice(&bytes).map_err(|_| malformed())?;
     if cursor.f != order.field || cursor.d != order.direction || !cursor.k.fits(order.field) {
@@ -132,17 +133,20 @@ pub struct ContactConnection {
 
 #[Object]
 impl ContactConnection {
-    async fn edges(&self) -> Vec<ContactEdge> {
-        self.edges
+    async fn edges(&self, ctx: &Context<'_>) -> ApiResult<Vec<ContactEdge>> {
+        super::prefetch::contacts(ctx, &self.contacts(), ctx.look_ahead().field("node")).await?;
+        Ok(self
+            .edges
             .iter()
             .map(|(cursor, c)| ContactEdge {
                 cursor: cursor.clone(),
                 node: Contact(c.clone()),
             })
-            .collect()
+            .collect())
     }
-    async fn nodes(&self) -> Vec<Contact> {
-        self.edges.iter().map(|(_, c)| Contact(c.clone())).collect()
+    async fn nodes(&self, ctx: &Context<'_>) -> ApiResult<Vec<Contact>> {
+        super::prefetch::contacts(ctx, &self.contacts(), ctx.look_ahead()).await?;
+        Ok(self.edges.iter().map(|(_, c)| Contact(c.clone())).collect())
     }
     async fn page_info(&self) -> PageInfo {
         PageInfo {
@@ -153,10 +157,18 @@ impl ContactConnection {
     /// Contacts matching the filter in the whole location (not just this page).
     async fn total_count(&self, ctx: &Context<'_>) -> ApiResult<u64> {
         let store = ctx.data_unchecked::<Store>();
-        Ok(store.count_contacts(&self.location_id, &self.filter).await?)
+        Ok(store
+            .count_contacts(&self.location_id, &self.filter)
+            .await?)
     }
     async fn freshness(&self, ctx: &Context<'_>) -> ApiResult<Freshness> {
         Freshness::of(ctx, &self.location_id).await
+    }
+}
+
+impl ContactConnection {
+    fn contacts(&self) -> Vec<store::entities::contact::Model> {
+        self.edges.iter().map(|(_, c)| c.clone()).collect()
     }
 }
 
@@ -184,17 +196,19 @@ impl Query {
         Ok(store.location(&id).await?.map(Location))
     }
 
-    /// A page of a location's contacts, from the cache.
+    /// A page of a location's contacts, from the cache. `first`: page size, 0 to 500 (default
+    /// 50). `after`: the `endCursor` of the previous page. `maxAge`: the oldest data, in seconds,
+    /// the caller accepts.
     #[allow(clippy::too_many_arguments)]
     async fn contacts(
         &self,
         ctx: &Context<'_>,
         location_id: ID,
-        #[graphql(default = 50, desc = "Page size, 0 to 500.")] first: Option<i32>,
-        #[graphql(desc = "The `endCursor` of the previous page.")] after: Option<String>,
+        #[graphql(default = 50)] first: Option<i32>,
+        after: Option<String>,
         filter: Option<ContactFilter>,
         order_by: Option<ContactOrder>,
-        #[graphql(desc = "The oldest data, in seconds, the caller accepts.")] max_age: Option<i32>,
+        max_age: Option<i32>,
     ) -> ApiResult<ContactConnection> {
         let first = first.unwrap_or(DEFAULT_PAGE);
         if !(0..=MAX_PAGE).contains(&first) {
@@ -203,18 +217,27 @@ impl Query {
             )));
         }
         if max_age.is_some_and(|m| m < 0) {
-            return Err(ApiError::BadUserInput("`maxAge` must not be negative".into()));
+            return Err(ApiError::BadUserInput(
+                "`maxAge` must not be negative".into(),
+            ));
         }
-        let order = order_by
-            .map(|o| o.to_store())
-            .unwrap_or_default();
-        let after = after.as_deref().map(|c| decode_cursor(c, order)).transpose()?;
+        let order = order_by.map(|o| o.to_store()).unwrap_or_default();
+        let after = after
+            .as_deref()
+            .map(|c| decode_cursor(c, order))
+            .transpose()?;
         let filter = filter.unwrap_or_default().to_store();
         let store = ctx.data_unchecked::<Store>();
         known_location(store, &location_id).await?;
 
         let mut rows = store
-            .contacts_page(&location_id, &filter, order, after.as_ref(), first as u64 + 1)
+            .contacts_page(
+                &location_id,
+                &filter,
+                order,
+                after.as_ref(),
+                first as u64 + 1,
+            )
             .await?;
         let has_next_page = rows.len() > first as usize;
         rows.truncate(first as usize);
@@ -232,7 +255,11 @@ impl Query {
 
     /// A contact by id, or null.
     async fn contact(&self, ctx: &Context<'_>, id: ID) -> ApiResult<Option<Contact>> {
-        Ok(loader(ctx).load_one(ContactId(id.0)).await?.map(Contact))
+        Ok(loader(ctx)
+            .load_one(ContactId(id.0))
+            .await?
+            .flatten()
+            .map(Contact))
     }
 
     /// What the location's sync is doing and how fresh its data is.
@@ -250,15 +277,27 @@ mod tests {
     #[test]
     fn cursors_round_trip_and_refuse_other_orders() {
         let order = store::ContactOrder::default();
-        let key = ContactKey::Time { at: 42, id: "c1".into() };
+        let key = ContactKey::Time {
+            at: 42,
+            id: "c1".into(),
+        };
         let text = encode_cursor(order, key.clone());
         assert_eq!(decode_cursor(&text, order).unwrap(), key);
         let by_name = store::ContactOrder {
             field: store::ContactOrderField::Name,
             direction: store::SortDirection::Desc,
         };
-        assert!(matches!(decode_cursor(&text, by_name), Err(ApiError::BadUserInput(_))));
-        assert!(matches!(decode_cursor("not a cursor!", order), Err(ApiError::BadUserInput(_))));
-        assert!(matches!(decode_cursor("bm9wZQ", order), Err(ApiError::BadUserInput(_))));
+        assert!(matches!(
+            decode_cursor(&text, by_name),
+            Err(ApiError::BadUserInput(_))
+        ));
+        assert!(matches!(
+            decode_cursor("not a cursor!", order),
+            Err(ApiError::BadUserInput(_))
+        ));
+        assert!(matches!(
+            decode_cursor("bm9wZQ", order),
+            Err(ApiError::BadUserInput(_))
+        ));
     }
 }

@@ -1,13 +1,12 @@
 //! The GraphQL object types, thin views over the store's models. Nested fields go through the
 //! [`CacheLoader`](super::loaders::CacheLoader); nothing here calls GHL.
 
-use async_graphql::dataloader::DataLoader;
 use async_graphql::{Context, Enum, ID, Json, Object, SimpleObject};
 use chrono::{DateTime, Utc};
 
+use super::Settings;
 use super::error::{ApiError, ApiResult};
 use super::loaders::*;
-use super::Settings;
 use crate::domain::from_ms;
 use crate::store::entities::{
     contact, contact_custom_value, conversation, custom_field, location, opportunity, pipeline,
@@ -15,26 +14,39 @@ use crate::store::entities::{
 };
 use crate::store::{self, Store};
 
-pub(super) fn loader<'a>(ctx: &Context<'a>) -> &'a DataLoader<CacheLoader> {
-    ctx.data_unchecked::<DataLoader<CacheLoader>>()
+pub(super) fn loader<'a>(ctx: &Context<'a>) -> &'a Loaders {
+    // Every request gets one from the `RequestLoader` extension.
+    ctx.data_unchecked::<Loaders>()
 }
 
 fn time(ms: Option<i64>) -> Option<DateTime<Utc>> {
     ms.map(from_ms)
 }
 
-async fn user_of(ctx: &Context<'_>, location_id: &str, user_id: Option<&str>) -> ApiResult<Option<User>> {
-    let Some(user_id) = user_id else { return Ok(None) };
+async fn user_of(
+    ctx: &Context<'_>,
+    location_id: &str,
+    user_id: Option<&str>,
+) -> ApiResult<Option<User>> {
+    let Some(user_id) = user_id else {
+        return Ok(None);
+    };
     let key = UserKey {
         location_id: location_id.to_owned(),
         user_id: user_id.to_owned(),
     };
-    Ok(loader(ctx).load_one(key).await?.map(User))
+    Ok(loader(ctx).load_one(key).await?.flatten().map(User))
 }
 
 async fn contact_of(ctx: &Context<'_>, contact_id: Option<&str>) -> ApiResult<Option<Contact>> {
-    let Some(id) = contact_id else { return Ok(None) };
-    Ok(loader(ctx).load_one(ContactId(id.to_owned())).await?.map(Contact))
+    let Some(id) = contact_id else {
+        return Ok(None);
+    };
+    Ok(loader(ctx)
+        .load_one(ContactId(id.to_owned()))
+        .await?
+        .flatten()
+        .map(Contact))
 }
 
 /// How old the cached data of a location is, and whether a sync is running.
@@ -64,8 +76,14 @@ impl Freshness {
 
     pub(super) async fn of(ctx: &Context<'_>, location_id: &str) -> ApiResult<Self> {
         let settings = ctx.data_unchecked::<Settings>();
-        let row = loader(ctx).load_one(FreshnessOf(location_id.to_owned())).await?;
-        Ok(Self::from_store(row.as_ref(), settings.max_age_secs, Utc::now()))
+        let row = loader(ctx)
+            .load_one(FreshnessOf(location_id.to_owned()))
+            .await?;
+        Ok(Self::from_store(
+            row.as_ref(),
+            settings.max_age_secs,
+            Utc::now(),
+        ))
     }
 }
 
@@ -142,8 +160,14 @@ impl Contact {
         user_of(ctx, &self.0.location_id, self.0.assigned_to.as_deref()).await
     }
     async fn custom_fields(&self, ctx: &Context<'_>) -> ApiResult<Vec<CustomFieldValue>> {
-        let rows = loader(ctx).load_one(CustomValuesOf(self.0.id.clone())).await?;
-        Ok(rows.unwrap_or_default().into_iter().map(CustomFieldValue).collect())
+        let rows = loader(ctx)
+            .load_one(CustomValuesOf(self.0.id.clone()))
+            .await?;
+        Ok(rows
+            .unwrap_or_default()
+            .into_iter()
+            .map(CustomFieldValue)
+            .collect())
     }
     /// Open tasks by due date first, then completed ones.
     async fn tasks(&self, ctx: &Context<'_>) -> ApiResult<Vec<Task>> {
@@ -152,12 +176,24 @@ impl Contact {
     }
     /// Most recent message first.
     async fn conversations(&self, ctx: &Context<'_>) -> ApiResult<Vec<Conversation>> {
-        let rows = loader(ctx).load_one(ConversationsOf(self.0.id.clone())).await?;
-        Ok(rows.unwrap_or_default().into_iter().map(Conversation).collect())
+        let rows = loader(ctx)
+            .load_one(ConversationsOf(self.0.id.clone()))
+            .await?;
+        Ok(rows
+            .unwrap_or_default()
+            .into_iter()
+            .map(Conversation)
+            .collect())
     }
     async fn opportunities(&self, ctx: &Context<'_>) -> ApiResult<Vec<Opportunity>> {
-        let rows = loader(ctx).load_one(OpportunitiesOf(self.0.id.clone())).await?;
-        Ok(rows.unwrap_or_default().into_iter().map(Opportunity).collect())
+        let rows = loader(ctx)
+            .load_one(OpportunitiesOf(self.0.id.clone()))
+            .await?;
+        Ok(rows
+            .unwrap_or_default()
+            .into_iter()
+            .map(Opportunity)
+            .collect())
     }
 }
 
@@ -166,7 +202,10 @@ pub struct CustomFieldValue(pub contact_custom_value::Model);
 
 impl CustomFieldValue {
     async fn definition(&self, ctx: &Context<'_>) -> ApiResult<Option<custom_field::Model>> {
-        Ok(loader(ctx).load_one(CustomFieldId(self.0.field_id.clone())).await?)
+        Ok(loader(ctx)
+            .load_one(CustomFieldId(self.0.field_id.clone()))
+            .await?
+            .flatten())
     }
 }
 
@@ -283,12 +322,24 @@ impl Opportunity {
         self.0.monetary_value
     }
     async fn pipeline(&self, ctx: &Context<'_>) -> ApiResult<Option<Pipeline>> {
-        let Some(id) = &self.0.pipeline_id else { return Ok(None) };
-        Ok(loader(ctx).load_one(PipelineId(id.clone())).await?.map(Pipeline))
+        let Some(id) = &self.0.pipeline_id else {
+            return Ok(None);
+        };
+        Ok(loader(ctx)
+            .load_one(PipelineId(id.clone()))
+            .await?
+            .flatten()
+            .map(Pipeline))
     }
     async fn stage(&self, ctx: &Context<'_>) -> ApiResult<Option<PipelineStage>> {
-        let Some(id) = &self.0.stage_id else { return Ok(None) };
-        Ok(loader(ctx).load_one(StageId(id.clone())).await?.map(PipelineStage))
+        let Some(id) = &self.0.stage_id else {
+            return Ok(None);
+        };
+        Ok(loader(ctx)
+            .load_one(StageId(id.clone()))
+            .await?
+            .flatten()
+            .map(PipelineStage))
     }
     async fn assigned_to(&self, ctx: &Context<'_>) -> ApiResult<Option<User>> {
         user_of(ctx, &self.0.location_id, self.0.assigned_to.as_deref()).await
@@ -338,7 +389,11 @@ impl Pipeline {
     /// The stages in board order.
     async fn stages(&self, ctx: &Context<'_>) -> ApiResult<Vec<PipelineStage>> {
         let rows = loader(ctx).load_one(StagesOf(self.0.id.clone())).await?;
-        Ok(rows.unwrap_or_default().into_iter().map(PipelineStage).collect())
+        Ok(rows
+            .unwrap_or_default()
+            .into_iter()
+            .map(PipelineStage)
+            .collect())
     }
 }
 
@@ -468,7 +523,11 @@ impl SyncStatus {
         let last_job = match store.last_job(location_id).await? {
             Some(job) => {
                 let stages = store.stages_of_jobs(std::slice::from_ref(&job.id)).await?;
-                Some(SyncJob { job, stages, joined: false })
+                Some(SyncJob {
+                    job,
+                    stages,
+                    joined: false,
+                })
             }
             None => None,
         };

@@ -281,8 +281,14 @@ pub mod credential {
             f.debug_struct("Credential")
                 .field("location_id", &self.location_id)
                 .field("kind", &self.kind)
-                .field("access_token", &self.access_token.as_ref().map(|_| "[redacted]"))
-                .field("refresh_token", &self.refresh_token.as_ref().map(|_| "[redacted]"))
+                .field(
+                    "access_token",
+                    &self.access_token.as_ref().map(|_| "[redacted]"),
+                )
+                .field(
+                    "refresh_token",
+                    &self.refresh_token.as_ref().map(|_| "[redacted]"),
+                )
                 .field("expires_at", &self.expires_at)
                 .field("company_id", &self.company_id)
                 .finish()

@@ -57,9 +57,18 @@ impl ContactKey {
     /// The key of `c` in `field` order.
     pub fn of(c: &contact::Model, field: ContactOrderField) -> Self {
         match field {
-            ContactOrderField::DateAdded => ContactKey::Time { at: c.date_added, id: c.id.clone() },
-            ContactOrderField::DateUpdated => ContactKey::Time { at: c.date_updated, id: c.id.clone() },
-            ContactOrderField::Name => ContactKey::Name { name: c.sort_name.clone(), id: c.id.clone() },
+            ContactOrderField::DateAdded => ContactKey::Time {
+                at: c.date_added,
+                id: c.id.clone(),
+            },
+            ContactOrderField::DateUpdated => ContactKey::Time {
+                at: c.date_updated,
+                id: c.id.clone(),
+            },
+            ContactOrderField::Name => ContactKey::Name {
+                name: c.sort_name.clone(),
+                id: c.id.clone(),
+            },
         }
     }
 
@@ -67,8 +76,10 @@ impl ContactKey {
     pub fn fits(&self, field: ContactOrderField) -> bool {
         matches!(
             (self, field),
-            (ContactKey::Time { .. }, ContactOrderField::DateAdded | ContactOrderField::DateUpdated)
-                | (ContactKey::Name { .. }, ContactOrderField::Name)
+            (
+                ContactKey::Time { .. },
+                ContactOrderField::DateAdded | ContactOrderField::DateUpdated
+            ) | (ContactKey::Name { .. }, ContactOrderField::Name)
         )
     }
 }
@@ -107,7 +118,12 @@ fn contact_condition(location_id: &str, filter: &ContactFilter) -> Condition {
     let mut cond = Condition::all()
         .add(contact::Column::LocationId.eq(location_id))
         .add(contact::Column::Deleted.eq(false));
-    if let Some(text) = filter.query.as_deref().map(str::trim).filter(|t| !t.is_empty()) {
+    if let Some(text) = filter
+        .query
+        .as_deref()
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+    {
         cond = cond.add(
             Condition::any()
                 .add(Expr::col(contact::Column::SortName).like(like_pattern(text)))
@@ -192,13 +208,21 @@ impl Store {
         }
         let select = contact::Entity::find().filter(cond);
         let select = match order.direction {
-            SortDirection::Asc => select.order_by_asc(sort_col).order_by_asc(contact::Column::Id),
-            SortDirection::Desc => select.order_by_desc(sort_col).order_by_desc(contact::Column::Id),
+            SortDirection::Asc => select
+                .order_by_asc(sort_col)
+                .order_by_asc(contact::Column::Id),
+            SortDirection::Desc => select
+                .order_by_desc(sort_col)
+                .order_by_desc(contact::Column::Id),
         };
         Ok(select.limit(limit).all(&self.db).await?)
     }
 
-    pub async fn count_contacts(&self, location_id: &str, filter: &ContactFilter) -> Result<u64, StoreError> {
+    pub async fn count_contacts(
+        &self,
+        location_id: &str,
+        filter: &ContactFilter,
+    ) -> Result<u64, StoreError> {
         Ok(contact::Entity::find()
             .filter(contact_condition(location_id, filter))
             .count(&self.db)
@@ -216,7 +240,10 @@ impl Store {
     }
 
     /// Tasks of the given contacts, by due date (undated last), then id.
-    pub async fn tasks_by_contacts(&self, contact_ids: &[String]) -> Result<Vec<task::Model>, StoreError> {
+    pub async fn tasks_by_contacts(
+        &self,
+        contact_ids: &[String],
+    ) -> Result<Vec<task::Model>, StoreError> {
         chunked(contact_ids, |chunk| {
             task::Entity::find()
                 .filter(task::Column::ContactId.is_in(chunk))
@@ -268,7 +295,10 @@ impl Store {
         .await
     }
 
-    pub async fn custom_fields_by_ids(&self, ids: &[String]) -> Result<Vec<custom_field::Model>, StoreError> {
+    pub async fn custom_fields_by_ids(
+        &self,
+        ids: &[String],
+    ) -> Result<Vec<custom_field::Model>, StoreError> {
         chunked(ids, |chunk| {
             custom_field::Entity::find()
                 .filter(custom_field::Column::Id.is_in(chunk))
@@ -278,7 +308,10 @@ impl Store {
     }
 
     /// Users by (location id, user id).
-    pub async fn users_by_keys(&self, keys: &[(String, String)]) -> Result<Vec<user::Model>, StoreError> {
+    pub async fn users_by_keys(
+        &self,
+        keys: &[(String, String)],
+    ) -> Result<Vec<user::Model>, StoreError> {
         let mut locations: Vec<String> = keys.iter().map(|(l, _)| l.clone()).collect();
         locations.sort();
         locations.dedup();
@@ -298,7 +331,10 @@ impl Store {
             .collect())
     }
 
-    pub async fn users_of_location(&self, location_id: &str) -> Result<Vec<user::Model>, StoreError> {
+    pub async fn users_of_location(
+        &self,
+        location_id: &str,
+    ) -> Result<Vec<user::Model>, StoreError> {
         Ok(user::Entity::find()
             .filter(user::Column::LocationId.eq(location_id))
             .filter(user::Column::Deleted.eq(false))
@@ -307,7 +343,10 @@ impl Store {
             .await?)
     }
 
-    pub async fn pipelines_by_ids(&self, ids: &[String]) -> Result<Vec<pipeline::Model>, StoreError> {
+    pub async fn pipelines_by_ids(
+        &self,
+        ids: &[String],
+    ) -> Result<Vec<pipeline::Model>, StoreError> {
         chunked(ids, |chunk| {
             pipeline::Entity::find()
                 .filter(pipeline::Column::Id.is_in(chunk))
@@ -331,7 +370,10 @@ impl Store {
         .await
     }
 
-    pub async fn stages_by_ids(&self, ids: &[String]) -> Result<Vec<pipeline_stage::Model>, StoreError> {
+    pub async fn stages_by_ids(
+        &self,
+        ids: &[String],
+    ) -> Result<Vec<pipeline_stage::Model>, StoreError> {
         chunked(ids, |chunk| {
             pipeline_stage::Entity::find()
                 .filter(pipeline_stage::Column::Id.is_in(chunk))
@@ -356,7 +398,10 @@ impl Store {
     }
 
     /// The last successful sync and the number of active jobs of each location, in one statement.
-    pub async fn freshness(&self, location_ids: &[String]) -> Result<HashMap<String, Freshness>, StoreError> {
+    pub async fn freshness(
+        &self,
+        location_ids: &[String],
+    ) -> Result<HashMap<String, Freshness>, StoreError> {
         let rows = chunked(location_ids, |chunk| {
             sync_job::Entity::find()
                 .select_only()
@@ -375,7 +420,10 @@ impl Store {
                 .all(&self.db)
         })
         .await?;
-        Ok(rows.into_iter().map(|f| (f.location_id.clone(), f)).collect())
+        Ok(rows
+            .into_iter()
+            .map(|f| (f.location_id.clone(), f))
+            .collect())
     }
 
     /// The most recent sync job of a location.
@@ -389,7 +437,10 @@ impl Store {
     }
 
     /// The stages of the given jobs, in a stable order.
-    pub async fn stages_of_jobs(&self, job_ids: &[String]) -> Result<Vec<sync_stage::Model>, StoreError> {
+    pub async fn stages_of_jobs(
+        &self,
+        job_ids: &[String],
+    ) -> Result<Vec<sync_stage::Model>, StoreError> {
         chunked(job_ids, |chunk| {
             sync_stage::Entity::find()
                 .filter(sync_stage::Column::JobId.is_in(chunk))
@@ -409,13 +460,22 @@ mod tests {
     #[test]
     fn like_patterns_escape_wildcards() {
         let p = like_pattern("50%_OFF\\");
-        assert_eq!(format!("{p:?}"), format!("{:?}", LikeExpr::new("%50\\%\\_off\\\\%").escape('\\')));
+        assert_eq!(
+            format!("{p:?}"),
+            format!("{:?}", LikeExpr::new("%50\\%\\_off\\\\%").escape('\\'))
+        );
     }
 
     #[test]
     fn keys_fit_their_orders() {
-        let t = ContactKey::Time { at: 1, id: "a".into() };
-        let n = ContactKey::Name { name: "a".into(), id: "a".into() };
+        let t = ContactKey::Time {
+            at: 1,
+            id: "a".into(),
+        };
+        let n = ContactKey::Name {
+            name: "a".into(),
+            id: "a".into(),
+        };
         assert!(t.fits(ContactOrderField::DateAdded) && t.fits(ContactOrderField::DateUpdated));
         assert!(!t.fits(ContactOrderField::Name));
         assert!(n.fits(ContactOrderField::Name) && !n.fits(ContactOrderField::DateAdded));

@@ -110,30 +110,119 @@ async fn delete_in<C: ConnectionTrait>(
     Ok(())
 }
 
-const LOCATION_COLS: &[&str] = &["id", "name", "company_id", "timezone", "created_at", "deleted", "seen_at"];
-const USER_COLS: &[&str] = &["location_id", "id", "name", "first_name", "last_name", "email", "deleted", "seen_at"];
-const CUSTOM_FIELD_COLS: &[&str] =
-    &["id", "location_id", "name", "field_key", "data_type", "model", "position", "deleted", "seen_at"];
+const LOCATION_COLS: &[&str] = &[
+    "id",
+    "name",
+    "company_id",
+    "timezone",
+    "created_at",
+    "deleted",
+    "seen_at",
+];
+const USER_COLS: &[&str] = &[
+    "location_id",
+    "id",
+    "name",
+    "first_name",
+    "last_name",
+    "email",
+    "deleted",
+    "seen_at",
+];
+const CUSTOM_FIELD_COLS: &[&str] = &[
+    "id",
+    "location_id",
+    "name",
+    "field_key",
+    "data_type",
+    "model",
+    "position",
+    "deleted",
+    "seen_at",
+];
 const PIPELINE_COLS: &[&str] = &["id", "location_id", "name", "deleted", "seen_at"];
-const STAGE_COLS: &[&str] = &["id", "pipeline_id", "location_id", "name", "position", "deleted", "seen_at"];
+const STAGE_COLS: &[&str] = &[
+    "id",
+    "pipeline_id",
+    "location_id",
+    "name",
+    "position",
+    "deleted",
+    "seen_at",
+];
 const CONTACT_COLS: &[&str] = &[
-    "id", "location_id", "first_name", "last_name", "name", "sort_name", "email", "phone",
-    "company_name", "source", "assigned_to", "tags", "date_added", "date_updated", "deleted", "seen_at",
+    "id",
+    "location_id",
+    "first_name",
+    "last_name",
+    "name",
+    "sort_name",
+    "email",
+    "phone",
+    "company_name",
+    "source",
+    "assigned_to",
+    "tags",
+    "date_added",
+    "date_updated",
+    "deleted",
+    "seen_at",
 ];
 const TASK_COLS: &[&str] = &[
-    "id", "location_id", "contact_id", "title", "body", "due_date", "completed", "assigned_to",
-    "date_added", "date_updated", "deleted", "seen_at",
+    "id",
+    "location_id",
+    "contact_id",
+    "title",
+    "body",
+    "due_date",
+    "completed",
+    "assigned_to",
+    "date_added",
+    "date_updated",
+    "deleted",
+    "seen_at",
 ];
 const CONVERSATION_COLS: &[&str] = &[
-    "id", "location_id", "contact_id", "type", "last_message_body", "last_message_type",
-    "last_message_date", "unread_count", "assigned_to", "date_added", "date_updated", "deleted", "seen_at",
+    "id",
+    "location_id",
+    "contact_id",
+    "type",
+    "last_message_body",
+    "last_message_type",
+    "last_message_date",
+    "unread_count",
+    "assigned_to",
+    "date_added",
+    "date_updated",
+    "deleted",
+    "seen_at",
 ];
 const OPPORTUNITY_COLS: &[&str] = &[
-    "id", "location_id", "contact_id", "pipeline_id", "stage_id", "name", "status", "monetary_value",
-    "assigned_to", "created_at", "updated_at", "deleted", "seen_at",
+    "id",
+    "location_id",
+    "contact_id",
+    "pipeline_id",
+    "stage_id",
+    "name",
+    "status",
+    "monetary_value",
+    "assigned_to",
+    "created_at",
+    "updated_at",
+    "deleted",
+    "seen_at",
 ];
-const STAGE_CHECKPOINT_COLS: &[&str] =
-    &["job_id", "name", "state", "fetched", "total", "pages", "checkpoint", "error", "updated_at"];
+const STAGE_CHECKPOINT_COLS: &[&str] = &[
+    "job_id",
+    "name",
+    "state",
+    "fetched",
+    "total",
+    "pages",
+    "checkpoint",
+    "error",
+    "updated_at",
+];
 
 /// Writes one page for `location_id`. Each row is stamped with `mark` (the sync run's mark) and
 /// undeleted; the records' own `location_id` is ignored in favour of the argument.
@@ -314,7 +403,11 @@ async fn write_contacts<C: ConnectionTrait>(
             tag_rows.push(vec![c.id.clone().into(), tag.clone().into(), loc()]);
         }
         let mut seen_fields = std::collections::HashSet::new();
-        for v in c.custom_fields.iter().filter(|v| seen_fields.insert(v.field_id.as_str())) {
+        for v in c
+            .custom_fields
+            .iter()
+            .filter(|v| seen_fields.insert(v.field_id.as_str()))
+        {
             value_rows.push(vec![
                 c.id.clone().into(),
                 v.field_id.clone().into(),
@@ -327,7 +420,14 @@ async fn write_contacts<C: ConnectionTrait>(
     let ids: Vec<String> = contacts.iter().map(|c| c.id.clone()).collect();
     delete_in(conn, "contact_tags", "contact_id", &ids).await?;
     delete_in(conn, "contact_custom_values", "contact_id", &ids).await?;
-    upsert(conn, "contact_tags", &["contact_id", "tag", "location_id"], &["contact_id", "tag"], tag_rows).await?;
+    upsert(
+        conn,
+        "contact_tags",
+        &["contact_id", "tag", "location_id"],
+        &["contact_id", "tag"],
+        tag_rows,
+    )
+    .await?;
     upsert(
         conn,
         "contact_custom_values",
@@ -350,7 +450,14 @@ async fn write_checkpoint<C: ConnectionTrait>(conn: &C, c: &StageCheckpoint) -> 
         c.error.clone().into(),
         chrono::Utc::now().timestamp_millis().into(),
     ];
-    upsert(conn, "sync_stages", STAGE_CHECKPOINT_COLS, &["job_id", "name"], vec![row]).await
+    upsert(
+        conn,
+        "sync_stages",
+        STAGE_CHECKPOINT_COLS,
+        &["job_id", "name"],
+        vec![row],
+    )
+    .await
 }
 
 impl Store {

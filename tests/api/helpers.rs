@@ -1,0 +1,380 @@
+//! Shared helpers of the integration tests: fresh databases on each backend, fixtures loaded
+//! through the store API, and `spawn_app` for tests over HTTP.
+
+use std::collections::HashMap;
+
+use chrono::{DateTime, Duration, TimeZone, Utc};
+use ghl_gateway::app::App;
+use ghl_gateway::config::ServeConfig;
+use ghl_gateway::domain::*;
+use ghl_gateway::graphql::{self, AppSchema};
+use ghl_gateway::http::HttpConfig;
+use ghl_gateway::store::{DatabaseConfig, Page, Store};
+use sea_orm::{ConnectionTrait, Database};
+
+/// A fresh, migrated database that lives as long as the value.
+pub struct TestDb {
+    pub name: &'static str,
+    pub url: String,
+    pub store: Store,
+    _dir: Option<tempfile::TempDir>,
+    /// For PostgreSQL: the admin URL and the database to drop afterwards.
+    drop_database: Option<(String, String)>,
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        let Some((admin_url, db_name)) = self.drop_database.take() else {
+            return;
+        };
+        // Drop runs outside async; a short-lived runtime on its own thread drops the database.
+        let _ = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .ok()?;
+            runtime.block_on(async {
+                let admin = Database::connect(&admin_url).await.ok()?;
+                let _ = admin
+                    .execute_unprepared(&format!("DROP DATABASE IF EXISTS {db_name} WITH (FORCE)"))
+                    .await;
+                admin.close().await.ok()
+            })
+        })
+        .join();
+    }
+}
+
+/// One fresh database per backend: SQLite always, PostgreSQL when `TEST_DATABASE_URL` is set.
+/// Each Postgres test gets its own database, so tests run in parallel.
+pub async fn databases() -> Vec<TestDb> {
+    let mut dbs = vec![sqlite().await];
+    if let Ok(admin_url) = std::env::var("TEST_DATABASE_URL") {
+        dbs.push(postgres(&admin_url).await);
+    }
+    dbs
+}
+
+pub async fn sqlite() -> TestDb {
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let url = format!(
+        "sqlite://{}?mode=rwc",
+        dir.path().join("cache.db").display()
+    );
+    let store = connect(&url).await;
+    TestDb {
+        name: "sqlite",
+        url,
+        store,
+        _dir: Some(dir),
+        drop_database: None,
+    }
+}
+
+pub async fn postgres(admin_url: &str) -> TestDb {
+    let admin = Database::connect(admin_url)
+        .await
+        .expect("TEST_DATABASE_URL answers");
+    let db_name = format!("ghl_test_{}", uuid::Uuid::new_v4().simple());
+    admin
+        .execute_unprepared(&format!("CREATE DATABASE {db_name}"))
+        .await
+        .expect("can create a test database");
+    admin.close().await.ok();
+    let mut url = reqwest::Url::parse(admin_url).expect("TEST_DATABASE_URL is a URL");
+    url.set_path(&db_name);
+    let url = url.to_string();
+    let store = connect(&url).await;
+    TestDb {
+        name: "postgres",
+        url,
+        store,
+        _dir: None,
+        drop_database: Some((admin_url.to_owned(), db_name)),
+    }
+}
+
+async fn connect(url: &str) -> Store {
+    let store = Store::connect(&DatabaseConfig::new(url))
+        .await
+        .expect("connects");
+    store.migrate().await.expect("migrates");
+    store
+}
+
+pub fn schema(store: &Store) -> AppSchema {
+    graphql::build(store.clone(), graphql::Settings::default())
+}
+
+/// A running gateway on port 0 over `url`.
+pub struct TestApp {
+    pub base: String,
+    pub store: Store,
+    pub client: reqwest::Client,
+}
+
+pub async fn spawn_app(url: &str) -> TestApp {
+    let config = ServeConfig {
+        http: HttpConfig {
+            listen: "127.0.0.1:0".into(),
+            max_body_bytes: 64 * 1024,
+            ..HttpConfig::default()
+        },
+        database: DatabaseConfig::new(url),
+        graphql: graphql::Settings::default(),
+    };
+    let app = App::build(config).await.expect("the app builds");
+    let base = format!("http://127.0.0.1:{}", app.port());
+    let store = app.store().clone();
+    tokio::spawn(app.run_until_stopped(std::future::pending()));
+    TestApp {
+        base,
+        store,
+        client: reqwest::Client::new(),
+    }
+}
+
+/// What a fixture location holds, for assertions.
+#[derive(Default)]
+pub struct Fixture {
+    pub contacts: Vec<Contact>,
+    pub tasks: HashMap<String, Vec<Task>>,
+    pub conversations: HashMap<String, Vec<Conversation>>,
+    pub opportunities: HashMap<String, Vec<Opportunity>>,
+    pub users: Vec<User>,
+}
+
+pub const TAGS: [&str; 5] = ["vip", "lead", "customer", "newsletter", "cold"];
+
+fn at(days: i64, minutes: i64) -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(2022, 1, 1, 0, 0, 0).unwrap()
+        + Duration::days(days)
+        + Duration::minutes(minutes)
+}
+
+/// Loads a deterministic location of `n` contacts through the store API, in pages of 500.
+/// Contact `i` has `i % 4` tasks, a conversation unless `i % 5 == 0`, an opportunity when
+/// `i % 3 == 0`, tags and a custom field value; some share timestamps to exercise tie-breaks.
+pub async fn load_fixture(store: &Store, location_id: &str, n: usize) -> Fixture {
+    let mark = 1;
+    store
+        .upsert_location(
+            &Location {
+                id: location_id.into(),
+                name: Some(format!("Location {location_id}")),
+                company_id: Some("company-1".into()),
+                timezone: Some("Europe/Paris".into()),
+                created_at: Some(at(0, 0)),
+            },
+            mark,
+        )
+        .await
+        .unwrap();
+    let users: Vec<User> = (0..4)
+        .map(|u| User {
+            id: format!("{location_id}-user-{u}"),
+            location_id: location_id.into(),
+            name: Some(format!("User {u}")),
+            first_name: Some("User".into()),
+            last_name: Some(u.to_string()),
+            email: Some(format!("user{u}@agency.test")),
+        })
+        .collect();
+    store
+        .write_page(location_id, mark, Page::Users(&users), None)
+        .await
+        .unwrap();
+    let fields = vec![
+        CustomField {
+            id: format!("{location_id}-cf-score"),
+            location_id: location_id.into(),
+            name: Some("Score".into()),
+            field_key: Some("contact.score".into()),
+            data_type: Some("NUMERICAL".into()),
+            model: Some("contact".into()),
+            position: 0,
+        },
+        CustomField {
+            id: format!("{location_id}-cf-colors"),
+            location_id: location_id.into(),
+            name: Some("Colors".into()),
+            field_key: Some("contact.colors".into()),
+            data_type: Some("MULTIPLE_OPTIONS".into()),
+            model: Some("contact".into()),
+            position: 1,
+        },
+    ];
+    store
+        .write_page(location_id, mark, Page::CustomFields(&fields), None)
+        .await
+        .unwrap();
+    let pipelines: Vec<Pipeline> = (0..2)
+        .map(|p| Pipeline {
+            id: format!("{location_id}-pipe-{p}"),
+            location_id: location_id.into(),
+            name: Some(format!("Pipeline {p}")),
+            stages: (0..3)
+                .map(|s| PipelineStage {
+                    id: format!("{location_id}-pipe-{p}-stage-{s}"),
+                    name: Some(format!("Stage {s}")),
+                    position: s,
+                })
+                .collect(),
+        })
+        .collect();
+    store
+        .write_page(location_id, mark, Page::Pipelines(&pipelines), None)
+        .await
+        .unwrap();
+
+    let mut fixture = Fixture {
+        users: users.clone(),
+        ..Default::default()
+    };
+    let first_names = ["Ada", "Grace", "alan", "Edsger", "Barbara", "Donald", "Ken"];
+    for start in (0..n).step_by(500) {
+        let end = (start + 500).min(n);
+        let mut contacts = Vec::new();
+        let mut tasks = Vec::new();
+        let mut conversations = Vec::new();
+        let mut opportunities = Vec::new();
+        for i in start..end {
+            let id = format!("{location_id}-c{i:06}");
+            let contact = Contact {
+                id: id.clone(),
+                location_id: location_id.into(),
+                first_name: Some(first_names[i % first_names.len()].into()),
+                last_name: Some(format!("Tester{:03}", i % 97)),
+                name: None,
+                email: Some(format!("person{i}@example.com")),
+                phone: Some(format!("+1555{i:07}")),
+                company_name: (i % 2 == 0).then(|| "Acme".to_owned()),
+                source: Some("fixture".into()),
+                assigned_to: (i % 6 != 5).then(|| users[i % users.len()].id.clone()),
+                tags: vec![
+                    TAGS[i % TAGS.len()].into(),
+                    TAGS[(i / 2) % TAGS.len()].into(),
+                ],
+                custom_fields: vec![
+                    CustomFieldValue {
+                        field_id: fields[0].id.clone(),
+                        value: serde_json::json!(i % 100),
+                    },
+                    CustomFieldValue {
+                        field_id: fields[1].id.clone(),
+                        value: serde_json::json!(["red", "blue"]),
+                    },
+                ],
+                // Pairs of contacts share a dateAdded: the id must break the tie.
+                date_added: at((i / 2) as i64, 0),
+                date_updated: at(400 + (i % 50) as i64, i as i64 % 60),
+            };
+            for t in 0..(i % 4) {
+                tasks.push(Task {
+                    id: format!("{id}-t{t}"),
+                    location_id: location_id.into(),
+                    contact_id: Some(id.clone()),
+                    title: Some(format!("Call back #{t}")),
+                    body: Some("Ask about the renewal".into()),
+                    due_date: (t != 2).then(|| at(500 + t as i64, 0)),
+                    completed: t == 1,
+                    assigned_to: Some(users[t % users.len()].id.clone()),
+                    date_added: Some(at(10, 0)),
+                    date_updated: Some(at(11, 0)),
+                });
+            }
+            if i % 5 != 0 {
+                conversations.push(Conversation {
+                    id: format!("{id}-conv"),
+                    location_id: location_id.into(),
+                    contact_id: Some(id.clone()),
+                    kind: Some("TYPE_PHONE".into()),
+                    last_message_body: Some(format!("Hello {i}")),
+                    last_message_type: Some("TYPE_SMS".into()),
+                    last_message_date: Some(at(600, i as i64)),
+                    unread_count: (i % 3) as i32,
+                    assigned_to: None,
+                    date_added: Some(at(12, 0)),
+                    date_updated: Some(at(13, 0)),
+                });
+            }
+            if i % 3 == 0 {
+                let p = &pipelines[i % 2];
+                opportunities.push(Opportunity {
+                    id: format!("{id}-opp"),
+                    location_id: location_id.into(),
+                    contact_id: Some(id.clone()),
+                    pipeline_id: Some(p.id.clone()),
+                    stage_id: Some(p.stages[i % 3].id.clone()),
+                    name: Some(format!("Deal {i}")),
+                    status: Some(["open", "won", "lost"][i % 3].into()),
+                    monetary_value: Some(100.0 * i as f64),
+                    assigned_to: Some(users[0].id.clone()),
+                    created_at: Some(at(20, 0)),
+                    updated_at: Some(at(21, 0)),
+                });
+            }
+            contacts.push(contact);
+        }
+        store
+            .write_page(location_id, mark, Page::Contacts(&contacts), None)
+            .await
+            .unwrap();
+        store
+            .write_page(location_id, mark, Page::Tasks(&tasks), None)
+            .await
+            .unwrap();
+        store
+            .write_page(location_id, mark, Page::Conversations(&conversations), None)
+            .await
+            .unwrap();
+        store
+            .write_page(location_id, mark, Page::Opportunities(&opportunities), None)
+            .await
+            .unwrap();
+        for t in tasks {
+            fixture
+                .tasks
+                .entry(t.contact_id.clone().unwrap())
+                .or_default()
+                .push(t);
+        }
+        for c in conversations {
+            fixture
+                .conversations
+                .entry(c.contact_id.clone().unwrap())
+                .or_default()
+                .push(c);
+        }
+        for o in opportunities {
+            fixture
+                .opportunities
+                .entry(o.contact_id.clone().unwrap())
+                .or_default()
+                .push(o);
+        }
+        fixture.contacts.extend(contacts);
+    }
+    fixture
+}
+
+/// The nested query a dashboard runs.
+pub const DASHBOARD_QUERY: &str = r#"
+query Dashboard($loc: ID!, $first: Int, $after: String) {
+  contacts(locationId: $loc, first: $first, after: $after) {
+    totalCount
+    freshness { syncedAt ageSeconds stale syncing }
+    pageInfo { hasNextPage endCursor }
+    edges {
+      cursor
+      node {
+        id name email phone tags dateAdded
+        assignedTo { id name email }
+        customFields { id name fieldKey value }
+        tasks { id title dueDate completed assignedTo { id name } }
+        conversations { id type lastMessageBody unreadCount }
+        opportunities { id name status monetaryValue pipeline { id name } stage { id name position } assignedTo { id } }
+      }
+    }
+  }
+}"#;

@@ -1,0 +1,7 @@
+//! Integration tests of the gateway: one binary, shared helpers.
+
+mod helpers;
+mod http;
+mod reads;
+mod schema_file;
+mod store;
