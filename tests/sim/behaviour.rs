@@ -584,3 +584,15 @@ async fn webhooks_are_signed_with_the_printed_ed25519_key() {
     assert_eq!(event["locationId"].as_str(), Some(loc.id.as_str()));
     assert!(event["webhookId"].is_string() && event["timestamp"].is_string());
 }
+
+#[tokio::test]
+async fn run_serves_until_shutdown() {
+    let args = SimArgs {
+        contacts: 3,
+        ..SimArgs::default()
+    };
+    let stop = async { tokio::time::sleep(std::time::Duration::from_millis(200)).await };
+    ghl_gateway::sim::run(args, stop)
+        .await
+        .expect("run returns cleanly after shutdown");
+}
