@@ -32,6 +32,8 @@ pub enum Command {
     Migrate(MigrateConfig),
     /// Print the GraphQL schema (SDL) to stdout.
     Schema,
+    /// Run the GHL API v2 simulator alone (for benchmarks and other clients).
+    Sim(crate::sim::SimArgs),
 }
 
 /// Settings of `ghl-gateway serve`.

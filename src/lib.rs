@@ -8,11 +8,13 @@
 //! - [`graphql`]: the schema, its DataLoaders and error codes; reads only from [`store`].
 //! - [`store`]: the cache database: entities, migrations, bulk writes, keyset pages.
 //! - [`domain`]: plain records and ids; no I/O.
+//! - [`sim`]: a simulator of the GHL API v2, independent of everything else here.
 
 pub mod app;
 pub mod config;
 pub mod domain;
 pub mod graphql;
 pub mod http;
+pub mod sim;
 pub mod store;
 pub mod telemetry;

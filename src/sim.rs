@@ -1,0 +1,562 @@
+//! A simulator of the HighLevel (GHL) API v2, for tests, the demo and benchmarks.
+//!
+//! It is an independent model of GHL built from the official OpenAPI specs and observed behaviour
+//! (`shared/ghl-api/FACTS.md`), and it must not import the gateway's own client code: shared types
+//! would let both sides be wrong the same way. Map of the module:
+//!
+//! - `data`: seeded records per location, their sorted indexes and their JSON shapes
+//! - `auth`: PITs, OAuth location/agency tokens, refresh rotation, authorization codes
+//! - `control`: run-time settings, the rate limiter, faults, request counters
+//! - `api`: GHL's routes (paths, keys, quirks, status codes) and the fault/latency layer
+//! - `admin`: the `/_sim/` API (records, ground truth, counters, settings, webhooks)
+//! - `webhooks`: Ed25519-signed delivery of change events
+//!
+//! Use [`Sim::spawn`] in tests and [`run`] for the `sim` command.
+
+mod admin;
+mod api;
+mod auth;
+mod control;
+mod data;
+mod filters;
+mod webhooks;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use serde_json::Value;
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+pub use api::ENDPOINTS;
+pub use auth::TokenKind;
+pub use control::{Counters, FaultConfig, FaultSpec, Settings};
+
+/// Settings of the simulator; every flag has an environment variable too.
+#[derive(clap::Args, Debug, Clone)]
+pub struct SimArgs {
+    /// Address to listen on (port 0 picks a free port).
+    #[arg(long, env = "LISTEN_ADDR", default_value = "127.0.0.1:8090")]
+    pub listen: SocketAddr,
+    /// Seed of the generated data, ids and tokens: the same seed gives the same world.
+    #[arg(long, env = "SIM_SEED", default_value_t = 42)]
+    pub seed: u64,
+    /// Number of locations (sub-accounts) to serve.
+    #[arg(long, env = "SIM_LOCATIONS", default_value_t = 1)]
+    pub locations: usize,
+    /// Contacts per location (each with 0-5 tasks, most with a conversation, some with
+    /// opportunities).
+    #[arg(long, env = "SIM_CONTACTS", default_value_t = 1000)]
+    pub contacts: usize,
+    /// Users per location.
+    #[arg(long, env = "SIM_USERS", default_value_t = 8)]
+    pub users: usize,
+    /// Fixed latency added to every GHL request, in milliseconds.
+    #[arg(long, env = "SIM_LATENCY_MS", default_value_t = 0)]
+    pub latency_ms: u64,
+    /// Random extra latency, uniform in 0..=jitter, in milliseconds.
+    #[arg(long, env = "SIM_JITTER_MS", default_value_t = 0)]
+    pub jitter_ms: u64,
+    /// Requests allowed per burst window, per app and location (GHL: 100).
+    #[arg(long, env = "SIM_BURST_LIMIT", default_value_t = 100)]
+    pub burst_limit: u32,
+    /// Length of the burst window in milliseconds (GHL: 10000).
+    #[arg(long, env = "SIM_BURST_WINDOW_MS", default_value_t = 10_000)]
+    pub burst_window_ms: u64,
+    /// Requests allowed per day, per app and location (GHL: 200000).
+    #[arg(long, env = "SIM_DAILY_LIMIT", default_value_t = 200_000)]
+    pub daily_limit: u32,
+    /// Send `Retry-After` on 429 responses (GHL does not document one).
+    #[arg(long, env = "SIM_RETRY_AFTER", default_value_t = false)]
+    pub retry_after: bool,
+    /// Lifetime of OAuth access tokens in seconds (GHL: 86399).
+    #[arg(long, env = "SIM_TOKEN_TTL_SECS", default_value_t = 86_399)]
+    pub token_ttl_secs: u64,
+    /// URL that receives signed webhooks for changes made through the admin API.
+    #[arg(long, env = "SIM_WEBHOOK_URL")]
+    pub webhook_url: Option<String>,
+    /// Fraction of requests answered 500.
+    #[arg(long, env = "SIM_FAULT_500", default_value_t = 0.0)]
+    pub fault_500: f64,
+    /// Fraction of requests answered 502.
+    #[arg(long, env = "SIM_FAULT_502", default_value_t = 0.0)]
+    pub fault_502: f64,
+    /// Fraction of requests answered 503.
+    #[arg(long, env = "SIM_FAULT_503", default_value_t = 0.0)]
+    pub fault_503: f64,
+    /// Fraction of requests whose connection is dropped without a complete response.
+    #[arg(long, env = "SIM_FAULT_RESET", default_value_t = 0.0)]
+    pub fault_reset: f64,
+    /// Fraction of requests that hang (see --fault-hang-ms).
+    #[arg(long, env = "SIM_FAULT_HANG", default_value_t = 0.0)]
+    pub fault_hang: f64,
+    /// How long a hanging request hangs before it is answered 504, in milliseconds.
+    #[arg(long, env = "SIM_FAULT_HANG_MS", default_value_t = 300_000)]
+    pub fault_hang_ms: u64,
+    /// Fraction of requests answered 200 with truncated JSON.
+    #[arg(long, env = "SIM_FAULT_TRUNCATE", default_value_t = 0.0)]
+    pub fault_truncate: f64,
+    /// Fraction of requests answered 200 with a body that is not JSON.
+    #[arg(long, env = "SIM_FAULT_MALFORMED", default_value_t = 0.0)]
+    pub fault_malformed: f64,
+    /// Fraction of requests answered 429 whatever the rate limit says (a 429 storm).
+    #[arg(long, env = "SIM_FAULT_429", default_value_t = 0.0)]
+    pub fault_429: f64,
+    /// Limit the --fault-* flags to these endpoints (comma-separated names, e.g.
+    /// `contacts.search,tasks.search`; see SIM.md). Empty: every endpoint.
+    #[arg(long, env = "SIM_FAULT_ENDPOINTS", value_delimiter = ',')]
+    pub fault_endpoints: Vec<String>,
+}
+
+impl Default for SimArgs {
+    /// The CLI defaults, except: port 0 (a free port) and 100 contacts, which suit tests.
+    fn default() -> Self {
+        SimArgs {
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            seed: 42,
+            locations: 1,
+            contacts: 100,
+            users: 8,
+            latency_ms: 0,
+            jitter_ms: 0,
+            burst_limit: 100,
+            burst_window_ms: 10_000,
+            daily_limit: 200_000,
+            retry_after: false,
+            token_ttl_secs: 86_399,
+            webhook_url: None,
+            fault_500: 0.0,
+            fault_502: 0.0,
+            fault_503: 0.0,
+            fault_reset: 0.0,
+            fault_hang: 0.0,
+            fault_hang_ms: 300_000,
+            fault_truncate: 0.0,
+            fault_malformed: 0.0,
+            fault_429: 0.0,
+            fault_endpoints: Vec::new(),
+        }
+    }
+}
+
+impl SimArgs {
+    fn initial_settings(&self) -> anyhow::Result<Settings> {
+        let spec = FaultSpec {
+            error500: self.fault_500,
+            error502: self.fault_502,
+            error503: self.fault_503,
+            reset: self.fault_reset,
+            hang: self.fault_hang,
+            truncate: self.fault_truncate,
+            malformed: self.fault_malformed,
+            rate_limit: self.fault_429,
+        };
+        let faults = if self.fault_endpoints.is_empty() {
+            FaultConfig {
+                default: spec,
+                endpoints: Default::default(),
+            }
+        } else {
+            FaultConfig {
+                default: FaultSpec::default(),
+                endpoints: self
+                    .fault_endpoints
+                    .iter()
+                    .map(|e| (e.trim().to_string(), spec.clone()))
+                    .collect(),
+            }
+        };
+        faults.validate().map_err(anyhow::Error::msg)?;
+        Ok(Settings {
+            latency_ms: self.latency_ms,
+            jitter_ms: self.jitter_ms,
+            burst_limit: self.burst_limit,
+            burst_window_ms: self.burst_window_ms,
+            daily_limit: self.daily_limit,
+            retry_after: self.retry_after,
+            hang_ms: self.fault_hang_ms,
+            webhook_url: self.webhook_url.clone(),
+            faults,
+        })
+    }
+}
+
+/// One simulated location and the credentials that reach it.
+#[derive(Debug, Clone)]
+pub struct SimLocation {
+    pub id: String,
+    pub name: String,
+    pub company_id: String,
+    /// Private integration token for this location (never expires).
+    pub pit_token: String,
+    /// A single-use OAuth authorization code for this location, for `/oauth/token`.
+    pub auth_code: String,
+}
+
+/// A location: fixed meta data and records behind a lock. A std `RwLock` because no handler
+/// holds it across an `.await`, and readers (the page handlers) vastly outnumber writers.
+pub(crate) struct Location {
+    pub meta: data::LocationMeta,
+    pub records: RwLock<data::Records>,
+}
+
+/// State shared by every handler of one simulator.
+pub(crate) struct Shared {
+    pub base_url: String,
+    pub company_id: String,
+    pub client_id: String,
+    pub client_secret: String,
+    pub app_id: String,
+    pub version_id: String,
+    pub token_ttl: Duration,
+    pub locations: Vec<Arc<Location>>,
+    pub settings: RwLock<Settings>,
+    pub auth: Mutex<auth::AuthStore>,
+    pub limiter: Mutex<control::RateLimiter>,
+    pub counters: Mutex<Counters>,
+    pub rng: Mutex<ChaCha8Rng>,
+    pub signer: webhooks::Signer,
+    pub webhooks: tokio::sync::mpsc::Sender<Value>,
+    pub shutdown: CancellationToken,
+}
+
+/// Poisoning only happens if a handler panicked mid-write; the simulator keeps serving with
+/// whatever state the panic left, which is what a test inspecting the failure wants.
+pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+pub(crate) fn read<T>(m: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
+    m.read().unwrap_or_else(|e| e.into_inner())
+}
+pub(crate) fn write<T>(m: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
+    m.write().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Shared {
+    pub fn location(&self, id: &str) -> Option<&Arc<Location>> {
+        self.locations.iter().find(|l| l.meta.id == id)
+    }
+
+    pub fn count(&self, endpoint: &str, status: &str) {
+        *lock(&self.counters)
+            .entry(endpoint.to_string())
+            .or_default()
+            .entry(status.to_string())
+            .or_default() += 1;
+    }
+}
+
+/// The simulator: [`Sim::spawn`] binds and serves in the background.
+pub struct Sim;
+
+impl Sim {
+    /// Generates the data, binds `args.listen` (port 0 allowed) and serves until
+    /// [`SimHandle::shutdown`] (or the handle is dropped).
+    pub async fn spawn(args: SimArgs) -> anyhow::Result<SimHandle> {
+        let settings = args.initial_settings()?;
+        let listener = TcpListener::bind(args.listen).await?;
+        let addr = listener.local_addr()?;
+        let base_url = format!("http://{addr}");
+
+        let mut rng = ChaCha8Rng::seed_from_u64(args.seed);
+        let company_id = data::gen_id(&mut rng);
+        let client_id = format!("{}-{}", data::gen_id(&mut rng), "sim");
+        let client_secret = auth::random_token(&mut rng, "sim-secret-");
+        let app_id = data::gen_id(&mut rng);
+        let version_id = app_id.clone();
+        let signer = webhooks::Signer::from_seed(&mut rng);
+
+        // Generation is CPU-bound: one blocking task per location, in parallel.
+        let mut jobs = Vec::new();
+        for i in 0..args.locations.max(1) {
+            let (seed, cid, n, u) = (args.seed, company_id.clone(), args.contacts, args.users);
+            jobs.push(tokio::task::spawn_blocking(move || {
+                data::generate(seed, i, &cid, n, u)
+            }));
+        }
+        let mut locations = Vec::new();
+        for j in jobs {
+            let (meta, records) = j.await?;
+            locations.push(Arc::new(Location {
+                meta,
+                records: RwLock::new(records),
+            }));
+        }
+
+        let token_ttl = Duration::from_secs(args.token_ttl_secs);
+        let mut store = auth::AuthStore::default();
+        let mut sim_locations = Vec::new();
+        let owner = locations[0]
+            .meta
+            .users
+            .first()
+            .map(|u| u.id.clone())
+            .unwrap_or_default();
+        for loc in &locations {
+            let pit = format!("pit-{}", uuid_from(&mut rng));
+            store.tokens.insert(
+                pit.clone(),
+                auth::Token {
+                    kind: TokenKind::Pit,
+                    location_id: Some(loc.meta.id.clone()),
+                    company_id: company_id.clone(),
+                    bucket: format!("{pit}:{}", loc.meta.id),
+                    expires_at: None,
+                    user_id: owner.clone(),
+                },
+            );
+            let code = store.mint_code(
+                &mut rng,
+                auth::Grant {
+                    user_type: "Location".into(),
+                    location_id: Some(loc.meta.id.clone()),
+                    company_id: company_id.clone(),
+                    user_id: owner.clone(),
+                },
+            );
+            sim_locations.push(SimLocation {
+                id: loc.meta.id.clone(),
+                name: loc.meta.name.clone(),
+                company_id: company_id.clone(),
+                pit_token: pit,
+                auth_code: code,
+            });
+        }
+        let agency_grant = auth::Grant {
+            user_type: "Company".into(),
+            location_id: None,
+            company_id: company_id.clone(),
+            user_id: owner.clone(),
+        };
+        let agency_token = store.mint_access(&mut rng, &agency_grant, &client_id, token_ttl);
+        let agency_refresh_token = store.mint_refresh(&mut rng, agency_grant);
+
+        let shutdown = CancellationToken::new();
+        let (tx, rx) = tokio::sync::mpsc::channel(1024);
+        let shared = Arc::new(Shared {
+            base_url: base_url.clone(),
+            company_id: company_id.clone(),
+            client_id: client_id.clone(),
+            client_secret: client_secret.clone(),
+            app_id: app_id.clone(),
+            version_id,
+            token_ttl,
+            locations,
+            settings: RwLock::new(settings),
+            auth: Mutex::new(store),
+            limiter: Mutex::new(control::RateLimiter::default()),
+            counters: Mutex::new(Counters::new()),
+            rng: Mutex::new(ChaCha8Rng::seed_from_u64(args.seed ^ 0xFA17)),
+            signer,
+            webhooks: tx,
+            shutdown: shutdown.clone(),
+        });
+        let webhook_task = tokio::spawn(webhooks::deliver(shared.clone(), rx));
+        let app = api::router(shared.clone()).merge(admin::router(shared.clone()));
+        let stop = shutdown.clone();
+        let task = tokio::spawn(async move {
+            let serve = axum::serve(listener, app)
+                .with_graceful_shutdown(async move { stop.cancelled().await });
+            if let Err(e) = serve.await {
+                tracing::error!(error = %e, "simulator server failed");
+            }
+            webhook_task.abort();
+        });
+        tracing::info!(base_url = %base_url, "simulator listening");
+        Ok(SimHandle {
+            base_url,
+            addr,
+            company_id,
+            client_id,
+            client_secret,
+            app_id,
+            agency_token,
+            agency_refresh_token,
+            webhook_public_key_pem: shared.signer.public_pem(),
+            locations: sim_locations,
+            shared,
+            task: Some(task),
+        })
+    }
+}
+
+fn uuid_from(rng: &mut ChaCha8Rng) -> String {
+    use rand::Rng;
+    uuid::Builder::from_random_bytes(rng.random())
+        .into_uuid()
+        .to_string()
+}
+
+/// A running simulator: where it is, its credentials, and in-process access to its state.
+pub struct SimHandle {
+    /// `http://127.0.0.1:PORT`, to use instead of `https://services.leadconnectorhq.com`.
+    pub base_url: String,
+    pub addr: SocketAddr,
+    pub company_id: String,
+    /// OAuth app credentials for `/oauth/token`.
+    pub client_id: String,
+    pub client_secret: String,
+    /// The app id `/oauth/installedLocations` expects.
+    pub app_id: String,
+    /// An agency (Company) access token, for `/oauth/locationToken` and installedLocations.
+    pub agency_token: String,
+    /// The refresh token paired with `agency_token`.
+    pub agency_refresh_token: String,
+    /// The Ed25519 public key webhooks are signed with (SPKI PEM).
+    pub webhook_public_key_pem: String,
+    pub locations: Vec<SimLocation>,
+    shared: Arc<Shared>,
+    task: Option<JoinHandle<()>>,
+}
+
+impl SimHandle {
+    /// Request counters: endpoint name -> status ("200", "429", "reset", "hang") -> count.
+    pub fn counters(&self) -> Counters {
+        lock(&self.shared.counters).clone()
+    }
+
+    /// How many requests to `endpoint` were answered with `status` ("200", "429", ...).
+    pub fn count(&self, endpoint: &str, status: &str) -> u64 {
+        lock(&self.shared.counters)
+            .get(endpoint)
+            .and_then(|m| m.get(status))
+            .copied()
+            .unwrap_or(0)
+    }
+
+    /// All requests to `endpoint`, whatever their status.
+    pub fn requests(&self, endpoint: &str) -> u64 {
+        lock(&self.shared.counters)
+            .get(endpoint)
+            .map(|m| m.values().sum())
+            .unwrap_or(0)
+    }
+
+    /// Requests to every GHL endpoint (admin calls are not counted).
+    pub fn total_requests(&self) -> u64 {
+        lock(&self.shared.counters)
+            .iter()
+            .filter(|(k, _)| k.as_str() != "webhook")
+            .map(|(_, m)| m.values().sum::<u64>())
+            .sum()
+    }
+
+    pub fn reset_counters(&self) {
+        lock(&self.shared.counters).clear();
+    }
+
+    /// Forgets every rate-limit bucket (a fresh window and day for everyone).
+    pub fn reset_rate_limits(&self) {
+        lock(&self.shared.limiter).reset();
+    }
+
+    pub fn settings(&self) -> Settings {
+        read(&self.shared.settings).clone()
+    }
+
+    /// Changes run-time settings; invalid fault fractions are refused.
+    pub fn update_settings(&self, f: impl FnOnce(&mut Settings)) -> Result<(), String> {
+        let mut s = self.settings();
+        f(&mut s);
+        s.faults.validate()?;
+        *write(&self.shared.settings) = s;
+        Ok(())
+    }
+
+    pub fn set_faults(&self, faults: FaultConfig) -> Result<(), String> {
+        self.update_settings(|s| s.faults = faults)
+    }
+
+    pub fn set_latency(&self, latency_ms: u64, jitter_ms: u64) {
+        let mut s = write(&self.shared.settings);
+        s.latency_ms = latency_ms;
+        s.jitter_ms = jitter_ms;
+    }
+
+    /// The ground truth of a location as JSON (the same as `GET /_sim/locations/{id}`).
+    pub fn dump(&self, location_id: &str) -> Option<Value> {
+        admin::dump(&self.shared, location_id).ok()
+    }
+
+    /// Creates a record (`kind`: contacts, tasks, conversations, opportunities) like
+    /// `POST /_sim/locations/{id}/{kind}`; returns the record as GHL renders it.
+    pub fn create(&self, location_id: &str, kind: &str, body: Value) -> Result<Value, String> {
+        admin::create(&self.shared, location_id, kind, &body)
+    }
+
+    /// Updates a record, moving its `dateUpdated`, like `PATCH /_sim/locations/{id}/{kind}/{rid}`.
+    pub fn update(
+        &self,
+        location_id: &str,
+        kind: &str,
+        id: &str,
+        body: Value,
+    ) -> Result<Value, String> {
+        admin::update(&self.shared, location_id, kind, id, &body)
+    }
+
+    pub fn delete(&self, location_id: &str, kind: &str, id: &str) -> Result<Value, String> {
+        admin::delete(&self.shared, location_id, kind, id)
+    }
+
+    /// A fresh single-use authorization code (`user_type` "Location" with a location id, or
+    /// "Company").
+    pub fn auth_code(&self, user_type: &str, location_id: Option<&str>) -> Result<String, String> {
+        admin::auth_code(&self.shared, user_type, location_id)
+    }
+
+    /// Makes a token expire now; returns whether it existed.
+    pub fn expire_token(&self, token: &str) -> bool {
+        lock(&self.shared.auth).expire(token)
+    }
+
+    /// Stops serving and waits for the server task.
+    pub async fn shutdown(mut self) {
+        self.shared.shutdown.cancel();
+        if let Some(t) = self.task.take() {
+            let _ = t.await;
+        }
+    }
+}
+
+impl Drop for SimHandle {
+    fn drop(&mut self) {
+        self.shared.shutdown.cancel();
+    }
+}
+
+/// The `sim` command: starts the simulator, prints where it is and how to reach it, and serves
+/// until `shutdown` completes.
+pub async fn run(
+    args: SimArgs,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let ttl = args.token_ttl_secs;
+    let h = Sim::spawn(args).await?;
+    println!("sim base url: {}", h.base_url);
+    println!("sim admin api: {}/_sim/", h.base_url);
+    println!("sim company id: {}", h.company_id);
+    println!("sim oauth client id: {}", h.client_id);
+    println!("sim oauth client secret: {}", h.client_secret);
+    println!("sim oauth app id: {}", h.app_id);
+    println!("sim agency token (expires in {ttl} s): {}", h.agency_token);
+    println!("sim agency refresh token: {}", h.agency_refresh_token);
+    for l in &h.locations {
+        println!(
+            "sim location: id={} name={:?} pit={} auth_code={}",
+            l.id, l.name, l.pit_token, l.auth_code
+        );
+    }
+    println!(
+        "sim webhook public key (Ed25519): {}",
+        h.webhook_public_key_pem.replace('\n', " ")
+    );
+    shutdown.await;
+    h.shutdown().await;
+    Ok(())
+}

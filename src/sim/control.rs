@@ -1,0 +1,289 @@
+//! Run-time knobs of the simulator (latency, rate limits, faults), the rate limiter itself and
+//! the request counters. All of it can be changed while the simulator serves, through the admin
+//! API or `SimHandle`.
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use tokio::time::Instant;
+
+/// Fractions (0.0 to 1.0) of requests that fail in each way. They are rolled in order, once per
+/// request, so their sum is the fraction of requests that fail.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct FaultSpec {
+    /// Answer 500 Internal Server Error.
+    pub error500: f64,
+    /// Answer 502 Bad Gateway.
+    pub error502: f64,
+    /// Answer 503 Service Unavailable.
+    pub error503: f64,
+    /// Drop the connection without a complete response.
+    pub reset: f64,
+    /// Never answer (until `hangMs` passes or the simulator stops).
+    pub hang: f64,
+    /// Answer 200 with the JSON body cut in half.
+    pub truncate: f64,
+    /// Answer 200 with a body that is not JSON.
+    pub malformed: f64,
+    /// Answer 429 whatever the bucket says (a "429 storm").
+    pub rate_limit: f64,
+}
+
+/// The kind of fault rolled for one request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fault {
+    Status(u16),
+    Reset,
+    Hang,
+    Truncate,
+    Malformed,
+    RateLimit,
+}
+
+impl FaultSpec {
+    pub fn validate(&self) -> Result<(), String> {
+        let all = [
+            ("error500", self.error500),
+            ("error502", self.error502),
+            ("error503", self.error503),
+            ("reset", self.reset),
+            ("hang", self.hang),
+            ("truncate", self.truncate),
+            ("malformed", self.malformed),
+            ("rateLimit", self.rate_limit),
+        ];
+        for (name, v) in all {
+            if !(0.0..=1.0).contains(&v) || v.is_nan() {
+                return Err(format!("fault {name} must be between 0 and 1, got {v}"));
+            }
+        }
+        let sum: f64 = all.iter().map(|(_, v)| v).sum();
+        if sum > 1.0 + 1e-9 {
+            return Err(format!("fault fractions add up to {sum}, more than 1"));
+        }
+        Ok(())
+    }
+
+    /// Maps a uniform roll in [0, 1) to a fault, if any.
+    pub fn pick(&self, roll: f64) -> Option<Fault> {
+        let mut acc = 0.0;
+        for (p, f) in [
+            (self.error500, Fault::Status(500)),
+            (self.error502, Fault::Status(502)),
+            (self.error503, Fault::Status(503)),
+            (self.reset, Fault::Reset),
+            (self.hang, Fault::Hang),
+            (self.truncate, Fault::Truncate),
+            (self.malformed, Fault::Malformed),
+            (self.rate_limit, Fault::RateLimit),
+        ] {
+            acc += p;
+            if roll < acc {
+                return Some(f);
+            }
+        }
+        None
+    }
+}
+
+/// Faults for every endpoint (`default`) and overrides by endpoint name (see `ENDPOINTS`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct FaultConfig {
+    pub default: FaultSpec,
+    pub endpoints: BTreeMap<String, FaultSpec>,
+}
+
+impl FaultConfig {
+    pub fn for_endpoint(&self, endpoint: &str) -> &FaultSpec {
+        self.endpoints.get(endpoint).unwrap_or(&self.default)
+    }
+
+    pub fn validate(&self) -> Result<(), String> {
+        self.default.validate()?;
+        for (name, spec) in &self.endpoints {
+            if !super::api::ENDPOINTS.iter().any(|(n, _, _)| n == name) {
+                return Err(format!("unknown endpoint {name:?} in faults"));
+            }
+            spec.validate()?;
+        }
+        Ok(())
+    }
+}
+
+/// Everything that may change while the simulator runs.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Settings {
+    pub latency_ms: u64,
+    pub jitter_ms: u64,
+    pub burst_limit: u32,
+    pub burst_window_ms: u64,
+    pub daily_limit: u32,
+    pub retry_after: bool,
+    pub hang_ms: u64,
+    pub webhook_url: Option<String>,
+    pub faults: FaultConfig,
+}
+
+/// Counters of answered requests: endpoint -> status ("200", "429", "reset", "hang") -> count.
+pub type Counters = BTreeMap<String, BTreeMap<String, u64>>;
+
+/// One bucket's state: a fixed window for the burst limit and a 24 h window for the daily quota.
+#[derive(Debug, Clone)]
+struct Bucket {
+    window_start: Instant,
+    window_count: u32,
+    day_start: Instant,
+    day_count: u32,
+}
+
+/// The five `X-RateLimit-*` values for one response.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RateInfo {
+    pub limit_daily: u32,
+    pub daily_remaining: u32,
+    pub interval_ms: u64,
+    pub max: u32,
+    pub remaining: u32,
+    /// Set when the request was refused: time until the window that refused it resets.
+    pub retry_after: Option<Duration>,
+}
+
+impl RateInfo {
+    pub fn headers(&self, with_retry_after: bool) -> Vec<(&'static str, String)> {
+        let mut h = vec![
+            ("x-ratelimit-limit-daily", self.limit_daily.to_string()),
+            (
+                "x-ratelimit-daily-remaining",
+                self.daily_remaining.to_string(),
+            ),
+            (
+                "x-ratelimit-interval-milliseconds",
+                self.interval_ms.to_string(),
+            ),
+            ("x-ratelimit-max", self.max.to_string()),
+            ("x-ratelimit-remaining", self.remaining.to_string()),
+        ];
+        if let (true, Some(d)) = (with_retry_after, self.retry_after) {
+            h.push(("retry-after", d.as_secs_f64().ceil().max(1.0).to_string()));
+        }
+        h
+    }
+}
+
+const DAY: Duration = Duration::from_secs(86_400);
+
+/// Fixed-window limiter per bucket, as GHL documents it: `max` requests per interval and a daily
+/// quota, per app per location. A refused request does not count against either.
+#[derive(Debug, Default)]
+pub struct RateLimiter {
+    buckets: HashMap<String, Bucket>,
+}
+
+impl RateLimiter {
+    pub fn check(&mut self, bucket: &str, s: &Settings) -> Result<RateInfo, RateInfo> {
+        let now = Instant::now();
+        let window = Duration::from_millis(s.burst_window_ms.max(1));
+        let b = self.buckets.entry(bucket.to_string()).or_insert(Bucket {
+            window_start: now,
+            window_count: 0,
+            day_start: now,
+            day_count: 0,
+        });
+        if now.duration_since(b.window_start) >= window {
+            b.window_start = now;
+            b.window_count = 0;
+        }
+        if now.duration_since(b.day_start) >= DAY {
+            b.day_start = now;
+            b.day_count = 0;
+        }
+        let mut info = RateInfo {
+            limit_daily: s.daily_limit,
+            daily_remaining: s.daily_limit.saturating_sub(b.day_count),
+            interval_ms: s.burst_window_ms,
+            max: s.burst_limit,
+            remaining: s.burst_limit.saturating_sub(b.window_count),
+            retry_after: None,
+        };
+        if b.day_count >= s.daily_limit {
+            info.retry_after = Some(DAY.saturating_sub(now.duration_since(b.day_start)));
+            return Err(info);
+        }
+        if b.window_count >= s.burst_limit {
+            info.retry_after = Some(window.saturating_sub(now.duration_since(b.window_start)));
+            return Err(info);
+        }
+        b.window_count += 1;
+        b.day_count += 1;
+        info.remaining = s.burst_limit - b.window_count;
+        info.daily_remaining = s.daily_limit - b.day_count;
+        Ok(info)
+    }
+
+    pub fn reset(&mut self) {
+        self.buckets.clear();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings() -> Settings {
+        Settings {
+            latency_ms: 0,
+            jitter_ms: 0,
+            burst_limit: 3,
+            burst_window_ms: 1000,
+            daily_limit: 5,
+            retry_after: false,
+            hang_ms: 0,
+            webhook_url: None,
+            faults: FaultConfig::default(),
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn window_counts_down_refuses_then_resets() {
+        let s = settings();
+        let mut rl = RateLimiter::default();
+        let rem: Vec<u32> = (0..3)
+            .map(|_| rl.check("b", &s).expect("within limit").remaining)
+            .collect();
+        assert_eq!(rem, vec![2, 1, 0]);
+        let refused = rl.check("b", &s).expect_err("4th is refused");
+        assert_eq!(refused.remaining, 0);
+        assert!(rl.check("other", &s).is_ok(), "buckets are independent");
+        tokio::time::advance(Duration::from_millis(1000)).await;
+        let ok = rl.check("b", &s).expect("new window");
+        assert_eq!(ok.remaining, 2);
+        assert_eq!(ok.daily_remaining, 1);
+        rl.check("b", &s).expect("5th of the day");
+        let daily = rl.check("b", &s).expect_err("daily quota spent");
+        assert_eq!(daily.daily_remaining, 0);
+    }
+
+    #[test]
+    fn faults_pick_by_cumulative_fraction() {
+        let f = FaultSpec {
+            error500: 0.25,
+            reset: 0.25,
+            ..Default::default()
+        };
+        assert_eq!(f.pick(0.1), Some(Fault::Status(500)));
+        assert_eq!(f.pick(0.3), Some(Fault::Reset));
+        assert_eq!(f.pick(0.6), None);
+        assert!(
+            FaultSpec {
+                hang: 1.5,
+                ..Default::default()
+            }
+            .validate()
+            .is_err()
+        );
+    }
+}
