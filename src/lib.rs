@@ -8,6 +8,7 @@
 //! - [`graphql`]: the schema, its DataLoaders and error codes; reads only from [`store`].
 //! - [`store`]: the cache database: entities, migrations, bulk writes, keyset pages.
 //! - [`domain`]: plain records and ids; no I/O.
+//! - [`upstream`]: the GHL API client: credentials, rate limiting, retries, paging.
 //! - [`sim`]: a simulator of the GHL API v2, independent of everything else here.
 
 pub mod app;
@@ -18,3 +19,4 @@ pub mod http;
 pub mod sim;
 pub mod store;
 pub mod telemetry;
+pub mod upstream;

@@ -5,6 +5,7 @@
 //! `INSERT ... ON CONFLICT` statements; every read that the GraphQL layer batches takes a slice of
 //! keys and issues one statement per [`IN_CHUNK`] keys.
 
+mod credentials;
 pub mod entities;
 mod migrate;
 mod read;

@@ -20,7 +20,11 @@ pub fn parse_time(value: &Value) -> Option<DateTime<Utc>> {
         Value::String(s) => DateTime::parse_from_rfc3339(s)
             .map(|t| t.to_utc())
             .ok()
-            .or_else(|| s.parse::<i64>().ok().and_then(DateTime::from_timestamp_millis))
+            .or_else(|| {
+                s.parse::<i64>()
+                    .ok()
+                    .and_then(DateTime::from_timestamp_millis)
+            })
             .or_else(|| {
                 // "2024-01-05T10:00:00.000" without an offset, or a bare date: UTC.
                 chrono::NaiveDateTime::parse_from_str(s, "%Y-%m-%dT%H:%M:%S%.f")
@@ -88,6 +92,16 @@ fn strings<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
     })
 }
 
+/// Gives a row that only has `_id` (task search, installed locations) an `id`.
+pub fn normalize_id(row: &mut Value) {
+    if let Some(map) = row.as_object_mut()
+        && !map.contains_key("id")
+        && let Some(id) = map.get("_id").cloned()
+    {
+        map.insert("id".into(), id);
+    }
+}
+
 /// The id of a row, `id` or `_id`, for reports about rows that do not parse.
 pub fn row_id(row: &Value) -> String {
     row.get("id")
@@ -100,7 +114,6 @@ pub fn row_id(row: &Value) -> String {
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct LocationDto {
-    #[serde(alias = "_id")]
     pub id: String,
     #[serde(default, deserialize_with = "lenient_string")]
     pub name: Option<String>,
@@ -108,8 +121,10 @@ pub struct LocationDto {
     pub company_id: Option<String>,
     #[serde(default, deserialize_with = "lenient_string")]
     pub timezone: Option<String>,
-    #[serde(default, deserialize_with = "time", alias = "createdAt")]
+    #[serde(default, deserialize_with = "time")]
     pub date_added: Option<DateTime<Utc>>,
+    #[serde(default, deserialize_with = "time")]
+    pub created_at: Option<DateTime<Utc>>,
 }
 
 impl LocationDto {
@@ -119,7 +134,7 @@ impl LocationDto {
             name: self.name,
             company_id: self.company_id,
             timezone: self.timezone,
-            created_at: self.date_added,
+            created_at: self.date_added.or(self.created_at),
         }
     }
 }
@@ -127,7 +142,6 @@ impl LocationDto {
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct UserDto {
-    #[serde(alias = "_id")]
     pub id: String,
     #[serde(default, deserialize_with = "lenient_string")]
     pub name: Option<String>,
@@ -157,7 +171,6 @@ impl UserDto {
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct CustomFieldDto {
-    #[serde(alias = "_id")]
     pub id: String,
     #[serde(default, deserialize_with = "lenient_string")]
     pub name: Option<String>,
@@ -188,7 +201,6 @@ impl CustomFieldDto {
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct StageDto {
-    #[serde(alias = "_id")]
     pub id: String,
     #[serde(default, deserialize_with = "lenient_string")]
     pub name: Option<String>,
@@ -199,7 +211,6 @@ pub struct StageDto {
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct PipelineDto {
-    #[serde(alias = "_id")]
     pub id: String,
     #[serde(default, deserialize_with = "lenient_string")]
     pub name: Option<String>,
@@ -229,23 +240,36 @@ impl PipelineDto {
 
 #[derive(Deserialize)]
 pub struct CustomValueDto {
-    #[serde(alias = "_id")]
     pub id: String,
-    #[serde(default, alias = "fieldValue", alias = "field_value")]
+    /// Contacts say `value`; opportunities say `fieldValue`.
+    #[serde(default)]
     pub value: Value,
+    #[serde(default, rename = "fieldValue")]
+    pub field_value: Value,
+}
+
+impl CustomValueDto {
+    fn into_value(self) -> Value {
+        if self.value.is_null() {
+            self.field_value
+        } else {
+            self.value
+        }
+    }
 }
 
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ContactDto {
-    #[serde(alias = "_id")]
     pub id: String,
     #[serde(default, deserialize_with = "lenient_string")]
     pub first_name: Option<String>,
     #[serde(default, deserialize_with = "lenient_string")]
     pub last_name: Option<String>,
-    #[serde(default, deserialize_with = "lenient_string", alias = "contactName")]
+    #[serde(default, deserialize_with = "lenient_string")]
     pub name: Option<String>,
+    #[serde(default, deserialize_with = "lenient_string")]
+    pub contact_name: Option<String>,
     #[serde(default, deserialize_with = "lenient_string")]
     pub email: Option<String>,
     #[serde(default, deserialize_with = "lenient_string")]
@@ -274,7 +298,7 @@ impl ContactDto {
             location_id: location_id.to_owned(),
             first_name: self.first_name,
             last_name: self.last_name,
-            name: self.name,
+            name: self.name.or(self.contact_name),
             email: self.email,
             phone: self.phone,
             company_name: self.company_name,
@@ -285,8 +309,8 @@ impl ContactDto {
                 .custom_fields
                 .into_iter()
                 .map(|v| domain::CustomFieldValue {
-                    field_id: v.id,
-                    value: v.value,
+                    field_id: v.id.clone(),
+                    value: v.into_value(),
                 })
                 .collect(),
             date_added,
@@ -298,7 +322,6 @@ impl ContactDto {
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct TaskDto {
-    #[serde(alias = "_id")]
     pub id: String,
     #[serde(default, deserialize_with = "lenient_string")]
     pub contact_id: Option<String>,
@@ -356,7 +379,6 @@ fn conversation_type<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, 
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ConversationDto {
-    #[serde(alias = "_id")]
     pub id: String,
     #[serde(default, deserialize_with = "lenient_string")]
     pub contact_id: Option<String>,
@@ -401,7 +423,6 @@ impl ConversationDto {
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct OpportunityDto {
-    #[serde(alias = "_id")]
     pub id: String,
     #[serde(default, deserialize_with = "lenient_string")]
     pub name: Option<String>,
@@ -419,18 +440,25 @@ pub struct OpportunityDto {
     pub contact_id: Option<String>,
     #[serde(default)]
     pub contact: Option<Value>,
-    #[serde(default, deserialize_with = "time", alias = "dateAdded")]
+    #[serde(default, deserialize_with = "time")]
     pub created_at: Option<DateTime<Utc>>,
-    #[serde(default, deserialize_with = "time", alias = "dateUpdated")]
+    #[serde(default, deserialize_with = "time")]
     pub updated_at: Option<DateTime<Utc>>,
+    #[serde(default, deserialize_with = "time")]
+    pub date_added: Option<DateTime<Utc>>,
+    #[serde(default, deserialize_with = "time")]
+    pub date_updated: Option<DateTime<Utc>>,
 }
 
 impl OpportunityDto {
     pub fn into_domain(self, location_id: &str) -> domain::Opportunity {
-        let contact_id = self
-            .contact_id
-            .filter(|c| !c.is_empty())
-            .or_else(|| self.contact.as_ref().and_then(|c| c.get("id")).and_then(Value::as_str).map(str::to_owned));
+        let contact_id = self.contact_id.filter(|c| !c.is_empty()).or_else(|| {
+            self.contact
+                .as_ref()
+                .and_then(|c| c.get("id"))
+                .and_then(Value::as_str)
+                .map(str::to_owned)
+        });
         domain::Opportunity {
             id: self.id,
             location_id: location_id.to_owned(),
@@ -441,8 +469,8 @@ impl OpportunityDto {
             status: self.status,
             monetary_value: self.monetary_value,
             assigned_to: self.assigned_to.filter(|a| !a.is_empty()),
-            created_at: self.created_at,
-            updated_at: self.updated_at,
+            created_at: self.created_at.or(self.date_added),
+            updated_at: self.updated_at.or(self.date_updated),
         }
     }
 }
@@ -451,7 +479,8 @@ impl OpportunityDto {
 pub fn decode_rows<T: serde::de::DeserializeOwned>(rows: Vec<Value>) -> (Vec<T>, Vec<String>) {
     let mut ok = Vec::with_capacity(rows.len());
     let mut skipped = Vec::new();
-    for row in rows {
+    for mut row in rows {
+        normalize_id(&mut row);
         let id = row_id(&row);
         match serde_json::from_value::<T>(row) {
             Ok(item) => ok.push(item),
@@ -482,12 +511,11 @@ mod tests {
 
     #[test]
     fn task_rows_use_underscore_id_and_contacts_use_value() {
-        let task: TaskDto = serde_json::from_value(json!({
+        let (tasks, _): (Vec<TaskDto>, _) = decode_rows(vec![json!({
             "_id": "t1", "title": "Call", "completed": false, "contactId": "c1",
             "dueDate": "2025-01-01T00:00:00Z", "statusGroup": "to_do", "searchAfter": [1, "t1"]
-        }))
-        .unwrap();
-        assert_eq!(task.id, "t1");
+        })]);
+        assert_eq!(tasks[0].id, "t1");
         let contact: ContactDto = serde_json::from_value(json!({
             "id": "c1", "tags": ["a", 3, "b"], "customFields": [{"id": "f", "value": ["x"]}],
             "dateAdded": "2024-01-01T00:00:00Z", "dnd": false
@@ -503,19 +531,39 @@ mod tests {
         }))
         .unwrap();
         let opp = opp.into_domain("loc");
-        assert_eq!((opp.monetary_value, opp.contact_id.as_deref()), (Some(12.5), Some("c9")));
+        assert_eq!(
+            (opp.monetary_value, opp.contact_id.as_deref()),
+            (Some(12.5), Some("c9"))
+        );
+    }
+
+    #[test]
+    fn both_spellings_of_a_field_may_come_together() {
+        let (ok, skipped): (Vec<ContactDto>, _) = decode_rows(vec![json!({
+            "id": "c1", "_id": "c1", "name": "Jo Doe", "contactName": "Jo Doe",
+            "customFields": [{"id": "f", "value": "1", "fieldValue": "1"}]
+        })]);
+        assert!(skipped.is_empty());
+        assert_eq!(ok[0].name.as_deref(), Some("Jo Doe"));
     }
 
     #[test]
     fn conversation_types_may_be_numbers() {
-        let c: ConversationDto = serde_json::from_value(json!({"id": "x", "type": 2, "lastMessageDate": 1_700_000_000_000_i64})).unwrap();
+        let c: ConversationDto = serde_json::from_value(
+            json!({"id": "x", "type": 2, "lastMessageDate": 1_700_000_000_000_i64}),
+        )
+        .unwrap();
         assert_eq!(c.kind.as_deref(), Some("TYPE_EMAIL"));
         assert!(c.last_message_date.is_some());
     }
 
     #[test]
     fn a_bad_row_is_skipped_with_its_id() {
-        let (ok, skipped): (Vec<ContactDto>, _) = decode_rows(vec![json!({"id": "a"}), json!({"_id": "b", "tags": "x", "customFields": "nope"}), json!({"noid": 1})]);
+        let (ok, skipped): (Vec<ContactDto>, _) = decode_rows(vec![
+            json!({"id": "a"}),
+            json!({"_id": "b", "tags": "x", "customFields": "nope"}),
+            json!({"noid": 1}),
+        ]);
         assert_eq!(ok.len(), 1);
         assert_eq!(skipped, ["b", "<no id>"]);
     }

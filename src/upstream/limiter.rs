@@ -67,7 +67,9 @@ impl RateLimiter {
                 if ready_at <= now {
                     slots.free.pop_front();
                     slots.in_flight += 1;
-                    return Permit { waited: now - start };
+                    return Permit {
+                        waited: now - start,
+                    };
                 }
                 // Holding the lock while sleeping keeps the order fair: the next caller waits
                 // behind this one.
@@ -96,7 +98,12 @@ impl RateLimiter {
     /// Adjusts to what the server says: its window (`X-RateLimit-Max`, `-Interval-Milliseconds`)
     /// and, when it says nothing remains (`X-RateLimit-Remaining: 0`), that every slot is spent
     /// until a full interval from now.
-    pub async fn observe(&self, max: Option<u32>, interval: Option<Duration>, remaining: Option<u32>) {
+    pub async fn observe(
+        &self,
+        max: Option<u32>,
+        interval: Option<Duration>,
+        remaining: Option<u32>,
+    ) {
         let mut slots = self.slots.lock().await;
         let now = Instant::now();
         if let Some(interval) = interval.filter(|i| !i.is_zero()) {
@@ -121,14 +128,17 @@ impl RateLimiter {
     }
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     /// Sends `n` requests through the limiter, each answered after `latency`, and returns the
     /// times the server would see them arrive (send time + half the latency).
-    async fn arrivals(limiter: std::sync::Arc<RateLimiter>, n: usize, latency: Duration) -> Vec<Instant> {
+    async fn arrivals(
+        limiter: std::sync::Arc<RateLimiter>,
+        n: usize,
+        latency: Duration,
+    ) -> Vec<Instant> {
         let mut tasks = Vec::new();
         for _ in 0..n {
             let limiter = limiter.clone();
@@ -150,7 +160,12 @@ mod tests {
 
     fn max_in_window(times: &[Instant], window: Duration) -> usize {
         (0..times.len())
-            .map(|i| times[i..].iter().take_while(|t| **t < times[i] + window).count())
+            .map(|i| {
+                times[i..]
+                    .iter()
+                    .take_while(|t| **t < times[i] + window)
+                    .count()
+            })
             .max()
             .unwrap_or(0)
     }
@@ -182,7 +197,9 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn the_window_follows_the_server_headers() {
         let limiter = std::sync::Arc::new(RateLimiter::new(100, Duration::from_secs(10)));
-        limiter.observe(Some(10), Some(Duration::from_secs(1)), None).await;
+        limiter
+            .observe(Some(10), Some(Duration::from_secs(1)), None)
+            .await;
         let times = arrivals(limiter, 30, Duration::from_millis(10)).await;
         assert_eq!(max_in_window(&times, Duration::from_secs(1)), 10);
     }

@@ -378,3 +378,33 @@ query Dashboard($loc: ID!, $first: Int, $after: String) {
     }
   }
 }"#;
+
+/// The simulator with `contacts` contacts in one location, no latency, GHL's real limits.
+pub async fn spawn_sim(contacts: usize) -> ghl_gateway::sim::SimHandle {
+    spawn_sim_with(ghl_gateway::sim::SimArgs {
+        contacts,
+        locations: 1,
+        ..Default::default()
+    })
+    .await
+}
+
+pub async fn spawn_sim_with(args: ghl_gateway::sim::SimArgs) -> ghl_gateway::sim::SimHandle {
+    ghl_gateway::sim::Sim::spawn(args)
+        .await
+        .expect("the simulator starts")
+}
+
+/// A GHL client for the simulator, with test-sized backoff.
+pub fn upstream_client(
+    store: &Store,
+    sim: &ghl_gateway::sim::SimHandle,
+    tweak: impl FnOnce(&mut ghl_gateway::upstream::UpstreamConfig),
+) -> ghl_gateway::upstream::Client {
+    let mut config = ghl_gateway::upstream::UpstreamConfig::new(sim.base_url.clone());
+    config.client_id = Some(sim.client_id.clone());
+    config.client_secret = Some(sim.client_secret.clone());
+    config.backoff_ms = 20;
+    tweak(&mut config);
+    ghl_gateway::upstream::Client::new(config, store.clone()).expect("the client builds")
+}

@@ -5,3 +5,4 @@ mod http;
 mod reads;
 mod schema_file;
 mod store;
+mod upstream;

@@ -1,0 +1,59 @@
+//! The GHL credentials of each location. One row per location; a refresh replaces the row in one
+//! statement, so the new refresh token is durable before the new access token is used.
+
+use sea_orm::sea_query::OnConflict;
+use sea_orm::{ActiveValue, EntityTrait};
+
+use super::entities::credential;
+use super::{Store, StoreError};
+
+impl Store {
+    /// The stored credential of a location.
+    pub async fn credential(
+        &self,
+        location_id: &str,
+    ) -> Result<Option<credential::Model>, StoreError> {
+        Ok(credential::Entity::find_by_id(location_id.to_owned())
+            .one(&self.db)
+            .await?)
+    }
+
+    /// Stores (inserts or replaces) the credential of a location.
+    pub async fn save_credential(&self, model: credential::Model) -> Result<(), StoreError> {
+        let active = credential::ActiveModel {
+            location_id: ActiveValue::Set(model.location_id),
+            kind: ActiveValue::Set(model.kind),
+            access_token: ActiveValue::Set(model.access_token),
+            refresh_token: ActiveValue::Set(model.refresh_token),
+            expires_at: ActiveValue::Set(model.expires_at),
+            company_id: ActiveValue::Set(model.company_id),
+            updated_at: ActiveValue::Set(chrono::Utc::now().timestamp_millis()),
+        };
+        credential::Entity::insert(active)
+            .on_conflict(
+                OnConflict::column(credential::Column::LocationId)
+                    .update_columns([
+                        credential::Column::Kind,
+                        credential::Column::AccessToken,
+                        credential::Column::RefreshToken,
+                        credential::Column::ExpiresAt,
+                        credential::Column::CompanyId,
+                        credential::Column::UpdatedAt,
+                    ])
+                    .to_owned(),
+            )
+            .exec(&self.db)
+            .await?;
+        Ok(())
+    }
+
+    /// The ids of the locations that have credentials (the ones a sync can reach).
+    pub async fn credentialed_locations(&self) -> Result<Vec<String>, StoreError> {
+        Ok(credential::Entity::find()
+            .all(&self.db)
+            .await?
+            .into_iter()
+            .map(|c| c.location_id)
+            .collect())
+    }
+}

@@ -1,0 +1,438 @@
+//! Paging through GHL's lists, each in its own cursor style, at the largest page each allows:
+//! contacts by `searchAfter` (500), tasks by `searchAfter` or `skip` (500), conversations by
+//! `startAfterDate` (100), opportunities by `searchAfter` or `page` (500).
+//!
+//! A page says where the next one starts ([`Cursor`], serializable: the sync stores it as the
+//! stage's checkpoint). A list ends on a short page or once `total` records are fetched; a cursor
+//! that does not advance, or a page that repeats the previous one, ends it with an error.
+
+use std::collections::HashSet;
+
+use chrono::{DateTime, Utc};
+use futures::Stream;
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+use super::dto::{self, decode_rows};
+use super::{CONVERSATIONS_VERSION, Call, Client, Result, UpstreamError, get, post, rows};
+use crate::domain;
+
+const CONTACTS_PAGE: usize = 500;
+const TASKS_PAGE: usize = 500;
+const CONVERSATIONS_PAGE: usize = 100;
+const OPPORTUNITIES_PAGE: usize = 500;
+
+/// Where the next page of a list starts.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "style", rename_all = "camelCase")]
+pub enum Cursor {
+    /// The `searchAfter` of the previous page's last row (contacts, tasks, opportunities).
+    SearchAfter { after: Vec<Value> },
+    /// Rows to skip (task search without `searchAfter`).
+    Skip { skip: u64 },
+    /// `startAfterDate`, epoch ms (conversations, newest first).
+    StartAfterDate { date: i64 },
+    /// A 1-based page number (opportunity search without `searchAfter`).
+    Page { page: u64 },
+}
+
+/// Which contacts a contact listing returns.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct ContactQuery {
+    /// Only contacts updated after this time, oldest change first (an incremental sync).
+    pub updated_after: Option<DateTime<Utc>>,
+}
+
+/// A paged list of a location.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Listing {
+    Contacts(ContactQuery),
+    Tasks,
+    Conversations,
+    Opportunities,
+}
+
+/// The records of one page.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Records {
+    Contacts(Vec<domain::Contact>),
+    Tasks(Vec<domain::Task>),
+    Conversations(Vec<domain::Conversation>),
+    Opportunities(Vec<domain::Opportunity>),
+}
+
+impl Records {
+    pub fn len(&self) -> usize {
+        match self {
+            Records::Contacts(r) => r.len(),
+            Records::Tasks(r) => r.len(),
+            Records::Conversations(r) => r.len(),
+            Records::Opportunities(r) => r.len(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    pub fn ids(&self) -> Vec<&str> {
+        match self {
+            Records::Contacts(r) => r.iter().map(|x| x.id.as_str()).collect(),
+            Records::Tasks(r) => r.iter().map(|x| x.id.as_str()).collect(),
+            Records::Conversations(r) => r.iter().map(|x| x.id.as_str()).collect(),
+            Records::Opportunities(r) => r.iter().map(|x| x.id.as_str()).collect(),
+        }
+    }
+
+    /// Drops the records whose id is in `ids`.
+    fn retain_not_in(&mut self, ids: &HashSet<String>) {
+        match self {
+            Records::Contacts(r) => r.retain(|x| !ids.contains(&x.id)),
+            Records::Tasks(r) => r.retain(|x| !ids.contains(&x.id)),
+            Records::Conversations(r) => r.retain(|x| !ids.contains(&x.id)),
+            Records::Opportunities(r) => r.retain(|x| !ids.contains(&x.id)),
+        }
+    }
+}
+
+/// One fetched page.
+#[derive(Clone, Debug, PartialEq)]
+pub struct FetchedPage {
+    pub records: Records,
+    /// Ids of rows that did not parse (logged and skipped).
+    pub skipped: Vec<String>,
+    /// Rows GHL returned, parsed or not.
+    pub rows: usize,
+    /// Where the next page starts; `None` when this page was the last.
+    pub next: Option<Cursor>,
+    /// How many records GHL says the list holds, when it says.
+    pub total: Option<u64>,
+}
+
+fn search_after(row: Option<&Value>) -> Option<Vec<Value>> {
+    row?.get("searchAfter")?
+        .as_array()
+        .filter(|a| !a.is_empty())
+        .cloned()
+}
+
+impl Client {
+    /// Fetches one page of `listing`, starting at `cursor` (the first page when `None`).
+    pub async fn page(
+        &self,
+        location_id: &str,
+        listing: &Listing,
+        cursor: Option<&Cursor>,
+    ) -> Result<FetchedPage> {
+        match listing {
+            Listing::Contacts(query) => self.contacts_page(location_id, query, cursor).await,
+            Listing::Tasks => self.tasks_page(location_id, cursor).await,
+            Listing::Conversations => self.conversations_page(location_id, cursor).await,
+            Listing::Opportunities => self.opportunities_page(location_id, cursor).await,
+        }
+    }
+
+    async fn contacts_page(
+        &self,
+        location_id: &str,
+        query: &ContactQuery,
+        cursor: Option<&Cursor>,
+    ) -> Result<FetchedPage> {
+        let mut body = json!({ "locationId": location_id, "pageLimit": CONTACTS_PAGE });
+        match &query.updated_after {
+            // Changed contacts, oldest change first, so the watermark only moves forward.
+            Some(after) => {
+                body["filters"] = json!([{
+                    "field": "dateUpdated",
+                    "operator": "range",
+                    "value": { "gt": after.to_rfc3339_opts(chrono::SecondsFormat::Millis, true) }
+                }]);
+                body["sort"] = json!([{ "field": "dateUpdated", "direction": "asc" }]);
+            }
+            // Everything, oldest first: contacts created during the scan land after the cursor.
+            None => body["sort"] = json!([{ "field": "dateAdded", "direction": "asc" }]),
+        }
+        match cursor {
+            None => {}
+            Some(Cursor::SearchAfter { after }) => body["searchAfter"] = json!(after),
+            Some(Cursor::Page { page }) => body["page"] = json!(page),
+            Some(other) => {
+                return Err(UpstreamError::Stuck(format!(
+                    "contacts cannot resume from {other:?}"
+                )));
+            }
+        }
+        let answer = self
+            .call(
+                location_id,
+                post("contacts.search", "/contacts/search".into(), body),
+            )
+            .await?;
+        let rows = rows(&answer, "contacts")?;
+        let total = answer.get("total").and_then(Value::as_u64);
+        let next = if rows.len() < CONTACTS_PAGE {
+            None
+        } else {
+            match (search_after(rows.last()), cursor) {
+                (Some(after), _) => Some(Cursor::SearchAfter { after }),
+                (None, Some(Cursor::Page { page })) => Some(Cursor::Page { page: page + 1 }),
+                (None, _) => Some(Cursor::Page { page: 2 }),
+            }
+        };
+        let count = rows.len();
+        let (records, skipped) = decode_rows::<dto::ContactDto>(rows);
+        Ok(FetchedPage {
+            records: Records::Contacts(
+                records
+                    .into_iter()
+                    .map(|c| c.into_domain(location_id))
+                    .collect(),
+            ),
+            skipped,
+            rows: count,
+            next,
+            total,
+        })
+    }
+
+    async fn tasks_page(&self, location_id: &str, cursor: Option<&Cursor>) -> Result<FetchedPage> {
+        let mut body = json!({ "limit": TASKS_PAGE });
+        match cursor {
+            None => {}
+            Some(Cursor::SearchAfter { after }) => body["searchAfter"] = json!(after),
+            Some(Cursor::Skip { skip }) => body["skip"] = json!(skip),
+            Some(other) => {
+                return Err(UpstreamError::Stuck(format!(
+                    "tasks cannot resume from {other:?}"
+                )));
+            }
+        }
+        let answer = self
+            .call(
+                location_id,
+                post(
+                    "tasks.search",
+                    format!("/locations/{location_id}/tasks/search"),
+                    body,
+                ),
+            )
+            .await?;
+        let rows = rows(&answer, "tasks")?;
+        // No `total` here: only a short page ends the list.
+        let next = if rows.len() < TASKS_PAGE {
+            None
+        } else {
+            match (search_after(rows.last()), cursor) {
+                (Some(after), _) => Some(Cursor::SearchAfter { after }),
+                (None, Some(Cursor::Skip { skip })) => Some(Cursor::Skip {
+                    skip: skip + rows.len() as u64,
+                }),
+                (None, _) => Some(Cursor::Skip {
+                    skip: rows.len() as u64,
+                }),
+            }
+        };
+        let count = rows.len();
+        let (records, skipped) = decode_rows::<dto::TaskDto>(rows);
+        Ok(FetchedPage {
+            records: Records::Tasks(
+                records
+                    .into_iter()
+                    .filter(|t| !t.deleted)
+                    .map(|t| t.into_domain(location_id))
+                    .collect(),
+            ),
+            skipped,
+            rows: count,
+            next,
+            total: None,
+        })
+    }
+
+    async fn conversations_page(
+        &self,
+        location_id: &str,
+        cursor: Option<&Cursor>,
+    ) -> Result<FetchedPage> {
+        let mut query = vec![
+            ("locationId", location_id.to_owned()),
+            ("limit", CONVERSATIONS_PAGE.to_string()),
+            ("sortBy", "last_message_date".to_owned()),
+            ("sort", "desc".to_owned()),
+        ];
+        match cursor {
+            None => {}
+            Some(Cursor::StartAfterDate { date }) => {
+                query.push(("startAfterDate", date.to_string()))
+            }
+            Some(other) => {
+                return Err(UpstreamError::Stuck(format!(
+                    "conversations cannot resume from {other:?}"
+                )));
+            }
+        }
+        let call = Call {
+            version: CONVERSATIONS_VERSION,
+            ..get(
+                "conversations.search",
+                "/conversations/search".into(),
+                query,
+            )
+        };
+        let answer = self.call(location_id, call).await?;
+        let rows = rows(&answer, "conversations")?;
+        let total = answer.get("total").and_then(Value::as_u64);
+        let date_of = |row: Option<&Value>| {
+            row.and_then(|r| r.get("lastMessageDate"))
+                .and_then(dto::parse_time)
+        };
+        let next = if rows.len() < CONVERSATIONS_PAGE {
+            None
+        } else {
+            let last = date_of(rows.last()).ok_or_else(|| {
+                UpstreamError::Decode("the last conversation has no lastMessageDate".into())
+            })?;
+            // `startAfterDate` is exclusive: when the page ends inside a run of equal dates, the
+            // rest of the run would be skipped, so start one millisecond later and let the
+            // duplicates be dropped.
+            let tie = date_of(rows.get(rows.len().wrapping_sub(2))) == Some(last);
+            let date = last.timestamp_millis() + i64::from(tie);
+            Some(Cursor::StartAfterDate { date })
+        };
+        let count = rows.len();
+        let (records, skipped) = decode_rows::<dto::ConversationDto>(rows);
+        Ok(FetchedPage {
+            records: Records::Conversations(
+                records
+                    .into_iter()
+                    .filter(|c| !c.deleted)
+                    .map(|c| c.into_domain(location_id))
+                    .collect(),
+            ),
+            skipped,
+            rows: count,
+            next,
+            total,
+        })
+    }
+
+    async fn opportunities_page(
+        &self,
+        location_id: &str,
+        cursor: Option<&Cursor>,
+    ) -> Result<FetchedPage> {
+        let mut body = json!({ "locationId": location_id, "limit": OPPORTUNITIES_PAGE });
+        match cursor {
+            None => {}
+            Some(Cursor::SearchAfter { after }) => body["searchAfter"] = json!(after),
+            Some(Cursor::Page { page }) => body["page"] = json!(page),
+            Some(other) => {
+                return Err(UpstreamError::Stuck(format!(
+                    "opportunities cannot resume from {other:?}"
+                )));
+            }
+        }
+        let answer = self
+            .call(
+                location_id,
+                post("opportunities.search", "/opportunities/search".into(), body),
+            )
+            .await?;
+        let rows = rows(&answer, "opportunities")?;
+        let total = answer
+            .get("total")
+            .or_else(|| answer.get("meta").and_then(|m| m.get("total")))
+            .and_then(Value::as_u64);
+        let next = if rows.len() < OPPORTUNITIES_PAGE {
+            None
+        } else {
+            match (search_after(rows.last()), cursor) {
+                (Some(after), _) => Some(Cursor::SearchAfter { after }),
+                (None, Some(Cursor::Page { page })) => Some(Cursor::Page { page: page + 1 }),
+                (None, _) => Some(Cursor::Page { page: 2 }),
+            }
+        };
+        let count = rows.len();
+        let (records, skipped) = decode_rows::<dto::OpportunityDto>(rows);
+        Ok(FetchedPage {
+            records: Records::Opportunities(
+                records
+                    .into_iter()
+                    .map(|o| o.into_domain(location_id))
+                    .collect(),
+            ),
+            skipped,
+            rows: count,
+            next,
+            total,
+        })
+    }
+
+    /// Every page of `listing` from `start` on, as a stream. `fetched` is how many rows earlier
+    /// pages already returned (when resuming), so that `total` ends the list at the right page.
+    pub fn pages(
+        &self,
+        location_id: &str,
+        listing: Listing,
+        start: Option<Cursor>,
+        fetched: u64,
+    ) -> impl Stream<Item = Result<FetchedPage>> + Send + 'static {
+        struct State {
+            client: Client,
+            location_id: String,
+            listing: Listing,
+            cursor: Option<Cursor>,
+            fetched: u64,
+            previous_ids: HashSet<String>,
+            done: bool,
+        }
+        let state = State {
+            client: self.clone(),
+            location_id: location_id.to_owned(),
+            listing,
+            cursor: start,
+            fetched,
+            previous_ids: HashSet::new(),
+            done: false,
+        };
+        futures::stream::try_unfold(state, |mut s| async move {
+            if s.done {
+                return Ok(None);
+            }
+            let mut page = s
+                .client
+                .page(&s.location_id, &s.listing, s.cursor.as_ref())
+                .await?;
+            let ids: HashSet<String> = page.records.ids().into_iter().map(str::to_owned).collect();
+            if !ids.is_empty() && ids == s.previous_ids {
+                return Err(UpstreamError::Stuck(format!(
+                    "{:?}: GHL returned the same page twice",
+                    s.listing
+                )));
+            }
+            if page.next.is_some() && page.next == s.cursor {
+                return Err(UpstreamError::Stuck(format!(
+                    "{:?}: the cursor did not advance",
+                    s.listing
+                )));
+            }
+            // Rows repeated from the previous page (an overlapping cursor) are not new.
+            let overlap = page
+                .records
+                .ids()
+                .iter()
+                .filter(|id| s.previous_ids.contains(**id))
+                .count();
+            page.records.retain_not_in(&s.previous_ids);
+            s.fetched += (page.rows - overlap) as u64;
+            let complete = page.total.is_some_and(|total| s.fetched >= total);
+            if complete {
+                page.next = None;
+            }
+            s.done = page.next.is_none();
+            s.cursor = page.next.clone();
+            s.previous_ids = ids;
+            Ok(Some((page, s)))
+        })
+    }
+}

@@ -1,0 +1,510 @@
+//! The GHL client against the simulator (and wiremock for what the simulator cannot do):
+//! call counts, 429s, retries, token renewal. Counts, not timings.
+
+use std::collections::HashSet;
+
+use futures::TryStreamExt;
+use ghl_gateway::sim::{FaultConfig, FaultSpec};
+use ghl_gateway::upstream::{
+    Client, Credential, FetchedPage, Listing, Records, Secret, UpstreamError,
+};
+use serde_json::{Value, json};
+
+use crate::helpers::*;
+
+async fn all_pages(
+    client: &Client,
+    location: &str,
+    listing: Listing,
+) -> Result<Vec<FetchedPage>, UpstreamError> {
+    client.pages(location, listing, None, 0).try_collect().await
+}
+
+fn ids_of(pages: &[FetchedPage]) -> Vec<String> {
+    pages
+        .iter()
+        .flat_map(|p| p.records.ids().into_iter().map(str::to_owned))
+        .collect()
+}
+
+fn truth_ids(truth: &Value, key: &str) -> HashSet<String> {
+    truth[key]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["id"].as_str().or(r["_id"].as_str()).unwrap().to_owned())
+        .collect()
+}
+
+fn assert_exactly_once(got: Vec<String>, want: &HashSet<String>, what: &str) {
+    let unique: HashSet<String> = got.iter().cloned().collect();
+    assert_eq!(unique.len(), got.len(), "{what}: a record came twice");
+    let missing: Vec<_> = want.difference(&unique).take(5).collect();
+    let extra: Vec<_> = unique.difference(want).take(5).collect();
+    assert!(
+        missing.is_empty() && extra.is_empty(),
+        "{what}: {} fetched, {} in the ground truth; missing {missing:?}, extra {extra:?}",
+        unique.len(),
+        want.len()
+    );
+}
+
+fn pages_for(count: usize, size: usize) -> u64 {
+    count.div_ceil(size) as u64
+}
+
+#[tokio::test]
+async fn every_resource_of_a_10k_location_in_the_minimal_number_of_calls() {
+    let db = sqlite().await;
+    let sim = spawn_sim(10_000).await;
+    let loc = sim.locations[0].clone();
+    let client = upstream_client(&db.store, &sim, |_| {});
+    client
+        .set_credential(
+            &loc.id,
+            Credential::PrivateIntegration {
+                token: Secret::new(loc.pit_token.clone()),
+            },
+        )
+        .await
+        .unwrap();
+
+    let (users, _) = client.users(&loc.id).await.unwrap();
+    let (fields, _) = client.custom_fields(&loc.id).await.unwrap();
+    let (pipelines, _) = client.pipelines(&loc.id).await.unwrap();
+    let contacts = all_pages(&client, &loc.id, Listing::Contacts(Default::default()))
+        .await
+        .unwrap();
+    let tasks = all_pages(&client, &loc.id, Listing::Tasks).await.unwrap();
+    let conversations = all_pages(&client, &loc.id, Listing::Conversations)
+        .await
+        .unwrap();
+    let opportunities = all_pages(&client, &loc.id, Listing::Opportunities)
+        .await
+        .unwrap();
+
+    let truth = sim.dump(&loc.id).unwrap();
+    let count = |key: &str| truth[key].as_array().unwrap().len();
+    let (n, t, c, o) = (
+        count("contacts"),
+        count("tasks"),
+        count("conversations"),
+        count("opportunities"),
+    );
+    assert_eq!(n, 10_000);
+    assert_eq!(
+        (users.len(), fields.len(), pipelines.len()),
+        (count("users"), count("customFields"), count("pipelines"))
+    );
+    assert_exactly_once(
+        ids_of(&contacts),
+        &truth_ids(&truth, "contacts"),
+        "contacts",
+    );
+    assert_exactly_once(ids_of(&tasks), &truth_ids(&truth, "tasks"), "tasks");
+    assert_exactly_once(
+        ids_of(&conversations),
+        &truth_ids(&truth, "conversations"),
+        "conversations",
+    );
+    assert_exactly_once(
+        ids_of(&opportunities),
+        &truth_ids(&truth, "opportunities"),
+        "opportunities",
+    );
+
+    // FACTS.md §11: 3 + ⌈N/500⌉ + ⌈T/500⌉ (+1 when T is a multiple of 500: no total) + ⌈C/100⌉ + ⌈O/500⌉.
+    let minimal =
+        3 + pages_for(n, 500) + (t / 500 + 1) as u64 + pages_for(c, 100) + pages_for(o, 500);
+    let stats = client.stats(&loc.id);
+    eprintln!(
+        "N={n} T={t} C={c} O={o}: {} calls, minimal {minimal}, {stats:?}",
+        stats.calls
+    );
+    assert_eq!(stats.calls, minimal, "{stats:?}");
+    assert_eq!(sim.total_requests(), minimal);
+    assert_eq!(stats.rate_limited, 0);
+    assert_eq!(
+        sim.counters()
+            .values()
+            .filter_map(|m| m.get("429"))
+            .sum::<u64>(),
+        0,
+        "no 429 at all"
+    );
+    assert_eq!(stats.retries, 0);
+}
+
+#[tokio::test]
+async fn five_hundred_calls_under_the_real_limit_see_no_429() {
+    let db = sqlite().await;
+    let sim = spawn_sim(10).await;
+    let loc = sim.locations[0].clone();
+    let client = upstream_client(&db.store, &sim, |_| {});
+    client
+        .set_credential(
+            &loc.id,
+            Credential::PrivateIntegration {
+                token: Secret::new(loc.pit_token.clone()),
+            },
+        )
+        .await
+        .unwrap();
+    // 25 callers of 20 calls each share the location's budget of 100 per 10 s.
+    let mut callers = Vec::new();
+    for _ in 0..25 {
+        let client = client.clone();
+        let loc = loc.id.clone();
+        callers.push(tokio::spawn(async move {
+            for _ in 0..20 {
+                client.pipelines(&loc).await.unwrap();
+            }
+        }));
+    }
+    for caller in callers {
+        caller.await.unwrap();
+    }
+    let stats = client.stats(&loc.id);
+    assert_eq!(stats.calls, 500, "{stats:?}");
+    assert_eq!(stats.rate_limited, 0, "{stats:?}");
+    assert_eq!(sim.count("opportunities.pipelines", "429"), 0);
+    assert_eq!(sim.count("opportunities.pipelines", "200"), 500);
+}
+
+#[tokio::test]
+async fn paging_yields_every_record_once_through_5xx_and_resets() {
+    let db = sqlite().await;
+    let sim = spawn_sim(2_000).await;
+    let loc = sim.locations[0].clone();
+    let spec = FaultSpec {
+        error500: 0.04,
+        error502: 0.03,
+        error503: 0.03,
+        reset: 0.05,
+        ..Default::default()
+    };
+    sim.set_faults(FaultConfig {
+        default: spec,
+        endpoints: Default::default(),
+    })
+    .unwrap();
+    let client = upstream_client(&db.store, &sim, |c| c.max_retries = 10);
+    client
+        .set_credential(
+            &loc.id,
+            Credential::PrivateIntegration {
+                token: Secret::new(loc.pit_token.clone()),
+            },
+        )
+        .await
+        .unwrap();
+    let truth = sim.dump(&loc.id).unwrap();
+    for (listing, key) in [
+        (Listing::Contacts(Default::default()), "contacts"),
+        (Listing::Tasks, "tasks"),
+        (Listing::Conversations, "conversations"),
+        (Listing::Opportunities, "opportunities"),
+    ] {
+        let pages = all_pages(&client, &loc.id, listing).await.unwrap();
+        assert_exactly_once(ids_of(&pages), &truth_ids(&truth, key), key);
+    }
+    let stats = client.stats(&loc.id);
+    let faults: u64 = sim
+        .counters()
+        .values()
+        .flat_map(|m| m.iter())
+        .filter(|(status, _)| ["500", "502", "503", "reset"].contains(&status.as_str()))
+        .map(|(_, n)| n)
+        .sum();
+    assert!(faults > 0, "the simulator injected faults");
+    assert_eq!(stats.retries, faults, "one retry per fault: {stats:?}");
+}
+
+#[tokio::test]
+async fn an_expired_oauth_token_is_refreshed_once_for_twenty_callers() {
+    let db = sqlite().await;
+    let sim = spawn_sim(10).await;
+    let loc = sim.locations[0].id.clone();
+    let client = upstream_client(&db.store, &sim, |_| {});
+    let code = sim.auth_code("Location", Some(&loc)).unwrap();
+    assert_eq!(client.install_with_code(&code).await.unwrap(), loc);
+    let before = db.store.credential(&loc).await.unwrap().unwrap();
+    assert!(sim.expire_token(before.access_token.as_deref().unwrap()));
+
+    let mut callers = Vec::new();
+    for _ in 0..20 {
+        let client = client.clone();
+        let loc = loc.clone();
+        callers.push(tokio::spawn(async move {
+            client.users(&loc).await.map(|(u, _)| u.len())
+        }));
+    }
+    for caller in callers {
+        assert!(caller.await.unwrap().unwrap() > 0);
+    }
+    let stats = client.stats(&loc);
+    assert_eq!(stats.renewals, 1, "{stats:?}");
+    // One code exchange and one refresh.
+    assert_eq!(sim.requests("oauth.token"), 2);
+    let after = db.store.credential(&loc).await.unwrap().unwrap();
+    assert_ne!(
+        after.refresh_token, before.refresh_token,
+        "the rotated refresh token is stored"
+    );
+    assert_ne!(after.access_token, before.access_token);
+    // The old refresh token is spent: a client that kept it would be locked out.
+    let stale = upstream_client(&db.store, &sim, |_| {});
+    stale
+        .set_credential(
+            &loc,
+            Credential::OAuth {
+                access_token: Secret::new("expired"),
+                refresh_token: Secret::new(before.refresh_token.clone().unwrap()),
+                expires_at: Some(0),
+            },
+        )
+        .await
+        .unwrap();
+    assert!(matches!(
+        stale.users(&loc).await,
+        Err(UpstreamError::Unauthorized(_))
+    ));
+}
+
+#[tokio::test]
+async fn an_agency_token_mints_location_tokens() {
+    let db = sqlite().await;
+    let sim = spawn_sim(10).await;
+    let loc = sim.locations[0].id.clone();
+    let client = upstream_client(&db.store, &sim, |_| {});
+    client
+        .set_credential(
+            &loc,
+            Credential::Agency {
+                agency_token: Secret::new(sim.agency_token.clone()),
+                company_id: sim.company_id.clone(),
+                location_token: None,
+                expires_at: None,
+            },
+        )
+        .await
+        .unwrap();
+    let (users, _) = client.users(&loc).await.unwrap();
+    assert!(!users.is_empty());
+    client.pipelines(&loc).await.unwrap();
+    assert_eq!(sim.requests("oauth.locationToken"), 1);
+    let stored = db.store.credential(&loc).await.unwrap().unwrap();
+    assert_eq!(stored.kind, "agency");
+    assert!(
+        stored.access_token.is_some(),
+        "the minted location token is stored"
+    );
+}
+
+#[tokio::test]
+async fn refused_credentials_fail_without_retries() {
+    let db = sqlite().await;
+    let sim = spawn_sim(10).await;
+    let loc = sim.locations[0].id.clone();
+    let client = upstream_client(&db.store, &sim, |_| {});
+    client
+        .set_credential(
+            &loc,
+            Credential::PrivateIntegration {
+                token: Secret::new("pit-wrong"),
+            },
+        )
+        .await
+        .unwrap();
+    let error = client.users(&loc).await.unwrap_err();
+    assert!(matches!(error, UpstreamError::Unauthorized(_)), "{error:?}");
+    assert!(error.is_auth());
+    assert_eq!(sim.total_requests(), 1);
+    let error = client.users("no-credentials-here").await.unwrap_err();
+    assert!(
+        matches!(error, UpstreamError::NoCredentials(_)),
+        "{error:?}"
+    );
+}
+
+#[tokio::test]
+async fn the_daily_reserve_stops_a_location() {
+    let db = sqlite().await;
+    let sim = spawn_sim_with(ghl_gateway::sim::SimArgs {
+        contacts: 10,
+        locations: 1,
+        daily_limit: 30,
+        ..Default::default()
+    })
+    .await;
+    let loc = sim.locations[0].clone();
+    let client = upstream_client(&db.store, &sim, |c| c.daily_reserve = 10);
+    client
+        .set_credential(
+            &loc.id,
+            Credential::PrivateIntegration {
+                token: Secret::new(loc.pit_token.clone()),
+            },
+        )
+        .await
+        .unwrap();
+    let mut ok = 0;
+    let error = loop {
+        match client.pipelines(&loc.id).await {
+            Ok(_) => ok += 1,
+            Err(e) => break e,
+        }
+        assert!(ok < 100, "the reserve never stopped the calls");
+    };
+    assert!(
+        matches!(error, UpstreamError::DailyQuotaExhausted { remaining: 9 }),
+        "{error:?}"
+    );
+    assert_eq!(
+        ok, 21,
+        "30 a day, 10 kept in reserve: the 21st answer leaves 9"
+    );
+    assert_eq!(sim.count("opportunities.pipelines", "429"), 0);
+}
+
+mod wiremock_edges {
+    use wiremock::matchers::{method, path};
+    use wiremock::{Mock, MockServer, ResponseTemplate};
+
+    use super::*;
+
+    async fn client_for(
+        server: &MockServer,
+        tweak: impl FnOnce(&mut ghl_gateway::upstream::UpstreamConfig),
+    ) -> (TestDb, Client) {
+        let db = sqlite().await;
+        let mut config = ghl_gateway::upstream::UpstreamConfig::new(server.uri());
+        config.backoff_ms = 5;
+        config.burst_window_ms = 50;
+        tweak(&mut config);
+        let client = Client::new(config, db.store.clone()).unwrap();
+        client
+            .set_credential(
+                "loc",
+                Credential::PrivateIntegration {
+                    token: Secret::new("pit"),
+                },
+            )
+            .await
+            .unwrap();
+        (db, client)
+    }
+
+    fn contact_rows(after: Value) -> Value {
+        let rows: Vec<Value> = (0..500)
+            .map(|i| json!({ "id": format!("c{i}"), "dateAdded": "2024-01-01T00:00:00Z", "searchAfter": after.clone() }))
+            .collect();
+        json!({ "contacts": rows, "total": 5000 })
+    }
+
+    #[tokio::test]
+    async fn a_cursor_that_does_not_advance_ends_with_an_error() {
+        let server = MockServer::start().await;
+        Mock::given(method("POST"))
+            .and(path("/contacts/search"))
+            .respond_with(
+                ResponseTemplate::new(200).set_body_json(contact_rows(json!([1, "c499"]))),
+            )
+            .mount(&server)
+            .await;
+        let (_db, client) = client_for(&server, |_| {}).await;
+        let result = all_pages(&client, "loc", Listing::Contacts(Default::default())).await;
+        assert!(matches!(result, Err(UpstreamError::Stuck(_))), "{result:?}");
+        assert_eq!(
+            server.received_requests().await.unwrap().len(),
+            2,
+            "it stops at the repeat"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_429_storm_ends_with_rate_limited_after_the_retry_budget() {
+        let server = MockServer::start().await;
+        Mock::given(method("GET"))
+            .and(path("/users/"))
+            .respond_with(
+                ResponseTemplate::new(429)
+                    .set_body_json(json!({ "statusCode": 429, "message": "Too Many Requests" })),
+            )
+            .mount(&server)
+            .await;
+        let (_db, client) = client_for(&server, |c| c.max_retries = 3).await;
+        let error = client.users("loc").await.unwrap_err();
+        assert!(
+            matches!(error, UpstreamError::RateLimited { .. }),
+            "{error:?}"
+        );
+        let stats = client.stats("loc");
+        assert_eq!(
+            (stats.calls, stats.retries, stats.rate_limited),
+            (4, 3, 4),
+            "{stats:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn retry_after_is_honoured_and_other_4xx_are_not_retried() {
+        let server = MockServer::start().await;
+        Mock::given(method("GET"))
+            .and(path("/users/"))
+            .respond_with(ResponseTemplate::new(429).insert_header("retry-after", "0"))
+            .up_to_n_times(1)
+            .mount(&server)
+            .await;
+        Mock::given(method("GET"))
+            .and(path("/users/"))
+            .respond_with(ResponseTemplate::new(200).set_body_json(
+                json!({ "users": [{ "id": "u1", "name": "Ann", "extra": { "x": 1 } }] }),
+            ))
+            .mount(&server)
+            .await;
+        Mock::given(method("GET"))
+            .and(path("/opportunities/pipelines"))
+            .respond_with(ResponseTemplate::new(422).set_body_json(json!({ "statusCode": 422, "message": ["property x should not exist"], "error": "Unprocessable Entity" })))
+            .mount(&server)
+            .await;
+        let (_db, client) = client_for(&server, |_| {}).await;
+        let (users, _) = client.users("loc").await.unwrap();
+        assert_eq!(users[0].name.as_deref(), Some("Ann"));
+        let error = client.pipelines("loc").await.unwrap_err();
+        match error {
+            UpstreamError::BadRequest { status, message } => {
+                assert_eq!(status, 422);
+                assert!(message.contains("should not exist"));
+            }
+            other => panic!("{other:?}"),
+        }
+        let stats = client.stats("loc");
+        assert_eq!((stats.calls, stats.retries), (3, 1), "{stats:?}");
+    }
+
+    #[tokio::test]
+    async fn a_row_that_does_not_parse_is_skipped_not_fatal() {
+        let server = MockServer::start().await;
+        Mock::given(method("POST"))
+            .and(path("/locations/loc/tasks/search"))
+            .respond_with(ResponseTemplate::new(201).set_body_json(json!({ "tasks": [
+                { "_id": "t1", "title": "ok", "completed": false },
+                { "_id": "t2", "title": ["not", "a", "string"], "customFields": 1, "dueDate": {"x": 1}, "completed": "true", "assignedTo": {} },
+                { "title": "no id" }
+            ] })))
+            .mount(&server)
+            .await;
+        let (_db, client) = client_for(&server, |_| {}).await;
+        let pages = all_pages(&client, "loc", Listing::Tasks).await.unwrap();
+        assert_eq!(pages.len(), 1);
+        let Records::Tasks(tasks) = &pages[0].records else {
+            panic!()
+        };
+        assert_eq!(
+            tasks.iter().map(|t| t.id.as_str()).collect::<Vec<_>>(),
+            ["t1", "t2"]
+        );
+        assert_eq!(pages[0].skipped, ["<no id>"]);
+    }
+}
