@@ -9,12 +9,15 @@ use crate::config::ServeConfig;
 use crate::graphql;
 use crate::http;
 use crate::store::{DatabaseConfig, Store};
+use crate::sync::SyncEngine;
+use crate::upstream;
 
 /// The gateway, bound and ready to serve.
 pub struct App {
     listener: TcpListener,
     router: axum::Router,
     store: Store,
+    sync: SyncEngine,
 }
 
 impl App {
@@ -27,7 +30,12 @@ impl App {
             .migrate()
             .await
             .context("cannot apply the database migrations")?;
-        let schema = graphql::build(store.clone(), config.graphql.clone());
+        let client = upstream::Client::new(config.upstream.clone(), store.clone())
+            .context("cannot build the GHL client")?;
+        let sync = SyncEngine::start(store.clone(), client, config.sync.clone())
+            .await
+            .context("cannot start the sync engine")?;
+        let schema = graphql::build(store.clone(), config.graphql.clone(), Some(sync.clone()));
         let router = http::router(schema, store.clone(), &config.http);
         let listener = TcpListener::bind(&config.http.listen)
             .await
@@ -36,7 +44,13 @@ impl App {
             listener,
             router,
             store,
+            sync,
         })
+    }
+
+    /// The sync engine (to start syncs from the command line or tests).
+    pub fn sync(&self) -> &SyncEngine {
+        &self.sync
     }
 
     pub fn local_addr(&self) -> SocketAddr {
@@ -57,6 +71,7 @@ impl App {
     pub fn print_banner(&self) {
         let base = format!("http://{}", self.local_addr());
         println!("graphql:  {base}/graphql");
+        println!("graphql-ws: ws://{}/graphql/ws", self.local_addr());
         println!("graphiql: {base}/graphiql");
         println!("health:   {base}/healthz {base}/readyz");
     }
@@ -71,6 +86,8 @@ impl App {
             .with_graceful_shutdown(shutdown)
             .await
             .context("the HTTP server failed")?;
+        // Running syncs stop at their next page; their checkpoints let the next run resume.
+        self.sync.shutdown().await;
         self.store.close().await;
         tracing::info!("stopped");
         Ok(())

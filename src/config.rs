@@ -45,6 +45,10 @@ pub struct ServeConfig {
     pub database: DatabaseConfig,
     #[command(flatten)]
     pub graphql: graphql::Settings,
+    #[command(flatten)]
+    pub upstream: crate::upstream::UpstreamConfig,
+    #[command(flatten)]
+    pub sync: crate::sync::SyncConfig,
 }
 
 /// Settings of `ghl-gateway migrate`.

@@ -5,8 +5,10 @@
 
 pub mod error;
 pub mod loaders;
+pub mod mutation;
 mod prefetch;
 pub mod query;
+pub mod subscription;
 pub mod types;
 
 use std::sync::Arc;
@@ -16,12 +18,12 @@ use async_graphql::dataloader::{DataLoader, HashMapCache};
 use async_graphql::extensions::{
     Extension, ExtensionContext, ExtensionFactory, NextPrepareRequest,
 };
-use async_graphql::{EmptyMutation, EmptySubscription, Request, Schema, ServerResult};
+use async_graphql::{Request, Schema, ServerResult};
 
 use crate::store::Store;
 use loaders::CacheLoader;
 
-pub type AppSchema = Schema<query::Query, EmptyMutation, EmptySubscription>;
+pub type AppSchema = Schema<query::Query, mutation::Mutation, subscription::Subscription>;
 
 /// Settings of the GraphQL layer.
 #[derive(Clone, Debug, clap::Args)]
@@ -29,21 +31,36 @@ pub struct Settings {
     /// Seconds after a successful sync before a location's data counts as stale.
     #[arg(long = "max-age", env = "MAX_AGE_SECS", default_value_t = 300)]
     pub max_age_secs: u64,
+    /// Whether a read of stale data starts a background refresh of its location
+    /// (stale-while-revalidate). `false` serves the cache only.
+    #[arg(long = "auto-refresh", env = "AUTO_REFRESH", default_value_t = true, action = clap::ArgAction::Set)]
+    pub auto_refresh: bool,
+    /// Seconds a query with `maxAge` waits for a refresh before it answers from the cache.
+    #[arg(long = "max-age-wait", env = "MAX_AGE_WAIT_SECS", default_value_t = 30)]
+    pub max_age_wait_secs: u64,
 }
 
 impl Default for Settings {
     fn default() -> Self {
-        Self { max_age_secs: 300 }
+        Self {
+            max_age_secs: 300,
+            auto_refresh: true,
+            max_age_wait_secs: 30,
+        }
     }
 }
 
-/// Builds the schema over `store`.
-pub fn build(store: Store, settings: Settings) -> AppSchema {
-    Schema::build(query::Query, EmptyMutation, EmptySubscription)
+/// Builds the schema over `store`; `sync` (when the process runs one) serves `refreshLocation`,
+/// the subscription and the read policy.
+pub fn build(store: Store, settings: Settings, sync: Option<crate::sync::SyncHandle>) -> AppSchema {
+    let mut schema = Schema::build(query::Query, mutation::Mutation, subscription::Subscription)
         .data(store.clone())
         .data(settings)
-        .extension(RequestLoader(store))
-        .finish()
+        .extension(RequestLoader(store));
+    if let Some(sync) = sync {
+        schema = schema.data(sync);
+    }
+    schema.finish()
 }
 
 /// Gives every request its own DataLoader. Its cache lives as long as the request, so a request
@@ -79,7 +96,7 @@ impl Extension for RequestLoader {
 
 /// The SDL of the schema, as committed in `schema.graphql`.
 pub fn sdl() -> String {
-    Schema::build(query::Query, EmptyMutation, EmptySubscription)
+    Schema::build(query::Query, mutation::Mutation, subscription::Subscription)
         .finish()
         .sdl()
 }

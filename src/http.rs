@@ -12,6 +12,7 @@ use std::time::Duration;
 use async_graphql::http::GraphiQLSource;
 use async_graphql::parser::types::OperationType;
 use async_graphql::{BatchRequest, BatchResponse, Value};
+use async_graphql_axum::GraphQLSubscription;
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{RawQuery, State};
@@ -59,6 +60,8 @@ struct AppState {
 pub fn router(schema: AppSchema, store: Store, config: &HttpConfig) -> Router {
     Router::new()
         .route("/graphql", get(graphql_get).post(graphql_post))
+        // graphql-transport-ws and the legacy graphql-ws, chosen by the client's subprotocol.
+        .route_service("/graphql/ws", GraphQLSubscription::new(schema.clone()))
         .route("/graphiql", get(graphiql))
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))

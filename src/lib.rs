@@ -6,6 +6,7 @@
 //! - [`telemetry`]: tracing set-up in one place.
 //! - [`http`]: the axum router: GraphQL over HTTP, GraphiQL, health checks.
 //! - [`graphql`]: the schema, its DataLoaders and error codes; reads only from [`store`].
+//! - [`sync`]: the background sync: jobs, stages, checkpoints, progress events.
 //! - [`store`]: the cache database: entities, migrations, bulk writes, keyset pages.
 //! - [`domain`]: plain records and ids; no I/O.
 //! - [`upstream`]: the GHL API client: credentials, rate limiting, retries, paging.
@@ -18,5 +19,6 @@ pub mod graphql;
 pub mod http;
 pub mod sim;
 pub mod store;
+pub mod sync;
 pub mod telemetry;
 pub mod upstream;

@@ -7,6 +7,7 @@
 
 mod credentials;
 pub mod entities;
+mod jobs;
 mod migrate;
 mod read;
 mod write;
@@ -17,6 +18,7 @@ use std::time::Duration;
 
 use sea_orm::{ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DbBackend, DbErr};
 
+pub use jobs::Watermarks;
 pub use read::{
     ContactFilter, ContactKey, ContactOrder, ContactOrderField, Freshness, SortDirection,
 };

@@ -25,7 +25,7 @@ use tokio::sync::Semaphore;
 
 pub use credentials::{Credential, Secret};
 pub use limiter::RateLimiter;
-pub use paging::{ContactQuery, Cursor, FetchedPage, Listing, Records};
+pub use paging::{Cursor, FetchedPage, Listing, Records};
 
 use crate::domain;
 use crate::store::Store;
@@ -182,6 +182,31 @@ pub struct CallStats {
     pub daily_remaining: Option<i64>,
     /// Token renewals (OAuth refreshes and agency location tokens).
     pub renewals: u64,
+}
+
+/// Counters of the calls made inside one [`Meter::scope`] (one sync stage, say), whatever else
+/// the location is doing at the same time.
+#[derive(Debug, Default)]
+pub struct Meter {
+    pub calls: std::sync::atomic::AtomicU64,
+    pub retries: std::sync::atomic::AtomicU64,
+    pub rate_limited: std::sync::atomic::AtomicU64,
+    pub waited_us: std::sync::atomic::AtomicU64,
+}
+
+tokio::task_local! {
+    static METER: Arc<Meter>;
+}
+
+impl Meter {
+    /// Runs `future` with its GHL calls counted on `self`.
+    pub async fn scope<F: Future>(self: Arc<Self>, future: F) -> F::Output {
+        METER.scope(self, future).await
+    }
+
+    fn count(f: impl FnOnce(&Meter)) {
+        let _ = METER.try_with(|m| f(m));
+    }
 }
 
 struct LocationState {
@@ -503,6 +528,9 @@ impl Client {
             })
             .notify(|error, delay| {
                 lock(&state.stats).retries += 1;
+                Meter::count(|m| {
+                    m.retries.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                });
                 tracing::warn!(location_id, endpoint = call.endpoint, error = %error, delay_ms = delay.as_millis() as u64, "retrying a GHL call");
             })
             .await
@@ -564,6 +592,13 @@ impl Client {
             stats.calls += 1;
             stats.limiter_wait += permit.waited;
         }
+        Meter::count(|m| {
+            m.calls.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            m.waited_us.fetch_add(
+                permit.waited.as_micros() as u64,
+                std::sync::atomic::Ordering::Relaxed,
+            );
+        });
         let outcome = async {
             let response = request.send().await?;
             let status = response.status();
@@ -596,6 +631,10 @@ impl Client {
         }
         if status == StatusCode::TOO_MANY_REQUESTS {
             stats.rate_limited += 1;
+            Meter::count(|m| {
+                m.rate_limited
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            });
         }
         Ok((status, headers, body))
     }

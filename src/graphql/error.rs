@@ -12,6 +12,8 @@ pub enum ApiError {
     BadUserInput(String),
     #[error("{0}")]
     NotFound(String),
+    #[error("{0}")]
+    UpstreamUnavailable(String),
     #[error("internal error")]
     Internal,
 }
@@ -21,6 +23,7 @@ impl ApiError {
         match self {
             ApiError::BadUserInput(_) => "BAD_USER_INPUT",
             ApiError::NotFound(_) => "NOT_FOUND",
+            ApiError::UpstreamUnavailable(_) => "UPSTREAM_UNAVAILABLE",
             ApiError::Internal => "INTERNAL",
         }
     }

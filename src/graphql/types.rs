@@ -69,7 +69,9 @@ impl Freshness {
         Self {
             synced_at,
             age_seconds,
-            stale: age_seconds.is_none_or(|age| age > max_age_secs as i64),
+            // Data of a location whose credentials GHL refuses cannot be refreshed: stale.
+            stale: age_seconds.is_none_or(|age| age > max_age_secs as i64)
+                || f.is_some_and(|f| f.auth_error.is_some()),
             syncing: f.is_some_and(|f| f.active > 0),
         }
     }
@@ -480,8 +482,18 @@ impl SyncJob {
     async fn error(&self) -> Option<&str> {
         self.job.error.as_deref()
     }
+    /// The stages in sync order: users, customFields, pipelines, contacts, tasks, conversations,
+    /// opportunities.
     async fn stages(&self) -> Vec<SyncStage<'_>> {
-        self.stages.iter().map(SyncStage).collect()
+        let order = |name: &str| {
+            crate::domain::Resource::ALL
+                .iter()
+                .position(|r| r.as_str() == name)
+                .unwrap_or(usize::MAX)
+        };
+        let mut stages: Vec<&sync_stage::Model> = self.stages.iter().collect();
+        stages.sort_by_key(|s| order(&s.name));
+        stages.into_iter().map(SyncStage).collect()
     }
 }
 
@@ -510,12 +522,67 @@ impl SyncStage<'_> {
     async fn error(&self) -> Option<&str> {
         self.0.error.as_deref()
     }
+    /// GHL calls the stage made, retries included.
+    async fn calls(&self) -> i64 {
+        self.0.calls
+    }
+    /// Calls that were retries (after a 429, a 5xx, a timeout or a dropped connection).
+    async fn retries(&self) -> i64 {
+        self.0.retries
+    }
+    /// 429 answers the stage received.
+    async fn rate_limited(&self) -> i64 {
+        self.0.rate_limited
+    }
+    /// Milliseconds the stage waited for the rate limiter.
+    async fn waited_ms(&self) -> i64 {
+        self.0.waited_ms
+    }
+}
+
+/// A change of a location's sync: the job as it now stands, and the data's freshness.
+pub struct SyncEvent {
+    pub location_id: String,
+    pub job: SyncJob,
+}
+
+#[Object]
+impl SyncEvent {
+    async fn location_id(&self) -> ID {
+        ID(self.location_id.clone())
+    }
+    async fn job(&self) -> &SyncJob {
+        &self.job
+    }
+    async fn freshness(&self, ctx: &Context<'_>) -> ApiResult<Freshness> {
+        // Events outlive one request's loader cache: read the freshness as it is now.
+        let store = ctx.data_unchecked::<Store>();
+        let settings = ctx.data_unchecked::<Settings>();
+        let rows = store
+            .freshness(std::slice::from_ref(&self.location_id))
+            .await?;
+        Ok(Freshness::from_store(
+            rows.get(&self.location_id),
+            settings.max_age_secs,
+            Utc::now(),
+        ))
+    }
 }
 
 /// What a location's sync is doing and how fresh its data is.
 pub struct SyncStatus {
     pub location_id: String,
     pub last_job: Option<SyncJob>,
+}
+
+impl SyncJob {
+    pub fn from_snapshot(snapshot: crate::sync::JobSnapshot, joined: bool) -> Self {
+        Self {
+            job: snapshot.job,
+            stages: snapshot.stages,
+            joined,
+        }
+    }
 }
 
 impl SyncStatus {
@@ -571,10 +638,16 @@ mod tests {
             location_id: "l".into(),
             synced_at: Some((now - chrono::Duration::seconds(age)).timestamp_millis()),
             active: 1,
+            auth_error: None,
         };
         let fresh = Freshness::from_store(Some(&row(299)), 300, now);
         assert!(!fresh.stale && fresh.syncing);
         assert_eq!(fresh.age_seconds, Some(299));
         assert!(Freshness::from_store(Some(&row(301)), 300, now).stale);
+        let refused = store::Freshness {
+            auth_error: Some("401".into()),
+            ..row(1)
+        };
+        assert!(Freshness::from_store(Some(&refused), 300, now).stale);
     }
 }

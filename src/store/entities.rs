@@ -21,6 +21,8 @@ pub mod location {
         pub created_at: i64,
         pub deleted: bool,
         pub seen_at: i64,
+        /// Why GHL refused the location's credentials, until a sync succeeds again.
+        pub auth_error: Option<String>,
     }
     no_relations!();
 }
@@ -255,6 +257,10 @@ pub mod sync_stage {
         pub checkpoint: Option<String>,
         pub error: Option<String>,
         pub updated_at: i64,
+        pub calls: i64,
+        pub retries: i64,
+        pub rate_limited: i64,
+        pub waited_ms: i64,
     }
     no_relations!();
 }

@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 
-use sea_orm::sea_query::{Expr, ExprTrait, Func, LikeExpr, Query};
+use sea_orm::sea_query::{Expr, ExprTrait, Func, JoinType, LikeExpr, Query};
 use sea_orm::{
     ColumnTrait, Condition, EntityTrait, FromQueryResult, PaginatorTrait, QueryFilter, QueryOrder,
     QuerySelect,
@@ -103,6 +103,8 @@ pub struct Freshness {
     pub synced_at: Option<i64>,
     /// Jobs queued or running now.
     pub active: i64,
+    /// Why GHL refused the location's credentials, if it did.
+    pub auth_error: Option<String>,
 }
 
 fn like_pattern(text: &str) -> LikeExpr {
@@ -397,27 +399,36 @@ impl Store {
         .await
     }
 
-    /// The last successful sync and the number of active jobs of each location, in one statement.
+    /// The last successful sync, the number of active jobs and the credential status of each
+    /// location, in one statement.
     pub async fn freshness(
         &self,
         location_ids: &[String],
     ) -> Result<HashMap<String, Freshness>, StoreError> {
+        let backend = self.backend();
         let rows = chunked(location_ids, |chunk| {
-            sync_job::Entity::find()
-                .select_only()
-                .column(sync_job::Column::LocationId)
+            let select = Query::select()
+                .expr_as(Expr::col(("l", "id")), "location_id")
+                .expr_as(Expr::col(("l", "auth_error")), "auth_error")
                 .expr_as(
-                    Expr::cust("MAX(CASE WHEN state = 'SUCCEEDED' THEN finished_at END)"),
+                    Expr::cust("MAX(CASE WHEN j.state = 'SUCCEEDED' THEN j.finished_at END)"),
                     "synced_at",
                 )
                 .expr_as(
-                    Expr::cust("SUM(CASE WHEN state IN ('QUEUED', 'RUNNING') THEN 1 ELSE 0 END)"),
+                    Expr::cust("COALESCE(SUM(CASE WHEN j.state IN ('QUEUED', 'RUNNING') THEN 1 ELSE 0 END), 0)"),
                     "active",
                 )
-                .filter(sync_job::Column::LocationId.is_in(chunk))
-                .group_by(sync_job::Column::LocationId)
-                .into_model::<Freshness>()
-                .all(&self.db)
+                .from_as("locations", "l")
+                .join_as(
+                    JoinType::LeftJoin,
+                    "sync_jobs",
+                    "j",
+                    Expr::col(("j", "location_id")).equals(("l", "id")),
+                )
+                .and_where(Expr::col(("l", "id")).is_in(chunk))
+                .group_by_columns([("l", "id"), ("l", "auth_error")])
+                .to_owned();
+            Freshness::find_by_statement(backend.build(&select)).all(&self.db)
         })
         .await?;
         Ok(rows

@@ -54,6 +54,11 @@ pub struct StageCheckpoint {
     /// Where the stage resumes (an opaque JSON cursor of the stage).
     pub checkpoint: Option<String>,
     pub error: Option<String>,
+    /// GHL calls the stage made so far, their retries and 429s, and its wait for the limiter.
+    pub calls: i64,
+    pub retries: i64,
+    pub rate_limited: i64,
+    pub waited_ms: i64,
 }
 
 type Row = Vec<Value>;
@@ -78,7 +83,12 @@ async fn upsert<C: ConnectionTrait>(
         let mut insert = Query::insert();
         insert.into_table(table).columns(cols.iter().copied());
         for row in rows.by_ref().take(per_statement) {
-            debug_assert_eq!(row.len(), cols.len());
+            // A row that does not match its columns is a bug in this module: fail loudly.
+            assert_eq!(
+                row.len(),
+                cols.len(),
+                "a row of {table} has the wrong number of values"
+            );
             insert.values_panic(row.into_iter().map(Expr::val));
         }
         let mut on_conflict = OnConflict::columns(key.iter().copied());
@@ -222,6 +232,10 @@ const STAGE_CHECKPOINT_COLS: &[&str] = &[
     "checkpoint",
     "error",
     "updated_at",
+    "calls",
+    "retries",
+    "rate_limited",
+    "waited_ms",
 ];
 
 /// Writes one page for `location_id`. Each row is stamped with `mark` (the sync run's mark) and
@@ -438,7 +452,10 @@ async fn write_contacts<C: ConnectionTrait>(
     .await
 }
 
-async fn write_checkpoint<C: ConnectionTrait>(conn: &C, c: &StageCheckpoint) -> Result<(), DbErr> {
+pub(super) async fn save_checkpoint<C: ConnectionTrait>(
+    conn: &C,
+    c: &StageCheckpoint,
+) -> Result<(), DbErr> {
     let row: Row = vec![
         c.job_id.clone().into(),
         c.stage.clone().into(),
@@ -449,6 +466,10 @@ async fn write_checkpoint<C: ConnectionTrait>(conn: &C, c: &StageCheckpoint) -> 
         c.checkpoint.clone().into(),
         c.error.clone().into(),
         chrono::Utc::now().timestamp_millis().into(),
+        c.calls.into(),
+        c.retries.into(),
+        c.rate_limited.into(),
+        c.waited_ms.into(),
     ];
     upsert(
         conn,
@@ -487,7 +508,7 @@ impl Store {
         let txn = self.db.begin().await?;
         write_records(&txn, location_id, mark, page).await?;
         if let Some(checkpoint) = checkpoint {
-            write_checkpoint(&txn, checkpoint).await?;
+            save_checkpoint(&txn, checkpoint).await?;
         }
         txn.commit().await?;
         Ok(())

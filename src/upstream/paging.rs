@@ -36,20 +36,48 @@ pub enum Cursor {
     Page { page: u64 },
 }
 
-/// Which contacts a contact listing returns.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-pub struct ContactQuery {
-    /// Only contacts updated after this time, oldest change first (an incremental sync).
-    pub updated_after: Option<DateTime<Utc>>,
-}
-
-/// A paged list of a location.
+/// A paged list of a location. With a time, only what changed after it (an incremental
+/// sync): contacts through GHL's `dateUpdated` range filter, oldest change first; tasks,
+/// conversations and opportunities newest change first, stopping at the first page that reaches
+/// back to the time. Tasks are sorted with `sortKey`/`sortDirection` and opportunities by
+/// `date_updated`, keys GHL's community uses but its spec does not document: when GHL refuses
+/// them (4xx), the caller falls back to the full list.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Listing {
-    Contacts(ContactQuery),
-    Tasks,
-    Conversations,
-    Opportunities,
+    Contacts(Option<DateTime<Utc>>),
+    Tasks(Option<DateTime<Utc>>),
+    Conversations(Option<DateTime<Utc>>),
+    Opportunities(Option<DateTime<Utc>>),
+}
+
+impl Listing {
+    /// The same listing without its time: everything.
+    pub fn full(&self) -> Listing {
+        match self {
+            Listing::Contacts(_) => Listing::Contacts(None),
+            Listing::Tasks(_) => Listing::Tasks(None),
+            Listing::Conversations(_) => Listing::Conversations(None),
+            Listing::Opportunities(_) => Listing::Opportunities(None),
+        }
+    }
+
+    pub fn is_incremental(&self) -> bool {
+        match self {
+            Listing::Contacts(t)
+            | Listing::Tasks(t)
+            | Listing::Conversations(t)
+            | Listing::Opportunities(t) => t.is_some(),
+        }
+    }
+}
+
+/// Whether a newest-first page reached back to `since`: its last row's `field` is not after it.
+fn reached(rows: &[Value], field: &str, since: Option<DateTime<Utc>>) -> bool {
+    let Some(since) = since else { return false };
+    rows.last()
+        .and_then(|r| r.get(field))
+        .and_then(dto::parse_time)
+        .is_some_and(|t| t <= since)
 }
 
 /// The records of one page.
@@ -125,21 +153,25 @@ impl Client {
         cursor: Option<&Cursor>,
     ) -> Result<FetchedPage> {
         match listing {
-            Listing::Contacts(query) => self.contacts_page(location_id, query, cursor).await,
-            Listing::Tasks => self.tasks_page(location_id, cursor).await,
-            Listing::Conversations => self.conversations_page(location_id, cursor).await,
-            Listing::Opportunities => self.opportunities_page(location_id, cursor).await,
+            Listing::Contacts(since) => self.contacts_page(location_id, *since, cursor).await,
+            Listing::Tasks(since) => self.tasks_page(location_id, *since, cursor).await,
+            Listing::Conversations(since) => {
+                self.conversations_page(location_id, *since, cursor).await
+            }
+            Listing::Opportunities(since) => {
+                self.opportunities_page(location_id, *since, cursor).await
+            }
         }
     }
 
     async fn contacts_page(
         &self,
         location_id: &str,
-        query: &ContactQuery,
+        since: Option<DateTime<Utc>>,
         cursor: Option<&Cursor>,
     ) -> Result<FetchedPage> {
         let mut body = json!({ "locationId": location_id, "pageLimit": CONTACTS_PAGE });
-        match &query.updated_after {
+        match &since {
             // Changed contacts, oldest change first, so the watermark only moves forward.
             Some(after) => {
                 body["filters"] = json!([{
@@ -195,8 +227,17 @@ impl Client {
         })
     }
 
-    async fn tasks_page(&self, location_id: &str, cursor: Option<&Cursor>) -> Result<FetchedPage> {
+    async fn tasks_page(
+        &self,
+        location_id: &str,
+        since: Option<DateTime<Utc>>,
+        cursor: Option<&Cursor>,
+    ) -> Result<FetchedPage> {
         let mut body = json!({ "limit": TASKS_PAGE });
+        if since.is_some() {
+            body["sortKey"] = json!("dateUpdated");
+            body["sortDirection"] = json!("desc");
+        }
         match cursor {
             None => {}
             Some(Cursor::SearchAfter { after }) => body["searchAfter"] = json!(after),
@@ -219,7 +260,7 @@ impl Client {
             .await?;
         let rows = rows(&answer, "tasks")?;
         // No `total` here: only a short page ends the list.
-        let next = if rows.len() < TASKS_PAGE {
+        let next = if rows.len() < TASKS_PAGE || reached(&rows, "dateUpdated", since) {
             None
         } else {
             match (search_after(rows.last()), cursor) {
@@ -252,6 +293,7 @@ impl Client {
     async fn conversations_page(
         &self,
         location_id: &str,
+        since: Option<DateTime<Utc>>,
         cursor: Option<&Cursor>,
     ) -> Result<FetchedPage> {
         let mut query = vec![
@@ -286,7 +328,7 @@ impl Client {
             row.and_then(|r| r.get("lastMessageDate"))
                 .and_then(dto::parse_time)
         };
-        let next = if rows.len() < CONVERSATIONS_PAGE {
+        let next = if rows.len() < CONVERSATIONS_PAGE || reached(&rows, "lastMessageDate", since) {
             None
         } else {
             let last = date_of(rows.last()).ok_or_else(|| {
@@ -319,9 +361,13 @@ impl Client {
     async fn opportunities_page(
         &self,
         location_id: &str,
+        since: Option<DateTime<Utc>>,
         cursor: Option<&Cursor>,
     ) -> Result<FetchedPage> {
         let mut body = json!({ "locationId": location_id, "limit": OPPORTUNITIES_PAGE });
+        if since.is_some() {
+            body["sort"] = json!([{ "field": "date_updated", "direction": "desc" }]);
+        }
         match cursor {
             None => {}
             Some(Cursor::SearchAfter { after }) => body["searchAfter"] = json!(after),
@@ -343,7 +389,7 @@ impl Client {
             .get("total")
             .or_else(|| answer.get("meta").and_then(|m| m.get("total")))
             .and_then(Value::as_u64);
-        let next = if rows.len() < OPPORTUNITIES_PAGE {
+        let next = if rows.len() < OPPORTUNITIES_PAGE || reached(&rows, "updatedAt", since) {
             None
         } else {
             match (search_after(rows.last()), cursor) {
@@ -425,7 +471,9 @@ impl Client {
                 .count();
             page.records.retain_not_in(&s.previous_ids);
             s.fetched += (page.rows - overlap) as u64;
-            let complete = page.total.is_some_and(|total| s.fetched >= total);
+            // `total` counts the whole list only when the list is not newest-first-until-a-time.
+            let complete =
+                !s.listing.is_incremental() && page.total.is_some_and(|total| s.fetched >= total);
             if complete {
                 page.next = None;
             }

@@ -103,18 +103,24 @@ async fn connect(url: &str) -> Store {
 }
 
 pub fn schema(store: &Store) -> AppSchema {
-    graphql::build(store.clone(), graphql::Settings::default())
+    graphql::build(store.clone(), graphql::Settings::default(), None)
 }
 
 /// A running gateway on port 0 over `url`.
 pub struct TestApp {
     pub base: String,
     pub store: Store,
+    pub sync: ghl_gateway::sync::SyncEngine,
     pub client: reqwest::Client,
 }
 
 pub async fn spawn_app(url: &str) -> TestApp {
-    let config = ServeConfig {
+    spawn_app_with(url, |_| {}).await
+}
+
+/// A running gateway whose config `tweak` adjusts (e.g. to point it at a simulator).
+pub async fn spawn_app_with(url: &str, tweak: impl FnOnce(&mut ServeConfig)) -> TestApp {
+    let mut config = ServeConfig {
         http: HttpConfig {
             listen: "127.0.0.1:0".into(),
             max_body_bytes: 64 * 1024,
@@ -122,16 +128,60 @@ pub async fn spawn_app(url: &str) -> TestApp {
         },
         database: DatabaseConfig::new(url),
         graphql: graphql::Settings::default(),
+        upstream: ghl_gateway::upstream::UpstreamConfig::new("http://127.0.0.1:9"),
+        sync: Default::default(),
     };
+    tweak(&mut config);
     let app = App::build(config).await.expect("the app builds");
     let base = format!("http://127.0.0.1:{}", app.port());
     let store = app.store().clone();
+    let sync = app.sync().clone();
     tokio::spawn(app.run_until_stopped(std::future::pending()));
     TestApp {
         base,
         store,
+        sync,
         client: reqwest::Client::new(),
     }
+}
+
+impl TestApp {
+    /// POSTs a GraphQL request and returns the JSON answer.
+    pub async fn graphql(&self, query: &str, variables: serde_json::Value) -> serde_json::Value {
+        self.client
+            .post(format!("{}/graphql", self.base))
+            .json(&serde_json::json!({ "query": query, "variables": variables }))
+            .send()
+            .await
+            .expect("the gateway answers")
+            .json()
+            .await
+            .expect("a JSON answer")
+    }
+}
+
+/// A gateway whose GHL is `sim`, with the simulator's first location connected by its private
+/// integration token.
+pub async fn spawn_app_with_sim(url: &str, sim: &ghl_gateway::sim::SimHandle) -> TestApp {
+    let base_url = sim.base_url.clone();
+    let app = spawn_app_with(url, |c| {
+        c.upstream.base_url = base_url;
+        c.upstream.backoff_ms = 20;
+    })
+    .await;
+    for location in &sim.locations {
+        app.sync
+            .client()
+            .set_credential(
+                &location.id,
+                ghl_gateway::upstream::Credential::PrivateIntegration {
+                    token: ghl_gateway::upstream::Secret::new(location.pit_token.clone()),
+                },
+            )
+            .await
+            .expect("stores the credential");
+    }
+    app
 }
 
 /// What a fixture location holds, for assertions.

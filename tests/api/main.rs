@@ -5,4 +5,5 @@ mod http;
 mod reads;
 mod schema_file;
 mod store;
+mod sync;
 mod upstream;

@@ -383,6 +383,10 @@ async fn locations_contact_and_sync_status_read_the_cache() {
             checkpoint: None,
             error: None,
             updated_at: now,
+            calls: 1,
+            retries: 0,
+            rate_limited: 0,
+            waited_ms: 0,
         }
         .into_active_model()
         .insert(db.store.connection())

@@ -197,7 +197,7 @@ async fn a_checkpoint_is_written_with_its_page() {
             total: Some(6),
             pages: 1,
             checkpoint: Some(r#"{"searchAfter":[1,"c2"]}"#.into()),
-            error: None,
+            ..Default::default()
         };
         store
             .write_page("loc", 1, Page::Contacts(&page), Some(&checkpoint))

@@ -72,14 +72,16 @@ async fn every_resource_of_a_10k_location_in_the_minimal_number_of_calls() {
     let (users, _) = client.users(&loc.id).await.unwrap();
     let (fields, _) = client.custom_fields(&loc.id).await.unwrap();
     let (pipelines, _) = client.pipelines(&loc.id).await.unwrap();
-    let contacts = all_pages(&client, &loc.id, Listing::Contacts(Default::default()))
+    let contacts = all_pages(&client, &loc.id, Listing::Contacts(None))
         .await
         .unwrap();
-    let tasks = all_pages(&client, &loc.id, Listing::Tasks).await.unwrap();
-    let conversations = all_pages(&client, &loc.id, Listing::Conversations)
+    let tasks = all_pages(&client, &loc.id, Listing::Tasks(None))
         .await
         .unwrap();
-    let opportunities = all_pages(&client, &loc.id, Listing::Opportunities)
+    let conversations = all_pages(&client, &loc.id, Listing::Conversations(None))
+        .await
+        .unwrap();
+    let opportunities = all_pages(&client, &loc.id, Listing::Opportunities(None))
         .await
         .unwrap();
 
@@ -200,10 +202,10 @@ async fn paging_yields_every_record_once_through_5xx_and_resets() {
         .unwrap();
     let truth = sim.dump(&loc.id).unwrap();
     for (listing, key) in [
-        (Listing::Contacts(Default::default()), "contacts"),
-        (Listing::Tasks, "tasks"),
-        (Listing::Conversations, "conversations"),
-        (Listing::Opportunities, "opportunities"),
+        (Listing::Contacts(None), "contacts"),
+        (Listing::Tasks(None), "tasks"),
+        (Listing::Conversations(None), "conversations"),
+        (Listing::Opportunities(None), "opportunities"),
     ] {
         let pages = all_pages(&client, &loc.id, listing).await.unwrap();
         assert_exactly_once(ids_of(&pages), &truth_ids(&truth, key), key);
@@ -413,7 +415,7 @@ mod wiremock_edges {
             .mount(&server)
             .await;
         let (_db, client) = client_for(&server, |_| {}).await;
-        let result = all_pages(&client, "loc", Listing::Contacts(Default::default())).await;
+        let result = all_pages(&client, "loc", Listing::Contacts(None)).await;
         assert!(matches!(result, Err(UpstreamError::Stuck(_))), "{result:?}");
         assert_eq!(
             server.received_requests().await.unwrap().len(),
@@ -496,7 +498,9 @@ mod wiremock_edges {
             .mount(&server)
             .await;
         let (_db, client) = client_for(&server, |_| {}).await;
-        let pages = all_pages(&client, "loc", Listing::Tasks).await.unwrap();
+        let pages = all_pages(&client, "loc", Listing::Tasks(None))
+            .await
+            .unwrap();
         assert_eq!(pages.len(), 1);
         let Records::Tasks(tasks) = &pages[0].records else {
             panic!()

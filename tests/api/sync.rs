@@ -1,0 +1,737 @@
+//! The background sync against the simulator: the cache equals the ground truth, incremental and
+//! full runs converge, single flight, resume after a crash, events over a real WebSocket.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use ghl_gateway::store::entities::{
+    contact, contact_custom_value, conversation, opportunity, task, user,
+};
+use ghl_gateway::sync::{SyncEngine, SyncMode};
+use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
+use serde_json::{Value, json};
+
+use crate::helpers::*;
+
+const REFRESH: &str = r#"mutation($loc: ID!, $mode: SyncMode) {
+  refreshLocation(locationId: $loc, mode: $mode) { id state mode joined stages { name state } }
+}"#;
+
+fn ms(v: &Value) -> Option<i64> {
+    match v {
+        Value::Number(n) => n.as_i64(),
+        Value::String(s) => chrono::DateTime::parse_from_rfc3339(s)
+            .ok()
+            .map(|t| t.timestamp_millis()),
+        _ => None,
+    }
+}
+
+fn text(v: &Value) -> Option<String> {
+    v.as_str().filter(|s| !s.is_empty()).map(str::to_owned)
+}
+
+/// Every field the gateway serves, compared between the cache and the simulator's ground truth.
+async fn assert_cache_equals_truth(
+    app: &TestApp,
+    sim: &ghl_gateway::sim::SimHandle,
+    location_id: &str,
+) {
+    let truth = sim.dump(location_id).unwrap();
+    let db = app.store.connection();
+    let rows = |key: &str| truth[key].as_array().unwrap().clone();
+
+    let want: BTreeSet<_> = rows("contacts")
+        .iter()
+        .map(|c| {
+            (
+                text(&c["id"]),
+                text(&c["firstName"]),
+                text(&c["lastName"]),
+                text(&c["email"]),
+                text(&c["phone"]),
+                text(&c["companyName"]),
+                text(&c["assignedTo"]),
+                serde_json::to_string(&c["tags"]).unwrap(),
+                ms(&c["dateAdded"]),
+                ms(&c["dateUpdated"]),
+            )
+        })
+        .collect();
+    let got: BTreeSet<_> = contact::Entity::find()
+        .filter(contact::Column::LocationId.eq(location_id))
+        .filter(contact::Column::Deleted.eq(false))
+        .all(db)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|c| {
+            (
+                Some(c.id),
+                c.first_name,
+                c.last_name,
+                c.email,
+                c.phone,
+                c.company_name,
+                c.assigned_to,
+                c.tags,
+                Some(c.date_added),
+                Some(c.date_updated),
+            )
+        })
+        .collect();
+    assert_eq!(got.len(), want.len(), "contacts");
+    assert!(
+        got == want,
+        "contacts differ: {:?}",
+        got.symmetric_difference(&want).take(3).collect::<Vec<_>>()
+    );
+
+    let want: BTreeSet<_> = rows("contacts")
+        .iter()
+        .flat_map(|c| {
+            let id = c["id"].as_str().unwrap().to_owned();
+            c["customFields"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default()
+                .into_iter()
+                .map(move |f| {
+                    (
+                        id.clone(),
+                        f["id"].as_str().unwrap().to_owned(),
+                        f["value"].to_string(),
+                    )
+                })
+        })
+        .collect();
+    let got: BTreeSet<_> = contact_custom_value::Entity::find()
+        .filter(contact_custom_value::Column::LocationId.eq(location_id))
+        .all(db)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|v| want.iter().any(|(c, _, _)| *c == v.contact_id))
+        .map(|v| (v.contact_id, v.field_id, v.value))
+        .collect();
+    assert!(got == want, "custom field values differ");
+
+    let want: BTreeSet<_> = rows("tasks")
+        .iter()
+        .map(|t| {
+            (
+                text(&t["id"]),
+                text(&t["title"]),
+                text(&t["body"]),
+                t["completed"].as_bool().unwrap(),
+                text(&t["contactId"]),
+                text(&t["assignedTo"]),
+                ms(&t["dueDate"]),
+            )
+        })
+        .collect();
+    let got: BTreeSet<_> = task::Entity::find()
+        .filter(task::Column::LocationId.eq(location_id))
+        .filter(task::Column::Deleted.eq(false))
+        .all(db)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|t| {
+            (
+                Some(t.id),
+                t.title,
+                t.body,
+                t.completed,
+                t.contact_id,
+                t.assigned_to,
+                t.due_date,
+            )
+        })
+        .collect();
+    assert_eq!(got.len(), want.len(), "tasks");
+    assert!(
+        got == want,
+        "tasks differ: {:?}",
+        got.symmetric_difference(&want).take(3).collect::<Vec<_>>()
+    );
+
+    let want: BTreeSet<_> = rows("conversations")
+        .iter()
+        .map(|c| {
+            (
+                text(&c["id"]),
+                text(&c["contactId"]),
+                text(&c["type"]),
+                text(&c["lastMessageBody"]),
+                text(&c["lastMessageType"]),
+                ms(&c["lastMessageDate"]),
+                c["unreadCount"].as_i64().unwrap() as i32,
+            )
+        })
+        .collect();
+    let got: BTreeSet<_> = conversation::Entity::find()
+        .filter(conversation::Column::LocationId.eq(location_id))
+        .filter(conversation::Column::Deleted.eq(false))
+        .all(db)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|c| {
+            (
+                Some(c.id),
+                c.contact_id,
+                c.kind,
+                c.last_message_body,
+                c.last_message_type,
+                c.last_message_date,
+                c.unread_count,
+            )
+        })
+        .collect();
+    assert_eq!(got.len(), want.len(), "conversations");
+    assert!(
+        got == want,
+        "conversations differ: {:?}",
+        got.symmetric_difference(&want).take(3).collect::<Vec<_>>()
+    );
+
+    let want: BTreeSet<_> = rows("opportunities")
+        .iter()
+        .map(|o| {
+            (
+                text(&o["id"]),
+                text(&o["name"]),
+                text(&o["status"]),
+                o["monetaryValue"]
+                    .as_f64()
+                    .map(|v| (v * 100.0).round() as i64),
+                text(&o["pipelineId"]),
+                text(&o["pipelineStageId"]),
+                text(&o["contactId"]),
+                text(&o["assignedTo"]),
+                ms(&o["updatedAt"]),
+            )
+        })
+        .collect();
+    let got: BTreeSet<_> = opportunity::Entity::find()
+        .filter(opportunity::Column::LocationId.eq(location_id))
+        .filter(opportunity::Column::Deleted.eq(false))
+        .all(db)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|o| {
+            (
+                Some(o.id),
+                o.name,
+                o.status,
+                o.monetary_value.map(|v| (v * 100.0).round() as i64),
+                o.pipeline_id,
+                o.stage_id,
+                o.contact_id,
+                o.assigned_to,
+                o.updated_at,
+            )
+        })
+        .collect();
+    assert_eq!(got.len(), want.len(), "opportunities");
+    assert!(
+        got == want,
+        "opportunities differ: {:?}",
+        got.symmetric_difference(&want).take(3).collect::<Vec<_>>()
+    );
+
+    let want: BTreeSet<_> = rows("users")
+        .iter()
+        .map(|u| (text(&u["id"]), text(&u["email"])))
+        .collect();
+    let got: BTreeSet<_> = user::Entity::find()
+        .filter(user::Column::LocationId.eq(location_id))
+        .filter(user::Column::Deleted.eq(false))
+        .all(db)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|u| (Some(u.id), u.email))
+        .collect();
+    assert!(got == want, "users differ");
+}
+
+async fn refresh(app: &TestApp, location_id: &str, mode: &str) -> Value {
+    let answer = app
+        .graphql(REFRESH, json!({ "loc": location_id, "mode": mode }))
+        .await;
+    assert!(answer.get("errors").is_none(), "{answer}");
+    answer["data"]["refreshLocation"].clone()
+}
+
+async fn sync_to_end(app: &TestApp, location_id: &str, mode: &str) -> Value {
+    refresh(app, location_id, mode).await;
+    assert!(
+        app.sync
+            .wait_idle(location_id, Duration::from_secs(120))
+            .await,
+        "the sync ends"
+    );
+    let status = app
+        .graphql(
+            r#"query($loc: ID!) { syncStatus(locationId: $loc) { state lastJob { id mode state error stages { name state fetched pages calls retries rateLimited } } freshness { stale syncing syncedAt } } }"#,
+            json!({ "loc": location_id }),
+        )
+        .await;
+    status["data"]["syncStatus"].clone()
+}
+
+fn calls_of(status: &Value) -> i64 {
+    status["lastJob"]["stages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["calls"].as_i64().unwrap())
+        .sum()
+}
+
+#[tokio::test]
+async fn a_full_sync_makes_the_cache_equal_to_the_ground_truth() {
+    for db in databases().await {
+        let sim = spawn_sim(1_200).await;
+        let app = spawn_app_with_sim(&db.url, &sim).await;
+        let loc = sim.locations[0].id.clone();
+
+        let job = refresh(&app, &loc, "FULL").await;
+        assert_eq!(job["joined"], false);
+        assert_eq!(job["mode"], "FULL");
+        assert!(app.sync.wait_idle(&loc, Duration::from_secs(120)).await);
+        // A second FULL run over a warm cache costs the same and changes nothing.
+        sim.reset_counters();
+        let status = sync_to_end(&app, &loc, "FULL").await;
+        assert_eq!(status["state"], "SUCCEEDED", "{status}");
+        assert_eq!(status["freshness"]["stale"], false);
+        assert_cache_equals_truth(&app, &sim, &loc).await;
+
+        // The stages make FACTS.md §11's minimum of calls; the location's own details one more.
+        let truth = sim.dump(&loc).unwrap();
+        let count = |key: &str| truth[key].as_array().unwrap().len();
+        let minimal = 3
+            + count("contacts").div_ceil(500)
+            + (count("tasks") / 500 + 1)
+            + count("conversations").div_ceil(100)
+            + count("opportunities").div_ceil(500);
+        assert_eq!(calls_of(&status), minimal as i64, "{}: {status}", db.name);
+        assert_eq!(sim.total_requests(), minimal as u64 + 1, "{}", db.name);
+        assert_eq!(
+            sim.counters()
+                .values()
+                .filter_map(|m| m.get("429"))
+                .sum::<u64>(),
+            0
+        );
+
+        // Served over GraphQL with the location's name.
+        let page = app
+            .graphql(r#"query($loc: ID!) { location(id: $loc) { name } contacts(locationId: $loc, first: 5) { totalCount nodes { tasks { id } } } }"#, json!({ "loc": loc }))
+            .await;
+        assert_eq!(page["data"]["contacts"]["totalCount"], 1_200, "{page}");
+        assert!(page["data"]["location"]["name"].is_string());
+    }
+}
+
+#[tokio::test]
+async fn incremental_then_full_converge_after_changes_in_ghl() {
+    let db = sqlite().await;
+    let sim = spawn_sim(700).await;
+    let app = spawn_app_with_sim(&db.url, &sim).await;
+    let loc = sim.locations[0].id.clone();
+    let status = sync_to_end(&app, &loc, "FULL").await;
+    assert_eq!(status["state"], "SUCCEEDED");
+
+    // Nothing changed: an incremental run costs a handful of calls.
+    let status = sync_to_end(&app, &loc, "INCREMENTAL").await;
+    assert_eq!(status["lastJob"]["mode"], "INCREMENTAL", "{status}");
+    assert!(
+        calls_of(&status) <= 8,
+        "incremental with nothing changed: {} calls",
+        calls_of(&status)
+    );
+
+    // Changes in GHL.
+    let truth = sim.dump(&loc).unwrap();
+    let first = |key: &str, n: usize| truth[key][n]["id"].as_str().unwrap().to_owned();
+    sim.update(
+        &loc,
+        "contacts",
+        &first("contacts", 0),
+        json!({ "firstName": "Renamed" }),
+    )
+    .unwrap();
+    sim.create(
+        &loc,
+        "contacts",
+        json!({ "firstName": "Newly", "lastName": "Added", "email": "new@example.com" }),
+    )
+    .unwrap();
+    sim.delete(&loc, "contacts", &first("contacts", 1)).unwrap();
+    sim.update(
+        &loc,
+        "tasks",
+        &first("tasks", 0),
+        json!({ "title": "Edited task" }),
+    )
+    .unwrap();
+    sim.update(
+        &loc,
+        "opportunities",
+        &first("opportunities", 0),
+        json!({ "status": "won" }),
+    )
+    .unwrap();
+    sim.delete(&loc, "tasks", &first("tasks", 1)).unwrap();
+
+    let status = sync_to_end(&app, &loc, "INCREMENTAL").await;
+    assert_eq!(status["state"], "SUCCEEDED", "{status}");
+    let renamed = app
+        .store
+        .contacts_by_ids(&[first("contacts", 0)])
+        .await
+        .unwrap();
+    assert_eq!(
+        renamed[0].first_name.as_deref(),
+        Some("Renamed"),
+        "incremental picks up the update"
+    );
+    let answer = app
+        .graphql(r#"query($loc: ID!) { contacts(locationId: $loc, filter: { query: "new@example.com" }) { totalCount } }"#, json!({ "loc": loc }))
+        .await;
+    assert_eq!(
+        answer["data"]["contacts"]["totalCount"], 1,
+        "incremental picks up the new contact: {answer}"
+    );
+    let edited = task::Entity::find_by_id(first("tasks", 0))
+        .one(app.store.connection())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(edited.title.as_deref(), Some("Edited task"));
+    let won = opportunity::Entity::find_by_id(first("opportunities", 0))
+        .one(app.store.connection())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(won.status.as_deref(), Some("won"));
+
+    // Deletions are invisible to search: the FULL run reconciles them.
+    let status = sync_to_end(&app, &loc, "FULL").await;
+    assert_eq!(status["state"], "SUCCEEDED", "{status}");
+    assert_cache_equals_truth(&app, &sim, &loc).await;
+    let gone = contact::Entity::find_by_id(first("contacts", 1))
+        .one(app.store.connection())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(gone.deleted, "marked deleted, not dropped");
+}
+
+#[tokio::test]
+async fn a_hundred_concurrent_refreshes_start_one_job() {
+    let db = sqlite().await;
+    let sim = spawn_sim(600).await;
+    let app = std::sync::Arc::new(spawn_app_with_sim(&db.url, &sim).await);
+    let loc = sim.locations[0].id.clone();
+    sim.reset_counters();
+    let mut calls = Vec::new();
+    for _ in 0..100 {
+        let app = app.clone();
+        let loc = loc.clone();
+        calls.push(tokio::spawn(
+            async move { refresh(&app, &loc, "FULL").await },
+        ));
+    }
+    let mut jobs = Vec::new();
+    for call in calls {
+        jobs.push(call.await.unwrap());
+    }
+    let started = jobs.iter().filter(|j| j["joined"] == false).count();
+    assert_eq!(started, 1, "exactly one call starts the job");
+    let ids: BTreeSet<&str> = jobs.iter().map(|j| j["id"].as_str().unwrap()).collect();
+    assert_eq!(ids.len(), 1, "every call gets the same job");
+    assert!(app.sync.wait_idle(&loc, Duration::from_secs(120)).await);
+    let truth = sim.dump(&loc).unwrap();
+    let count = |key: &str| truth[key].as_array().unwrap().len();
+    let one_sync = 1
+        + 3
+        + count("contacts").div_ceil(500)
+        + (count("tasks") / 500 + 1)
+        + count("conversations").div_ceil(100)
+        + count("opportunities").div_ceil(500);
+    assert_eq!(
+        sim.total_requests(),
+        one_sync as u64,
+        "the simulator saw one sync's worth of calls"
+    );
+    assert_eq!(
+        app.store.jobs(&loc, 10).await.unwrap().len(),
+        1,
+        "one job in the history"
+    );
+}
+
+#[tokio::test]
+async fn a_sync_stopped_mid_way_resumes_from_its_checkpoints() {
+    let db = sqlite().await;
+    let sim = spawn_sim(1_500).await;
+    let app = spawn_app_with_sim(&db.url, &sim).await;
+    let loc = sim.locations[0].id.clone();
+    // Conversations start failing after their third page; the other stages finish.
+    let mut events = app.sync.subscribe();
+    refresh(&app, &loc, "FULL").await;
+    loop {
+        let event = events.recv().await.unwrap();
+        let conv = event
+            .job
+            .stages
+            .iter()
+            .find(|s| s.name == "conversations")
+            .unwrap();
+        if conv.pages >= 3 {
+            let spec = ghl_gateway::sim::FaultSpec {
+                error500: 1.0,
+                ..Default::default()
+            };
+            sim.set_faults(ghl_gateway::sim::FaultConfig {
+                default: Default::default(),
+                endpoints: [("conversations.search".to_owned(), spec)].into(),
+            })
+            .unwrap();
+            break;
+        }
+    }
+    assert!(app.sync.wait_idle(&loc, Duration::from_secs(300)).await);
+    let failed = app.store.last_job(&loc).await.unwrap().unwrap();
+    assert_eq!(failed.state, "FAILED");
+    assert!(
+        failed.error.as_deref().unwrap().contains("unavailable"),
+        "{failed:?}"
+    );
+    let stages = app
+        .store
+        .stages_of_jobs(std::slice::from_ref(&failed.id))
+        .await
+        .unwrap();
+    let conv = stages
+        .iter()
+        .find(|s| s.name == "conversations")
+        .unwrap()
+        .clone();
+    assert_eq!(conv.state, "FAILED");
+    assert!(
+        stages
+            .iter()
+            .filter(|s| s.name != "conversations")
+            .all(|s| s.state == "SUCCEEDED"),
+        "{stages:?}"
+    );
+
+    // GHL recovers; the next run fetches only what the failed stage had left.
+    sim.set_faults(Default::default()).unwrap();
+    sim.reset_counters();
+    let status = sync_to_end(&app, &loc, "INCREMENTAL").await;
+    assert_eq!(status["state"], "SUCCEEDED", "{status}");
+    assert_eq!(
+        status["lastJob"]["mode"], "FULL",
+        "a resumed FULL job stays FULL"
+    );
+    let total_pages = sim.dump(&loc).unwrap()["conversations"]
+        .as_array()
+        .unwrap()
+        .len()
+        .div_ceil(100) as u64;
+    assert_eq!(
+        sim.requests("conversations.search"),
+        total_pages - conv.pages as u64,
+        "the failed stage resumes at its checkpoint"
+    );
+    for endpoint in [
+        "contacts.search",
+        "tasks.search",
+        "opportunities.search.post",
+        "users.list",
+    ] {
+        assert_eq!(
+            sim.requests(endpoint),
+            0,
+            "{endpoint} finished before and is not fetched again"
+        );
+    }
+    assert_cache_equals_truth(&app, &sim, &loc).await;
+}
+
+#[tokio::test]
+async fn a_process_killed_mid_sync_resumes_on_the_next_start() {
+    let db = sqlite().await;
+    let sim = spawn_sim(1_500).await;
+    sim.set_latency(20, 0);
+    let loc = sim.locations[0].id.clone();
+    let mut config = ghl_gateway::upstream::UpstreamConfig::new(sim.base_url.clone());
+    config.backoff_ms = 20;
+    let client = ghl_gateway::upstream::Client::new(config.clone(), db.store.clone()).unwrap();
+    client
+        .set_credential(
+            &loc,
+            ghl_gateway::upstream::Credential::PrivateIntegration {
+                token: ghl_gateway::upstream::Secret::new(sim.locations[0].pit_token.clone()),
+            },
+        )
+        .await
+        .unwrap();
+    let first = SyncEngine::start(db.store.clone(), client.clone(), Default::default())
+        .await
+        .unwrap();
+    let mut events = first.subscribe();
+    first.refresh(&loc, SyncMode::Full).await.unwrap();
+    // Stop the process once a few pages are in.
+    loop {
+        let event = events.recv().await.unwrap();
+        if event.job.stages.iter().map(|s| s.pages).sum::<i64>() >= 6 {
+            break;
+        }
+    }
+    let task = tokio::spawn(async move { first.shutdown().await });
+    task.await.unwrap();
+    let killed = db.store.last_job(&loc).await.unwrap().unwrap();
+    assert_eq!(killed.state, "FAILED", "{killed:?}");
+    let done_before: std::collections::HashMap<String, (String, i64)> = db
+        .store
+        .stages_of_jobs(std::slice::from_ref(&killed.id))
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|s| (s.name, (s.state, s.pages)))
+        .collect();
+
+    sim.reset_counters();
+    let second = SyncEngine::start(db.store.clone(), client, Default::default())
+        .await
+        .unwrap();
+    second.refresh(&loc, SyncMode::Incremental).await.unwrap();
+    assert!(second.wait_idle(&loc, Duration::from_secs(300)).await);
+    let resumed = db.store.last_job(&loc).await.unwrap().unwrap();
+    assert_eq!(
+        (resumed.state.as_str(), resumed.mode.as_str(), resumed.mark),
+        ("SUCCEEDED", "FULL", killed.mark)
+    );
+    // Finished stages are not fetched again; the others continue from their checkpoint.
+    let truth = sim.dump(&loc).unwrap();
+    let pages = |key: &str, size: usize| truth[key].as_array().unwrap().len().div_ceil(size) as u64;
+    let expect = |stage: &str, endpoint: &str, all: u64| {
+        let (state, done) = done_before[stage].clone();
+        let left = if state == "SUCCEEDED" {
+            0
+        } else {
+            all - done as u64
+        };
+        assert_eq!(
+            sim.requests(endpoint),
+            left,
+            "{stage}: {state} after {done} pages"
+        );
+    };
+    expect("contacts", "contacts.search", pages("contacts", 500));
+    expect(
+        "conversations",
+        "conversations.search",
+        pages("conversations", 100),
+    );
+    expect(
+        "opportunities",
+        "opportunities.search.post",
+        pages("opportunities", 500),
+    );
+    let tasks = truth["tasks"].as_array().unwrap().len() as u64 / 500 + 1;
+    expect("tasks", "tasks.search", tasks);
+    let app = spawn_app(&db.url).await;
+    assert_cache_equals_truth(&app, &sim, &loc).await;
+}
+
+#[tokio::test]
+async fn refused_credentials_keep_the_cache_served_as_stale() {
+    let db = sqlite().await;
+    let sim = spawn_sim(50).await;
+    let app = spawn_app_with_sim(&db.url, &sim).await;
+    let loc = sim.locations[0].id.clone();
+    assert_eq!(sync_to_end(&app, &loc, "FULL").await["state"], "SUCCEEDED");
+    app.sync
+        .client()
+        .set_credential(
+            &loc,
+            ghl_gateway::upstream::Credential::PrivateIntegration {
+                token: ghl_gateway::upstream::Secret::new("pit-revoked"),
+            },
+        )
+        .await
+        .unwrap();
+    let status = sync_to_end(&app, &loc, "INCREMENTAL").await;
+    assert_eq!(status["state"], "FAILED", "{status}");
+    assert!(
+        status["lastJob"]["error"]
+            .as_str()
+            .unwrap()
+            .contains("refused the credentials"),
+        "{status}"
+    );
+    assert_eq!(
+        status["freshness"]["stale"], true,
+        "recently synced, but its credentials are refused"
+    );
+    let page = app
+        .graphql(
+            r#"query($loc: ID!) { contacts(locationId: $loc) { totalCount freshness { stale } } }"#,
+            json!({ "loc": loc }),
+        )
+        .await;
+    assert_eq!(
+        page["data"]["contacts"]["totalCount"], 50,
+        "the cache is still served: {page}"
+    );
+    assert_eq!(page["data"]["contacts"]["freshness"]["stale"], true);
+}
+
+#[tokio::test]
+async fn max_age_waits_for_fresh_data_and_stale_reads_revalidate() {
+    let db = sqlite().await;
+    let sim = spawn_sim(40).await;
+    let app = spawn_app_with_sim(&db.url, &sim).await;
+    let loc = sim.locations[0].id.clone();
+    // Never synced: `maxAge: 0` waits for a sync and answers with its data.
+    let page = app
+        .graphql(r#"query($loc: ID!) { contacts(locationId: $loc, maxAge: 0) { totalCount freshness { stale syncing syncedAt } } }"#, json!({ "loc": loc }))
+        .await;
+    assert_eq!(page["data"]["contacts"]["totalCount"], 40, "{page}");
+    assert_eq!(
+        page["data"]["contacts"]["freshness"]["stale"], false,
+        "{page}"
+    );
+    assert!(page["data"]["contacts"]["freshness"]["syncedAt"].is_string());
+
+    // Data older than the max age (0 s here) is served at once and refreshed behind.
+    let stale = spawn_app_with(&db.url, |c| {
+        c.upstream.base_url = sim.base_url.clone();
+        c.graphql.max_age_secs = 0;
+    })
+    .await;
+    std::thread::sleep(Duration::from_millis(1_100));
+    let before = app.store.jobs(&loc, 10).await.unwrap().len();
+    let page = stale
+        .graphql(
+            r#"query($loc: ID!) { contacts(locationId: $loc) { totalCount freshness { stale } } }"#,
+            json!({ "loc": loc }),
+        )
+        .await;
+    assert_eq!(page["data"]["contacts"]["totalCount"], 40, "{page}");
+    assert!(stale.sync.wait_idle(&loc, Duration::from_secs(60)).await);
+    assert_eq!(
+        app.store.jobs(&loc, 10).await.unwrap().len(),
+        before + 1,
+        "one background refresh"
+    );
+}
