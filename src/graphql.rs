@@ -3,7 +3,9 @@
 //! Resolvers read the cache through [`Store`] and never call GHL. The names are the contract of
 //! `shared/DESIGN.md`; `schema.graphql` is this module's SDL, kept equal by a test.
 
+pub mod auth;
 pub mod error;
+pub mod limits;
 pub mod loaders;
 mod prefetch;
 pub mod query;
@@ -16,7 +18,9 @@ use async_graphql::dataloader::{DataLoader, HashMapCache};
 use async_graphql::extensions::{
     Extension, ExtensionContext, ExtensionFactory, NextPrepareRequest,
 };
-use async_graphql::{EmptyMutation, EmptySubscription, Request, Schema, ServerResult};
+use async_graphql::{
+    EmptyMutation, EmptySubscription, Request, Schema, SchemaBuilder, ServerResult,
+};
 
 use crate::store::Store;
 use loaders::CacheLoader;
@@ -29,21 +33,38 @@ pub struct Settings {
     /// Seconds after a successful sync before a location's data counts as stale.
     #[arg(long = "max-age", env = "MAX_AGE_SECS", default_value_t = 300)]
     pub max_age_secs: u64,
+    #[command(flatten)]
+    pub limits: limits::Limits,
 }
 
 impl Default for Settings {
     fn default() -> Self {
-        Self { max_age_secs: 300 }
+        Self {
+            max_age_secs: 300,
+            limits: limits::Limits::default(),
+        }
     }
 }
 
-/// Builds the schema over `store`.
+/// Builds the schema over `store`. Every request needs a [`crate::auth::Caller`] in its data
+/// (the HTTP layer puts it there); without one, resolvers answer `UNAUTHENTICATED`.
 pub fn build(store: Store, settings: Settings) -> AppSchema {
-    Schema::build(query::Query, EmptyMutation, EmptySubscription)
+    builder(store, settings).finish()
+}
+
+/// The schema's builder, for callers that add schema-wide data (tests add a `Caller`).
+pub fn builder(
+    store: Store,
+    settings: Settings,
+) -> SchemaBuilder<query::Query, EmptyMutation, EmptySubscription> {
+    let mut builder = Schema::build(query::Query, EmptyMutation, EmptySubscription)
         .data(store.clone())
-        .data(settings)
-        .extension(RequestLoader(store))
-        .finish()
+        .extension(limits::QueryLimits(settings.limits.clone()))
+        .extension(RequestLoader(store));
+    if settings.limits.disable_introspection {
+        builder = builder.disable_introspection();
+    }
+    builder.data(settings)
 }
 
 /// Gives every request its own DataLoader. Its cache lives as long as the request, so a request

@@ -6,6 +6,7 @@
 //! keys and issues one statement per [`IN_CHUNK`] keys.
 
 pub mod entities;
+pub mod keys;
 mod migrate;
 mod read;
 mod write;

@@ -8,12 +8,17 @@ use super::StoreError;
 
 #[path = "../../migrations/m20261128_000001_cache_schema.rs"]
 mod m20261128_000001_cache_schema;
+#[path = "../../migrations/m20261128_000002_api_keys.rs"]
+mod m20261128_000002_api_keys;
 
 struct Migrator;
 
 impl MigratorTrait for Migrator {
     fn migrations() -> Vec<Box<dyn MigrationTrait>> {
-        vec![Box::new(m20261128_000001_cache_schema::Migration)]
+        vec![
+            Box::new(m20261128_000001_cache_schema::Migration),
+            Box::new(m20261128_000002_api_keys::Migration),
+        ]
     }
 }
 

@@ -5,6 +5,7 @@ use std::collections::HashMap;
 
 use chrono::{DateTime, Duration, TimeZone, Utc};
 use ghl_gateway::app::App;
+use ghl_gateway::auth::{AuthConfig, Caller};
 use ghl_gateway::config::ServeConfig;
 use ghl_gateway::domain::*;
 use ghl_gateway::graphql::{self, AppSchema};
@@ -102,9 +103,15 @@ async fn connect(url: &str) -> Store {
     store
 }
 
+/// The schema, as the operator sees it (`schema.execute` bypasses the HTTP guard).
 pub fn schema(store: &Store) -> AppSchema {
-    graphql::build(store.clone(), graphql::Settings::default())
+    graphql::builder(store.clone(), graphql::Settings::default())
+        .data(Caller::Admin)
+        .finish()
 }
+
+/// The operator key of the apps `spawn_app` starts.
+pub const ADMIN_KEY: &str = "test-admin-key-0123456789abcdefghijklmnop";
 
 /// A running gateway on port 0 over `url`.
 pub struct TestApp {
@@ -113,16 +120,29 @@ pub struct TestApp {
     pub client: reqwest::Client,
 }
 
+/// A gateway that serves anonymous requests too (the foundation's tests send no key).
 pub async fn spawn_app(url: &str) -> TestApp {
-    let config = ServeConfig {
+    spawn_app_with(url, |_| {}).await
+}
+
+/// A gateway with its config adjusted by `adjust` first.
+pub async fn spawn_app_with(url: &str, adjust: impl FnOnce(&mut ServeConfig)) -> TestApp {
+    let mut config = ServeConfig {
         http: HttpConfig {
             listen: "127.0.0.1:0".into(),
             max_body_bytes: 64 * 1024,
+            auth: AuthConfig {
+                admin_key: Some(ADMIN_KEY.into()),
+                allow_anonymous: true,
+                ..AuthConfig::default()
+            },
             ..HttpConfig::default()
         },
         database: DatabaseConfig::new(url),
         graphql: graphql::Settings::default(),
+        secrets: Default::default(),
     };
+    adjust(&mut config);
     let app = App::build(config).await.expect("the app builds");
     let base = format!("http://127.0.0.1:{}", app.port());
     let store = app.store().clone();
