@@ -1,7 +1,8 @@
 //! Limits on what one GraphQL document may ask: depth, complexity, aliases, and whether
 //! introspection is served. Each limit answers a request error (HTTP 400, no `data`) whose
 //! message names the limit, the value found and the flag that sets it, with
-//! `extensions.code = BAD_USER_INPUT` and `extensions.limit`.
+//! `extensions.code = BAD_USER_INPUT` and `extensions.limit`; turned-off introspection answers
+//! `FORBIDDEN`.
 //!
 //! Depth and complexity are async-graphql's own measures (a field counts 1, `contacts` counts its
 //! selection times `first`); they are checked here rather than with `limit_depth` /
@@ -46,11 +47,15 @@ impl Default for Limits {
     }
 }
 
-/// The error of a limit: a request error with a stable code and the limit's name.
+/// The error of a limit: a request error with a stable code (`BAD_USER_INPUT`) and the limit's name.
 pub fn limit_error(limit: &str, message: String) -> ServerError {
+    coded_error("BAD_USER_INPUT", limit, message)
+}
+
+fn coded_error(code: &str, limit: &str, message: String) -> ServerError {
     let mut error = ServerError::new(message, None);
     let mut extensions = ErrorExtensionValues::default();
-    extensions.set("code", "BAD_USER_INPUT");
+    extensions.set("code", code);
     extensions.set("limit", limit);
     error.extensions = Some(extensions);
     error
@@ -75,6 +80,14 @@ impl Extension for QueryLimits {
         next: NextParseQuery<'_>,
     ) -> ServerResult<ExecutableDocument> {
         let document = next.run(ctx, query, variables).await?;
+        // async-graphql's own switch answers `__schema` with a silent null; say why instead.
+        if self.0.disable_introspection && introspects(&document) {
+            return Err(coded_error(
+                "FORBIDDEN",
+                "introspection",
+                "introspection is turned off on this gateway (--disable-introspection)".into(),
+            ));
+        }
         let aliases = count_aliases(&document);
         if aliases > self.0.max_query_aliases {
             return Err(limit_error(
@@ -115,6 +128,28 @@ impl Extension for QueryLimits {
         }
         Ok(result)
     }
+}
+
+/// Whether the document asks for `__schema` or `__type` (not `__typename`) anywhere.
+fn introspects(document: &ExecutableDocument) -> bool {
+    fn walk(set: &SelectionSet) -> bool {
+        set.items.iter().any(|item| match &item.node {
+            Selection::Field(field) => {
+                matches!(field.node.name.node.as_str(), "__schema" | "__type")
+                    || walk(&field.node.selection_set.node)
+            }
+            Selection::InlineFragment(fragment) => walk(&fragment.node.selection_set.node),
+            Selection::FragmentSpread(_) => false,
+        })
+    }
+    document
+        .operations
+        .iter()
+        .any(|(_, op)| walk(&op.node.selection_set.node))
+        || document
+            .fragments
+            .values()
+            .any(|f| walk(&f.node.selection_set.node))
 }
 
 /// Aliased fields in the document: in its operations and in each fragment definition once.

@@ -4,4 +4,5 @@ mod helpers;
 mod http;
 mod reads;
 mod schema_file;
+mod security;
 mod store;
