@@ -3,7 +3,9 @@
 //! Resolvers read the cache through [`Store`] and never call GHL. The names are the contract of
 //! `shared/DESIGN.md`; `schema.graphql` is this module's SDL, kept equal by a test.
 
+pub mod auth;
 pub mod error;
+pub mod limits;
 pub mod loaders;
 pub mod mutation;
 mod prefetch;
@@ -18,7 +20,7 @@ use async_graphql::dataloader::{DataLoader, HashMapCache};
 use async_graphql::extensions::{
     Extension, ExtensionContext, ExtensionFactory, NextPrepareRequest,
 };
-use async_graphql::{Request, Schema, ServerResult};
+use async_graphql::{Request, Schema, SchemaBuilder, ServerResult};
 
 use crate::store::Store;
 use loaders::CacheLoader;
@@ -38,6 +40,8 @@ pub struct Settings {
     /// Seconds a query with `maxAge` waits for a refresh before it answers from the cache.
     #[arg(long = "max-age-wait", env = "MAX_AGE_WAIT_SECS", default_value_t = 30)]
     pub max_age_wait_secs: u64,
+    #[command(flatten)]
+    pub limits: limits::Limits,
 }
 
 impl Default for Settings {
@@ -46,21 +50,35 @@ impl Default for Settings {
             max_age_secs: 300,
             auto_refresh: true,
             max_age_wait_secs: 30,
+            limits: limits::Limits::default(),
         }
     }
 }
 
 /// Builds the schema over `store`; `sync` (when the process runs one) serves `refreshLocation`,
-/// the subscription and the read policy.
+/// the subscription and the read policy. Every request needs a [`crate::auth::Caller`] in its
+/// data (the HTTP layer puts it there); without one, resolvers answer `UNAUTHENTICATED`.
 pub fn build(store: Store, settings: Settings, sync: Option<crate::sync::SyncHandle>) -> AppSchema {
-    let mut schema = Schema::build(query::Query, mutation::Mutation, subscription::Subscription)
-        .data(store.clone())
-        .data(settings)
-        .extension(RequestLoader(store));
+    let mut builder = builder(store, settings);
     if let Some(sync) = sync {
-        schema = schema.data(sync);
+        builder = builder.data(sync);
     }
-    schema.finish()
+    builder.finish()
+}
+
+/// The schema's builder, for callers that add schema-wide data (tests add a `Caller`).
+pub fn builder(
+    store: Store,
+    settings: Settings,
+) -> SchemaBuilder<query::Query, mutation::Mutation, subscription::Subscription> {
+    let mut builder = Schema::build(query::Query, mutation::Mutation, subscription::Subscription)
+        .data(store.clone())
+        .extension(limits::QueryLimits(settings.limits.clone()))
+        .extension(RequestLoader(store));
+    if settings.limits.disable_introspection {
+        builder = builder.disable_introspection();
+    }
+    builder.data(settings)
 }
 
 /// Gives every request its own DataLoader. Its cache lives as long as the request, so a request

@@ -6,23 +6,31 @@
 //! without a `data` entry for a document that fails to parse or validate (when the response is
 //! `application/graphql-response+json`), 400 for a POST without a JSON body, 405 for a mutation
 //! over GET.
+//!
+//! Access control: `/graphql` sits behind [`guard`] (API key, per-key rate); `/graphiql` and the
+//! health checks are open. CORS answers only the configured origins. The trace layer logs method,
+//! path and status, never headers (so never `Authorization`).
+
+mod guard;
+mod ws;
 
 use std::time::Duration;
 
 use async_graphql::http::GraphiQLSource;
 use async_graphql::parser::types::OperationType;
 use async_graphql::{BatchRequest, BatchResponse, Value};
-use async_graphql_axum::GraphQLSubscription;
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::{RawQuery, State};
+use axum::extract::{Extension, RawQuery, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
+use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::timeout::TimeoutLayer;
-use tower_http::trace::TraceLayer;
+use tower_http::trace::{DefaultMakeSpan, TraceLayer};
 
+use crate::auth::{AuthConfig, Authenticator, Caller};
 use crate::graphql::AppSchema;
 use crate::store::Store;
 
@@ -38,6 +46,35 @@ pub struct HttpConfig {
     /// Largest request body, in bytes; larger ones get 413.
     #[arg(long, env = "MAX_BODY_BYTES", default_value_t = 1 << 20)]
     pub max_body_bytes: usize,
+    /// Most operations in one batched request (a JSON array of requests).
+    #[arg(long, env = "MAX_BATCH_OPERATIONS", default_value_t = 10)]
+    pub max_batch_operations: usize,
+    /// A browser origin allowed to call the API (CORS), e.g. `https://app.example.com`;
+    /// repeat the flag, or separate origins with commas in the variable. None: same origin only.
+    #[arg(
+        long = "cors-origin",
+        env = "CORS_ORIGINS",
+        value_delimiter = ',',
+        value_parser = parse_origin
+    )]
+    pub cors_origins: Vec<String>,
+    #[command(flatten)]
+    pub auth: AuthConfig,
+}
+
+/// An origin as browsers send it: `scheme://host[:port]`, nothing after.
+fn parse_origin(text: &str) -> Result<String, String> {
+    let text = text.trim().trim_end_matches('/');
+    let valid = text.split_once("://").is_some_and(|(scheme, rest)| {
+        matches!(scheme, "http" | "https") && !rest.is_empty() && !rest.contains('/')
+    }) && HeaderValue::from_str(text).is_ok();
+    if valid {
+        Ok(text.to_owned())
+    } else {
+        Err(format!(
+            "{text:?} is not an origin: expected scheme://host[:port], e.g. https://app.example.com"
+        ))
+    }
 }
 
 impl Default for HttpConfig {
@@ -46,6 +83,9 @@ impl Default for HttpConfig {
             listen: "127.0.0.1:8080".into(),
             request_timeout_secs: 30,
             max_body_bytes: 1 << 20,
+            max_batch_operations: 10,
+            cors_origins: Vec::new(),
+            auth: AuthConfig::default(),
         }
     }
 }
@@ -54,24 +94,61 @@ impl Default for HttpConfig {
 struct AppState {
     schema: AppSchema,
     store: Store,
+    /// Authenticates callers; the WebSocket route calls it with the `connection_init` token.
+    auth: Authenticator,
+    max_batch_operations: usize,
 }
 
 /// The gateway's router.
 pub fn router(schema: AppSchema, store: Store, config: &HttpConfig) -> Router {
+    let auth = Authenticator::new(store.clone(), &config.auth);
+    let guard = axum::middleware::from_fn_with_state(auth.clone(), guard::require_caller);
     Router::new()
-        .route("/graphql", get(graphql_get).post(graphql_post))
+        .route(
+            "/graphql",
+            get(graphql_get).post(graphql_post).route_layer(guard),
+        )
         // graphql-transport-ws and the legacy graphql-ws, chosen by the client's subprotocol.
-        .route_service("/graphql/ws", GraphQLSubscription::new(schema.clone()))
+        .route("/graphql/ws", get(ws::graphql_ws))
         .route("/graphiql", get(graphiql))
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
-        .with_state(AppState { schema, store })
+        .with_state(AppState {
+            schema,
+            store,
+            auth,
+            max_batch_operations: config.max_batch_operations,
+        })
         .layer(RequestBodyLimitLayer::new(config.max_body_bytes))
         .layer(TimeoutLayer::with_status_code(
             StatusCode::SERVICE_UNAVAILABLE,
             Duration::from_secs(config.request_timeout_secs),
         ))
-        .layer(TraceLayer::new_for_http())
+        .layer(cors(&config.cors_origins))
+        // Spans carry method, URI and version; headers stay out (they hold the API key).
+        .layer(
+            TraceLayer::new_for_http()
+                .make_span_with(DefaultMakeSpan::new().include_headers(false)),
+        )
+}
+
+/// CORS for the configured origins only; with none, no CORS headers (same origin only).
+fn cors(origins: &[String]) -> CorsLayer {
+    let origins: Vec<HeaderValue> = origins
+        .iter()
+        .filter_map(|o| match HeaderValue::from_str(o) {
+            Ok(value) => Some(value),
+            Err(_) => {
+                tracing::warn!(origin = %o, "ignoring a CORS origin that is not a header value");
+                None
+            }
+        })
+        .collect();
+    CorsLayer::new()
+        .allow_origin(AllowOrigin::list(origins))
+        .allow_methods([axum::http::Method::GET, axum::http::Method::POST])
+        .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE, header::ACCEPT])
+        .max_age(Duration::from_secs(600))
 }
 
 async fn graphiql() -> Html<String> {
@@ -215,7 +292,12 @@ fn accept(headers: &HeaderMap) -> Option<MediaType> {
     negotiate(headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()))
 }
 
-async fn graphql_post(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
+async fn graphql_post(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     let Some(media) = accept(&headers) else {
         return not_acceptable();
     };
@@ -241,11 +323,29 @@ async fn graphql_post(State(state): State<AppState>, headers: HeaderMap, body: B
             );
         }
     };
-    respond(media, state.schema.execute_batch(request).await)
+    if let BatchRequest::Batch(requests) = &request
+        && requests.len() > state.max_batch_operations
+    {
+        return guard::coded_error(
+            StatusCode::BAD_REQUEST,
+            media,
+            "BAD_USER_INPUT",
+            &format!(
+                "the batch has {} operations; the limit is {} (--max-batch-operations)",
+                requests.len(),
+                state.max_batch_operations
+            ),
+        );
+    }
+    respond(
+        media,
+        state.schema.execute_batch(request.data(caller)).await,
+    )
 }
 
 async fn graphql_get(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
     headers: HeaderMap,
     RawQuery(query): RawQuery,
 ) -> Response {
@@ -278,7 +378,7 @@ async fn graphql_get(
     }
     respond(
         media,
-        BatchResponse::Single(state.schema.execute(request).await),
+        BatchResponse::Single(state.schema.execute(request.data(caller)).await),
     )
 }
 

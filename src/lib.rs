@@ -2,6 +2,8 @@
 //!
 //! The map of the crate (who may use whom is in `shared/DESIGN.md`):
 //! - [`app`]: builds the whole gateway from its config, binds, runs until stopped.
+//! - [`auth`]: API keys (generated, hashed), the [`auth::Caller`], per-key rate and connections.
+//! - [`secrets`]: the AEAD cipher that encrypts GHL tokens at rest.
 //! - [`config`]: the command line (clap), one settings struct per module.
 //! - [`telemetry`]: tracing set-up in one place.
 //! - [`http`]: the axum router: GraphQL over HTTP, GraphiQL, health checks.
@@ -13,10 +15,12 @@
 //! - [`sim`]: a simulator of the GHL API v2, independent of everything else here.
 
 pub mod app;
+pub mod auth;
 pub mod config;
 pub mod domain;
 pub mod graphql;
 pub mod http;
+pub mod secrets;
 pub mod sim;
 pub mod store;
 pub mod sync;

@@ -19,6 +19,7 @@ async fn main() -> anyhow::Result<()> {
             app.run_until_stopped(app::shutdown_signal()).await
         }
         Command::Migrate(config) => app::migrate(&config.database).await,
+        Command::Keys(command) => app::keys(command).await,
         Command::Sim(args) => ghl_gateway::sim::run(args, app::shutdown_signal()).await,
         Command::Schema => Ok(()),
     }

@@ -8,6 +8,7 @@
 mod credentials;
 pub mod entities;
 mod jobs;
+pub mod keys;
 mod migrate;
 mod read;
 mod write;

@@ -238,6 +238,8 @@ struct Inner {
     http: reqwest::Client,
     config: UpstreamConfig,
     store: Store,
+    /// Encrypts tokens at rest when `GATEWAY_SECRET_KEY` is set.
+    cipher: Option<crate::secrets::Cipher>,
     locations: Mutex<HashMap<String, Arc<LocationState>>>,
 }
 
@@ -272,6 +274,15 @@ fn error_message(body: &str) -> String {
 
 impl Client {
     pub fn new(config: UpstreamConfig, store: Store) -> Result<Self> {
+        Self::with_cipher(config, store, None)
+    }
+
+    /// A client that keeps tokens encrypted with `cipher` in the database.
+    pub fn with_cipher(
+        config: UpstreamConfig,
+        store: Store,
+        cipher: Option<crate::secrets::Cipher>,
+    ) -> Result<Self> {
         let http = reqwest::Client::builder()
             .user_agent(concat!("ghl-gateway/", env!("CARGO_PKG_VERSION")))
             .timeout(Duration::from_secs(config.timeout_secs.max(1)))
@@ -284,6 +295,7 @@ impl Client {
                 http,
                 config,
                 store,
+                cipher,
                 locations: Mutex::new(HashMap::new()),
             }),
         })
@@ -316,13 +328,58 @@ impl Client {
         lock(&self.state(location_id).stats).clone()
     }
 
-    /// Stores a credential for a location and uses it from the next call on.
-    pub async fn set_credential(&self, location_id: &str, credential: Credential) -> Result<()> {
+    /// Writes a credential to the database, its tokens encrypted when a cipher is configured.
+    async fn persist(&self, location_id: &str, credential: &Credential) -> Result<()> {
+        let mut row = credential.to_row(location_id);
+        if let Some(cipher) = &self.inner.cipher {
+            for token in [&mut row.access_token, &mut row.refresh_token]
+                .into_iter()
+                .flatten()
+            {
+                *token = cipher
+                    .encrypt(token)
+                    .map_err(|e| UpstreamError::Store(format!("cannot encrypt a token: {e}")))?;
+            }
+        }
         self.inner
             .store
-            .save_credential(credential.to_row(location_id))
+            .save_credential(row)
             .await
-            .map_err(|e| UpstreamError::Store(e.to_string()))?;
+            .map_err(|e| UpstreamError::Store(e.to_string()))
+    }
+
+    /// Reads a location's credential from the database, decrypting its tokens.
+    async fn load(&self, location_id: &str) -> Result<Option<Credential>> {
+        let Some(mut row) = self
+            .inner
+            .store
+            .credential(location_id)
+            .await
+            .map_err(|e| UpstreamError::Store(e.to_string()))?
+        else {
+            return Ok(None);
+        };
+        for token in [&mut row.access_token, &mut row.refresh_token]
+            .into_iter()
+            .flatten()
+        {
+            if crate::secrets::Cipher::is_encrypted(token) {
+                let cipher = self.inner.cipher.as_ref().ok_or_else(|| {
+                    UpstreamError::Store(
+                        "the stored tokens are encrypted and GATEWAY_SECRET_KEY is not set".into(),
+                    )
+                })?;
+                *token = cipher.decrypt(token).map_err(|e| {
+                    UpstreamError::Store(format!("cannot decrypt the stored token (is GATEWAY_SECRET_KEY the one it was stored with?): {e}"))
+                })?;
+            }
+        }
+        Ok(Credential::from_row(&row))
+    }
+
+    /// Stores a credential for a location and uses it from the next call on.
+    pub async fn set_credential(&self, location_id: &str, credential: Credential) -> Result<()> {
+        self.persist(location_id, &credential).await?;
         *self.state(location_id).credential.lock().await = Some(credential);
         Ok(())
     }
@@ -358,13 +415,7 @@ impl Client {
         slot: &mut Option<Credential>,
     ) -> Result<Credential> {
         if slot.is_none() {
-            let row = self
-                .inner
-                .store
-                .credential(location_id)
-                .await
-                .map_err(|e| UpstreamError::Store(e.to_string()))?;
-            *slot = row.as_ref().and_then(Credential::from_row);
+            *slot = self.load(location_id).await?;
         }
         slot.clone()
             .ok_or_else(|| UpstreamError::NoCredentials(location_id.to_owned()))
@@ -395,11 +446,7 @@ impl Client {
         }
         let renewed = self.renew(location_id, &credential).await?;
         // Persist first: if the process dies now, the stored refresh token is the live one.
-        self.inner
-            .store
-            .save_credential(renewed.to_row(location_id))
-            .await
-            .map_err(|e| UpstreamError::Store(e.to_string()))?;
+        self.persist(location_id, &renewed).await?;
         lock(&state.stats).renewals += 1;
         tracing::info!(location_id, "renewed the GHL access token");
         let token = renewed.access_token().cloned();

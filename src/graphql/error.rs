@@ -9,6 +9,10 @@ use crate::store::StoreError;
 #[derive(Clone, Debug, thiserror::Error)]
 pub enum ApiError {
     #[error("{0}")]
+    Unauthenticated(String),
+    #[error("{0}")]
+    Forbidden(String),
+    #[error("{0}")]
     BadUserInput(String),
     #[error("{0}")]
     NotFound(String),
@@ -21,6 +25,8 @@ pub enum ApiError {
 impl ApiError {
     pub fn code(&self) -> &'static str {
         match self {
+            ApiError::Unauthenticated(_) => "UNAUTHENTICATED",
+            ApiError::Forbidden(_) => "FORBIDDEN",
             ApiError::BadUserInput(_) => "BAD_USER_INPUT",
             ApiError::NotFound(_) => "NOT_FOUND",
             ApiError::UpstreamUnavailable(_) => "UPSTREAM_UNAVAILABLE",

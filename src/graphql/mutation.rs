@@ -38,6 +38,7 @@ impl Mutation {
         location_id: ID,
         #[graphql(default_with = "SyncMode::Incremental")] mode: SyncMode,
     ) -> ApiResult<SyncJob> {
+        super::auth::require_location(ctx, &location_id)?;
         let store = ctx.data_unchecked::<Store>();
         let sync = sync_handle(ctx)?;
         known_location(store, &location_id).await?;

@@ -5,6 +5,7 @@ use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use chrono::{DateTime, Utc};
 
+use super::auth::{self, location_not_found, require_location};
 use super::error::{ApiError, ApiResult};
 use super::loaders::ContactId;
 use super::types::{Contact, Freshness, Location, SyncStatus, loader};
@@ -178,7 +179,7 @@ pub(super) async fn known_location(store: &Store, id: &str) -> ApiResult<()> {
     if store.location(id).await?.is_some() || store.credential(id).await?.is_some() {
         Ok(())
     } else {
-        Err(ApiError::NotFound(format!("location {id:?} not found")))
+        Err(location_not_found(id))
     }
 }
 
@@ -239,14 +240,24 @@ pub struct Query;
 
 #[Object]
 impl Query {
-    /// The locations in the cache.
+    /// The locations in the cache that the caller may read.
     async fn locations(&self, ctx: &Context<'_>) -> ApiResult<Vec<Location>> {
+        let caller = auth::caller(ctx)?;
         let store = ctx.data_unchecked::<Store>();
-        Ok(store.locations().await?.into_iter().map(Location).collect())
+        Ok(store
+            .locations()
+            .await?
+            .into_iter()
+            .filter(|l| caller.may_read(&l.id))
+            .map(Location)
+            .collect())
     }
 
-    /// A location by id, or null.
+    /// A location by id, or null (also when the caller may not read it).
     async fn location(&self, ctx: &Context<'_>, id: ID) -> ApiResult<Option<Location>> {
+        if !auth::caller(ctx)?.may_read(&id) {
+            return Ok(None);
+        }
         let store = ctx.data_unchecked::<Store>();
         Ok(store.location(&id).await?.map(Location))
     }
@@ -255,6 +266,9 @@ impl Query {
     /// 50). `after`: the `endCursor` of the previous page. `maxAge`: the oldest data, in seconds,
     /// the caller accepts.
     #[allow(clippy::too_many_arguments)]
+    #[graphql(
+        complexity = "first.unwrap_or(DEFAULT_PAGE).clamp(1, MAX_PAGE) as usize * child_complexity + 1"
+    )]
     async fn contacts(
         &self,
         ctx: &Context<'_>,
@@ -282,6 +296,7 @@ impl Query {
             .map(|c| decode_cursor(c, order))
             .transpose()?;
         let filter = filter.unwrap_or_default().to_store();
+        require_location(ctx, &location_id)?;
         let store = ctx.data_unchecked::<Store>();
         known_location(store, &location_id).await?;
         apply_read_policy(ctx, &location_id, max_age).await?;
@@ -309,17 +324,20 @@ impl Query {
         })
     }
 
-    /// A contact by id, or null.
+    /// A contact by id, or null (also when the caller may not read its location).
     async fn contact(&self, ctx: &Context<'_>, id: ID) -> ApiResult<Option<Contact>> {
+        let caller = auth::caller(ctx)?;
         Ok(loader(ctx)
             .load_one(ContactId(id.0))
             .await?
             .flatten()
+            .filter(|c| caller.may_read(&c.location_id))
             .map(Contact))
     }
 
     /// What the location's sync is doing and how fresh its data is.
     async fn sync_status(&self, ctx: &Context<'_>, location_id: ID) -> ApiResult<SyncStatus> {
+        require_location(ctx, &location_id)?;
         let store = ctx.data_unchecked::<Store>();
         known_location(store, &location_id).await?;
         SyncStatus::load(store, &location_id).await

@@ -23,6 +23,7 @@ impl Subscription {
         ctx: &Context<'_>,
         location_id: ID,
     ) -> async_graphql::Result<BoxStream<'static, SyncEvent>> {
+        super::auth::require_location(ctx, &location_id)?;
         let store = ctx.data_unchecked::<Store>().clone();
         let sync = sync_handle(ctx)?.clone();
         known_location(&store, &location_id).await?;

@@ -5,6 +5,7 @@ use async_graphql::{Context, Enum, ID, Json, Object, SimpleObject};
 use chrono::{DateTime, Utc};
 
 use super::Settings;
+use super::auth::may_read;
 use super::error::{ApiError, ApiResult};
 use super::loaders::*;
 use crate::domain::from_ms;
@@ -42,10 +43,12 @@ async fn contact_of(ctx: &Context<'_>, contact_id: Option<&str>) -> ApiResult<Op
     let Some(id) = contact_id else {
         return Ok(None);
     };
+    // A child's contact is in the child's location; the check holds even if GHL says otherwise.
     Ok(loader(ctx)
         .load_one(ContactId(id.to_owned()))
         .await?
         .flatten()
+        .filter(|c| may_read(ctx, &c.location_id))
         .map(Contact))
 }
 
@@ -207,7 +210,8 @@ impl CustomFieldValue {
         Ok(loader(ctx)
             .load_one(CustomFieldId(self.0.field_id.clone()))
             .await?
-            .flatten())
+            .flatten()
+            .filter(|d| may_read(ctx, &d.location_id)))
     }
 }
 
@@ -331,6 +335,7 @@ impl Opportunity {
             .load_one(PipelineId(id.clone()))
             .await?
             .flatten()
+            .filter(|p| may_read(ctx, &p.location_id))
             .map(Pipeline))
     }
     async fn stage(&self, ctx: &Context<'_>) -> ApiResult<Option<PipelineStage>> {
@@ -341,6 +346,7 @@ impl Opportunity {
             .load_one(StageId(id.clone()))
             .await?
             .flatten()
+            .filter(|s| may_read(ctx, &s.location_id))
             .map(PipelineStage))
     }
     async fn assigned_to(&self, ctx: &Context<'_>) -> ApiResult<Option<User>> {

@@ -8,6 +8,8 @@ use super::StoreError;
 
 #[path = "../../migrations/m20261128_000001_cache_schema.rs"]
 mod m20261128_000001_cache_schema;
+#[path = "../../migrations/m20261128_000002_api_keys.rs"]
+mod m20261128_000002_api_keys;
 #[path = "../../migrations/m20261128_000003_sync_metrics.rs"]
 mod m20261128_000003_sync_metrics;
 
@@ -17,6 +19,7 @@ impl MigratorTrait for Migrator {
     fn migrations() -> Vec<Box<dyn MigrationTrait>> {
         vec![
             Box::new(m20261128_000001_cache_schema::Migration),
+            Box::new(m20261128_000002_api_keys::Migration),
             Box::new(m20261128_000003_sync_metrics::Migration),
         ]
     }

@@ -5,6 +5,7 @@ use std::collections::HashMap;
 
 use chrono::{DateTime, Duration, TimeZone, Utc};
 use ghl_gateway::app::App;
+use ghl_gateway::auth::{AuthConfig, Caller};
 use ghl_gateway::config::ServeConfig;
 use ghl_gateway::domain::*;
 use ghl_gateway::graphql::{self, AppSchema};
@@ -102,9 +103,15 @@ async fn connect(url: &str) -> Store {
     store
 }
 
+/// The schema, as the operator sees it (`schema.execute` bypasses the HTTP guard).
 pub fn schema(store: &Store) -> AppSchema {
-    graphql::build(store.clone(), graphql::Settings::default(), None)
+    graphql::builder(store.clone(), graphql::Settings::default())
+        .data(Caller::Admin)
+        .finish()
 }
+
+/// The operator key of the apps `spawn_app` starts.
+pub const ADMIN_KEY: &str = "test-admin-key-0123456789abcdefghijklmnop";
 
 /// A running gateway on port 0 over `url`.
 pub struct TestApp {
@@ -114,9 +121,13 @@ pub struct TestApp {
     pub client: reqwest::Client,
 }
 
+/// A gateway that serves anonymous requests too (the foundation's tests send no key).
 pub async fn spawn_app(url: &str) -> TestApp {
     spawn_app_with(url, |_| {}).await
 }
+
+/// The tokens-at-rest key of test gateways (32 bytes, base64).
+pub const TEST_SECRET_KEY: &str = "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=";
 
 /// A running gateway whose config `tweak` adjusts (e.g. to point it at a simulator).
 pub async fn spawn_app_with(url: &str, tweak: impl FnOnce(&mut ServeConfig)) -> TestApp {
@@ -124,12 +135,20 @@ pub async fn spawn_app_with(url: &str, tweak: impl FnOnce(&mut ServeConfig)) -> 
         http: HttpConfig {
             listen: "127.0.0.1:0".into(),
             max_body_bytes: 64 * 1024,
+            auth: AuthConfig {
+                admin_key: Some(ADMIN_KEY.into()),
+                allow_anonymous: true,
+                ..AuthConfig::default()
+            },
             ..HttpConfig::default()
         },
         database: DatabaseConfig::new(url),
         graphql: graphql::Settings::default(),
         upstream: ghl_gateway::upstream::UpstreamConfig::new("http://127.0.0.1:9"),
         sync: Default::default(),
+        secrets: ghl_gateway::secrets::SecretsConfig {
+            secret_key: Some(TEST_SECRET_KEY.into()),
+        },
     };
     tweak(&mut config);
     let app = App::build(config).await.expect("the app builds");
@@ -167,6 +186,8 @@ pub async fn spawn_app_with_sim(url: &str, sim: &ghl_gateway::sim::SimHandle) ->
     let app = spawn_app_with(url, |c| {
         c.upstream.base_url = base_url;
         c.upstream.backoff_ms = 20;
+        // The single-flight test sends 100 requests at once, over the default burst of 60.
+        c.http.auth.rate_limit_burst = 200;
     })
     .await;
     for location in &sim.locations {

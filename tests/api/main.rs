@@ -4,6 +4,7 @@ mod helpers;
 mod http;
 mod reads;
 mod schema_file;
+mod security;
 mod store;
 mod sync;
 mod upstream;
