@@ -35,6 +35,14 @@ pub enum Command {
     Schema,
     /// Run the GHL API v2 simulator alone (for benchmarks and other clients).
     Sim(crate::sim::SimArgs),
+    /// Everything on one machine: the simulator, the gateway on SQLite, credentials, a key, and
+    /// a first sync.
+    Demo(DemoConfig),
+    /// Sync one location from the terminal, with a progress bar per stage.
+    Sync(SyncCommand),
+    /// Store the GHL credentials of a location (private integration token, OAuth code, or
+    /// agency token).
+    Connect(ConnectCommand),
     /// Manage API keys: create (shown once), list, revoke.
     #[command(subcommand)]
     Keys(KeysCommand),
@@ -104,6 +112,85 @@ pub struct ServeConfig {
 pub struct MigrateConfig {
     #[command(flatten)]
     pub database: DatabaseConfig,
+}
+
+/// Settings of `ghl-gateway demo`: the gateway's own, plus the simulator's.
+#[derive(Clone, Debug, Args)]
+pub struct DemoConfig {
+    #[command(flatten)]
+    pub serve: ServeConfig,
+    /// Locations the demo's simulator serves.
+    #[arg(long = "demo-locations", env = "DEMO_LOCATIONS", default_value_t = 2)]
+    pub locations: usize,
+    /// Contacts in each simulated location.
+    #[arg(long = "demo-contacts", env = "DEMO_CONTACTS", default_value_t = 3_000)]
+    pub contacts: usize,
+    /// Latency of each simulated GHL call, in milliseconds (GHL's is 100-300).
+    #[arg(
+        long = "demo-latency-ms",
+        env = "DEMO_LATENCY_MS",
+        default_value_t = 150
+    )]
+    pub latency_ms: u64,
+    /// Random extra or less latency, in milliseconds.
+    #[arg(long = "demo-jitter-ms", env = "DEMO_JITTER_MS", default_value_t = 100)]
+    pub jitter_ms: u64,
+    /// Address of the demo's simulator; port 0 picks a free port.
+    #[arg(
+        long = "demo-sim-listen",
+        env = "DEMO_SIM_LISTEN",
+        default_value = "127.0.0.1:0"
+    )]
+    pub sim_listen: std::net::SocketAddr,
+    /// Seed of the simulated data (the same seed, the same data).
+    #[arg(long = "demo-seed", env = "DEMO_SEED", default_value_t = 42)]
+    pub seed: u64,
+}
+
+/// `ghl-gateway sync`.
+#[derive(Clone, Debug, Args)]
+pub struct SyncCommand {
+    /// The location to sync.
+    #[arg(long, env = "SYNC_LOCATION")]
+    pub location: String,
+    /// A FULL sync (every record; reconciles deletions) instead of an INCREMENTAL one.
+    #[arg(long, env = "SYNC_FULL")]
+    pub full: bool,
+    #[command(flatten)]
+    pub database: DatabaseConfig,
+    #[command(flatten)]
+    pub upstream: crate::upstream::UpstreamConfig,
+    #[command(flatten)]
+    pub sync: crate::sync::SyncConfig,
+    #[command(flatten)]
+    pub secrets: SecretsConfig,
+}
+
+/// `ghl-gateway connect`: one of `--private-token`, `--oauth-code` or `--agency-token`.
+#[derive(Clone, Debug, Args)]
+pub struct ConnectCommand {
+    /// The location (required with a private integration token or an agency token).
+    #[arg(long, env = "CONNECT_LOCATION")]
+    pub location: Option<String>,
+    /// The location's private integration token (GHL: Settings > Private Integrations).
+    #[arg(long, env = "GHL_PRIVATE_TOKEN", hide_env_values = true)]
+    pub private_token: Option<String>,
+    /// An OAuth authorization code from the marketplace app's redirect (needs GHL_CLIENT_ID and
+    /// GHL_CLIENT_SECRET); the location comes from GHL's answer.
+    #[arg(long, env = "GHL_OAUTH_CODE", hide_env_values = true)]
+    pub oauth_code: Option<String>,
+    /// An agency (company) token that mints location tokens through /oauth/locationToken.
+    #[arg(long, env = "GHL_AGENCY_TOKEN", hide_env_values = true)]
+    pub agency_token: Option<String>,
+    /// The agency's company id (with --agency-token).
+    #[arg(long, env = "GHL_COMPANY_ID")]
+    pub company_id: Option<String>,
+    #[command(flatten)]
+    pub database: DatabaseConfig,
+    #[command(flatten)]
+    pub upstream: crate::upstream::UpstreamConfig,
+    #[command(flatten)]
+    pub secrets: SecretsConfig,
 }
 
 #[cfg(test)]

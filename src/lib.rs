@@ -4,6 +4,7 @@
 //! - [`app`]: builds the whole gateway from its config, binds, runs until stopped.
 //! - [`auth`]: API keys (generated, hashed), the [`auth::Caller`], per-key rate and connections.
 //! - [`secrets`]: the AEAD cipher that encrypts GHL tokens at rest.
+//! - [`commands`]: `demo`, `sync` and `connect`, on top of [`app`].
 //! - [`config`]: the command line (clap), one settings struct per module.
 //! - [`telemetry`]: tracing set-up in one place.
 //! - [`http`]: the axum router: GraphQL over HTTP, GraphiQL, health checks.
@@ -16,6 +17,7 @@
 
 pub mod app;
 pub mod auth;
+pub mod commands;
 pub mod config;
 pub mod domain;
 pub mod graphql;

@@ -21,6 +21,9 @@ async fn main() -> anyhow::Result<()> {
         Command::Migrate(config) => app::migrate(&config.database).await,
         Command::Keys(command) => app::keys(command).await,
         Command::Sim(args) => ghl_gateway::sim::run(args, app::shutdown_signal()).await,
+        Command::Demo(config) => ghl_gateway::commands::demo(config).await,
+        Command::Sync(command) => ghl_gateway::commands::sync(command).await,
+        Command::Connect(command) => ghl_gateway::commands::connect(command).await,
         Command::Schema => Ok(()),
     }
 }

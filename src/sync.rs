@@ -433,17 +433,19 @@ impl SyncEngine {
             .run_stages(location_id, running, &job, mode, &watermarks)
             .await;
 
-        let finished = self.publish(running, |s| {
-            s.job.finished_at = Some(now_ms());
-            match &outcome {
-                Ok(()) => s.job.state = "SUCCEEDED".into(),
-                Err(error) => {
-                    s.job.state = "FAILED".into();
-                    s.job.error = Some(error.clone());
-                }
+        // The job's end is written before it is announced, so that a subscriber reading the
+        // freshness on the last event sees the sync over.
+        let mut finished = lock(&running.snapshot).clone();
+        finished.job.finished_at = Some(now_ms());
+        match &outcome {
+            Ok(()) => finished.job.state = "SUCCEEDED".into(),
+            Err(error) => {
+                finished.job.state = "FAILED".into();
+                finished.job.error = Some(error.clone());
             }
-        });
+        }
         store.update_job(&finished.job).await?;
+        let finished = self.publish(running, |s| s.job = finished.job.clone());
         let calls: i64 = finished.stages.iter().map(|s| s.calls).sum();
         tracing::info!(location_id, job_id = %job.id, state = %finished.job.state, calls, "sync finished");
         Ok(())

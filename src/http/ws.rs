@@ -5,7 +5,13 @@ use async_graphql_axum::{GraphQLProtocol, GraphQLWebSocket};
 use axum::extract::State;
 use axum::response::Response;
 
+use axum::extract::ws::{CloseFrame, Message};
+use futures::{SinkExt, StreamExt};
+
 use super::AppState;
+
+/// The prefix of the reason a refused `connection_init` carries.
+const REFUSED: &str = "forbidden: ";
 
 /// The bearer token of a WebSocket `connection_init` payload: `{"Authorization": "Bearer <key>"}`
 /// (any case, also under `headers`), or `{"apiKey": "<key>"}`. `Err` for a malformed one.
@@ -38,9 +44,26 @@ pub(super) async fn graphql_ws(
         .protocols(async_graphql::http::ALL_WEBSOCKET_PROTOCOLS)
         .on_upgrade(move |socket| {
             let auth = state.auth.clone();
-            GraphQLWebSocket::new(socket, state.schema.clone(), protocol)
+            let (sink, stream) = socket.split();
+            // async-graphql closes a refused connection_init with 1002; graphql-transport-ws
+            // asks for 4403 Forbidden, which clients read as "do not retry with this key".
+            let sink = sink.with(|message: Message| async move {
+                Ok::<_, axum::Error>(match message {
+                    Message::Close(Some(frame))
+                        if frame.code == 1002 && frame.reason.starts_with(REFUSED) =>
+                    {
+                        Message::Close(Some(CloseFrame {
+                            code: 4403,
+                            reason: "Forbidden".into(),
+                        }))
+                    }
+                    other => other,
+                })
+            });
+            GraphQLWebSocket::new_with_pair(sink, stream, state.schema.clone(), protocol)
                 .on_connection_init(move |payload| async move {
-                    let refused = |message: &str| async_graphql::Error::new(message.to_owned());
+                    let refused =
+                        |message: &str| async_graphql::Error::new(format!("{REFUSED}{message}"));
                     let token = init_token(&payload).map_err(|e| refused(&e.to_string()))?;
                     let caller = match auth.authenticate(token.as_deref()).await {
                         Ok(caller) => caller,

@@ -6,5 +6,6 @@ mod reads;
 mod schema_file;
 mod security;
 mod store;
+mod subscription;
 mod sync;
 mod upstream;
