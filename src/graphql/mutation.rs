@@ -36,13 +36,13 @@ impl Mutation {
         &self,
         ctx: &Context<'_>,
         location_id: ID,
-        #[graphql(default_with = "SyncMode::Incremental")] mode: SyncMode,
+        #[graphql(default_with = "Some(SyncMode::Incremental)")] mode: Option<SyncMode>,
     ) -> ApiResult<SyncJob> {
         super::auth::require_location(ctx, &location_id)?;
         let store = ctx.data_unchecked::<Store>();
         let sync = sync_handle(ctx)?;
         known_location(store, &location_id).await?;
-        let mode = match mode {
+        let mode = match mode.unwrap_or(SyncMode::Incremental) {
             SyncMode::Incremental => sync::SyncMode::Incremental,
             SyncMode::Full => sync::SyncMode::Full,
         };
