@@ -735,3 +735,24 @@ async fn max_age_waits_for_fresh_data_and_stale_reads_revalidate() {
         "one background refresh"
     );
 }
+
+#[tokio::test]
+async fn the_scheduler_runs_a_full_sync_first_then_incremental_ones() {
+    let db = sqlite().await;
+    let sim = spawn_sim(100).await;
+    let app = spawn_app_with_sim(&db.url, &sim).await;
+    let loc = sim.locations[0].id.clone();
+    for expected in ["FULL", "INCREMENTAL", "INCREMENTAL"] {
+        assert_eq!(
+            app.sync.schedule_once().await.unwrap(),
+            1,
+            "one job per connected location"
+        );
+        assert!(app.sync.wait_idle(&loc, Duration::from_secs(60)).await);
+        let job = app.store.last_job(&loc).await.unwrap().unwrap();
+        assert_eq!(
+            (job.mode.as_str(), job.state.as_str()),
+            (expected, "SUCCEEDED")
+        );
+    }
+}
