@@ -128,7 +128,7 @@ async fn two_locations(store: &Store) {
 
 /// Every root field, and the nested paths that lead from one object to another. `$id` is the
 /// target: a location or contact of B, or an id that exists nowhere.
-const CASES: [(&str, &str, &str, &str); 7] = [
+const CASES: [(&str, &str, &str, &str); 8] = [
     (
         "locations",
         "{ locations { id name pipelines { id } } }",
@@ -166,6 +166,12 @@ const CASES: [(&str, &str, &str, &str); 7] = [
              opportunities { id assignedTo { id } contact { id } pipeline { id name stages { id } } stage { id name } } } }"#,
         "",
         "",
+    ),
+    (
+        "refreshLocation",
+        "mutation($id: ID!) { refreshLocation(locationId: $id, mode: FULL) { id joined stages { name } } }",
+        "loc-b",
+        "loc-nowhere",
     ),
     (
         "a page of the caller's location",
@@ -229,7 +235,10 @@ async fn no_entry_point_lets_a_caller_past_its_locations() {
             let admin = query(&app, ADMIN_KEY, query_text, variables.clone()).await;
             let context = format!("{}: {case} as admin: {}", db.name, admin.text);
             assert_eq!(admin.status, StatusCode::OK, "{context}");
-            if case == "syncStatus" {
+            if case == "refreshLocation" {
+                // Past the guard, B has no GHL credentials to sync with.
+                assert_eq!(code(&admin), "UPSTREAM_UNAVAILABLE", "{context}");
+            } else if case == "syncStatus" {
                 // A location never synced has nothing of its own to show but its state.
                 assert_eq!(
                     admin.json["data"]["syncStatus"]["state"], "IDLE",
@@ -837,4 +846,95 @@ async fn failed_logins_log_no_key_or_header() {
         !logs.to_ascii_lowercase().contains("bearer "),
         "an Authorization header is in the logs"
     );
+}
+
+// One thread: the sync's tasks run where the capturing subscriber is installed.
+#[tokio::test(flavor = "current_thread")]
+async fn a_full_sync_with_retries_and_a_token_refresh_logs_no_token() {
+    let captured = Captured::default();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::TRACE)
+        .with_writer(captured.clone())
+        .with_ansi(false)
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+
+    let db = sqlite().await;
+    let sim = spawn_sim(700).await;
+    let loc = sim.locations[0].id.clone();
+    // Faults make the client log its retries; OAuth makes it refresh a token.
+    let spec = ghl_gateway::sim::FaultSpec {
+        error503: 0.3,
+        ..Default::default()
+    };
+    sim.set_faults(ghl_gateway::sim::FaultConfig {
+        default: spec,
+        endpoints: Default::default(),
+    })
+    .unwrap();
+    let base_url = sim.base_url.clone();
+    let (client_id, client_secret) = (sim.client_id.clone(), sim.client_secret.clone());
+    let app = spawn_app_with(&db.url, |c| {
+        c.upstream.base_url = base_url;
+        c.upstream.backoff_ms = 5;
+        c.upstream.client_id = Some(client_id);
+        c.upstream.client_secret = Some(client_secret);
+    })
+    .await;
+    let code = sim.auth_code("Location", Some(&loc)).unwrap();
+    app.sync.client().install_with_code(&code).await.unwrap();
+    let (_, key) = create_key(&app.store, &[loc.as_str()]).await;
+    let cipher = ghl_gateway::secrets::Cipher::from_key_text(TEST_SECRET_KEY).unwrap();
+    let plaintext = |row: &ghl_gateway::store::entities::credential::Model| {
+        [row.access_token.as_deref(), row.refresh_token.as_deref()]
+            .into_iter()
+            .flatten()
+            .map(|t| cipher.decrypt(t).expect("tokens are encrypted at rest"))
+            .collect::<Vec<_>>()
+    };
+    let issued = plaintext(&app.store.credential(&loc).await.unwrap().unwrap());
+    // The access token expires: the sync must refresh it (and log that, without it).
+    assert!(sim.expire_token(&issued[0]));
+    let refresh = query(
+        &app,
+        &key,
+        "mutation($loc: ID!) { refreshLocation(locationId: $loc, mode: FULL) { id } }",
+        json!({ "loc": loc }),
+    )
+    .await;
+    assert_ok(&refresh);
+    assert!(
+        app.sync
+            .wait_idle(&loc, std::time::Duration::from_secs(120))
+            .await
+    );
+    let job = app.store.last_job(&loc).await.unwrap().unwrap();
+    assert_eq!(job.state, "SUCCEEDED", "{job:?}");
+
+    let renewed = plaintext(&app.store.credential(&loc).await.unwrap().unwrap());
+    assert_ne!(renewed, issued, "the sync refreshed the token");
+
+    let logs = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+    assert!(
+        logs.contains("retrying a GHL call"),
+        "the retries were logged"
+    );
+    assert!(
+        logs.contains("renewed the GHL access token"),
+        "the refresh was logged"
+    );
+    assert!(logs.contains("sync finished"), "the sync was logged");
+    let mut secrets = vec![
+        key.clone(),
+        sim.locations[0].pit_token.clone(),
+        sim.client_secret.clone(),
+    ];
+    secrets.extend(issued);
+    secrets.extend(renewed);
+    for secret in &secrets {
+        assert!(!logs.contains(secret.as_str()), "a secret is in the logs");
+    }
+    for marker in ["sim-at-", "sim-rt-", "pit-", "Bearer "] {
+        assert!(!logs.contains(marker), "{marker:?} is in the logs");
+    }
 }
