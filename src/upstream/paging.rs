@@ -144,6 +144,31 @@ fn search_after(row: Option<&Value>) -> Option<Vec<Value>> {
         .cloned()
 }
 
+/// Puts a `searchAfter` or `page` cursor into the body of a POST search.
+fn search_cursor(body: &mut Value, cursor: Option<&Cursor>, what: &str) -> Result<()> {
+    match cursor {
+        None => {}
+        Some(Cursor::SearchAfter { after }) => body["searchAfter"] = json!(after),
+        Some(Cursor::Page { page }) => body["page"] = json!(page),
+        Some(other) => {
+            return Err(UpstreamError::Stuck(format!(
+                "{what} cannot resume from {other:?}"
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Where a POST search continues after a full page: its last row's `searchAfter`, or the next
+/// page number when the rows carry none.
+fn next_search_cursor(rows: &[Value], cursor: Option<&Cursor>) -> Cursor {
+    match (search_after(rows.last()), cursor) {
+        (Some(after), _) => Cursor::SearchAfter { after },
+        (None, Some(Cursor::Page { page })) => Cursor::Page { page: page + 1 },
+        (None, _) => Cursor::Page { page: 2 },
+    }
+}
+
 impl Client {
     /// Fetches one page of `listing`, starting at `cursor` (the first page when `None`).
     pub async fn page(
@@ -184,16 +209,7 @@ impl Client {
             // Everything, oldest first: contacts created during the scan land after the cursor.
             None => body["sort"] = json!([{ "field": "dateAdded", "direction": "asc" }]),
         }
-        match cursor {
-            None => {}
-            Some(Cursor::SearchAfter { after }) => body["searchAfter"] = json!(after),
-            Some(Cursor::Page { page }) => body["page"] = json!(page),
-            Some(other) => {
-                return Err(UpstreamError::Stuck(format!(
-                    "contacts cannot resume from {other:?}"
-                )));
-            }
-        }
+        search_cursor(&mut body, cursor, "contacts")?;
         let answer = self
             .call(
                 location_id,
@@ -205,11 +221,7 @@ impl Client {
         let next = if rows.len() < CONTACTS_PAGE {
             None
         } else {
-            match (search_after(rows.last()), cursor) {
-                (Some(after), _) => Some(Cursor::SearchAfter { after }),
-                (None, Some(Cursor::Page { page })) => Some(Cursor::Page { page: page + 1 }),
-                (None, _) => Some(Cursor::Page { page: 2 }),
-            }
+            Some(next_search_cursor(&rows, cursor))
         };
         let count = rows.len();
         let (records, skipped) = decode_rows::<dto::ContactDto>(rows);
@@ -368,16 +380,7 @@ impl Client {
         if since.is_some() {
             body["sort"] = json!([{ "field": "date_updated", "direction": "desc" }]);
         }
-        match cursor {
-            None => {}
-            Some(Cursor::SearchAfter { after }) => body["searchAfter"] = json!(after),
-            Some(Cursor::Page { page }) => body["page"] = json!(page),
-            Some(other) => {
-                return Err(UpstreamError::Stuck(format!(
-                    "opportunities cannot resume from {other:?}"
-                )));
-            }
-        }
+        search_cursor(&mut body, cursor, "opportunities")?;
         let answer = self
             .call(
                 location_id,
@@ -392,11 +395,7 @@ impl Client {
         let next = if rows.len() < OPPORTUNITIES_PAGE || reached(&rows, "updatedAt", since) {
             None
         } else {
-            match (search_after(rows.last()), cursor) {
-                (Some(after), _) => Some(Cursor::SearchAfter { after }),
-                (None, Some(Cursor::Page { page })) => Some(Cursor::Page { page: page + 1 }),
-                (None, _) => Some(Cursor::Page { page: 2 }),
-            }
+            Some(next_search_cursor(&rows, cursor))
         };
         let count = rows.len();
         let (records, skipped) = decode_rows::<dto::OpportunityDto>(rows);
