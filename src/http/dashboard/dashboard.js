@@ -132,6 +132,9 @@
   function showKeyView(message) {
     $('key-view').hidden = false;
     $('main-view').hidden = true;
+    $('sync-badge').hidden = true;
+    $('refresh').hidden = true;
+    $('change-key').hidden = true;
     $('key-error').textContent = message || '';
     $('key-cancel').hidden = !state.key || !!message;
     $('key-forget').hidden = !localStorage.getItem(KEY_STORAGE);
@@ -194,6 +197,7 @@
     state.locations = locations;
     $('key-view').hidden = true;
     $('main-view').hidden = false;
+    $('sync-badge').hidden = false;
     $('change-key').hidden = false;
     const select = $('location');
     select.replaceChildren(...locations.map((l) => {
@@ -355,17 +359,18 @@
     return ago(age + (Date.now() - state.freshnessAt) / 1000);
   }
 
+  /** "contacts 1,000/10,000 · tasks 200 · 3/7 stages done": the two busiest running stages. */
   function progress(job) {
-    const running = job.stages.filter((s) => s.state === 'RUNNING');
+    if (job.state === 'QUEUED' || !job.stages.length) return 'starting';
     const done = job.stages.filter((s) => s.state === 'SUCCEEDED').length;
-    if (!running.length) {
-      return job.state === 'QUEUED' ? 'queued' : `${done}/${job.stages.length || 7} stages done`;
-    }
-    return running
+    const busiest = job.stages
+      .filter((s) => s.state === 'RUNNING' && s.fetched > 0)
+      .sort((a, b) => (b.total ?? b.fetched) - (a.total ?? a.fetched))
+      .slice(0, 2)
       .map((s) => (s.total !== null && s.total !== undefined
         ? `${s.name} ${numbers.format(s.fetched)}/${numbers.format(s.total)}`
-        : `${s.name} ${numbers.format(s.fetched)}`))
-      .join(' · ');
+        : `${s.name} ${numbers.format(s.fetched)}`));
+    return [...busiest, `${done}/${job.stages.length} stages done`].join(' · ');
   }
 
   /** A sync error in plain words: the engine's message, less its internal prefixes. */
@@ -593,6 +598,9 @@
     $('key-cancel').addEventListener('click', () => {
       $('key-view').hidden = true;
       $('main-view').hidden = false;
+      $('sync-badge').hidden = false;
+      $('change-key').hidden = false;
+      $('refresh').hidden = !state.location;
     });
     $('key-forget').addEventListener('click', forgetKey);
     $('change-key').addEventListener('click', () => showKeyView());
