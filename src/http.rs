@@ -7,10 +7,12 @@
 //! `application/graphql-response+json`), 400 for a POST without a JSON body, 405 for a mutation
 //! over GET.
 //!
-//! Access control: `/graphql` sits behind [`guard`] (API key, per-key rate); `/graphiql` and the
-//! health checks are open. CORS answers only the configured origins. The trace layer logs method,
-//! path and status, never headers (so never `Authorization`).
+//! Access control: `/graphql` sits behind [`guard`] (API key, per-key rate); `/graphiql`, the
+//! dashboard page ([`dashboard`], which holds no key of its own) and the health checks are open.
+//! CORS answers only the configured origins. The trace layer logs method, path and status, never
+//! headers (so never `Authorization`).
 
+mod dashboard;
 mod guard;
 mod ws;
 
@@ -111,6 +113,8 @@ pub fn router(schema: AppSchema, store: Store, config: &HttpConfig) -> Router {
         // graphql-transport-ws and the legacy graphql-ws, chosen by the client's subprotocol.
         .route("/graphql/ws", get(ws::graphql_ws))
         .route("/graphiql", get(graphiql))
+        // The dashboard page (`/`, `/dashboard.css`, `/dashboard.js`), compiled in.
+        .merge(dashboard::routes())
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
         .with_state(AppState {
