@@ -559,7 +559,11 @@
       ws.onclose = (event) => {
         if (this.ws !== ws) return; // closed on purpose
         this.ws = null;
-        if (!this.acked && event.reason) {
+        if (event.code === 4403) {
+          // graphql-transport-ws's Forbidden: this key may not watch (or has too many
+          // connections open); retrying with the same key would not help.
+          this.setNote('live updates refused for this key (or too many open connections)');
+        } else if (!this.acked && event.reason) {
           // The gateway refused connection_init (a bad key, or too many connections).
           this.retry(`live updates refused: ${event.reason}`);
         } else {
