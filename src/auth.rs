@@ -228,6 +228,9 @@ pub struct Authenticator {
     allow_anonymous: bool,
     rate: Arc<RateLimiter>,
     connections: ConnectionLimiter,
+    /// When this process last recorded each key's use: the database is written at most once per
+    /// key and interval, not on every request (each write would take SQLite's writer lock).
+    touched: Arc<std::sync::Mutex<std::collections::HashMap<String, i64>>>,
 }
 
 impl std::fmt::Debug for Authenticator {
@@ -254,6 +257,7 @@ impl Authenticator {
                 config.rate_limit_burst,
             )),
             connections: ConnectionLimiter::new(config.max_ws_connections_per_key),
+            touched: Arc::default(),
         }
     }
 
@@ -288,15 +292,26 @@ impl Authenticator {
             tracing::info!(key_id = %row.id, reason = "revoked key", "authentication failed");
             return Err(AuthError::Invalid);
         }
-        let store = self.store.clone();
-        let id = row.id.clone();
-        // Off the request path: the write may wait for SQLite's writer lock.
-        tokio::spawn(async move {
-            let now = chrono::Utc::now().timestamp_millis();
-            if let Err(error) = store.touch_api_key(&id, now, TOUCH_INTERVAL_MS).await {
-                tracing::warn!(key_id = %id, error = %error, "cannot record the key's last use");
+        let now = chrono::Utc::now().timestamp_millis();
+        let due = {
+            let mut touched = self.touched.lock().unwrap_or_else(|e| e.into_inner());
+            let last = touched.get(&row.id).copied().unwrap_or(i64::MIN);
+            let due = now.saturating_sub(last) >= TOUCH_INTERVAL_MS;
+            if due {
+                touched.insert(row.id.clone(), now);
             }
-        });
+            due
+        };
+        if due {
+            let store = self.store.clone();
+            let id = row.id.clone();
+            // Off the request path: the write may wait for SQLite's writer lock.
+            tokio::spawn(async move {
+                if let Err(error) = store.touch_api_key(&id, now, TOUCH_INTERVAL_MS).await {
+                    tracing::warn!(key_id = %id, error = %error, "cannot record the key's last use");
+                }
+            });
+        }
         Ok(Caller::Key {
             locations: Arc::new(row.locations().into_iter().collect()),
             id: row.id,

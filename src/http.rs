@@ -260,34 +260,31 @@ fn is_request_error(response: &async_graphql::Response) -> bool {
 
 fn respond(media: MediaType, response: BatchResponse) -> Response {
     let (status, body) = match response {
-        BatchResponse::Single(single) => {
-            let request_error = is_request_error(&single);
+        BatchResponse::Single(single) if is_request_error(&single) => {
+            // A request error has no `data` entry at all (GraphQL-over-HTTP §7.1.2).
             let mut body = serde_json::to_value(&single).unwrap_or_default();
-            if request_error {
-                // A request error has no `data` entry at all (GraphQL-over-HTTP §7.1.2).
-                if let Some(map) = body.as_object_mut() {
-                    map.remove("data");
-                }
+            if let Some(map) = body.as_object_mut() {
+                map.remove("data");
             }
-            let status = if request_error && media == MediaType::GraphqlResponseJson {
+            let status = if media == MediaType::GraphqlResponseJson {
                 StatusCode::BAD_REQUEST
             } else {
                 StatusCode::OK
             };
-            (status, body)
+            (status, serde_json::to_vec(&body))
         }
-        batch @ BatchResponse::Batch(_) => (
-            StatusCode::OK,
-            serde_json::to_value(&batch).unwrap_or_default(),
-        ),
+        // Straight to bytes: no intermediate JSON tree for the common case.
+        BatchResponse::Single(single) => (StatusCode::OK, serde_json::to_vec(&single)),
+        batch @ BatchResponse::Batch(_) => (StatusCode::OK, serde_json::to_vec(&batch)),
     };
+    let body = body.unwrap_or_else(|_| br#"{"errors":[{"message":"internal error"}]}"#.to_vec());
     (
         status,
         [(
             header::CONTENT_TYPE,
             HeaderValue::from_static(media.as_str()),
         )],
-        body.to_string(),
+        body,
     )
         .into_response()
 }
