@@ -21,6 +21,7 @@ async fn main() -> anyhow::Result<()> {
         Command::Migrate(config) => app::migrate(&config.database).await,
         Command::Keys(command) => app::keys(command).await,
         Command::Sim(args) => ghl_gateway::sim::run(args, app::shutdown_signal()).await,
+        Command::Bench(args) => ghl_gateway::bench::run(args).await,
         Command::Schema => Ok(()),
     }
 }
