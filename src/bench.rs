@@ -298,7 +298,15 @@ fn machine() -> String {
     format!(
         "- CPU: {model}, {cores} cores available\n- RAM: {mem_gib:.1} GiB\n- {}\n- commit {}, release build\n- load average at start: {load}\n- date: {}",
         command("rustc", &["--version"]),
-        command("git", &["rev-parse", "--short", "HEAD"]),
+        {
+            let dirty = command("git", &["status", "--porcelain", "--untracked-files=no"]);
+            let head = command("git", &["rev-parse", "--short", "HEAD"]);
+            if dirty.is_empty() || dirty == "unknown" {
+                head
+            } else {
+                format!("{head} with uncommitted changes")
+            }
+        },
         chrono::Utc::now().format("%Y-%m-%d %H:%M UTC"),
     )
 }
@@ -493,7 +501,7 @@ impl Report {
             );
             let _ = writeln!(
                 s,
-                "| first | concurrency | design | req/s | p50 ms | p95 ms | p99 ms | SQL / request | response bytes | errors | gateway / N+1 |\n| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"
+                "| first | concurrency | design | req/s | p50 ms | p95 ms | p99 ms | SQL / request | response bytes | errors / unfinished | gateway / N+1 |\n| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"
             );
             for first in PAGE_SIZES {
                 for c in CONCURRENCIES {
@@ -506,7 +514,7 @@ impl Report {
                         };
                         let _ = writeln!(
                             s,
-                            "| {first} | {c} | {} | {:.0} | {:.2} | {:.2} | {:.2} | {} | {} | {} | {ratio} |",
+                            "| {first} | {c} | {} | {:.1} | {:.2} | {:.2} | {:.2} | {} | {} | {} / {} | {ratio} |",
                             p.design,
                             p.load.rps(),
                             p.load.p50_ms,
@@ -515,6 +523,7 @@ impl Report {
                             p.statements,
                             p.bytes,
                             p.load.errors,
+                            p.load.unfinished,
                         );
                     }
                 }
@@ -677,7 +686,7 @@ impl Report {
         let _ = writeln!(
             s,
             "## How these numbers are made\n\n\
-- **Read path.** One gateway process (`App::build`, release build) on a fresh database; its location is filled by a real FULL sync from `ghl-gateway sim` (a child process, 10,000 contacts with the simulator's ratios of tasks, conversations and opportunities, no latency and a burst limit no sync reaches). The load generator runs in the same process: `concurrency` workers, each with its own keep-alive HTTP/1.1 connection, send the dashboard query (`README.md`, with `first` 50 or 500) one after another for the run's length after a warm-up; latencies go to an HDR histogram (p50/p95/p99 exact to 0.1 %). Clients and server share the machine's cores, as `wrk` on the same host would. SQL statements per request and response bytes come from one request alone (`Store::statements()` before and after).\n\
+- **Read path.** One gateway process (`App::build`, release build) on a fresh database; its location is filled by a real FULL sync from `ghl-gateway sim` (a child process, 10,000 contacts with the simulator's ratios of tasks, conversations and opportunities, no latency and a burst limit no sync reaches). The load generator runs in the same process: `concurrency` workers, each with its own keep-alive HTTP/1.1 connection, send the dashboard query (`README.md`, with `first` 50 or 500) one after another for the run's length after a warm-up; latencies go to an HDR histogram (p50/p95/p99 exact to 0.1 %). The rate counts the answers that arrive after the warm-up; a request still unanswered one run length after the end is abandoned and counted as `unfinished`, its latency recorded as the time it had waited (so such a row's percentiles are lower bounds). Clients and server share the machine's cores, as `wrk` on the same host would. SQL statements per request and response bytes come from one request alone (`Store::statements()` before and after).\n\
 - **N+1 baseline (the seed's design).** An axum endpoint in the bench over the same store renders the same JSON: one query for the page and the count, then for every contact separate queries for its user, custom-field values and definitions, tasks and their users, conversations, opportunities and their pipelines and stages. It runs in the same run, right after the gateway at each point.\n\
 - **Reads during a sync.** The 50-contact query at concurrency {DURING_SYNC_CONCURRENCY}, first idle, then while FULL syncs of the same 10k location run back to back against the unthrottled simulator (the fastest, hence harshest, writer).\n\
 - **Sync path.** Each FULL sync runs in a child process (`ghl-gateway bench --worker`) on a fresh SQLite file against a fresh `ghl-gateway sim` process with GHL's limits (100 requests per 10 s, 200,000 a day) and 50 + U(0..200) ms latency (150 ± 100 ms). Calls and 429s are the simulator's own counters; peak RSS is the worker's `VmHWM` (the simulator's memory is not in it). INCREMENTAL runs wait out one rate-limit window first, so that they start with a full budget as a scheduled run would; the 1% change is made through the simulator's admin API (`PATCH /_sim/locations/{{loc}}/contacts/{{id}}`).\n\

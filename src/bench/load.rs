@@ -16,6 +16,9 @@ pub struct LoadResult {
     pub concurrency: usize,
     pub requests: u64,
     pub errors: u64,
+    /// Requests abandoned at the hard stop (one run length after the end); their latency is
+    /// recorded as the time they had waited, a lower bound.
+    pub unfinished: u64,
     pub elapsed: Duration,
     pub p50_ms: f64,
     pub p95_ms: f64,
@@ -56,7 +59,8 @@ pub fn quantile_ms(h: &Histogram<u64>, quantile: f64) -> f64 {
 /// requests are not recorded). A request fails when it does not answer 200.
 ///
 /// The rate counts the answers that arrive between the end of the warm-up and the last answer;
-/// latencies are those of the requests sent after the warm-up.
+/// latencies are those of the requests sent after the warm-up, plus those abandoned at the hard
+/// stop (one run length after the end) with the time they had waited.
 pub async fn run(
     url: &str,
     headers: &[(&str, String)],
@@ -75,6 +79,9 @@ pub async fn run(
     let body = std::sync::Arc::new(body);
     let start_at = Instant::now() + warmup;
     let end_at = start_at + duration;
+    // Requests still unanswered this long after the run are abandoned (and counted), so that a
+    // design far slower than the run cannot stretch it to minutes.
+    let hard_stop = end_at + duration;
     let mut workers = Vec::with_capacity(concurrency);
     for _ in 0..concurrency {
         // One client per worker: one keep-alive connection each, no pool contention.
@@ -92,31 +99,35 @@ pub async fn run(
             // Answers that arrived inside the measured window, whenever their request left.
             let mut completed = 0u64;
             let mut last = start_at;
+            let mut unfinished = 0u64;
             loop {
                 let sent = Instant::now();
-                // Every worker measures at least one request, however slow, so that a design
-                // slower than the run still gets a latency and a rate.
-                if sent >= end_at && !h.is_empty() {
+                if sent >= end_at {
                     break;
                 }
-                let ok = match client.post(&url).body(String::clone(&body)).send().await {
-                    Ok(response) => {
-                        let ok = response.status().is_success();
-                        ok && response.bytes().await.is_ok()
+                let request = async {
+                    match client.post(&url).body(String::clone(&body)).send().await {
+                        Ok(response) => {
+                            let ok = response.status().is_success();
+                            ok && response.bytes().await.is_ok()
+                        }
+                        Err(_) => false,
                     }
-                    Err(_) => false,
                 };
+                let outcome = tokio::time::timeout_at(hard_stop.into(), request).await;
                 let done = Instant::now();
+                let Ok(ok) = outcome else {
+                    // Still waiting at the hard stop: its latency is at least this long.
+                    unfinished += 1;
+                    h.saturating_record((done - sent.max(start_at)).as_micros().max(1) as u64);
+                    break;
+                };
                 if done < start_at {
                     continue;
                 }
                 last = last.max(done);
                 if !ok {
                     errors += 1;
-                    if sent >= start_at {
-                        // Count the failure as the sample that lets the worker stop.
-                        h.saturating_record((done - sent).as_micros().max(1) as u64);
-                    }
                     continue;
                 }
                 completed += 1;
@@ -124,15 +135,17 @@ pub async fn run(
                     h.saturating_record((done - sent).as_micros().max(1) as u64);
                 }
             }
-            (h, errors, completed, last)
+            (h, errors, completed, last, unfinished)
         }));
     }
     let mut total = histogram();
     let mut errors = 0;
     let mut completed = 0;
     let mut last = start_at;
+    let mut unfinished = 0;
     for worker in workers {
-        let (h, e, c, l) = worker.await.expect("a load worker does not panic");
+        let (h, e, c, l, u) = worker.await.expect("a load worker does not panic");
+        unfinished += u;
         total.add(&h).expect("same bounds");
         errors += e;
         completed += c;
@@ -144,6 +157,7 @@ pub async fn run(
         concurrency,
         requests: completed,
         errors,
+        unfinished,
         elapsed,
         p50_ms: quantile_ms(&total, 0.50),
         p95_ms: quantile_ms(&total, 0.95),

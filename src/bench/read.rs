@@ -203,8 +203,24 @@ impl Setup {
         ]
     }
 
+    /// Waits until the server is idle: requests a previous point abandoned still run to their
+    /// end on the server, and must neither count in the next probe nor load the next point.
+    async fn quiesce(&self) {
+        let deadline = Instant::now() + Duration::from_secs(120);
+        let mut last = self.store.statements();
+        while Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            let now = self.store.statements();
+            if now == last {
+                return;
+            }
+            last = now;
+        }
+    }
+
     /// One request alone: its SQL statements and response bytes (and a check that it works).
     async fn probe(&self, design: &str, first: usize) -> anyhow::Result<(u64, usize)> {
+        self.quiesce().await;
         let client = reqwest::Client::new();
         let mut request = client.post(self.url(design)).body(self.body(design, first));
         for (k, v) in Self::headers() {
@@ -265,6 +281,7 @@ impl Setup {
         d: &Durations,
     ) -> anyhow::Result<(LoadResult, LoadResult, u64)> {
         let url = self.graphql_url.clone();
+        self.quiesce().await;
         let idle = load::run(
             &url,
             &Self::headers(),
