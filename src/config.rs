@@ -46,6 +46,8 @@ pub enum Command {
     /// Manage API keys: create (shown once), list, revoke.
     #[command(subcommand)]
     Keys(KeysCommand),
+    /// Benchmark the read path and the sync path against the seed's design; writes BENCHMARKS.md.
+    Bench(crate::bench::BenchArgs),
 }
 
 /// `ghl-gateway keys ...`

@@ -14,9 +14,11 @@
 //! - [`domain`]: plain records and ids; no I/O.
 //! - [`upstream`]: the GHL API client: credentials, rate limiting, retries, paging.
 //! - [`sim`]: a simulator of the GHL API v2, independent of everything else here.
+//! - [`bench`]: the benchmark suite (`ghl-gateway bench`): read and sync paths against the seed.
 
 pub mod app;
 pub mod auth;
+pub mod bench;
 pub mod commands;
 pub mod config;
 pub mod domain;

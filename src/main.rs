@@ -24,6 +24,7 @@ async fn main() -> anyhow::Result<()> {
         Command::Demo(config) => ghl_gateway::commands::demo(config).await,
         Command::Sync(command) => ghl_gateway::commands::sync(command).await,
         Command::Connect(command) => ghl_gateway::commands::connect(command).await,
+        Command::Bench(args) => ghl_gateway::bench::run(args).await,
         Command::Schema => Ok(()),
     }
 }

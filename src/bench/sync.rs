@@ -1,0 +1,495 @@
+//! The sync path: FULL and INCREMENTAL syncs against `ghl-gateway sim` with GHL's real limits,
+//! and the seed's design (stages one after another, one tasks call per contact) in the same run.
+//!
+//! Each FULL sync runs in a child process of its own (`ghl-gateway bench --worker ...`), with the
+//! simulator in another: the child's peak RSS (`VmHWM`) is then the sync's alone.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use futures::StreamExt;
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+use super::simproc::{SimProcess, SimSpec};
+use crate::store::{ContactFilter, ContactOrder, DatabaseConfig, Store};
+use crate::sync::{SyncConfig, SyncEngine, SyncMode};
+use crate::upstream::{Client, Credential, Secret, UpstreamConfig};
+
+/// What the parent asks of a worker process.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct WorkerSpec {
+    pub sim_url: String,
+    pub location_id: String,
+    pub pit_token: String,
+    /// Also run INCREMENTAL syncs (nothing changed, then `changed_fraction` of contacts changed).
+    pub incremental: bool,
+    pub changed_fraction: f64,
+    /// The simulator's rate-limit window: waited out before each INCREMENTAL run, so that it
+    /// starts with a full budget as a scheduled run would.
+    pub window_ms: u64,
+}
+
+/// One sync run as the worker saw it.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct RunResult {
+    pub state: String,
+    pub error: Option<String>,
+    pub wall_ms: u64,
+    /// Calls the client sent, retries included (`Client::stats`).
+    pub calls: u64,
+    pub retries: u64,
+    pub rate_limited: u64,
+    /// Per stage: calls, pages, rows fetched, ms waited for the rate limiter.
+    pub stages: BTreeMap<String, StageResult>,
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct StageResult {
+    pub calls: i64,
+    pub pages: i64,
+    pub fetched: i64,
+    pub waited_ms: i64,
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct WorkerResult {
+    pub full: RunResult,
+    pub incremental_none: Option<RunResult>,
+    pub incremental_changed: Option<RunResult>,
+    pub changed: usize,
+    /// GHL requests and 429s the simulator counted for the FULL sync.
+    pub full_sim_calls: u64,
+    pub full_sim_429: u64,
+    /// Peak resident set of the worker after the FULL sync (`VmHWM`), in KiB.
+    pub peak_rss_kib: u64,
+    /// Resident set after start-up, before the sync, in KiB.
+    pub start_rss_kib: u64,
+}
+
+/// Prefix of the worker's result line on stdout.
+pub const RESULT_PREFIX: &str = "BENCH_WORKER_RESULT ";
+
+/// `VmHWM` (peak) and `VmRSS` (now) of this process in KiB, from `/proc/self/status`.
+pub fn rss_kib() -> (u64, u64) {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.split_whitespace().next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    };
+    (field("VmHWM:"), field("VmRSS:"))
+}
+
+/// The worker: one FULL sync into a fresh SQLite file (then the INCREMENTAL runs), printed as
+/// one JSON line.
+pub async fn worker(spec_json: &str) -> anyhow::Result<()> {
+    let spec: WorkerSpec = serde_json::from_str(spec_json).context("a malformed worker spec")?;
+    let dir = std::env::temp_dir().join(format!("ghl-bench-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&dir)?;
+    let url = format!("sqlite://{}?mode=rwc", dir.join("cache.db").display());
+    let result = run_worker(&spec, &url).await;
+    let _ = std::fs::remove_dir_all(&dir);
+    let result = result?;
+    println!("{RESULT_PREFIX}{}", serde_json::to_string(&result)?);
+    Ok(())
+}
+
+async fn run_worker(spec: &WorkerSpec, url: &str) -> anyhow::Result<WorkerResult> {
+    let store = Store::connect(&DatabaseConfig::new(url)).await?;
+    store.migrate().await?;
+    let client = Client::new(UpstreamConfig::new(spec.sim_url.clone()), store.clone())?;
+    client
+        .set_credential(
+            &spec.location_id,
+            Credential::PrivateIntegration {
+                token: Secret::new(spec.pit_token.clone()),
+            },
+        )
+        .await?;
+    let engine = SyncEngine::start(store.clone(), client, SyncConfig::default()).await?;
+    let (_, start_rss) = rss_kib();
+    let full = sync_once(&engine, &spec.location_id, SyncMode::Full).await?;
+    let (peak_rss, _) = rss_kib();
+    let (full_sim_calls, full_sim_429) = super::simproc::totals(&spec.sim_url).await?;
+    let mut result = WorkerResult {
+        full,
+        full_sim_calls,
+        full_sim_429,
+        peak_rss_kib: peak_rss,
+        start_rss_kib: start_rss,
+        ..Default::default()
+    };
+    if spec.incremental {
+        let window = Duration::from_millis(spec.window_ms);
+        tokio::time::sleep(window).await;
+        result.incremental_none =
+            Some(sync_once(&engine, &spec.location_id, SyncMode::Incremental).await?);
+        result.changed = change_contacts(&store, spec).await?;
+        tokio::time::sleep(window).await;
+        result.incremental_changed =
+            Some(sync_once(&engine, &spec.location_id, SyncMode::Incremental).await?);
+    }
+    engine.shutdown().await;
+    Ok(result)
+}
+
+async fn sync_once(
+    engine: &SyncEngine,
+    location_id: &str,
+    mode: SyncMode,
+) -> anyhow::Result<RunResult> {
+    let before = engine.client().stats(location_id);
+    let started = Instant::now();
+    engine.refresh(location_id, mode).await?;
+    anyhow::ensure!(
+        engine
+            .wait_idle(location_id, Duration::from_secs(3600))
+            .await,
+        "the sync did not finish within an hour"
+    );
+    let wall = started.elapsed();
+    let after = engine.client().stats(location_id);
+    let store = engine.store();
+    let job = store
+        .last_job(location_id)
+        .await?
+        .context("the sync left no job")?;
+    let stages = store.stages_of_jobs(std::slice::from_ref(&job.id)).await?;
+    Ok(RunResult {
+        state: job.state.clone(),
+        error: job.error.clone(),
+        wall_ms: wall.as_millis() as u64,
+        calls: after.calls - before.calls,
+        retries: after.retries - before.retries,
+        rate_limited: after.rate_limited - before.rate_limited,
+        stages: stages
+            .into_iter()
+            .map(|s| {
+                (
+                    s.name.clone(),
+                    StageResult {
+                        calls: s.calls,
+                        pages: s.pages,
+                        fetched: s.fetched,
+                        waited_ms: s.waited_ms,
+                    },
+                )
+            })
+            .collect(),
+    })
+}
+
+/// Changes `changed_fraction` of the location's contacts in the simulator (admin API `PATCH`,
+/// which moves their `dateUpdated`). Returns how many.
+async fn change_contacts(store: &Store, spec: &WorkerSpec) -> anyhow::Result<usize> {
+    let total = store
+        .count_contacts(&spec.location_id, &ContactFilter::default())
+        .await?;
+    let n = ((total as f64 * spec.changed_fraction).round() as u64).max(1);
+    let contacts = store
+        .contacts_page(
+            &spec.location_id,
+            &ContactFilter::default(),
+            ContactOrder::default(),
+            None,
+            n,
+        )
+        .await?;
+    let http = reqwest::Client::new();
+    let results: Vec<anyhow::Result<()>> = futures::stream::iter(contacts.iter().enumerate())
+        .map(|(i, c)| {
+            let http = http.clone();
+            let url = format!(
+                "{}/_sim/locations/{}/contacts/{}",
+                spec.sim_url, spec.location_id, c.id
+            );
+            async move {
+                http.patch(url)
+                    .json(&json!({ "companyName": format!("Changed {i}") }))
+                    .send()
+                    .await?
+                    .error_for_status()?;
+                Ok(())
+            }
+        })
+        .buffer_unordered(16)
+        .collect()
+        .await;
+    for r in results {
+        r?;
+    }
+    Ok(contacts.len())
+}
+
+/// Runs a worker child process and returns its result.
+pub async fn spawn_worker(spec: &WorkerSpec) -> anyhow::Result<WorkerResult> {
+    let exe = std::env::current_exe()?;
+    let output = tokio::process::Command::new(exe)
+        .arg("bench")
+        .arg("--worker")
+        .arg(serde_json::to_string(spec)?)
+        .env("RUST_LOG", "warn")
+        .stderr(std::process::Stdio::inherit())
+        .kill_on_drop(true)
+        .output()
+        .await
+        .context("cannot start the sync worker")?;
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let line = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix(RESULT_PREFIX))
+        .with_context(|| format!("the sync worker printed no result ({})", output.status))?;
+    Ok(serde_json::from_str(line)?)
+}
+
+/// The minimum number of calls of a FULL sync, from FACTS.md §11:
+/// `3 + ⌈N/500⌉ + ⌈T/500⌉ (+1 when T is a multiple of 500) + ⌈C/100⌉ + ⌈O/500⌉`, with users,
+/// custom fields and pipelines one call each. An empty list still costs one call.
+pub fn minimum_calls(contacts: u64, tasks: u64, conversations: u64, opportunities: u64) -> u64 {
+    let pages = |n: u64, size: u64| n.div_ceil(size).max(1);
+    let task_pages = if tasks.is_multiple_of(500) {
+        tasks / 500 + 1
+    } else {
+        pages(tasks, 500)
+    };
+    3 + pages(contacts, 500) + task_pages + pages(conversations, 100) + pages(opportunities, 500)
+}
+
+/// The lower bound of a sync's wall time in seconds.
+///
+/// - Rate: with `max` requests per `window`, the C-th request cannot be sent before
+///   `((C-1) div max) * window`, and its answer takes a latency more.
+/// - Chain: the pages of one list follow each other (each needs the cursor of the one before),
+///   so the longest list costs its pages times the mean latency, whatever the parallelism.
+///
+/// The bound is the larger of the two; both use the mean latency, so it is the expected lower
+/// bound, not a worst case.
+pub fn lower_bound_secs(
+    calls: u64,
+    max: u64,
+    window_secs: f64,
+    mean_latency_secs: f64,
+    longest_chain: u64,
+) -> f64 {
+    let rate = (calls.saturating_sub(1) / max.max(1)) as f64 * window_secs + mean_latency_secs;
+    let chain = longest_chain as f64 * mean_latency_secs;
+    rate.max(chain)
+}
+
+/// One FULL sync case, as the report shows it.
+#[derive(Clone, Debug)]
+pub struct FullCase {
+    pub contacts: usize,
+    pub tasks: u64,
+    pub conversations: u64,
+    pub opportunities: u64,
+    pub minimum_calls: u64,
+    /// Requests the simulator received (every GHL endpoint).
+    pub sim_calls: u64,
+    pub sim_429: u64,
+    pub wall_secs: f64,
+    pub bound_secs: f64,
+    pub worker: WorkerResult,
+}
+
+/// Runs a FULL sync of `contacts` in a worker against a fresh simulator with real limits.
+pub async fn full_case(contacts: usize, incremental: bool) -> anyhow::Result<FullCase> {
+    let spec = SimSpec::real(contacts);
+    let sim = SimProcess::start(spec.clone()).await?;
+    let worker_spec = WorkerSpec {
+        sim_url: sim.base_url.clone(),
+        location_id: sim.location_id.clone(),
+        pit_token: sim.pit_token.clone(),
+        incremental,
+        changed_fraction: 0.01,
+        window_ms: spec.burst_window_ms,
+    };
+    let worker = spawn_worker(&worker_spec).await?;
+    let (sim_calls, sim_429) = (worker.full_sim_calls, worker.full_sim_429);
+    sim.stop().await;
+    let fetched = |name: &str| {
+        worker
+            .full
+            .stages
+            .get(name)
+            .map(|s| s.fetched.max(0) as u64)
+            .unwrap_or(0)
+    };
+    let (n, t, c, o) = (
+        fetched("contacts"),
+        fetched("tasks"),
+        fetched("conversations"),
+        fetched("opportunities"),
+    );
+    let minimum = minimum_calls(n, t, c, o);
+    let chain = [
+        n.div_ceil(500),
+        t.div_ceil(500),
+        c.div_ceil(100),
+        o.div_ceil(500),
+    ]
+    .into_iter()
+    .max()
+    .unwrap_or(1);
+    let bound = lower_bound_secs(
+        minimum,
+        spec.burst_limit as u64,
+        spec.burst_window_ms as f64 / 1000.0,
+        spec.mean_latency_ms() / 1000.0,
+        chain,
+    );
+    Ok(FullCase {
+        contacts,
+        tasks: t,
+        conversations: c,
+        opportunities: o,
+        minimum_calls: minimum,
+        sim_calls,
+        sim_429,
+        wall_secs: worker.full.wall_ms as f64 / 1000.0,
+        bound_secs: bound,
+        worker,
+    })
+}
+
+/// The seed design's sync, measured.
+#[derive(Clone, Debug, Default)]
+pub struct SeedResult {
+    pub contacts: usize,
+    pub calls: u64,
+    pub rate_limited: u64,
+    pub wall_secs: f64,
+    pub tasks: u64,
+    pub conversations: u64,
+    pub opportunities: u64,
+}
+
+/// Calls the seed design needs: the legacy contact list (100 a page), one tasks call per contact,
+/// conversations (100) and opportunities (GET, 100).
+pub fn seed_calls(contacts: u64, conversations: u64, opportunities: u64) -> u64 {
+    let pages = |n: u64| n.div_ceil(100).max(1);
+    pages(contacts) + contacts + pages(conversations) + pages(opportunities)
+}
+
+/// The seed's design against a fresh simulator with real limits: every stage after the other,
+/// every call after the other, one `GET /contacts/{id}/tasks` per contact. On a 429 it waits 1 s
+/// and tries again (GHL sends no `Retry-After`).
+pub async fn seed_case(contacts: usize) -> anyhow::Result<SeedResult> {
+    let sim = SimProcess::start(SimSpec::real(contacts)).await?;
+    let http = reqwest::Client::new();
+    let base = sim.base_url.clone();
+    let loc = sim.location_id.clone();
+    let token = sim.pit_token.clone();
+    let mut result = SeedResult {
+        contacts,
+        ..Default::default()
+    };
+    let started = Instant::now();
+    let mut get = async |url: String, version: &str| -> anyhow::Result<Value> {
+        loop {
+            result.calls += 1;
+            let response = http
+                .get(&url)
+                .bearer_auth(&token)
+                .header("Version", version)
+                .header("Accept", "application/json")
+                .send()
+                .await?;
+            if response.status() == reqwest::StatusCode::TOO_MANY_REQUESTS {
+                result.rate_limited += 1;
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                continue;
+            }
+            return Ok(response.error_for_status()?.json().await?);
+        }
+    };
+    // 1. contacts, 100 a page, following meta.nextPageUrl.
+    let mut ids = Vec::new();
+    let mut url = Some(format!("{base}/contacts/?locationId={loc}&limit=100"));
+    while let Some(u) = url.take() {
+        let page = get(u, "2021-07-28").await?;
+        for c in page["contacts"].as_array().into_iter().flatten() {
+            ids.push(c["id"].as_str().unwrap_or_default().to_owned());
+        }
+        url = page["meta"]["nextPageUrl"].as_str().map(str::to_owned);
+    }
+    // 2. one tasks call per contact.
+    let mut tasks = 0;
+    for id in &ids {
+        let page = get(format!("{base}/contacts/{id}/tasks"), "2021-07-28").await?;
+        tasks += page["tasks"].as_array().map_or(0, |t| t.len() as u64);
+    }
+    // 3. conversations, 100 a page, newest first, by startAfterDate.
+    let mut conversations = 0;
+    let mut after: Option<i64> = None;
+    loop {
+        let mut u = format!("{base}/conversations/search?locationId={loc}&limit=100");
+        if let Some(a) = after {
+            u.push_str(&format!("&startAfterDate={a}"));
+        }
+        let page = get(u, "2021-04-15").await?;
+        let rows = page["conversations"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        conversations += rows.len() as u64;
+        after = rows.last().and_then(|r| r["sort"][0].as_i64());
+        if rows.len() < 100 || after.is_none() {
+            break;
+        }
+    }
+    // 4. opportunities, 100 a page, following meta.nextPageUrl.
+    let mut opportunities = 0;
+    let mut url = Some(format!(
+        "{base}/opportunities/search?location_id={loc}&limit=100"
+    ));
+    while let Some(u) = url.take() {
+        let page = get(u, "2021-07-28").await?;
+        opportunities += page["opportunities"]
+            .as_array()
+            .map_or(0, |o| o.len() as u64);
+        url = page["meta"]["nextPageUrl"].as_str().map(str::to_owned);
+    }
+    result.wall_secs = started.elapsed().as_secs_f64();
+    result.tasks = tasks;
+    result.conversations = conversations;
+    result.opportunities = opportunities;
+    result.contacts = ids.len();
+    sim.stop().await;
+    Ok(result)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_minimum_follows_facts_section_11() {
+        // FACTS.md §11's example: N=10k, T≈5k, C=8k, O=3k gives 119 calls; a T that is an exact
+        // multiple of 500 costs one more page (tasks search has no total), which the example
+        // leaves out.
+        assert_eq!(minimum_calls(10_000, 4_999, 8_000, 3_000), 119);
+        assert_eq!(minimum_calls(10_000, 5_000, 8_000, 3_000), 120);
+        // Empty lists still cost one call each.
+        assert_eq!(minimum_calls(0, 1, 0, 0), 7);
+    }
+
+    #[test]
+    fn the_bound_is_the_rate_or_the_longest_chain() {
+        // 1,600 calls at 100 per 10 s: the 1,600th goes out after 15 windows, then 0.15 s.
+        assert!((lower_bound_secs(1_600, 100, 10.0, 0.15, 800) - 150.15).abs() < 1e-9);
+        // 100 calls fit one window; 80 sequential pages at 0.15 s dominate.
+        assert!((lower_bound_secs(100, 100, 10.0, 0.15, 80) - 12.0).abs() < 1e-9);
+        assert!((lower_bound_secs(101, 100, 10.0, 0.15, 1) - 10.15).abs() < 1e-9);
+    }
+
+    #[test]
+    fn the_seed_calls_once_per_contact() {
+        assert_eq!(seed_calls(1_000, 800, 300), 10 + 1_000 + 8 + 3);
+    }
+}
