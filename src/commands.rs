@@ -164,7 +164,9 @@ pub async fn connect(command: ConnectCommand) -> anyhow::Result<()> {
     // One cheap call proves the credential works.
     match client.location(&location).await {
         Ok(details) => {
-            store.upsert_location(&details, 0).await?;
+            store
+                .upsert_location(&details, chrono::Utc::now().timestamp_millis())
+                .await?;
             println!(
                 "location:   {location} ({})",
                 details.name.unwrap_or_default()

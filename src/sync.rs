@@ -469,8 +469,14 @@ impl SyncEngine {
             .ensure_location(location_id)
             .await
             .map_err(|e| e.to_string())?;
-        // The location's own row (its name): on FULL runs, or until GHL told us its name.
-        if mode == SyncMode::Full || existing.as_ref().is_none_or(|l| l.name.is_none()) {
+        // The location's own row (its name): until GHL told us its name, then on a FULL run when
+        // it is a week old; a call that FACTS.md's minimum does not count, so made rarely.
+        const DETAILS_MAX_AGE_MS: i64 = 7 * 24 * 3600 * 1000;
+        let details_due = existing.as_ref().is_none_or(|l| {
+            l.name.is_none()
+                || (mode == SyncMode::Full && job.mark - l.seen_at > DETAILS_MAX_AGE_MS)
+        });
+        if details_due {
             match self.inner.client.location(location_id).await {
                 Ok(location) => store
                     .upsert_location(&location, job.mark)
