@@ -204,6 +204,15 @@ async fn apply_read_policy(
         settings.max_age_secs,
         chrono::Utc::now(),
     );
+    // The page's `freshness` field reads the same row: hand it over instead of reading it twice.
+    if let Some(row) = rows.get(location_id) {
+        super::types::loader(ctx)
+            .feed_one(
+                super::loaders::FreshnessOf(location_id.to_owned()),
+                row.clone(),
+            )
+            .await;
+    }
     let too_old = match max_age {
         Some(max_age) => freshness
             .age_seconds
