@@ -6,7 +6,7 @@ use anyhow::Context as _;
 use tokio::net::TcpListener;
 
 use crate::auth;
-use crate::config::{KeysCommand, ServeConfig};
+use crate::cli::{KeysCommand, ServeConfig};
 use crate::graphql;
 use crate::http;
 use crate::secrets::Cipher;

@@ -8,7 +8,7 @@ use anyhow::{Context as _, bail};
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 
 use crate::app::{App, shutdown_signal};
-use crate::config::{ConnectCommand, DemoConfig, SyncCommand};
+use crate::cli::{ConnectCommand, DemoConfig, SyncCommand};
 use crate::domain::Resource;
 use crate::secrets::{Cipher, SecretsConfig};
 use crate::sim::{Sim, SimArgs};

@@ -20,6 +20,7 @@ pub mod app;
 pub mod auth;
 pub mod bench;
 pub mod commands;
+pub mod cli;
 pub mod config;
 pub mod domain;
 pub mod graphql;

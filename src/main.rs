@@ -1,7 +1,7 @@
 //! The `ghl-gateway` binary: parse the command line, set up logging, run the command.
 
 use clap::Parser;
-use ghl_gateway::config::{Cli, Command};
+use ghl_gateway::cli::{Cli, Command};
 use ghl_gateway::{app, telemetry};
 
 #[tokio::main]

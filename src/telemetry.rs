@@ -2,7 +2,7 @@
 
 use tracing_subscriber::EnvFilter;
 
-use crate::config::LogFormat;
+use crate::cli::LogFormat;
 
 /// The default filter: our own info logs, and only warnings from the SQL layers, which log every
 /// statement at info.

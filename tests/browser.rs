@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use ghl_gateway::app::App;
 use ghl_gateway::auth::AuthConfig;
-use ghl_gateway::config::ServeConfig;
+use ghl_gateway::cli::ServeConfig;
 use ghl_gateway::http::HttpConfig;
 use ghl_gateway::sim::{Sim, SimArgs, SimHandle};
 use ghl_gateway::store::{DatabaseConfig, Store};

@@ -20,7 +20,7 @@ use serde_json::{Value, json};
 use super::load::{self, LoadResult};
 use crate::app::App;
 use crate::auth::AuthConfig;
-use crate::config::ServeConfig;
+use crate::cli::ServeConfig;
 use crate::http::HttpConfig;
 use crate::store::{ContactFilter, ContactOrder, DatabaseConfig, Store, StoreError};
 use crate::sync::{SyncEngine, SyncMode};

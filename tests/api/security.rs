@@ -380,7 +380,7 @@ async fn keys_made_by_the_command_line_work_until_revoked() {
 
 /// A limit test: an app with `adjust`, the location of the fixture, and the admin key.
 async fn limited_app(
-    adjust: impl FnOnce(&mut ghl_gateway::config::ServeConfig),
+    adjust: impl FnOnce(&mut ghl_gateway::cli::ServeConfig),
 ) -> (TestDb, TestApp) {
     let db = sqlite().await;
     let app = spawn_app_with(&db.url, adjust).await;
@@ -721,7 +721,7 @@ async fn start_up_refuses_stored_tokens_without_the_secrets_key() {
         use ghl_gateway::store::entities::credential;
         use sea_orm::{ActiveModelTrait, IntoActiveModel};
         let config = |secret: Option<&str>| {
-            let mut config = ghl_gateway::config::ServeConfig {
+            let mut config = ghl_gateway::cli::ServeConfig {
                 http: ghl_gateway::http::HttpConfig {
                     listen: "127.0.0.1:0".into(),
                     ..Default::default()
