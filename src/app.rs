@@ -1,18 +1,36 @@
-//! Builds the gateway from its config: database, migrations, schema, router, listener.
+//! Builds the gateway from its settings: database, migrations, GHL client, sync engine, schema,
+//! router, listener. The commands (`serve`, `demo`, `bench`) and the tests start it from here;
+//! it knows nothing of the command line.
 
 use std::net::SocketAddr;
 
 use anyhow::Context as _;
 use tokio::net::TcpListener;
 
-use crate::auth;
-use crate::cli::{KeysCommand, ServeConfig};
 use crate::graphql;
-use crate::http;
-use crate::secrets::Cipher;
+use crate::http::{self, HttpConfig};
+use crate::secrets::{Cipher, SecretsConfig};
 use crate::store::{DatabaseConfig, Store};
-use crate::sync::SyncEngine;
-use crate::upstream;
+use crate::sync::{SyncConfig, SyncEngine};
+use crate::upstream::{self, UpstreamConfig};
+
+/// Settings of the gateway (`ghl-gateway serve`, and the gateway half of `demo`): one settings
+/// struct per module, flattened into one command line.
+#[derive(Clone, Debug, clap::Args)]
+pub struct ServeConfig {
+    #[command(flatten)]
+    pub http: HttpConfig,
+    #[command(flatten)]
+    pub database: DatabaseConfig,
+    #[command(flatten)]
+    pub graphql: graphql::Settings,
+    #[command(flatten)]
+    pub upstream: UpstreamConfig,
+    #[command(flatten)]
+    pub sync: SyncConfig,
+    #[command(flatten)]
+    pub secrets: SecretsConfig,
+}
 
 /// The gateway, bound and ready to serve.
 pub struct App {
@@ -33,13 +51,7 @@ impl App {
             .validate()
             .map_err(|message| anyhow::anyhow!(message))?;
         let cipher = Cipher::from_config(&config.secrets)?;
-        let store = Store::connect(&config.database)
-            .await
-            .context("cannot open the database (DATABASE_URL)")?;
-        store
-            .migrate()
-            .await
-            .context("cannot apply the database migrations")?;
+        let store = Store::open(&config.database).await?;
         if cipher.is_none()
             && store
                 .has_stored_tokens()
@@ -133,118 +145,4 @@ impl App {
         tracing::info!("stopped");
         Ok(())
     }
-}
-
-/// Applies the migrations and exits (`ghl-gateway migrate`).
-pub async fn migrate(config: &DatabaseConfig) -> anyhow::Result<()> {
-    let store = Store::connect(config)
-        .await
-        .context("cannot open the database (DATABASE_URL)")?;
-    store
-        .migrate()
-        .await
-        .context("cannot apply the database migrations")?;
-    tracing::info!("migrations applied");
-    store.close().await;
-    Ok(())
-}
-
-/// `ghl-gateway keys create | list | revoke`.
-pub async fn keys(command: KeysCommand) -> anyhow::Result<()> {
-    let database = match &command {
-        KeysCommand::Create(c) => &c.database,
-        KeysCommand::List(c) => &c.database,
-        KeysCommand::Revoke(c) => &c.database,
-    };
-    let store = Store::connect(database)
-        .await
-        .context("cannot open the database (DATABASE_URL)")?;
-    store
-        .migrate()
-        .await
-        .context("cannot apply the database migrations")?;
-    let now = chrono::Utc::now().timestamp_millis();
-    let result = match command {
-        KeysCommand::Create(create) => {
-            let new = auth::generate_key(create.name, &create.locations, now);
-            let id = new.row.id.clone();
-            let locations = new.row.locations().join(", ");
-            store
-                .insert_api_key(new.row)
-                .await
-                .context("cannot store the key")?;
-            println!("key id:    {id}");
-            println!("locations: {locations}");
-            println!("key:       {}", new.key);
-            println!("(the key is shown only now: store it; the gateway keeps only its hash)");
-            Ok(())
-        }
-        KeysCommand::List(_) => {
-            let keys = store.api_keys().await.context("cannot list the keys")?;
-            let time = |ms: Option<i64>| {
-                ms.map_or("-".to_owned(), |ms| {
-                    crate::domain::from_ms(ms)
-                        .format("%Y-%m-%d %H:%M")
-                        .to_string()
-                })
-            };
-            println!(
-                "{:<22} {:<16} {:<17} {:<17} {:<8} locations",
-                "id", "name", "created", "last used", "state"
-            );
-            for key in &keys {
-                println!(
-                    "{:<22} {:<16} {:<17} {:<17} {:<8} {}",
-                    key.id,
-                    key.name.as_deref().unwrap_or("-"),
-                    time(Some(key.created_at)),
-                    time(key.last_used_at),
-                    if key.revoked_at.is_some() {
-                        "revoked"
-                    } else {
-                        "active"
-                    },
-                    key.locations().join(",")
-                );
-            }
-            Ok(())
-        }
-        KeysCommand::Revoke(revoke) => {
-            if store
-                .revoke_api_key(&revoke.id, now)
-                .await
-                .context("cannot revoke the key")?
-            {
-                println!("revoked:   {}", revoke.id);
-                Ok(())
-            } else {
-                Err(anyhow::anyhow!("no active key with id {:?}", revoke.id))
-            }
-        }
-    };
-    store.close().await;
-    result
-}
-
-/// Completes on SIGINT (Ctrl-C) or SIGTERM.
-pub async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    #[cfg(unix)]
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
-                signal.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    #[cfg(not(unix))]
-    let terminate = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => {},
-        () = terminate => {},
-    }
-    tracing::info!("shutting down");
 }

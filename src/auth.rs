@@ -23,10 +23,12 @@ use std::sync::Arc;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use rand::RngCore;
+use secrecy::ExposeSecret;
 use sha2::{Digest, Sha256};
 
 pub use limiter::{ConnectionGuard, ConnectionLimiter, RateLimiter};
 
+use crate::config::{self, Secret};
 use crate::store::keys::api_key;
 use crate::store::{Store, StoreError};
 
@@ -40,12 +42,12 @@ pub const MIN_ADMIN_KEY_LEN: usize = 32;
 const TOUCH_INTERVAL_MS: i64 = 60_000;
 
 /// Settings of authentication and the per-key limits.
-#[derive(Clone, clap::Args)]
+#[derive(Clone, Debug, clap::Args)]
 pub struct AuthConfig {
     /// Operator key: reaches every location. At least 32 characters (`openssl rand -base64 32`).
     /// Prefer the environment variable: command-line arguments are visible to other users.
-    #[arg(long, env = "GATEWAY_ADMIN_KEY", hide_env_values = true)]
-    pub admin_key: Option<String>,
+    #[arg(long, env = "GATEWAY_ADMIN_KEY", hide_env_values = true, value_parser = config::secret)]
+    pub admin_key: Option<Secret>,
     /// Serve requests without an API key (they read every location). For local use only.
     #[arg(long, env = "ALLOW_ANONYMOUS")]
     pub allow_anonymous: bool,
@@ -63,35 +65,14 @@ pub struct AuthConfig {
 
 impl Default for AuthConfig {
     fn default() -> Self {
-        Self {
-            admin_key: None,
-            allow_anonymous: false,
-            rate_limit_per_minute: 600,
-            rate_limit_burst: 60,
-            max_ws_connections_per_key: 16,
-        }
-    }
-}
-
-impl std::fmt::Debug for AuthConfig {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("AuthConfig")
-            .field("admin_key", &self.admin_key.as_ref().map(|_| "[redacted]"))
-            .field("allow_anonymous", &self.allow_anonymous)
-            .field("rate_limit_per_minute", &self.rate_limit_per_minute)
-            .field("rate_limit_burst", &self.rate_limit_burst)
-            .field(
-                "max_ws_connections_per_key",
-                &self.max_ws_connections_per_key,
-            )
-            .finish()
+        config::defaults()
     }
 }
 
 impl AuthConfig {
     /// Refuses an operator key weaker than a generated one.
     pub fn validate(&self) -> Result<(), String> {
-        match &self.admin_key {
+        match self.admin_key.as_ref().map(ExposeSecret::expose_secret) {
             Some(key) if key.len() < MIN_ADMIN_KEY_LEN => Err(format!(
                 "GATEWAY_ADMIN_KEY is too short ({} characters, at least {MIN_ADMIN_KEY_LEN}): \
                  make one with `openssl rand -base64 32`",
@@ -248,7 +229,8 @@ impl Authenticator {
             store,
             admin_hash: config
                 .admin_key
-                .as_deref()
+                .as_ref()
+                .map(ExposeSecret::expose_secret)
                 .filter(|k| !k.is_empty())
                 .map(|k| Sha256::digest(k.as_bytes()).into()),
             allow_anonymous: config.allow_anonymous,
@@ -395,7 +377,7 @@ mod tests {
             ..AuthConfig::default()
         };
         assert!(config.validate().is_err());
-        config.admin_key = Some("x".repeat(MIN_ADMIN_KEY_LEN));
+        config.admin_key = Some("x".repeat(MIN_ADMIN_KEY_LEN).into());
         assert!(config.validate().is_ok());
         assert!(!format!("{config:?}").contains("xxxx"));
     }

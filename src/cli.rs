@@ -1,12 +1,12 @@
-//! The command line. One clap struct per command; each module gets only its own settings struct,
-//! and every flag is also an environment variable.
+//! The command line (clap): the global flags and one subcommand per module of
+//! [`crate::commands`], whose arguments structs it gathers. Nothing but `main` imports it; every
+//! flag is also an environment variable.
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{Parser, Subcommand};
 
-use crate::graphql;
-use crate::http::HttpConfig;
-use crate::secrets::SecretsConfig;
-use crate::store::DatabaseConfig;
+use crate::app::ServeConfig;
+use crate::commands::{self, bench, connect, demo, keys, migrate, sim, sync};
+use crate::telemetry::LogFormat;
 
 /// A cache-first GraphQL gateway for HighLevel (GoHighLevel) CRM data.
 #[derive(Debug, Parser)]
@@ -19,180 +19,49 @@ pub struct Cli {
     pub log_format: LogFormat,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-pub enum LogFormat {
-    Pretty,
-    Json,
-}
-
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Serve the GraphQL API from the cache.
     Serve(ServeConfig),
     /// Apply the database migrations and exit.
-    Migrate(MigrateConfig),
+    Migrate(migrate::MigrateConfig),
     /// Print the GraphQL schema (SDL) to stdout.
     Schema,
     /// Run the GHL API v2 simulator alone (for benchmarks and other clients).
-    Sim(crate::sim::SimArgs),
+    Sim(sim::SimArgs),
     /// Everything on one machine: the simulator, the gateway on SQLite, credentials, a key, and
     /// a first sync.
-    Demo(DemoConfig),
+    Demo(demo::DemoConfig),
     /// Sync one location from the terminal, with a progress bar per stage.
-    Sync(SyncCommand),
+    Sync(sync::SyncCommand),
     /// Store the GHL credentials of a location (private integration token, OAuth code, or
     /// agency token).
-    Connect(ConnectCommand),
+    Connect(connect::ConnectCommand),
     /// Manage API keys: create (shown once), list, revoke.
     #[command(subcommand)]
-    Keys(KeysCommand),
+    Keys(keys::KeysCommand),
     /// Benchmark the read path and the sync path against the seed's design; writes BENCHMARKS.md.
-    Bench(crate::bench::BenchArgs),
+    Bench(bench::BenchArgs),
 }
 
-/// `ghl-gateway keys ...`
-#[derive(Debug, Subcommand)]
-pub enum KeysCommand {
-    /// Create a key for one or more locations and print it (it is shown only this once).
-    Create(KeysCreate),
-    /// List the keys: id, name, locations, created, last used, revoked.
-    List(KeysList),
-    /// Revoke a key by id; requests with it are refused from then on.
-    Revoke(KeysRevoke),
-}
-
-#[derive(Clone, Debug, Args)]
-pub struct KeysCreate {
-    #[command(flatten)]
-    pub database: DatabaseConfig,
-    /// A location the key may read; repeat the flag (or separate ids with commas) for more.
-    #[arg(
-        long = "location",
-        env = "KEY_LOCATIONS",
-        value_delimiter = ',',
-        required = true
-    )]
-    pub locations: Vec<String>,
-    /// A name to recognise the key by in `keys list`.
-    #[arg(long, env = "KEY_NAME")]
-    pub name: Option<String>,
-}
-
-#[derive(Clone, Debug, Args)]
-pub struct KeysList {
-    #[command(flatten)]
-    pub database: DatabaseConfig,
-}
-
-#[derive(Clone, Debug, Args)]
-pub struct KeysRevoke {
-    #[command(flatten)]
-    pub database: DatabaseConfig,
-    /// The key's id (`key_...`, from `keys create` or `keys list`).
-    pub id: String,
-}
-
-/// Settings of `ghl-gateway serve`.
-#[derive(Clone, Debug, Args)]
-pub struct ServeConfig {
-    #[command(flatten)]
-    pub http: HttpConfig,
-    #[command(flatten)]
-    pub database: DatabaseConfig,
-    #[command(flatten)]
-    pub graphql: graphql::Settings,
-    #[command(flatten)]
-    pub upstream: crate::upstream::UpstreamConfig,
-    #[command(flatten)]
-    pub sync: crate::sync::SyncConfig,
-    #[command(flatten)]
-    pub secrets: SecretsConfig,
-}
-
-/// Settings of `ghl-gateway migrate`.
-#[derive(Clone, Debug, Args)]
-pub struct MigrateConfig {
-    #[command(flatten)]
-    pub database: DatabaseConfig,
-}
-
-/// Settings of `ghl-gateway demo`: the gateway's own, plus the simulator's.
-#[derive(Clone, Debug, Args)]
-pub struct DemoConfig {
-    #[command(flatten)]
-    pub serve: ServeConfig,
-    /// Locations the demo's simulator serves.
-    #[arg(long = "demo-locations", env = "DEMO_LOCATIONS", default_value_t = 2)]
-    pub locations: usize,
-    /// Contacts in each simulated location.
-    #[arg(long = "demo-contacts", env = "DEMO_CONTACTS", default_value_t = 3_000)]
-    pub contacts: usize,
-    /// Latency of each simulated GHL call, in milliseconds (GHL's is 100-300).
-    #[arg(
-        long = "demo-latency-ms",
-        env = "DEMO_LATENCY_MS",
-        default_value_t = 150
-    )]
-    pub latency_ms: u64,
-    /// Random extra or less latency, in milliseconds.
-    #[arg(long = "demo-jitter-ms", env = "DEMO_JITTER_MS", default_value_t = 100)]
-    pub jitter_ms: u64,
-    /// Address of the demo's simulator; port 0 picks a free port.
-    #[arg(
-        long = "demo-sim-listen",
-        env = "DEMO_SIM_LISTEN",
-        default_value = "127.0.0.1:0"
-    )]
-    pub sim_listen: std::net::SocketAddr,
-    /// Seed of the simulated data (the same seed, the same data).
-    #[arg(long = "demo-seed", env = "DEMO_SEED", default_value_t = 42)]
-    pub seed: u64,
-}
-
-/// `ghl-gateway sync`.
-#[derive(Clone, Debug, Args)]
-pub struct SyncCommand {
-    /// The location to sync.
-    #[arg(long, env = "SYNC_LOCATION")]
-    pub location: String,
-    /// A FULL sync (every record; reconciles deletions) instead of an INCREMENTAL one.
-    #[arg(long, env = "SYNC_FULL")]
-    pub full: bool,
-    #[command(flatten)]
-    pub database: DatabaseConfig,
-    #[command(flatten)]
-    pub upstream: crate::upstream::UpstreamConfig,
-    #[command(flatten)]
-    pub sync: crate::sync::SyncConfig,
-    #[command(flatten)]
-    pub secrets: SecretsConfig,
-}
-
-/// `ghl-gateway connect`: one of `--private-token`, `--oauth-code` or `--agency-token`.
-#[derive(Clone, Debug, Args)]
-pub struct ConnectCommand {
-    /// The location (required with a private integration token or an agency token).
-    #[arg(long, env = "CONNECT_LOCATION")]
-    pub location: Option<String>,
-    /// The location's private integration token (GHL: Settings > Private Integrations).
-    #[arg(long, env = "GHL_PRIVATE_TOKEN", hide_env_values = true)]
-    pub private_token: Option<String>,
-    /// An OAuth authorization code from the marketplace app's redirect (needs GHL_CLIENT_ID and
-    /// GHL_CLIENT_SECRET); the location comes from GHL's answer.
-    #[arg(long, env = "GHL_OAUTH_CODE", hide_env_values = true)]
-    pub oauth_code: Option<String>,
-    /// An agency (company) token that mints location tokens through /oauth/locationToken.
-    #[arg(long, env = "GHL_AGENCY_TOKEN", hide_env_values = true)]
-    pub agency_token: Option<String>,
-    /// The agency's company id (with --agency-token).
-    #[arg(long, env = "GHL_COMPANY_ID")]
-    pub company_id: Option<String>,
-    #[command(flatten)]
-    pub database: DatabaseConfig,
-    #[command(flatten)]
-    pub upstream: crate::upstream::UpstreamConfig,
-    #[command(flatten)]
-    pub secrets: SecretsConfig,
+impl Command {
+    /// Runs the command to its end.
+    pub async fn run(self) -> anyhow::Result<()> {
+        match self {
+            Command::Serve(config) => commands::serve::run(config).await,
+            Command::Migrate(config) => migrate::run(config).await,
+            Command::Schema => {
+                commands::schema::run();
+                Ok(())
+            }
+            Command::Sim(args) => sim::run(args).await,
+            Command::Demo(config) => demo::run(config).await,
+            Command::Sync(command) => sync::run(command).await,
+            Command::Connect(command) => connect::run(command).await,
+            Command::Keys(command) => keys::run(command).await,
+            Command::Bench(args) => bench::run(args).await,
+        }
+    }
 }
 
 #[cfg(test)]
@@ -238,7 +107,7 @@ mod tests {
             "ci",
         ])
         .unwrap();
-        let Command::Keys(KeysCommand::Create(create)) = cli.command else {
+        let Command::Keys(keys::KeysCommand::Create(create)) = cli.command else {
             panic!("not keys create");
         };
         assert_eq!(create.locations, ["a", "b", "c"]);

@@ -81,14 +81,7 @@ fn parse_origin(text: &str) -> Result<String, String> {
 
 impl Default for HttpConfig {
     fn default() -> Self {
-        Self {
-            listen: "127.0.0.1:8080".into(),
-            request_timeout_secs: 30,
-            max_body_bytes: 1 << 20,
-            max_batch_operations: 10,
-            cors_origins: Vec::new(),
-            auth: AuthConfig::default(),
-        }
+        crate::config::defaults()
     }
 }
 

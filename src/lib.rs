@@ -19,8 +19,8 @@
 pub mod app;
 pub mod auth;
 pub mod bench;
-pub mod commands;
 pub mod cli;
+pub mod commands;
 pub mod config;
 pub mod domain;
 pub mod graphql;

@@ -2,29 +2,14 @@
 
 use clap::Parser;
 use ghl_gateway::cli::{Cli, Command};
-use ghl_gateway::{app, telemetry};
+use ghl_gateway::telemetry;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    if let Command::Schema = cli.command {
-        print!("{}", ghl_gateway::graphql::sdl());
-        return Ok(());
+    // `schema` prints data to stdout and logs nothing.
+    if !matches!(cli.command, Command::Schema) {
+        telemetry::init(cli.log_format);
     }
-    telemetry::init(cli.log_format);
-    match cli.command {
-        Command::Serve(config) => {
-            let app = app::App::build(config).await?;
-            app.print_banner();
-            app.run_until_stopped(app::shutdown_signal()).await
-        }
-        Command::Migrate(config) => app::migrate(&config.database).await,
-        Command::Keys(command) => app::keys(command).await,
-        Command::Sim(args) => ghl_gateway::sim::run(args, app::shutdown_signal()).await,
-        Command::Demo(config) => ghl_gateway::commands::demo(config).await,
-        Command::Sync(command) => ghl_gateway::commands::sync(command).await,
-        Command::Connect(command) => ghl_gateway::commands::connect(command).await,
-        Command::Bench(args) => ghl_gateway::bench::run(args).await,
-        Command::Schema => Ok(()),
-    }
+    cli.command.run().await
 }

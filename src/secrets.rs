@@ -14,32 +14,31 @@ use aes_gcm::{Aes256Gcm, Nonce};
 use base64::Engine;
 use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD, URL_SAFE, URL_SAFE_NO_PAD};
 use rand::RngCore;
+use secrecy::ExposeSecret;
+
+use crate::config::{self, Secret};
 
 /// The version prefix of values this cipher writes.
 const V1: &str = "v1:";
 const NONCE_BYTES: usize = 12;
 
 /// Settings of secrets at rest.
-#[derive(Clone, Default, clap::Args)]
+#[derive(Clone, Debug, clap::Args)]
 pub struct SecretsConfig {
     /// Key that encrypts GHL tokens in the database: 32 bytes, base64 or hex
     /// (`openssl rand -base64 32`). Required once tokens are stored.
     #[arg(
         long = "secret-key",
         env = "GATEWAY_SECRET_KEY",
-        hide_env_values = true
+        hide_env_values = true,
+        value_parser = config::secret
     )]
-    pub secret_key: Option<String>,
+    pub secret_key: Option<Secret>,
 }
 
-impl std::fmt::Debug for SecretsConfig {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SecretsConfig")
-            .field(
-                "secret_key",
-                &self.secret_key.as_ref().map(|_| "[redacted]"),
-            )
-            .finish()
+impl Default for SecretsConfig {
+    fn default() -> Self {
+        config::defaults()
     }
 }
 
@@ -78,7 +77,8 @@ impl Cipher {
     pub fn from_config(config: &SecretsConfig) -> Result<Option<Self>, SecretsError> {
         config
             .secret_key
-            .as_deref()
+            .as_ref()
+            .map(ExposeSecret::expose_secret)
             .filter(|k| !k.trim().is_empty())
             .map(Self::from_key_text)
             .transpose()

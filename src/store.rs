@@ -48,12 +48,28 @@ pub struct DatabaseConfig {
 }
 
 impl DatabaseConfig {
+    /// The settings of `database_url`, with every other setting at its default.
     pub fn new(database_url: impl Into<String>) -> Self {
         Self {
             database_url: database_url.into(),
-            database_max_connections: 8,
+            ..crate::config::defaults()
         }
     }
+}
+
+impl Default for DatabaseConfig {
+    fn default() -> Self {
+        crate::config::defaults()
+    }
+}
+
+/// Why [`Store::open`] failed, each variant naming the setting or step to check.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    #[error("cannot open the database (DATABASE_URL)")]
+    Connect(#[source] StoreError),
+    #[error("cannot apply the database migrations")]
+    Migrate(#[source] StoreError),
 }
 
 /// Errors of the store. A caller can retry `Busy` (SQLite's writer lock); the rest are bugs or
@@ -110,6 +126,16 @@ impl Store {
     }
 
     /// Applies the migrations in `migrations/` that have not run yet.
+    /// Connects and applies the migrations: what every command does first.
+    pub async fn open(config: &DatabaseConfig) -> Result<Self, OpenError> {
+        let store = Self::connect(config).await.map_err(OpenError::Connect)?;
+        if let Err(error) = store.migrate().await {
+            store.close().await;
+            return Err(OpenError::Migrate(error));
+        }
+        Ok(store)
+    }
+
     pub async fn migrate(&self) -> Result<(), StoreError> {
         migrate::run(&self.db).await
     }

@@ -1,8 +1,14 @@
-//! Tracing set-up, in one place. `RUST_LOG` overrides the default filter.
+//! Tracing set-up, in one place. `RUST_LOG` overrides the default filter. Imports nothing of
+//! this crate.
 
 use tracing_subscriber::EnvFilter;
 
-use crate::cli::LogFormat;
+/// Log output: human-readable lines or one JSON object per line (`--log-format`, `LOG_FORMAT`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    Pretty,
+    Json,
+}
 
 /// The default filter: our own info logs, and only warnings from the SQL layers, which log every
 /// statement at info.

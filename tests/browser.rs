@@ -11,9 +11,8 @@ use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use ghl_gateway::app::App;
+use ghl_gateway::app::{App, ServeConfig};
 use ghl_gateway::auth::AuthConfig;
-use ghl_gateway::cli::ServeConfig;
 use ghl_gateway::http::HttpConfig;
 use ghl_gateway::sim::{Sim, SimArgs, SimHandle};
 use ghl_gateway::store::{DatabaseConfig, Store};

@@ -18,9 +18,8 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::load::{self, LoadResult};
-use crate::app::App;
+use crate::app::{App, ServeConfig};
 use crate::auth::AuthConfig;
-use crate::cli::ServeConfig;
 use crate::http::HttpConfig;
 use crate::store::{ContactFilter, ContactOrder, DatabaseConfig, Store, StoreError};
 use crate::sync::{SyncEngine, SyncMode};
@@ -124,7 +123,7 @@ pub async fn setup(
         upstream,
         sync: Default::default(),
         secrets: crate::secrets::SecretsConfig {
-            secret_key: Some(secret),
+            secret_key: Some(secret.into()),
         },
     };
     let app = App::build(config).await?;

@@ -4,9 +4,8 @@
 use std::collections::HashMap;
 
 use chrono::{DateTime, Duration, TimeZone, Utc};
-use ghl_gateway::app::App;
+use ghl_gateway::app::{App, ServeConfig};
 use ghl_gateway::auth::{AuthConfig, Caller};
-use ghl_gateway::cli::ServeConfig;
 use ghl_gateway::domain::*;
 use ghl_gateway::graphql::{self, AppSchema};
 use ghl_gateway::http::HttpConfig;

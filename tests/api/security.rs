@@ -379,9 +379,7 @@ async fn keys_made_by_the_command_line_work_until_revoked() {
 }
 
 /// A limit test: an app with `adjust`, the location of the fixture, and the admin key.
-async fn limited_app(
-    adjust: impl FnOnce(&mut ghl_gateway::cli::ServeConfig),
-) -> (TestDb, TestApp) {
+async fn limited_app(adjust: impl FnOnce(&mut ghl_gateway::app::ServeConfig)) -> (TestDb, TestApp) {
     let db = sqlite().await;
     let app = spawn_app_with(&db.url, adjust).await;
     load_fixture(&app.store, "loc-a", 3).await;
@@ -721,7 +719,7 @@ async fn start_up_refuses_stored_tokens_without_the_secrets_key() {
         use ghl_gateway::store::entities::credential;
         use sea_orm::{ActiveModelTrait, IntoActiveModel};
         let config = |secret: Option<&str>| {
-            let mut config = ghl_gateway::cli::ServeConfig {
+            let mut config = ghl_gateway::app::ServeConfig {
                 http: ghl_gateway::http::HttpConfig {
                     listen: "127.0.0.1:0".into(),
                     ..Default::default()
@@ -732,7 +730,7 @@ async fn start_up_refuses_stored_tokens_without_the_secrets_key() {
                 sync: Default::default(),
                 secrets: Default::default(),
             };
-            config.secrets.secret_key = secret.map(str::to_owned);
+            config.secrets.secret_key = secret.map(Into::into);
             config
         };
         // No tokens yet: starts without a key.

@@ -1,0 +1,447 @@
+//! The benchmark report: the machine it ran on, and the Markdown of BENCHMARKS.md (every target
+//! with its measured value, ratios side by side, and what is known of each miss).
+
+use std::fmt::Write as _;
+use std::time::Duration;
+
+use super::load::LoadResult;
+use super::read::{BackendResult, Point};
+use super::sync::{self, FullCase, SeedResult};
+use super::{CONCURRENCIES, DURING_SYNC_CONCURRENCY, PAGE_SIZES};
+
+/// The machine, as the report describes it.
+pub(super) fn machine() -> String {
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let model = cpuinfo
+        .lines()
+        .find_map(|l| l.strip_prefix("model name"))
+        .and_then(|l| l.split(':').nth(1))
+        .map(str::trim)
+        .unwrap_or("unknown")
+        .to_owned();
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
+    let mem_gib = meminfo
+        .lines()
+        .find_map(|l| l.strip_prefix("MemTotal:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse::<f64>().ok())
+        .map_or(0.0, |kib| kib / 1024.0 / 1024.0);
+    let command = |program: &str, args: &[&str]| {
+        std::process::Command::new(program)
+            .args(args)
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+            .unwrap_or_else(|| "unknown".into())
+    };
+    let load = std::fs::read_to_string("/proc/loadavg")
+        .unwrap_or_default()
+        .split_whitespace()
+        .take(3)
+        .collect::<Vec<_>>()
+        .join(" ");
+    format!(
+        "- CPU: {model}, {cores} cores available\n- RAM: {mem_gib:.1} GiB\n- {}\n- commit {}, release build\n- load average at start: {load}\n- date: {}",
+        command("rustc", &["--version"]),
+        {
+            let dirty = command("git", &["status", "--porcelain", "--untracked-files=no"]);
+            let head = command("git", &["rev-parse", "--short", "HEAD"]);
+            if dirty.is_empty() || dirty == "unknown" {
+                head
+            } else {
+                format!("{head} with uncommitted changes")
+            }
+        },
+        chrono::Utc::now().format("%Y-%m-%d %H:%M UTC"),
+    )
+}
+
+/// Everything one run measured.
+#[derive(Default)]
+pub(super) struct Report {
+    pub quick: bool,
+    pub machine: String,
+    pub read: Vec<BackendResult>,
+    pub full: Vec<FullCase>,
+    pub seed: Option<SeedResult>,
+    pub elapsed: Duration,
+}
+
+fn yes(met: bool) -> &'static str {
+    if met { "met" } else { "**missed**" }
+}
+
+fn find<'a>(r: &'a BackendResult, design: &str, first: usize, c: usize) -> Option<&'a Point> {
+    r.points
+        .iter()
+        .find(|p| p.design == design && p.first == first && p.load.concurrency == c)
+}
+
+/// `a / b` as `12.3x`, or `-` when `b` measured nothing.
+fn ratio(a: f64, b: f64) -> String {
+    if b > 0.0 {
+        format!("{:.1}x", a / b)
+    } else {
+        "-".into()
+    }
+}
+
+fn mib(kib: u64) -> f64 {
+    kib as f64 / 1024.0
+}
+
+impl Report {
+    /// The report as Markdown.
+    pub fn markdown(&self) -> String {
+        let mut s = String::new();
+        let _ = writeln!(s, "# Benchmarks\n");
+        let _ = writeln!(
+            s,
+            "Produced by `bench/run{}` (`ghl-gateway bench{}`) in {:.0} s: **{} mode**{}.\n",
+            if self.quick { " --quick" } else { "" },
+            if self.quick { " --quick" } else { "" },
+            self.elapsed.as_secs_f64(),
+            if self.quick { "quick" } else { "full" },
+            if self.quick {
+                " (1 s per load point, no 100k sync, the seed design at 200 contacts)"
+            } else {
+                " (3 s per load point after 0.5 s of warm-up)"
+            }
+        );
+        let _ = writeln!(s, "## Machine\n\n{}\n", self.machine);
+        self.targets(&mut s);
+        self.read_tables(&mut s);
+        self.sync_tables(&mut s);
+        self.method(&mut s);
+        s
+    }
+
+    fn targets(&self, s: &mut String) {
+        let _ = writeln!(s, "## Targets (issue 7)\n");
+        let _ = writeln!(s, "| target | measured | status |\n| --- | --- | --- |");
+        for r in &self.read {
+            let b = &r.backend;
+            let stmts: Vec<u64> = PAGE_SIZES
+                .iter()
+                .filter_map(|&f| find(r, "gateway", f, 1).map(|p| p.statements))
+                .collect();
+            let constant = stmts.windows(2).all(|w| w[0] == w[1]);
+            let _ = writeln!(
+                s,
+                "| {b}: SQL statements per request constant in page size | {} at first 50 / 500 | {} |",
+                stmts
+                    .iter()
+                    .map(u64::to_string)
+                    .collect::<Vec<_>>()
+                    .join(" / "),
+                yes(constant)
+            );
+            if let (Some(g), Some(n)) = (find(r, "gateway", 50, 32), find(r, "n+1", 50, 32)) {
+                let rps = g.load.rps();
+                let _ = writeln!(
+                    s,
+                    "| {b}: dashboard query (50) ≥ 3,000 req/s at concurrency 32 | {rps:.0} req/s | {} |",
+                    yes(rps >= 3000.0)
+                );
+                let _ = writeln!(
+                    s,
+                    "| {b}: … with p99 ≤ 20 ms | p99 {:.1} ms | {} |",
+                    g.load.p99_ms,
+                    yes(g.load.p99_ms <= 20.0)
+                );
+                let n_rps = n.load.rps();
+                let _ = writeln!(
+                    s,
+                    "| {b}: ≥ 20x the N+1 baseline (c=32, first 50) | {} ({rps:.0} vs {n_rps:.1} req/s) | {} |",
+                    ratio(rps, n_rps),
+                    yes(n_rps > 0.0 && rps / n_rps >= 20.0)
+                );
+            }
+            let ratio = r.during_sync.p99_ms / r.idle.p99_ms.max(f64::MIN_POSITIVE);
+            let _ = writeln!(
+                s,
+                "| {b}: reads during a FULL sync, p99 within 2x of idle (c={DURING_SYNC_CONCURRENCY}) | {:.1} ms vs {:.1} ms idle ({ratio:.2}x) | {} |",
+                r.during_sync.p99_ms,
+                r.idle.p99_ms,
+                yes(ratio <= 2.0)
+            );
+        }
+        for c in &self.full {
+            let n = c.contacts;
+            let limit = c.minimum_calls as f64 * 1.02;
+            let _ = writeln!(
+                s,
+                "| FULL {n}: calls ≤ minimum + 2% | {} calls, minimum {} (+{:.1}%) | {} |",
+                c.sim_calls,
+                c.minimum_calls,
+                (c.sim_calls as f64 / c.minimum_calls as f64 - 1.0) * 100.0,
+                yes(c.sim_calls as f64 <= limit)
+            );
+            let _ = writeln!(
+                s,
+                "| FULL {n}: zero 429s | {} | {} |",
+                c.sim_429,
+                yes(c.sim_429 == 0)
+            );
+            let ratio = c.wall_secs / c.bound_secs;
+            let _ = writeln!(
+                s,
+                "| FULL {n}: wall time ≤ 1.15x the lower bound | {:.1} s vs {:.1} s ({ratio:.2}x) | {} |",
+                c.wall_secs,
+                c.bound_secs,
+                yes(ratio <= 1.15)
+            );
+            if c.worker.full.state != "SUCCEEDED" {
+                let _ = writeln!(
+                    s,
+                    "| FULL {n}: the sync succeeds | {} ({}) | **missed** |",
+                    c.worker.full.state,
+                    c.worker.full.error.clone().unwrap_or_default()
+                );
+            }
+        }
+        if let (Some(seed), Some(c10)) =
+            (&self.seed, self.full.iter().find(|c| c.contacts == 10_000))
+        {
+            let seed10 = sync::seed_calls(10_000, c10.conversations, c10.opportunities);
+            let ratio = seed10 as f64 / c10.sim_calls as f64;
+            let _ = writeln!(
+                s,
+                "| ≥ 20x fewer calls than the seed design at 10k | {} vs {seed10} (seed extrapolated from its exact call count; measured at {}: {} calls) → {ratio:.0}x | {} |",
+                c10.sim_calls,
+                seed.contacts,
+                seed.calls,
+                yes(ratio >= 20.0)
+            );
+            if let Some(inc) = &c10.worker.incremental_none {
+                let _ = writeln!(
+                    s,
+                    "| INCREMENTAL, nothing changed: ≤ 8 calls (10k) | {} calls in {:.1} s | {} |",
+                    inc.calls,
+                    inc.wall_ms as f64 / 1000.0,
+                    yes(inc.calls <= 8)
+                );
+            }
+        }
+        if let Some(c) = self.full.iter().find(|c| c.contacts == 100_000) {
+            let peak = mib(c.worker.peak_rss_kib);
+            let _ = writeln!(
+                s,
+                "| peak RSS while syncing 100k contacts ≤ 200 MB | {peak:.0} MiB (sync process alone; simulator in its own process) | {} |",
+                yes(peak * 1.048_576 <= 200.0)
+            );
+        } else {
+            let _ = writeln!(
+                s,
+                "| peak RSS while syncing 100k contacts ≤ 200 MB | not measured in quick mode | not run |"
+            );
+        }
+        let _ = writeln!(s);
+    }
+
+    fn read_tables(&self, s: &mut String) {
+        for r in &self.read {
+            let _ = writeln!(
+                s,
+                "## Read path: {} ({} contacts, filled by a real FULL sync from the simulator in {:.1} s)\n",
+                r.backend, r.contacts, r.fill_secs
+            );
+            let _ = writeln!(
+                s,
+                "| first | concurrency | design | req/s | p50 ms | p95 ms | p99 ms | SQL / request | response bytes | errors / unfinished | gateway / N+1 |\n| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"
+            );
+            for first in PAGE_SIZES {
+                for c in CONCURRENCIES {
+                    let g = find(r, "gateway", first, c);
+                    let n = find(r, "n+1", first, c);
+                    for p in [g, n].into_iter().flatten() {
+                        let ratio = match (p.design, g, n) {
+                            ("gateway", Some(g), Some(n)) => ratio(g.load.rps(), n.load.rps()),
+                            _ => String::new(),
+                        };
+                        let _ = writeln!(
+                            s,
+                            "| {first} | {c} | {} | {:.1} | {:.2} | {:.2} | {:.2} | {} | {} | {} / {} | {ratio} |",
+                            p.design,
+                            p.load.rps(),
+                            p.load.p50_ms,
+                            p.load.p95_ms,
+                            p.load.p99_ms,
+                            p.statements,
+                            p.bytes,
+                            p.load.errors,
+                            p.load.unfinished,
+                        );
+                    }
+                }
+            }
+            let row = |name: &str, l: &LoadResult| {
+                format!(
+                    "| {name} | {:.0} | {:.2} | {:.2} | {:.2} | {:.2} |",
+                    l.rps(),
+                    l.p50_ms,
+                    l.p95_ms,
+                    l.p99_ms,
+                    l.max_ms
+                )
+            };
+            let _ = writeln!(
+                s,
+                "\nReads (first 50, concurrency {DURING_SYNC_CONCURRENCY}) while FULL syncs of the same location write it back to back ({} syncs ran during the measurement):\n",
+                r.syncs_during
+            );
+            let _ = writeln!(
+                s,
+                "| reads | req/s | p50 ms | p95 ms | p99 ms | max ms |\n| --- | --- | --- | --- | --- | --- |\n{}\n{}\n",
+                row("idle", &r.idle),
+                row("during FULL sync", &r.during_sync)
+            );
+        }
+    }
+
+    fn sync_tables(&self, s: &mut String) {
+        if self.full.is_empty() {
+            return;
+        }
+        let _ = writeln!(
+            s,
+            "## Sync path: FULL sync against the simulator with GHL's limits (100 requests / 10 s, 200,000 a day) and 150 ± 100 ms latency\n"
+        );
+        let _ = writeln!(
+            s,
+            "| contacts | tasks | conversations | opportunities | calls (sim) | minimum §11 | 429s | retries | wall s | lower bound s | wall / bound | peak RSS MiB (sync process) | RSS after start MiB |\n| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"
+        );
+        for c in &self.full {
+            let _ = writeln!(
+                s,
+                "| {} | {} | {} | {} | {} | {} | {} | {} | {:.1} | {:.1} | {:.2} | {:.0} | {:.0} |",
+                c.contacts,
+                c.tasks,
+                c.conversations,
+                c.opportunities,
+                c.sim_calls,
+                c.minimum_calls,
+                c.sim_429,
+                c.worker.full.retries,
+                c.wall_secs,
+                c.bound_secs,
+                c.wall_secs / c.bound_secs,
+                mib(c.worker.peak_rss_kib),
+                mib(c.worker.start_rss_kib),
+            );
+        }
+        let _ = writeln!(
+            s,
+            "\nCalls per stage (client's count; `waited` = time spent waiting for the rate limiter):\n"
+        );
+        let _ = writeln!(
+            s,
+            "| contacts | stage | calls | pages | rows | waited s |\n| --- | --- | --- | --- | --- | --- |"
+        );
+        for c in &self.full {
+            for (name, st) in &c.worker.full.stages {
+                let _ = writeln!(
+                    s,
+                    "| {} | {name} | {} | {} | {} | {:.1} |",
+                    c.contacts,
+                    st.calls,
+                    st.pages,
+                    st.fetched,
+                    st.waited_ms as f64 / 1000.0
+                );
+            }
+        }
+        if let Some(c) = self
+            .full
+            .iter()
+            .find(|c| c.worker.incremental_none.is_some())
+        {
+            let _ = writeln!(
+                s,
+                "\n### INCREMENTAL sync ({} contacts, after the FULL sync, each run after a full rate-limit window)\n",
+                c.contacts
+            );
+            let _ = writeln!(
+                s,
+                "| run | calls | 429s | wall s | calls per stage |\n| --- | --- | --- | --- | --- |"
+            );
+            let changed = format!("{} contacts changed (1%)", c.worker.changed);
+            for (name, run) in [
+                ("nothing changed", &c.worker.incremental_none),
+                (changed.as_str(), &c.worker.incremental_changed),
+            ] {
+                if let Some(run) = run {
+                    let stages = run
+                        .stages
+                        .iter()
+                        .map(|(n, st)| format!("{n} {}", st.calls))
+                        .collect::<Vec<_>>()
+                        .join(", ");
+                    let _ = writeln!(
+                        s,
+                        "| {name} | {} | {} | {:.2} | {stages} |",
+                        run.calls,
+                        run.rate_limited,
+                        run.wall_ms as f64 / 1000.0
+                    );
+                }
+            }
+        }
+        if let Some(seed) = &self.seed {
+            let _ = writeln!(
+                s,
+                "\n### The seed's design, same run (stages one after another, one `GET /contacts/{{id}}/tasks` per contact)\n"
+            );
+            let _ = writeln!(
+                s,
+                "| contacts | calls | 429s | wall s | gateway FULL calls | gateway wall s | calls ratio | time ratio |\n| --- | --- | --- | --- | --- | --- | --- | --- |"
+            );
+            let ours = self.full.iter().find(|c| c.contacts == seed.contacts);
+            let (oc, ow) = ours.map_or((String::from("-"), String::from("-")), |c| {
+                (c.sim_calls.to_string(), format!("{:.1}", c.wall_secs))
+            });
+            let (cr, tr) = ours.map_or((String::from("-"), String::from("-")), |c| {
+                (
+                    format!("{:.0}x", seed.calls as f64 / c.sim_calls as f64),
+                    format!("{:.0}x", seed.wall_secs / c.wall_secs),
+                )
+            });
+            let _ = writeln!(
+                s,
+                "| {} (measured) | {} | {} | {:.1} | {oc} | {ow} | {cr} | {tr} |",
+                seed.contacts, seed.calls, seed.rate_limited, seed.wall_secs
+            );
+            if let Some(c10) = self.full.iter().find(|c| c.contacts == 10_000) {
+                let calls = sync::seed_calls(10_000, c10.conversations, c10.opportunities);
+                let per_call = seed.wall_secs / seed.calls.max(1) as f64;
+                let rate = sync::lower_bound_secs(calls, 100, 10.0, 0.15, 1);
+                let secs = (per_call * calls as f64).max(rate);
+                let _ = writeln!(
+                    s,
+                    "| 10000 (extrapolated) | {calls} | - | {secs:.0} | {} | {:.1} | {:.0}x | {:.0}x |",
+                    c10.sim_calls,
+                    c10.wall_secs,
+                    calls as f64 / c10.sim_calls as f64,
+                    secs / c10.wall_secs
+                );
+            }
+        }
+        let _ = writeln!(s);
+    }
+
+    fn method(&self, s: &mut String) {
+        let _ = writeln!(
+            s,
+            "## How these numbers are made\n\n\
+- **Read path.** One gateway process (`App::build`, release build) on a fresh database; its location is filled by a real FULL sync from `ghl-gateway sim` (a child process, 10,000 contacts with the simulator's ratios of tasks, conversations and opportunities, no latency and a burst limit no sync reaches). The load generator runs in the same process: `concurrency` workers, each with its own keep-alive HTTP/1.1 connection, send the dashboard query (`README.md`, with `first` 50 or 500) one after another for the run's length after a warm-up; latencies go to an HDR histogram (p50/p95/p99 exact to 0.1 %). The rate counts the answers that arrive after the warm-up; a request still unanswered one run length after the end is abandoned and counted as `unfinished`, its latency recorded as the time it had waited (so such a row's percentiles are lower bounds). Clients and server share the machine's cores, as `wrk` on the same host would. SQL statements per request and response bytes come from one request alone (`Store::statements()` before and after).\n\
+- **N+1 baseline (the seed's design).** An axum endpoint in the bench over the same store renders the same JSON: one query for the page and the count, then for every contact separate queries for its user, custom-field values and definitions, tasks and their users, conversations, opportunities and their pipelines and stages. It runs in the same run, right after the gateway at each point.\n\
+- **Reads during a sync.** The 50-contact query at concurrency {DURING_SYNC_CONCURRENCY}, first idle, then while FULL syncs of the same 10k location run back to back against the unthrottled simulator (the fastest, hence harshest, writer).\n\
+- **Sync path.** Each FULL sync runs in a child process (`ghl-gateway bench --worker`) on a fresh SQLite file against a fresh `ghl-gateway sim` process with GHL's limits (100 requests per 10 s, 200,000 a day) and 50 + U(0..200) ms latency (150 ± 100 ms). Calls and 429s are the simulator's own counters; peak RSS is the worker's `VmHWM` (the simulator's memory is not in it). INCREMENTAL runs wait out one rate-limit window first, so that they start with a full budget as a scheduled run would; the 1% change is made through the simulator's admin API (`PATCH /_sim/locations/{{loc}}/contacts/{{id}}`).\n\
+- **Minimum calls** (FACTS.md §11): 3 (users, custom fields, pipelines) + ⌈N/500⌉ + ⌈T/500⌉ (+1 when T is a multiple of 500) + ⌈C/100⌉ + ⌈O/500⌉, from the rows the sync fetched. The gateway's FULL sync also reads the location itself (`GET /locations/{{id}}`, for its name), one call that §11 does not count.\n\
+- **Lower bound of wall time**: the larger of (a) the rate limit: the C-th call cannot leave before ((C−1) div 100) × 10 s, plus one mean latency (0.15 s) for its answer, and (b) the longest chain of dependent calls: a list's pages follow each other by cursor, so its pages × 0.15 s. C is the §11 minimum. Both use the mean latency, so this is the expected bound, not a worst case.\n\
+- **The seed's sync.** Plain reqwest calls against its own simulator with the same limits: the legacy contact list (100 a page), then one `GET /contacts/{{id}}/tasks` per contact, then conversations (100 a page), then opportunities (GET, 100 a page), each call after the previous one, waiting 1 s on a 429. It skips users, custom fields and pipelines, which only flatters it. It runs at the same time as the FULL syncs (each has its own simulator and rate-limit bucket; both wait on latency, not CPU). At 10k contacts it would take tens of minutes, so its 10k figures are extrapolated: its calls are exact (⌈N/100⌉ + N + ⌈C/100⌉ + ⌈O/100⌉, with C and O from the gateway's 10k run), its time is the measured time per call times those calls (at least the rate-limit bound).\n"
+        );
+    }
+}

@@ -1,0 +1,114 @@
+//! `ghl-gateway demo`: everything on one machine: the simulator, the gateway on SQLite, the
+//! simulator's credentials, an API key, and a first FULL sync of every location.
+
+use anyhow::Context as _;
+
+use super::shutdown_signal;
+use crate::app::{App, ServeConfig};
+use crate::sim::{Sim, SimArgs};
+use crate::sync::SyncMode;
+use crate::upstream::{Credential, Secret};
+
+/// The tokens-at-rest key of the demo when none is configured. The demo's tokens are the
+/// simulator's, so a published key protects nothing real; a real deployment sets its own.
+const DEMO_SECRET_KEY: &str = "ZGVtby1vbmx5LWtleS1ub3QtZm9yLXByb2R1Y3Rpb24=";
+
+/// Settings of `ghl-gateway demo`: the gateway's own, plus the simulator's.
+#[derive(Clone, Debug, clap::Args)]
+pub struct DemoConfig {
+    #[command(flatten)]
+    pub serve: ServeConfig,
+    /// Locations the demo's simulator serves.
+    #[arg(long = "demo-locations", env = "DEMO_LOCATIONS", default_value_t = 2)]
+    pub locations: usize,
+    /// Contacts in each simulated location.
+    #[arg(long = "demo-contacts", env = "DEMO_CONTACTS", default_value_t = 3_000)]
+    pub contacts: usize,
+    /// Latency of each simulated GHL call, in milliseconds (GHL's is 100-300).
+    #[arg(
+        long = "demo-latency-ms",
+        env = "DEMO_LATENCY_MS",
+        default_value_t = 150
+    )]
+    pub latency_ms: u64,
+    /// Random extra or less latency, in milliseconds.
+    #[arg(long = "demo-jitter-ms", env = "DEMO_JITTER_MS", default_value_t = 100)]
+    pub jitter_ms: u64,
+    /// Address of the demo's simulator; port 0 picks a free port.
+    #[arg(
+        long = "demo-sim-listen",
+        env = "DEMO_SIM_LISTEN",
+        default_value = "127.0.0.1:0"
+    )]
+    pub sim_listen: std::net::SocketAddr,
+    /// Seed of the simulated data (the same seed, the same data).
+    #[arg(long = "demo-seed", env = "DEMO_SEED", default_value_t = 42)]
+    pub seed: u64,
+}
+
+/// `ghl-gateway demo`.
+pub async fn run(mut config: DemoConfig) -> anyhow::Result<()> {
+    let sim = Sim::spawn(SimArgs {
+        listen: config.sim_listen,
+        seed: config.seed,
+        locations: config.locations.max(1),
+        contacts: config.contacts,
+        latency_ms: config.latency_ms,
+        jitter_ms: config.jitter_ms,
+        ..SimArgs::default()
+    })
+    .await
+    .context("cannot start the simulator")?;
+    let serve = &mut config.serve;
+    serve.upstream.base_url = sim.base_url.clone();
+    if serve.secrets.secret_key.is_none() {
+        tracing::warn!(
+            "the demo encrypts its (simulated) tokens with a built-in key; set GATEWAY_SECRET_KEY for real ones"
+        );
+        serve.secrets.secret_key = Some(DEMO_SECRET_KEY.into());
+    }
+    let app = App::build(config.serve).await?;
+    let locations: Vec<String> = sim.locations.iter().map(|l| l.id.clone()).collect();
+    for location in &sim.locations {
+        app.sync()
+            .client()
+            .set_credential(
+                &location.id,
+                Credential::PrivateIntegration {
+                    token: Secret::new(location.pit_token.clone()),
+                },
+            )
+            .await
+            .context("cannot store the demo's credentials")?;
+    }
+    let now = chrono::Utc::now().timestamp_millis();
+    let key = crate::auth::generate_key(Some("demo".into()), &locations, now);
+    app.store()
+        .insert_api_key(key.row)
+        .await
+        .context("cannot store the demo's API key")?;
+    for location in &locations {
+        app.sync().refresh(location, SyncMode::Full).await?;
+    }
+
+    let base = format!("http://{}", app.local_addr());
+    println!("dashboard:  {base}/");
+    println!("graphiql:   {base}/graphiql");
+    println!("graphql:    {base}/graphql");
+    println!("graphql-ws: ws://{}/graphql/ws", app.local_addr());
+    println!(
+        "simulator:  {} (GHL API v2, admin API at /_sim/)",
+        sim.base_url
+    );
+    for location in &sim.locations {
+        println!("location:   {} ({})", location.id, location.name);
+    }
+    println!("api key:    {}", key.key);
+    println!("            (send `Authorization: Bearer <key>`; GraphiQL: add it under Headers)");
+    println!(
+        "first sync: FULL, running now for every location (GHL's real rate limits and latency)"
+    );
+    let result = app.run_until_stopped(shutdown_signal()).await;
+    sim.shutdown().await;
+    result
+}
