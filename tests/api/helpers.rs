@@ -48,6 +48,7 @@ impl Drop for TestDb {
 /// One fresh database per backend: SQLite always, PostgreSQL when `TEST_DATABASE_URL` is set.
 /// Each Postgres test gets its own database, so tests run in parallel.
 pub async fn databases() -> Vec<TestDb> {
+    init_test_logs();
     let mut dbs = vec![sqlite().await];
     if let Ok(admin_url) = std::env::var("TEST_DATABASE_URL") {
         dbs.push(postgres(&admin_url).await);
@@ -95,11 +96,9 @@ pub async fn postgres(admin_url: &str) -> TestDb {
 }
 
 async fn connect(url: &str) -> Store {
-    let store = Store::connect(&DatabaseConfig::new(url))
+    Store::open(&DatabaseConfig::new(url))
         .await
-        .expect("connects");
-    store.migrate().await.expect("migrates");
-    store
+        .expect("the database opens and migrates")
 }
 
 /// The schema, as the operator sees it (`schema.execute` bypasses the HTTP guard).
@@ -112,12 +111,25 @@ pub fn schema(store: &Store) -> AppSchema {
 /// The operator key of the apps `spawn_app` starts.
 pub const ADMIN_KEY: &str = "test-admin-key-0123456789abcdefghijklmnop";
 
-/// A running gateway on port 0 over `url`.
+/// A running gateway on port 0 over `url`; [`TestApp::shutdown`] stops it as SIGTERM would.
 pub struct TestApp {
     pub base: String,
     pub store: Store,
     pub sync: ghl_gateway::sync::SyncEngine,
     pub client: reqwest::Client,
+    stop: tokio_util::sync::CancellationToken,
+    server: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+/// `TEST_LOG=1 cargo test ...` prints the gateway's logs (`RUST_LOG` filters them as usual); by
+/// default tests are quiet.
+pub fn init_test_logs() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        if std::env::var_os("TEST_LOG").is_some_and(|v| !v.is_empty() && v != "0") {
+            ghl_gateway::telemetry::init(ghl_gateway::telemetry::LogFormat::Pretty);
+        }
+    });
 }
 
 /// A gateway that serves anonymous requests too (the foundation's tests send no key).
@@ -150,20 +162,34 @@ pub async fn spawn_app_with(url: &str, tweak: impl FnOnce(&mut ServeConfig)) -> 
         },
     };
     tweak(&mut config);
+    init_test_logs();
     let app = App::build(config).await.expect("the app builds");
     let base = format!("http://127.0.0.1:{}", app.port());
     let store = app.store().clone();
     let sync = app.sync().clone();
-    tokio::spawn(app.run_until_stopped(std::future::pending()));
+    let stop = tokio_util::sync::CancellationToken::new();
+    let server = tokio::spawn(app.run_until_stopped(stop.clone().cancelled_owned()));
     TestApp {
         base,
         store,
         sync,
         client: reqwest::Client::new(),
+        stop,
+        server,
     }
 }
 
 impl TestApp {
+    /// Stops the gateway as SIGTERM does (requests in flight finish, running syncs stop at their
+    /// next page, the database closes) and waits until it has.
+    pub async fn shutdown(self) {
+        self.stop.cancel();
+        self.server
+            .await
+            .expect("the server task does not panic")
+            .expect("the gateway stops cleanly");
+    }
+
     /// POSTs a GraphQL request and returns the JSON answer.
     pub async fn graphql(&self, query: &str, variables: serde_json::Value) -> serde_json::Value {
         self.client

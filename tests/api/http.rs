@@ -239,3 +239,19 @@ async fn health_readiness_and_graphiql() {
         );
     }
 }
+
+#[tokio::test]
+async fn the_gateway_shuts_down_cleanly_and_stops_answering() {
+    let db = sqlite().await;
+    let app = spawn_app(&db.url).await;
+    let health = format!("{}/healthz", app.base);
+    let client = app.client.clone();
+    assert_eq!(
+        client.get(&health).send().await.unwrap().status(),
+        StatusCode::OK
+    );
+    app.shutdown().await;
+    // A fresh connection: the listener is closed once the gateway has stopped.
+    let refused = reqwest::Client::new().get(&health).send().await;
+    assert!(refused.is_err(), "still answering: {refused:?}");
+}
