@@ -2,6 +2,7 @@
 
 mod helpers;
 mod http;
+mod layering;
 mod reads;
 mod schema_file;
 mod security;
