@@ -36,6 +36,7 @@ use crate::domain::{JobState, Resource, SyncJob, SyncStage, from_ms, to_ms};
 use crate::store::{Store, StoreError, sync_mode_name};
 use crate::upstream::{self, UpstreamError};
 
+// What callers of the engine pass and get back, under the paths they already use.
 pub use crate::domain::{JobSnapshot, SyncEvent, SyncMode};
 
 /// Settings of the background sync.

@@ -1,5 +1,6 @@
-//! The GraphQL object types, thin views over the store's models. Nested fields go through the
-//! [`CacheLoader`](super::loaders::CacheLoader); nothing here calls GHL.
+//! The GraphQL object types, thin views over the store's models and the sync's `domain` types
+//! (jobs, stages, events). Nested fields go through the
+//! [`CacheLoader`](super::loaders::CacheLoader); nothing here calls GHL or the sync.
 
 use async_graphql::{Context, Enum, ID, Json, Object, SimpleObject};
 use chrono::{DateTime, Utc};
