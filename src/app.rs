@@ -74,7 +74,7 @@ impl App {
         let sync = SyncEngine::start(store.clone(), client, config.sync.clone())
             .await
             .context("cannot start the sync engine")?;
-        let schema = graphql::build(store.clone(), config.graphql.clone(), Some(sync.clone()));
+        let schema = graphql::build(store.clone(), config.graphql.clone(), Some(sync.handle()));
         let router = http::router(schema, store.clone(), &config.http);
         let listener = TcpListener::bind(&config.http.listen)
             .await

@@ -1,5 +1,8 @@
 //! Plain records of the GHL resources the gateway caches: what `upstream` produces, what `store`
-//! writes and what `sync` moves between them. No I/O here.
+//! writes and what `sync` moves between them; and the sync's own vocabulary (modes, job and stage
+//! states, jobs, stages, events), which `sync` produces, `store` persists and `graphql` shows.
+//! No I/O here, and no wire or column names: `store` maps these types to its rows, `graphql` to
+//! its enums.
 //!
 //! Times are `DateTime<Utc>`; the store keeps them as UTC milliseconds.
 
@@ -189,6 +192,121 @@ impl Resource {
             Resource::Opportunities => "opportunities",
         }
     }
+
+    /// The resource of a stage name ([`Resource::as_str`]), if it is one.
+    pub fn from_name(name: &str) -> Option<Resource> {
+        Resource::ALL.into_iter().find(|r| r.as_str() == name)
+    }
+}
+
+/// How much a sync reads.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum SyncMode {
+    /// What changed since the newest change in the cache (minus an overlap), where GHL can tell.
+    #[default]
+    Incremental,
+    /// Every list; rows GHL no longer has are marked deleted.
+    Full,
+}
+
+/// Where a sync job, or one of its stages, stands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum JobState {
+    Queued,
+    Running,
+    Succeeded,
+    Failed,
+}
+
+impl JobState {
+    /// Whether the job (or stage) has ended, well or not.
+    pub fn is_finished(self) -> bool {
+        matches!(self, JobState::Succeeded | JobState::Failed)
+    }
+}
+
+/// A stage goes through the same states as its job.
+pub type StageState = JobState;
+
+/// One sync job of a location.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SyncJob {
+    pub id: String,
+    pub location_id: String,
+    pub mode: SyncMode,
+    pub state: JobState,
+    /// The stamp (UTC ms) the job's upserts put on rows; a FULL job marks rows older than it
+    /// deleted. A resumed job inherits the mark of the job it continues.
+    pub mark: i64,
+    pub started_at: DateTime<Utc>,
+    pub finished_at: Option<DateTime<Utc>>,
+    /// Why the job failed.
+    pub error: Option<String>,
+}
+
+/// One stage of a job: the sync of one resource.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SyncStage {
+    pub job_id: String,
+    pub resource: Resource,
+    pub state: StageState,
+    /// Records fetched so far.
+    pub fetched: i64,
+    /// Records GHL says there are, when it says.
+    pub total: Option<i64>,
+    pub pages: i64,
+    /// Where the stage resumes (an opaque JSON cursor of the stage).
+    pub checkpoint: Option<String>,
+    /// Why the stage failed.
+    pub error: Option<String>,
+    pub updated_at: DateTime<Utc>,
+    /// GHL calls the stage made so far, their retries and 429s, and its wait for the limiter.
+    pub calls: i64,
+    pub retries: i64,
+    pub rate_limited: i64,
+    pub waited_ms: i64,
+}
+
+impl SyncStage {
+    /// A stage of `job_id` that has not started.
+    pub fn queued(job_id: &str, resource: Resource, at: DateTime<Utc>) -> Self {
+        Self {
+            job_id: job_id.to_owned(),
+            resource,
+            state: JobState::Queued,
+            fetched: 0,
+            total: None,
+            pages: 0,
+            checkpoint: None,
+            error: None,
+            updated_at: at,
+            calls: 0,
+            retries: 0,
+            rate_limited: 0,
+            waited_ms: 0,
+        }
+    }
+}
+
+/// A job and its stages as they stand.
+#[derive(Clone, Debug, PartialEq)]
+pub struct JobSnapshot {
+    pub job: SyncJob,
+    pub stages: Vec<SyncStage>,
+}
+
+impl JobSnapshot {
+    /// Whether the job has ended, well or not.
+    pub fn is_finished(&self) -> bool {
+        self.job.state.is_finished()
+    }
+}
+
+/// A change of a location's sync: the job as it now stands.
+#[derive(Clone, Debug)]
+pub struct SyncEvent {
+    pub location_id: String,
+    pub job: JobSnapshot,
 }
 
 /// Milliseconds since the epoch, the store's time unit.
@@ -222,6 +340,14 @@ mod tests {
         c.first_name = None;
         c.last_name = None;
         assert_eq!(c.display_name(), "ada@example.com");
+    }
+
+    #[test]
+    fn stage_names_round_trip() {
+        for resource in Resource::ALL {
+            assert_eq!(Resource::from_name(resource.as_str()), Some(resource));
+        }
+        assert_eq!(Resource::from_name("nope"), None);
     }
 
     #[test]

@@ -1,6 +1,10 @@
-//! The GraphQL schema: the query root, its types, the DataLoader and the error codes.
+//! The GraphQL schema: the query root, its types, the DataLoader, the error codes and the read
+//! policy.
 //!
-//! Resolvers read the cache through [`Store`] and never call GHL. The names are the contract of
+//! Resolvers read the cache through [`Store`] and ask the sync through
+//! [`SyncHandle`](crate::sync::SyncHandle) (start or join, wait, subscribe); they never call GHL.
+//! Helpers the roots share live in `auth` (who may read what, which locations exist) and `error`
+//! (the error edge, the sync handle), never in a sibling root. The names are the contract of
 //! `shared/DESIGN.md`; `schema.graphql` is this module's SDL, kept equal by a test.
 
 pub mod auth;
@@ -10,6 +14,7 @@ pub mod loaders;
 pub mod mutation;
 mod prefetch;
 pub mod query;
+mod read_policy;
 pub mod subscription;
 pub mod types;
 
@@ -46,12 +51,7 @@ pub struct Settings {
 
 impl Default for Settings {
     fn default() -> Self {
-        Self {
-            max_age_secs: 300,
-            auto_refresh: true,
-            max_age_wait_secs: 30,
-            limits: limits::Limits::default(),
-        }
+        crate::config::defaults()
     }
 }
 

@@ -1,20 +1,30 @@
 //! ghl-gateway: a cache-first GraphQL gateway for HighLevel (GoHighLevel) CRM data.
 //!
-//! The map of the crate (who may use whom is in `shared/DESIGN.md`):
-//! - [`app`]: builds the whole gateway from its config, binds, runs until stopped.
+//! The map of the crate, top down (`shared/DESIGN.md` has the same map):
+//! `main -> cli -> { commands, app } -> { http, graphql, sync, upstream, auth, secrets, store,
+//! sim, bench, config, telemetry } -> domain`.
+//! - [`cli`]: the command line (clap): global flags, one subcommand per module of [`commands`].
+//! - [`commands`]: `serve`, `demo`, `sync`, `connect`, `keys`, `migrate`, `sim`, `bench`, `schema`.
+//! - [`app`]: builds the gateway from its settings ([`app::ServeConfig`]), binds, runs until stopped.
+//! - [`http`]: the axum router: GraphQL over HTTP and WebSocket, GraphiQL, dashboard, health checks.
+//! - [`graphql`]: the schema, DataLoaders, the read policy, error codes; reads only from [`store`].
+//! - [`sync`]: the background sync behind a narrow `SyncHandle`: jobs, stages, checkpoints, events.
+//! - [`upstream`]: the GHL API client: tokens, rate limiting, retries, paging, DTOs -> domain.
 //! - [`auth`]: API keys (generated, hashed), the [`auth::Caller`], per-key rate and connections.
 //! - [`secrets`]: the AEAD cipher that encrypts GHL tokens at rest.
-//! - [`commands`]: `demo`, `sync` and `connect`, on top of [`app`].
-//! - [`config`]: the command line (clap), one settings struct per module.
-//! - [`telemetry`]: tracing set-up in one place.
-//! - [`http`]: the axum router: GraphQL over HTTP, GraphiQL, health checks.
-//! - [`graphql`]: the schema, its DataLoaders and error codes; reads only from [`store`].
-//! - [`sync`]: the background sync: jobs, stages, checkpoints, progress events.
 //! - [`store`]: the cache database: entities, migrations, bulk writes, keyset pages.
-//! - [`domain`]: plain records and ids; no I/O.
-//! - [`upstream`]: the GHL API client: credentials, rate limiting, retries, paging.
 //! - [`sim`]: a simulator of the GHL API v2, independent of everything else here.
 //! - [`bench`]: the benchmark suite (`ghl-gateway bench`): read and sync paths against the seed.
+//! - [`config`]: settings plumbing: one source of defaults, one secret type.
+//! - [`telemetry`]: tracing set-up in one place.
+//! - [`domain`]: plain records, ids, job and stage states; no I/O.
+//!
+//! The layering rules (checked by `tests/api/layering.rs`, no import cycle between modules):
+//! 1. Nothing imports `cli` or `commands`; `app` knows nothing of the command line.
+//! 2. `graphql` reads `store` and asks `sync` only through `SyncHandle`; it never calls `upstream`.
+//! 3. `sync` uses `upstream` and `store`; `upstream` and `store` know nothing of each other or of
+//!    GraphQL (upstream persists credentials through its own trait, which `app` implements).
+//! 4. `sim` shares no code with the gateway path; `domain`, `config` and `telemetry` import nothing.
 
 pub mod app;
 pub mod auth;

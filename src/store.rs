@@ -19,11 +19,11 @@ use std::time::Duration;
 
 use sea_orm::{ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DbBackend, DbErr};
 
-pub use jobs::Watermarks;
+pub use jobs::{Watermarks, job_state_name, sync_mode_name};
 pub use read::{
     ContactFilter, ContactKey, ContactOrder, ContactOrderField, Freshness, SortDirection,
 };
-pub use write::{Page, StageCheckpoint};
+pub use write::Page;
 
 /// Keys per `IN (...)` list. Far below SQLite's 32,766 and PostgreSQL's 65,535 bind parameters,
 /// and above the largest page (500), so a page's batch is always one statement.
@@ -80,6 +80,9 @@ pub enum StoreError {
     Db(#[from] DbErr),
     #[error("stored JSON is malformed")]
     Json(#[from] serde_json::Error),
+    /// A column holds a value its row mapping does not know (e.g. an unknown job state).
+    #[error("stored value is invalid: {0}")]
+    Invalid(String),
 }
 
 /// The cache database, cheap to clone.

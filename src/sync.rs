@@ -2,8 +2,10 @@
 //! rate budget, every page written with its checkpoint, progress broadcast to subscribers.
 //!
 //! `graphql` talks to it through [`SyncHandle`]: start or join a job, wait for one, subscribe to
-//! events. The engine uses `upstream` to read GHL and `store` to write the cache; it knows nothing
-//! of GraphQL.
+//! events, see the running job; the handle reaches neither the GHL client nor the store. The
+//! command line and the tests hold the [`SyncEngine`] itself. The engine uses `upstream` to read
+//! GHL and `store` to write the cache; it knows nothing of GraphQL. Jobs, stages, their states and
+//! events are `domain` types; `store` alone maps them to rows.
 //!
 //! - **Single flight**: `refresh` reserves the location under a lock before any I/O, so a hundred
 //!   concurrent calls start one job and the other 99 join it.
@@ -16,20 +18,26 @@
 //! - **Events** go through a bounded broadcast channel: a slow subscriber lags and skips events,
 //!   it never slows the sync.
 
+mod progress;
 mod stage;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use chrono::{DateTime, Utc};
 use tokio::sync::{broadcast, watch};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::domain::Resource;
-use crate::store::entities::{sync_job, sync_stage};
-use crate::store::{Store, StoreError};
+use self::progress::Progress;
+use self::stage::{StageContext, StageError};
+use crate::domain::{JobState, Resource, SyncJob, SyncStage, from_ms, to_ms};
+use crate::store::{Store, StoreError, sync_mode_name};
 use crate::upstream::{self, UpstreamError};
+
+// What callers of the engine pass and get back, under the paths they already use.
+pub use crate::domain::{JobSnapshot, SyncEvent, SyncMode};
 
 /// Settings of the background sync.
 #[derive(Clone, Debug, clap::Args)]
@@ -69,58 +77,11 @@ pub struct SyncConfig {
 
 impl Default for SyncConfig {
     fn default() -> Self {
-        Self {
-            interval_secs: 0,
-            full_interval_secs: 86_400,
-            overlap_secs: 120,
-            resume_window_secs: 86_400,
-        }
+        crate::config::defaults()
     }
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum SyncMode {
-    Incremental,
-    Full,
-}
-
-impl SyncMode {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            SyncMode::Incremental => "INCREMENTAL",
-            SyncMode::Full => "FULL",
-        }
-    }
-
-    fn parse(s: &str) -> Self {
-        if s == "FULL" {
-            SyncMode::Full
-        } else {
-            SyncMode::Incremental
-        }
-    }
-}
-
-/// A job and its stages as they stand.
-#[derive(Clone, Debug, PartialEq)]
-pub struct JobSnapshot {
-    pub job: sync_job::Model,
-    pub stages: Vec<sync_stage::Model>,
-}
-
-impl JobSnapshot {
-    pub fn is_finished(&self) -> bool {
-        matches!(self.job.state.as_str(), "SUCCEEDED" | "FAILED")
-    }
-}
-
-/// A change of a location's sync.
-#[derive(Clone, Debug)]
-pub struct SyncEvent {
-    pub location_id: String,
-    pub job: JobSnapshot,
-}
-
+/// Why a refresh could not start, or a job could not run at all.
 #[derive(Debug, thiserror::Error)]
 pub enum SyncError {
     #[error("the cache database failed")]
@@ -129,6 +90,19 @@ pub enum SyncError {
     NoCredentials(String),
     #[error("the gateway is shutting down")]
     ShuttingDown,
+}
+
+/// Why a job's run failed; its text is what the job records as its `error`.
+#[derive(Debug, thiserror::Error)]
+enum JobError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// Reading the location itself failed.
+    #[error("location: {0}")]
+    Location(#[source] UpstreamError),
+    /// The first stage that failed.
+    #[error(transparent)]
+    Stage(#[from] StageError),
 }
 
 /// Frees a location's single-flight slot when its job ends, however it ends.
@@ -147,7 +121,7 @@ impl Drop for Release {
 
 /// A job in flight.
 struct Running {
-    snapshot: Mutex<JobSnapshot>,
+    progress: Progress,
     done: watch::Sender<bool>,
 }
 
@@ -161,21 +135,65 @@ struct Inner {
     cancel: CancellationToken,
 }
 
-/// The sync engine; cheap to clone. [`SyncHandle`] is the same thing seen from `graphql`.
+/// The sync engine; cheap to clone. `graphql` gets a [`SyncHandle`] of it instead.
 #[derive(Clone)]
 pub struct SyncEngine {
     inner: Arc<Inner>,
 }
 
-/// What `graphql` may ask of the sync.
-pub type SyncHandle = SyncEngine;
+/// What `graphql` may ask of the sync: start or join a job, wait for a location's job, follow
+/// events, see the running job. Cheap to clone; it gives no way to the GHL client or the store.
+#[derive(Clone)]
+pub struct SyncHandle {
+    engine: SyncEngine,
+}
+
+impl SyncHandle {
+    /// Starts a sync of the location, or joins the one running. Returns the job and whether it
+    /// was joined.
+    pub async fn refresh(
+        &self,
+        location_id: &str,
+        mode: SyncMode,
+    ) -> Result<(JobSnapshot, bool), SyncError> {
+        self.engine.refresh(location_id, mode).await
+    }
+
+    /// Waits until the location has no job running, at most `timeout`. Returns whether it
+    /// finished in time.
+    pub async fn wait_idle(&self, location_id: &str, timeout: Duration) -> bool {
+        self.engine.wait_idle(location_id, timeout).await
+    }
+
+    /// Events of every location; filter by `location_id`.
+    pub fn subscribe(&self) -> broadcast::Receiver<SyncEvent> {
+        self.engine.subscribe()
+    }
+
+    /// The job running for a location, if any.
+    pub fn running(&self, location_id: &str) -> Option<JobSnapshot> {
+        self.engine.running(location_id)
+    }
+}
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 fn now_ms() -> i64 {
-    chrono::Utc::now().timestamp_millis()
+    Utc::now().timestamp_millis()
+}
+
+/// The time now, to the millisecond the store keeps, so that a job in memory and its row agree.
+fn now() -> DateTime<Utc> {
+    from_ms(now_ms())
+}
+
+/// The causes of `error`, outermost first, for the log line that reports it.
+fn causes(error: &dyn std::error::Error) -> Vec<String> {
+    std::iter::successors(error.source(), |e| e.source())
+        .map(ToString::to_string)
+        .collect()
 }
 
 impl SyncEngine {
@@ -214,10 +232,19 @@ impl SyncEngine {
         Ok(engine)
     }
 
+    /// The narrow view of the engine that the GraphQL layer gets.
+    pub fn handle(&self) -> SyncHandle {
+        SyncHandle {
+            engine: self.clone(),
+        }
+    }
+
+    /// The GHL client the engine syncs with (the command line stores credentials through it).
     pub fn client(&self) -> &upstream::Client {
         &self.inner.client
     }
 
+    /// The cache the engine writes.
     pub fn store(&self) -> &Store {
         &self.inner.store
     }
@@ -231,7 +258,7 @@ impl SyncEngine {
     pub fn running(&self, location_id: &str) -> Option<JobSnapshot> {
         lock(&self.inner.running)
             .get(location_id)
-            .map(|r| lock(&r.snapshot).clone())
+            .map(|r| r.progress.snapshot())
     }
 
     /// Starts a sync of the location, or joins the one running. Returns the job and whether it
@@ -250,30 +277,33 @@ impl SyncEngine {
         let running = {
             let mut map = lock(&self.inner.running);
             if let Some(running) = map.get(location_id) {
-                return Ok((lock(&running.snapshot).clone(), true));
+                return Ok((running.progress.snapshot(), true));
             }
             let now = now_ms();
-            let job = sync_job::Model {
+            let job = SyncJob {
                 id: uuid::Uuid::new_v4().to_string(),
                 location_id: location_id.to_owned(),
-                mode: mode.as_str().to_owned(),
-                state: "QUEUED".to_owned(),
+                mode,
+                state: JobState::Queued,
                 mark: now,
-                started_at: now,
+                started_at: from_ms(now),
                 finished_at: None,
                 error: None,
             };
             let running = Arc::new(Running {
-                snapshot: Mutex::new(JobSnapshot {
-                    job,
-                    stages: Vec::new(),
-                }),
+                progress: Progress::new(
+                    JobSnapshot {
+                        job,
+                        stages: Vec::new(),
+                    },
+                    self.inner.events.clone(),
+                ),
                 done: watch::channel(false).0,
             });
             map.insert(location_id.to_owned(), running.clone());
             running
         };
-        let snapshot = lock(&running.snapshot).clone();
+        let snapshot = running.progress.snapshot();
         let engine = self.clone();
         let location = location_id.to_owned();
         self.inner.tracker.spawn(async move {
@@ -307,20 +337,6 @@ impl SyncEngine {
         self.inner.tracker.wait().await;
     }
 
-    fn publish(&self, running: &Running, update: impl FnOnce(&mut JobSnapshot)) -> JobSnapshot {
-        let snapshot = {
-            let mut snapshot = lock(&running.snapshot);
-            update(&mut snapshot);
-            snapshot.clone()
-        };
-        // No subscriber is fine.
-        let _ = self.inner.events.send(SyncEvent {
-            location_id: snapshot.job.location_id.clone(),
-            job: snapshot.clone(),
-        });
-        snapshot
-    }
-
     /// The previous job to resume, if the last one failed recently and can be continued in `mode`.
     async fn resumable(
         &self,
@@ -331,10 +347,10 @@ impl SyncEngine {
             return Ok(None);
         };
         let window = self.inner.config.resume_window_secs as i64 * 1000;
-        let recent = now_ms() - last.started_at <= window;
+        let recent = now_ms() - to_ms(last.started_at) <= window;
         // A FULL job carries on as FULL; an INCREMENTAL one only serves an INCREMENTAL request.
-        let compatible = last.mode == "FULL" || mode == SyncMode::Incremental;
-        if last.state != "FAILED" || !recent || !compatible {
+        let compatible = last.mode == SyncMode::Full || mode == SyncMode::Incremental;
+        if last.state != JobState::Failed || !recent || !compatible {
             return Ok(None);
         }
         let stages = self
@@ -346,27 +362,21 @@ impl SyncEngine {
     }
 
     async fn run_job(&self, location_id: &str, running: Arc<Running>) {
-        let result = self.try_run_job(location_id, &running).await;
-        let error = match result {
-            Ok(()) => None,
-            Err(error) => {
-                tracing::error!(location_id, error = %error, "sync job failed to run");
-                Some(error.to_string())
-            }
+        let Err(error) = self.try_run_job(location_id, &running).await else {
+            return;
         };
-        let mut snapshot = lock(&running.snapshot).clone();
-        if let Some(error) = error {
-            snapshot.job.state = "FAILED".into();
-            snapshot.job.error = Some(error);
-            snapshot.job.finished_at = Some(now_ms());
-            let _ = self.inner.store.update_job(&snapshot.job).await;
-            self.publish(&running, |s| *s = snapshot);
-        }
+        tracing::error!(location_id, error = %error, causes = ?causes(&error), "sync job failed to run");
+        let mut snapshot = running.progress.snapshot();
+        snapshot.job.state = JobState::Failed;
+        snapshot.job.error = Some(error.to_string());
+        snapshot.job.finished_at = Some(now());
+        let _ = self.inner.store.update_job(&snapshot.job).await;
+        running.progress.publish(|s| *s = snapshot);
     }
 
     async fn try_run_job(&self, location_id: &str, running: &Running) -> Result<(), SyncError> {
         let store = &self.inner.store;
-        let requested = SyncMode::parse(&lock(&running.snapshot).job.mode);
+        let requested = running.progress.snapshot().job.mode;
         let previous = self.resumable(location_id, requested).await?;
         let watermarks = store.watermarks(location_id).await?;
         // Nothing cached yet: an incremental sync has nothing to start from.
@@ -375,59 +385,49 @@ impl SyncEngine {
         } else {
             requested
         };
-        let mut stages: Vec<sync_stage::Model> = Vec::new();
-        let job = {
-            let mut snapshot = lock(&running.snapshot);
-            if let Some(previous) = &previous {
-                mode = SyncMode::parse(&previous.job.mode);
-                snapshot.job.mark = previous.job.mark;
-            }
-            snapshot.job.mode = mode.as_str().to_owned();
-            snapshot.job.state = "RUNNING".into();
-            snapshot.job.clone()
-        };
-        for resource in Resource::ALL {
-            let carried = previous
-                .as_ref()
-                .and_then(|p| p.stages.iter().find(|s| s.name == resource.as_str()));
-            stages.push(match carried {
-                Some(stage) => sync_stage::Model {
-                    job_id: job.id.clone(),
-                    // A stage that failed restarts from its checkpoint.
-                    state: if stage.state == "SUCCEEDED" {
-                        stage.state.clone()
-                    } else {
-                        "QUEUED".into()
+        // The next event announces the job running, with its stages.
+        let job = running
+            .progress
+            .update_silently(|snapshot| {
+                if let Some(previous) = &previous {
+                    mode = previous.job.mode;
+                    snapshot.job.mark = previous.job.mark;
+                }
+                snapshot.job.mode = mode;
+                snapshot.job.state = JobState::Running;
+            })
+            .job;
+        let stages: Vec<SyncStage> = Resource::ALL
+            .into_iter()
+            .map(|resource| {
+                let carried = previous
+                    .as_ref()
+                    .and_then(|p| p.stages.iter().find(|s| s.resource == resource));
+                match carried {
+                    Some(stage) => SyncStage {
+                        job_id: job.id.clone(),
+                        // A stage that failed restarts from its checkpoint.
+                        state: if stage.state == JobState::Succeeded {
+                            JobState::Succeeded
+                        } else {
+                            JobState::Queued
+                        },
+                        error: None,
+                        ..stage.clone()
                     },
-                    error: None,
-                    ..stage.clone()
-                },
-                None => sync_stage::Model {
-                    job_id: job.id.clone(),
-                    name: resource.as_str().to_owned(),
-                    state: "QUEUED".into(),
-                    fetched: 0,
-                    total: None,
-                    pages: 0,
-                    checkpoint: None,
-                    error: None,
-                    updated_at: now_ms(),
-                    calls: 0,
-                    retries: 0,
-                    rate_limited: 0,
-                    waited_ms: 0,
-                },
-            });
-        }
+                    None => SyncStage::queued(&job.id, resource, now()),
+                }
+            })
+            .collect();
         store.insert_job(&job).await?;
         for stage in &stages {
-            store.save_stage(&stage::checkpoint_of(stage)).await?;
+            store.save_stage(stage).await?;
         }
         if let Some(previous) = &previous {
             tracing::info!(location_id, job_id = %job.id, resumed = %previous.job.id, "resuming an interrupted sync");
         }
-        tracing::info!(location_id, job_id = %job.id, mode = mode.as_str(), "sync started");
-        self.publish(running, |s| s.stages = stages.clone());
+        tracing::info!(location_id, job_id = %job.id, mode = sync_mode_name(mode), "sync started");
+        running.progress.publish(|s| s.stages = stages.clone());
 
         let outcome = self
             .run_stages(location_id, running, &job, mode, &watermarks)
@@ -435,19 +435,19 @@ impl SyncEngine {
 
         // The job's end is written before it is announced, so that a subscriber reading the
         // freshness on the last event sees the sync over.
-        let mut finished = lock(&running.snapshot).clone();
-        finished.job.finished_at = Some(now_ms());
+        let mut finished = running.progress.snapshot().job;
+        finished.finished_at = Some(now());
         match &outcome {
-            Ok(()) => finished.job.state = "SUCCEEDED".into(),
+            Ok(()) => finished.state = JobState::Succeeded,
             Err(error) => {
-                finished.job.state = "FAILED".into();
-                finished.job.error = Some(error.clone());
+                finished.state = JobState::Failed;
+                finished.error = Some(error.to_string());
             }
         }
-        store.update_job(&finished.job).await?;
-        let finished = self.publish(running, |s| s.job = finished.job.clone());
+        store.update_job(&finished).await?;
+        let finished = running.progress.publish(|s| s.job = finished);
         let calls: i64 = finished.stages.iter().map(|s| s.calls).sum();
-        tracing::info!(location_id, job_id = %job.id, state = %finished.job.state, calls, "sync finished");
+        tracing::info!(location_id, job_id = %job.id, state = crate::store::job_state_name(finished.job.state), calls, "sync finished");
         Ok(())
     }
 
@@ -456,19 +456,13 @@ impl SyncEngine {
         &self,
         location_id: &str,
         running: &Running,
-        job: &sync_job::Model,
+        job: &SyncJob,
         mode: SyncMode,
         watermarks: &crate::store::Watermarks,
-    ) -> Result<(), String> {
+    ) -> Result<(), JobError> {
         let store = &self.inner.store;
-        let existing = store
-            .location_row(location_id)
-            .await
-            .map_err(|e| e.to_string())?;
-        store
-            .ensure_location(location_id)
-            .await
-            .map_err(|e| e.to_string())?;
+        let existing = store.location_row(location_id).await?;
+        store.ensure_location(location_id).await?;
         // The location's own row (its name): until GHL told us its name, then on a FULL run when
         // it is a week old; a call that FACTS.md's minimum does not count, so made rarely.
         const DETAILS_MAX_AGE_MS: i64 = 7 * 24 * 3600 * 1000;
@@ -478,68 +472,61 @@ impl SyncEngine {
         });
         if details_due {
             match self.inner.client.location(location_id).await {
-                Ok(location) => store
-                    .upsert_location(&location, job.mark)
-                    .await
-                    .map_err(|e| e.to_string())?,
-                Err(error) => return Err(self.fail_location(location_id, &error).await),
+                Ok(location) => store.upsert_location(&location, job.mark).await?,
+                Err(error) => return Err(self.fail_location(location_id, error).await),
             }
         }
         let overlap = self.inner.config.overlap_secs as i64 * 1000;
         let since = |ms: Option<i64>| match mode {
             SyncMode::Full => None,
-            SyncMode::Incremental => ms.map(|ms| crate::domain::from_ms(ms - overlap)),
+            SyncMode::Incremental => ms.map(|ms| from_ms(ms - overlap)),
         };
-        let context = stage::Context {
-            engine: self,
-            running,
-            location_id,
+        let context = StageContext {
+            client: &self.inner.client,
+            store,
+            progress: &running.progress,
+            cancel: &self.inner.cancel,
             job,
             mode,
         };
-        let stages = lock(&running.snapshot).stages.clone();
-        let todo: Vec<_> = Resource::ALL
+        let todo: Vec<SyncStage> = running
+            .progress
+            .snapshot()
+            .stages
             .into_iter()
-            .filter(|r| {
-                stages
-                    .iter()
-                    .any(|s| s.name == r.as_str() && s.state != "SUCCEEDED")
-            })
+            .filter(|s| s.state != JobState::Succeeded)
             .collect();
-        let results = futures::future::join_all(todo.into_iter().map(|resource| {
-            let since = match resource {
+        let results = futures::future::join_all(todo.into_iter().map(|stage| {
+            let since = match stage.resource {
                 Resource::Contacts => since(watermarks.contacts),
                 Resource::Tasks => since(watermarks.tasks),
                 Resource::Conversations => since(watermarks.conversations),
                 Resource::Opportunities => since(watermarks.opportunities),
                 _ => None,
             };
-            context.run(resource, since)
+            context.run(stage, since)
         }))
         .await;
         let mut first_error = None;
-        for error in results.into_iter().flatten() {
+        for error in results.into_iter().filter_map(Result::err) {
             if error.is_auth() {
                 let _ = store
                     .set_auth_error(location_id, Some(&error.to_string()))
                     .await;
             }
-            first_error.get_or_insert_with(|| error.to_string());
+            first_error.get_or_insert(error);
         }
         match first_error {
-            Some(error) => Err(error),
+            Some(error) => Err(error.into()),
             None => {
-                store
-                    .set_auth_error(location_id, None)
-                    .await
-                    .map_err(|e| e.to_string())?;
+                store.set_auth_error(location_id, None).await?;
                 Ok(())
             }
         }
     }
 
     /// Records a failure that stops the whole job; credentials refused mark the location.
-    async fn fail_location(&self, location_id: &str, error: &UpstreamError) -> String {
+    async fn fail_location(&self, location_id: &str, error: UpstreamError) -> JobError {
         if error.is_auth() {
             let _ = self
                 .inner
@@ -547,7 +534,7 @@ impl SyncEngine {
                 .set_auth_error(location_id, Some(&error.to_string()))
                 .await;
         }
-        format!("location: {error}")
+        JobError::Location(error)
     }
 
     /// Refreshes every location with credentials every `interval`; FULL when the last FULL run is
@@ -562,7 +549,7 @@ impl SyncEngine {
                 _ = ticker.tick() => {}
             }
             if let Err(error) = self.schedule_once().await {
-                tracing::error!(error = %error, "scheduled sync round failed");
+                tracing::error!(error = %error, causes = ?causes(&error), "scheduled sync round failed");
             }
         }
     }
@@ -582,5 +569,37 @@ impl SyncEngine {
             started += usize::from(!joined);
         }
         Ok(started)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_defaults_are_the_command_lines() {
+        let config = SyncConfig::default();
+        assert_eq!(
+            (
+                config.interval_secs,
+                config.full_interval_secs,
+                config.overlap_secs,
+                config.resume_window_secs
+            ),
+            (0, 86_400, 120, 86_400)
+        );
+    }
+
+    #[test]
+    fn a_job_error_records_the_text_it_did_before_and_keeps_its_cause() {
+        let store = JobError::from(StoreError::Invalid("x".into()));
+        assert_eq!(store.to_string(), "stored value is invalid: x");
+        let stage = JobError::from(StageError::Interrupted);
+        assert_eq!(
+            stage.to_string(),
+            "interrupted: the gateway is shutting down"
+        );
+        let nested = JobError::from(StageError::from(StoreError::Invalid("y".into())));
+        assert_eq!(causes(&nested), ["stored value is invalid: y"]);
     }
 }

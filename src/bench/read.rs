@@ -146,7 +146,7 @@ pub async fn setup(
     let fill_secs = started.elapsed().as_secs_f64();
     let job = store.last_job(location_id).await?.context("no job")?;
     anyhow::ensure!(
-        job.state == "SUCCEEDED",
+        job.state == crate::domain::JobState::Succeeded,
         "the initial sync failed: {:?}",
         job.error
     );

@@ -193,7 +193,9 @@ impl Report {
                 c.bound_secs,
                 yes(ratio <= 1.15)
             );
-            if c.worker.full.state != "SUCCEEDED" {
+            if c.worker.full.state
+                != crate::store::job_state_name(crate::domain::JobState::Succeeded)
+            {
                 let _ = writeln!(
                     s,
                     "| FULL {n}: the sync succeeds | {} ({}) | **missed** |",

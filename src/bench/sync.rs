@@ -161,7 +161,7 @@ async fn sync_once(
         .context("the sync left no job")?;
     let stages = store.stages_of_jobs(std::slice::from_ref(&job.id)).await?;
     Ok(RunResult {
-        state: job.state.clone(),
+        state: crate::store::job_state_name(job.state).to_owned(),
         error: job.error.clone(),
         wall_ms: wall.as_millis() as u64,
         calls: after.calls - before.calls,
@@ -171,7 +171,7 @@ async fn sync_once(
             .into_iter()
             .map(|s| {
                 (
-                    s.name.clone(),
+                    s.resource.as_str().to_owned(),
                     StageResult {
                         calls: s.calls,
                         pages: s.pages,

@@ -76,12 +76,12 @@ pub async fn run(command: SyncCommand) -> anyhow::Result<()> {
         };
         last = event.job;
         for stage in &last.stages {
-            if let Some(bar) = stage_bars.get(&stage.name) {
+            if let Some(bar) = stage_bars.get(stage.resource.as_str()) {
                 bar.set_length(stage.total.unwrap_or(stage.fetched).max(stage.fetched) as u64);
                 bar.set_position(stage.fetched as u64);
                 bar.set_message(format!(
                     "{} · {} pages · {} calls{}",
-                    stage.state.to_lowercase(),
+                    crate::store::job_state_name(stage.state).to_lowercase(),
                     stage.pages,
                     stage.calls,
                     stage
@@ -90,7 +90,7 @@ pub async fn run(command: SyncCommand) -> anyhow::Result<()> {
                         .map(|e| format!(" · {e}"))
                         .unwrap_or_default()
                 ));
-                if matches!(stage.state.as_str(), "SUCCEEDED" | "FAILED") {
+                if stage.state.is_finished() {
                     bar.finish();
                 }
             }
@@ -106,7 +106,9 @@ pub async fn run(command: SyncCommand) -> anyhow::Result<()> {
     println!();
     println!(
         "job:        {} ({}, {})",
-        last.job.id, last.job.mode, last.job.state
+        last.job.id,
+        crate::store::sync_mode_name(last.job.mode),
+        crate::store::job_state_name(last.job.state)
     );
     println!(
         "calls:      {} ({} retries, {} answered 429)",
@@ -123,7 +125,7 @@ pub async fn run(command: SyncCommand) -> anyhow::Result<()> {
     }
     engine.shutdown().await;
     store.close().await;
-    if last.job.state != "SUCCEEDED" {
+    if last.job.state != crate::domain::JobState::Succeeded {
         bail!("the sync failed");
     }
     Ok(())

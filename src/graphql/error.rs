@@ -1,9 +1,13 @@
 //! The one conversion from internal errors to GraphQL errors: every error leaves with a stable
 //! `extensions.code`; internal causes are logged here, once, and answered generically.
+//!
+//! Also the error of a process that runs without a sync ([`sync_handle`]), since that is the one
+//! thing a resolver can miss in its schema data.
 
-use async_graphql::ErrorExtensions;
+use async_graphql::{Context, ErrorExtensions};
 
 use crate::store::StoreError;
+use crate::sync::{SyncError, SyncHandle};
 
 /// An error as the API reports it. The variant names the `extensions.code`.
 #[derive(Clone, Debug, thiserror::Error)]
@@ -57,6 +61,26 @@ impl From<std::sync::Arc<StoreError>> for ApiError {
     fn from(error: std::sync::Arc<StoreError>) -> Self {
         ApiError::internal(error.as_ref())
     }
+}
+
+impl From<SyncError> for ApiError {
+    fn from(error: SyncError) -> Self {
+        match error {
+            SyncError::NoCredentials(location) => ApiError::UpstreamUnavailable(format!(
+                "location {location:?} has no GHL credentials: add them with `ghl-gateway connect`"
+            )),
+            SyncError::ShuttingDown => {
+                ApiError::UpstreamUnavailable("the gateway is shutting down".into())
+            }
+            SyncError::Store(error) => error.into(),
+        }
+    }
+}
+
+/// The sync handle, or `UPSTREAM_UNAVAILABLE` when this process runs without a sync.
+pub fn sync_handle<'a>(ctx: &Context<'a>) -> ApiResult<&'a SyncHandle> {
+    ctx.data_opt::<SyncHandle>()
+        .ok_or_else(|| ApiError::UpstreamUnavailable("this gateway runs without a GHL sync".into()))
 }
 
 impl From<ApiError> for async_graphql::Error {

@@ -38,12 +38,7 @@ pub struct Limits {
 
 impl Default for Limits {
     fn default() -> Self {
-        Self {
-            max_query_depth: 16,
-            max_query_complexity: 50_000,
-            max_query_aliases: 30,
-            disable_introspection: false,
-        }
+        crate::config::defaults()
     }
 }
 

@@ -5,7 +5,7 @@ use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use chrono::{DateTime, Utc};
 
-use super::auth::{self, location_not_found, require_location};
+use super::auth::{self, known_location, require_location};
 use super::error::{ApiError, ApiResult};
 use super::loaders::ContactId;
 use super::types::{Contact, Freshness, Location, SyncStatus, loader};
@@ -173,78 +173,6 @@ impl ContactConnection {
     }
 }
 
-/// Checks that a location is known (cached, or with credentials to sync it), or answers
-/// `NOT_FOUND`.
-pub(super) async fn known_location(store: &Store, id: &str) -> ApiResult<()> {
-    if store.location(id).await?.is_some() || store.credential(id).await?.is_some() {
-        Ok(())
-    } else {
-        Err(location_not_found(id))
-    }
-}
-
-/// The read policy. With `max_age`, data older than that waits (bounded) for a refresh;
-/// without, stale data starts a background refresh (single-flight) and is served at once.
-async fn apply_read_policy(
-    ctx: &Context<'_>,
-    location_id: &str,
-    max_age: Option<i32>,
-) -> ApiResult<()> {
-    let Some(sync) = ctx.data_opt::<crate::sync::SyncHandle>() else {
-        return Ok(());
-    };
-    let settings = ctx.data_unchecked::<super::Settings>();
-    if max_age.is_none() && !settings.auto_refresh {
-        return Ok(());
-    }
-    let store = ctx.data_unchecked::<Store>();
-    let rows = store.freshness(&[location_id.to_owned()]).await?;
-    let freshness = Freshness::from_store(
-        rows.get(location_id),
-        settings.max_age_secs,
-        chrono::Utc::now(),
-    );
-    // The page's `freshness` field reads the same row: hand it over instead of reading it twice.
-    if let Some(row) = rows.get(location_id) {
-        super::types::loader(ctx)
-            .feed_one(
-                super::loaders::FreshnessOf(location_id.to_owned()),
-                row.clone(),
-            )
-            .await;
-    }
-    let too_old = match max_age {
-        Some(max_age) => freshness
-            .age_seconds
-            .is_none_or(|age| age > i64::from(max_age)),
-        None => freshness.stale && !freshness.syncing,
-    };
-    if !too_old {
-        return Ok(());
-    }
-    match sync
-        .refresh(location_id, crate::sync::SyncMode::Incremental)
-        .await
-    {
-        Ok(_) if max_age.is_some() => {
-            let waited = std::time::Duration::from_secs(settings.max_age_wait_secs);
-            if !sync.wait_idle(location_id, waited).await {
-                tracing::info!(
-                    location_id,
-                    "maxAge wait timed out; answering from the cache"
-                );
-            }
-            // The page's freshness must say how fresh the data is now.
-            super::types::loader(ctx).clear::<super::loaders::FreshnessOf>();
-        }
-        Ok(_) => {}
-        // A location without credentials is served from the cache as it is.
-        Err(crate::sync::SyncError::NoCredentials(_)) => {}
-        Err(error) => tracing::warn!(location_id, error = %error, "could not start a refresh"),
-    }
-    Ok(())
-}
-
 pub struct Query;
 
 #[Object]
@@ -308,7 +236,7 @@ impl Query {
         require_location(ctx, &location_id)?;
         let store = ctx.data_unchecked::<Store>();
         known_location(store, &location_id).await?;
-        apply_read_policy(ctx, &location_id, max_age).await?;
+        super::read_policy::apply(ctx, &location_id, max_age).await?;
 
         let mut rows = store
             .contacts_page(

@@ -5,9 +5,8 @@ use futures::StreamExt;
 use futures::stream::BoxStream;
 use tokio_stream::wrappers::BroadcastStream;
 
-use super::error::ApiError;
-use super::mutation::sync_handle;
-use super::query::known_location;
+use super::auth::known_location;
+use super::error::{ApiError, sync_handle};
 use super::types::{SyncEvent, SyncJob};
 use crate::store::Store;
 
@@ -31,25 +30,15 @@ impl Subscription {
         // Subscribe before reading the current state, so that no change falls in between.
         let changes = BroadcastStream::new(sync.subscribe());
         let current = match sync.running(&location_id) {
-            Some(snapshot) => Some(SyncJob::from_snapshot(snapshot, false)),
-            None => match store.last_job(&location_id).await.map_err(ApiError::from)? {
-                Some(job) => {
-                    let stages = store
-                        .stages_of_jobs(std::slice::from_ref(&job.id))
-                        .await
-                        .map_err(ApiError::from)?;
-                    Some(SyncJob {
-                        job,
-                        stages,
-                        joined: false,
-                    })
-                }
-                None => None,
-            },
+            Some(snapshot) => Some(snapshot),
+            None => store
+                .last_snapshot(&location_id)
+                .await
+                .map_err(ApiError::from)?,
         };
-        let first = current.map(|job| SyncEvent {
+        let first = current.map(|snapshot| SyncEvent {
             location_id: location_id.clone(),
-            job,
+            job: SyncJob::from_snapshot(snapshot, false),
         });
         let live = changes.filter_map(move |event| {
             let wanted = match event {

@@ -1,5 +1,6 @@
-//! The GraphQL object types, thin views over the store's models. Nested fields go through the
-//! [`CacheLoader`](super::loaders::CacheLoader); nothing here calls GHL.
+//! The GraphQL object types, thin views over the store's models and the sync's `domain` types
+//! (jobs, stages, events). Nested fields go through the
+//! [`CacheLoader`](super::loaders::CacheLoader); nothing here calls GHL or the sync.
 
 use async_graphql::{Context, Enum, ID, Json, Object, SimpleObject};
 use chrono::{DateTime, Utc};
@@ -8,10 +9,10 @@ use super::Settings;
 use super::auth::may_read;
 use super::error::{ApiError, ApiResult};
 use super::loaders::*;
-use crate::domain::from_ms;
+use crate::domain::{self, JobSnapshot, JobState, Resource, from_ms};
 use crate::store::entities::{
     contact, contact_custom_value, conversation, custom_field, location, opportunity, pipeline,
-    pipeline_stage, sync_job, sync_stage, task, user,
+    pipeline_stage, task, user,
 };
 use crate::store::{self, Store};
 
@@ -430,19 +431,19 @@ pub enum SyncState {
     Failed,
 }
 
-impl SyncState {
-    fn parse(s: &str) -> Self {
-        match s {
-            "QUEUED" => SyncState::Queued,
-            "RUNNING" => SyncState::Running,
-            "SUCCEEDED" => SyncState::Succeeded,
-            "FAILED" => SyncState::Failed,
-            _ => SyncState::Idle,
+impl From<JobState> for SyncState {
+    fn from(state: JobState) -> Self {
+        match state {
+            JobState::Queued => SyncState::Queued,
+            JobState::Running => SyncState::Running,
+            JobState::Succeeded => SyncState::Succeeded,
+            JobState::Failed => SyncState::Failed,
         }
     }
 }
 
 #[derive(Enum, Copy, Clone, Debug, PartialEq, Eq)]
+#[graphql(remote = "crate::domain::SyncMode")]
 pub enum SyncMode {
     /// Only what changed since the last sync, where GHL can tell.
     Incremental,
@@ -452,67 +453,62 @@ pub enum SyncMode {
 
 /// One background sync of a location.
 pub struct SyncJob {
-    pub job: sync_job::Model,
-    pub stages: Vec<sync_stage::Model>,
+    pub snapshot: JobSnapshot,
     /// Whether the caller attached to a job that was already running.
     pub joined: bool,
+}
+
+impl SyncJob {
+    pub fn from_snapshot(snapshot: JobSnapshot, joined: bool) -> Self {
+        Self { snapshot, joined }
+    }
 }
 
 #[Object]
 impl SyncJob {
     async fn id(&self) -> ID {
-        ID(self.job.id.clone())
+        ID(self.snapshot.job.id.clone())
     }
     async fn location_id(&self) -> ID {
-        ID(self.job.location_id.clone())
+        ID(self.snapshot.job.location_id.clone())
     }
     async fn mode(&self) -> SyncMode {
-        if self.job.mode == "FULL" {
-            SyncMode::Full
-        } else {
-            SyncMode::Incremental
-        }
+        self.snapshot.job.mode.into()
     }
     async fn state(&self) -> SyncState {
-        SyncState::parse(&self.job.state)
+        self.snapshot.job.state.into()
     }
     async fn started_at(&self) -> DateTime<Utc> {
-        from_ms(self.job.started_at)
+        self.snapshot.job.started_at
     }
     async fn finished_at(&self) -> Option<DateTime<Utc>> {
-        time(self.job.finished_at)
+        self.snapshot.job.finished_at
     }
     async fn joined(&self) -> bool {
         self.joined
     }
     async fn error(&self) -> Option<&str> {
-        self.job.error.as_deref()
+        self.snapshot.job.error.as_deref()
     }
     /// The stages in sync order: users, customFields, pipelines, contacts, tasks, conversations,
     /// opportunities.
     async fn stages(&self) -> Vec<SyncStage<'_>> {
-        let order = |name: &str| {
-            crate::domain::Resource::ALL
-                .iter()
-                .position(|r| r.as_str() == name)
-                .unwrap_or(usize::MAX)
-        };
-        let mut stages: Vec<&sync_stage::Model> = self.stages.iter().collect();
-        stages.sort_by_key(|s| order(&s.name));
+        let mut stages: Vec<&domain::SyncStage> = self.snapshot.stages.iter().collect();
+        stages.sort_by_key(|s| Resource::ALL.iter().position(|r| *r == s.resource));
         stages.into_iter().map(SyncStage).collect()
     }
 }
 
-pub struct SyncStage<'a>(&'a sync_stage::Model);
+pub struct SyncStage<'a>(&'a domain::SyncStage);
 
 #[Object]
 impl SyncStage<'_> {
     /// `users`, `customFields`, `pipelines`, `contacts`, `tasks`, `conversations`, `opportunities`.
     async fn name(&self) -> &str {
-        &self.0.name
+        self.0.resource.as_str()
     }
     async fn state(&self) -> SyncState {
-        SyncState::parse(&self.0.state)
+        self.0.state.into()
     }
     /// Records fetched so far.
     async fn fetched(&self) -> i64 {
@@ -581,29 +577,12 @@ pub struct SyncStatus {
     pub last_job: Option<SyncJob>,
 }
 
-impl SyncJob {
-    pub fn from_snapshot(snapshot: crate::sync::JobSnapshot, joined: bool) -> Self {
-        Self {
-            job: snapshot.job,
-            stages: snapshot.stages,
-            joined,
-        }
-    }
-}
-
 impl SyncStatus {
     pub async fn load(store: &Store, location_id: &str) -> ApiResult<Self> {
-        let last_job = match store.last_job(location_id).await? {
-            Some(job) => {
-                let stages = store.stages_of_jobs(std::slice::from_ref(&job.id)).await?;
-                Some(SyncJob {
-                    job,
-                    stages,
-                    joined: false,
-                })
-            }
-            None => None,
-        };
+        let last_job = store
+            .last_snapshot(location_id)
+            .await?
+            .map(|snapshot| SyncJob::from_snapshot(snapshot, false));
         Ok(Self {
             location_id: location_id.to_owned(),
             last_job,
@@ -617,7 +596,7 @@ impl SyncStatus {
     async fn state(&self) -> SyncState {
         self.last_job
             .as_ref()
-            .map_or(SyncState::Idle, |j| SyncState::parse(&j.job.state))
+            .map_or(SyncState::Idle, |j| j.snapshot.job.state.into())
     }
     async fn last_job(&self) -> Option<&SyncJob> {
         self.last_job.as_ref()

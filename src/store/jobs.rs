@@ -1,4 +1,9 @@
 //! Sync bookkeeping: jobs, stage checkpoints, watermarks, and a location's credential status.
+//!
+//! This is the row mapping of the sync's domain types ([`SyncJob`], [`SyncStage`]): the one
+//! place where job and stage states and sync modes become the names stored in `sync_jobs` and
+//! `sync_stages` (`QUEUED`, `RUNNING`, ..., `FULL`, `INCREMENTAL`) and back. Nothing else in the
+//! crate writes those names.
 
 use sea_orm::sea_query::{Expr, ExprTrait, Query};
 use sea_orm::{
@@ -6,9 +11,94 @@ use sea_orm::{
     QueryFilter, QueryOrder, QuerySelect,
 };
 
-use super::entities::{contact, conversation, location, opportunity, sync_job, task};
-use super::write::StageCheckpoint;
+use super::entities::{contact, conversation, location, opportunity, sync_job, sync_stage, task};
+use super::read::chunked;
 use super::{Store, StoreError};
+use crate::domain::{
+    JobSnapshot, JobState, Resource, SyncJob, SyncMode, SyncStage, from_ms, to_ms,
+};
+
+/// The stored name of a job or stage state (the GraphQL `SyncState` uses the same names).
+pub fn job_state_name(state: JobState) -> &'static str {
+    match state {
+        JobState::Queued => "QUEUED",
+        JobState::Running => "RUNNING",
+        JobState::Succeeded => "SUCCEEDED",
+        JobState::Failed => "FAILED",
+    }
+}
+
+fn job_state(name: &str) -> Result<JobState, StoreError> {
+    [
+        JobState::Queued,
+        JobState::Running,
+        JobState::Succeeded,
+        JobState::Failed,
+    ]
+    .into_iter()
+    .find(|s| job_state_name(*s) == name)
+    .ok_or_else(|| StoreError::Invalid(format!("sync state {name:?}")))
+}
+
+/// The stored name of a sync mode (the GraphQL `SyncMode` uses the same names).
+pub fn sync_mode_name(mode: SyncMode) -> &'static str {
+    match mode {
+        SyncMode::Incremental => "INCREMENTAL",
+        SyncMode::Full => "FULL",
+    }
+}
+
+fn sync_mode(name: &str) -> Result<SyncMode, StoreError> {
+    [SyncMode::Incremental, SyncMode::Full]
+        .into_iter()
+        .find(|m| sync_mode_name(*m) == name)
+        .ok_or_else(|| StoreError::Invalid(format!("sync mode {name:?}")))
+}
+
+fn job_row(job: &SyncJob) -> sync_job::Model {
+    sync_job::Model {
+        id: job.id.clone(),
+        location_id: job.location_id.clone(),
+        mode: sync_mode_name(job.mode).to_owned(),
+        state: job_state_name(job.state).to_owned(),
+        mark: job.mark,
+        started_at: to_ms(job.started_at),
+        finished_at: job.finished_at.map(to_ms),
+        error: job.error.clone(),
+    }
+}
+
+fn job_of(row: sync_job::Model) -> Result<SyncJob, StoreError> {
+    Ok(SyncJob {
+        mode: sync_mode(&row.mode)?,
+        state: job_state(&row.state)?,
+        started_at: from_ms(row.started_at),
+        finished_at: row.finished_at.map(from_ms),
+        id: row.id,
+        location_id: row.location_id,
+        mark: row.mark,
+        error: row.error,
+    })
+}
+
+fn stage_of(row: sync_stage::Model) -> Result<SyncStage, StoreError> {
+    Ok(SyncStage {
+        resource: Resource::from_name(&row.name)
+            .ok_or_else(|| StoreError::Invalid(format!("sync stage {:?}", row.name)))?,
+        state: job_state(&row.state)?,
+        updated_at: from_ms(row.updated_at),
+        job_id: row.job_id,
+        fetched: row.fetched,
+        total: row.total,
+        pages: row.pages,
+        checkpoint: row.checkpoint,
+        error: row.error,
+        calls: row.calls,
+        retries: row.retries,
+        rate_limited: row.rate_limited,
+        waited_ms: row.waited_ms,
+    })
+}
 
 /// The newest change the cache holds of each paged resource (ms): where an incremental sync
 /// starts looking.
@@ -26,18 +116,18 @@ struct MaxValue {
 }
 
 impl Store {
-    pub async fn insert_job(&self, job: &sync_job::Model) -> Result<(), StoreError> {
-        job.clone().into_active_model().insert(&self.db).await?;
+    pub async fn insert_job(&self, job: &SyncJob) -> Result<(), StoreError> {
+        job_row(job).into_active_model().insert(&self.db).await?;
         Ok(())
     }
 
-    /// Writes a job's state, end time and error.
-    pub async fn update_job(&self, job: &sync_job::Model) -> Result<(), StoreError> {
+    /// Writes a job's state, mode, end time and error.
+    pub async fn update_job(&self, job: &SyncJob) -> Result<(), StoreError> {
         let update = Query::update()
             .table("sync_jobs")
-            .value("state", job.state.clone())
-            .value("mode", job.mode.clone())
-            .value("finished_at", job.finished_at)
+            .value("state", job_state_name(job.state))
+            .value("mode", sync_mode_name(job.mode))
+            .value("finished_at", job.finished_at.map(to_ms))
             .value("error", job.error.clone())
             .and_where(Expr::col("id").eq(job.id.clone()))
             .to_owned();
@@ -46,8 +136,8 @@ impl Store {
     }
 
     /// Writes a stage's progress without a page (its start, its end, its failure).
-    pub async fn save_stage(&self, checkpoint: &StageCheckpoint) -> Result<(), StoreError> {
-        super::write::save_checkpoint(&self.db, checkpoint).await?;
+    pub async fn save_stage(&self, stage: &SyncStage) -> Result<(), StoreError> {
+        super::write::save_checkpoint(&self.db, stage).await?;
         Ok(())
     }
 
@@ -56,10 +146,13 @@ impl Store {
     pub async fn interrupt_running_jobs(&self) -> Result<u64, StoreError> {
         let update = Query::update()
             .table("sync_jobs")
-            .value("state", "FAILED")
+            .value("state", job_state_name(JobState::Failed))
             .value("error", "interrupted: the gateway stopped during the sync")
             .value("finished_at", chrono::Utc::now().timestamp_millis())
-            .and_where(Expr::col("state").is_in(["QUEUED", "RUNNING"]))
+            .and_where(Expr::col("state").is_in([
+                job_state_name(JobState::Queued),
+                job_state_name(JobState::Running),
+            ]))
             .to_owned();
         Ok(self.db.execute(&update).await?.rows_affected())
     }
@@ -68,8 +161,8 @@ impl Store {
     pub async fn last_full_sync(&self, location_id: &str) -> Result<Option<i64>, StoreError> {
         Ok(sync_job::Entity::find()
             .filter(sync_job::Column::LocationId.eq(location_id))
-            .filter(sync_job::Column::Mode.eq("FULL"))
-            .filter(sync_job::Column::State.eq("SUCCEEDED"))
+            .filter(sync_job::Column::Mode.eq(sync_mode_name(SyncMode::Full)))
+            .filter(sync_job::Column::State.eq(job_state_name(JobState::Succeeded)))
             .order_by_desc(sync_job::Column::StartedAt)
             .one(&self.db)
             .await?
@@ -166,16 +259,90 @@ impl Store {
     }
 
     /// The jobs of a location, newest first.
-    pub async fn jobs(
-        &self,
-        location_id: &str,
-        limit: u64,
-    ) -> Result<Vec<sync_job::Model>, StoreError> {
-        Ok(sync_job::Entity::find()
+    pub async fn jobs(&self, location_id: &str, limit: u64) -> Result<Vec<SyncJob>, StoreError> {
+        sync_job::Entity::find()
             .filter(sync_job::Column::LocationId.eq(location_id))
             .order_by_desc(sync_job::Column::StartedAt)
             .limit(limit)
             .all(&self.db)
-            .await?)
+            .await?
+            .into_iter()
+            .map(job_of)
+            .collect()
+    }
+
+    /// The most recent sync job of a location.
+    pub async fn last_job(&self, location_id: &str) -> Result<Option<SyncJob>, StoreError> {
+        sync_job::Entity::find()
+            .filter(sync_job::Column::LocationId.eq(location_id))
+            .order_by_desc(sync_job::Column::StartedAt)
+            .order_by_desc(sync_job::Column::Id)
+            .one(&self.db)
+            .await?
+            .map(job_of)
+            .transpose()
+    }
+
+    /// The stages of the given jobs, in a stable order.
+    pub async fn stages_of_jobs(&self, job_ids: &[String]) -> Result<Vec<SyncStage>, StoreError> {
+        chunked(job_ids, |chunk| {
+            sync_stage::Entity::find()
+                .filter(sync_stage::Column::JobId.is_in(chunk))
+                .order_by_asc(sync_stage::Column::Name)
+                .all(&self.db)
+        })
+        .await?
+        .into_iter()
+        .map(stage_of)
+        .collect()
+    }
+
+    /// The most recent sync job of a location with its stages.
+    pub async fn last_snapshot(
+        &self,
+        location_id: &str,
+    ) -> Result<Option<JobSnapshot>, StoreError> {
+        let Some(job) = self.last_job(location_id).await? else {
+            return Ok(None);
+        };
+        let stages = self.stages_of_jobs(std::slice::from_ref(&job.id)).await?;
+        Ok(Some(JobSnapshot { job, stages }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stored_names_round_trip() {
+        for state in [
+            JobState::Queued,
+            JobState::Running,
+            JobState::Succeeded,
+            JobState::Failed,
+        ] {
+            assert_eq!(job_state(job_state_name(state)).unwrap(), state);
+        }
+        for mode in [SyncMode::Incremental, SyncMode::Full] {
+            assert_eq!(sync_mode(sync_mode_name(mode)).unwrap(), mode);
+        }
+        assert!(matches!(job_state("IDLE"), Err(StoreError::Invalid(_))));
+        assert!(matches!(sync_mode("full"), Err(StoreError::Invalid(_))));
+    }
+
+    #[test]
+    fn a_job_survives_its_row() {
+        let job = SyncJob {
+            id: "j".into(),
+            location_id: "l".into(),
+            mode: SyncMode::Full,
+            state: JobState::Running,
+            mark: 1_736_471_515_514,
+            started_at: from_ms(1_736_471_515_514),
+            finished_at: Some(from_ms(1_736_471_600_000)),
+            error: Some("boom".into()),
+        };
+        assert_eq!(job_of(job_row(&job)).unwrap(), job);
     }
 }

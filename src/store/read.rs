@@ -11,9 +11,11 @@ use sea_orm::{
 
 use super::entities::{
     contact, contact_custom_value, custom_field, location, opportunity, pipeline, pipeline_stage,
-    sync_job, sync_stage, task, user,
+    task, user,
 };
+use super::jobs::job_state_name;
 use super::{IN_CHUNK, Store, StoreError};
+use crate::domain::JobState;
 
 /// The keyset orders of a contacts page.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -152,7 +154,7 @@ fn contact_condition(location_id: &str, filter: &ContactFilter) -> Condition {
 }
 
 /// Runs `query` once per [`IN_CHUNK`] of `keys` and concatenates the rows.
-async fn chunked<K, T, F, Fut>(keys: &[K], mut query: F) -> Result<Vec<T>, StoreError>
+pub(super) async fn chunked<K, T, F, Fut>(keys: &[K], mut query: F) -> Result<Vec<T>, StoreError>
 where
     F: FnMut(Vec<K>) -> Fut,
     K: Clone,
@@ -411,11 +413,18 @@ impl Store {
                 .expr_as(Expr::col(("l", "id")), "location_id")
                 .expr_as(Expr::col(("l", "auth_error")), "auth_error")
                 .expr_as(
-                    Expr::cust("MAX(CASE WHEN j.state = 'SUCCEEDED' THEN j.finished_at END)"),
+                    Expr::cust(format!(
+                        "MAX(CASE WHEN j.state = '{}' THEN j.finished_at END)",
+                        job_state_name(JobState::Succeeded)
+                    )),
                     "synced_at",
                 )
                 .expr_as(
-                    Expr::cust("COALESCE(SUM(CASE WHEN j.state IN ('QUEUED', 'RUNNING') THEN 1 ELSE 0 END), 0)"),
+                    Expr::cust(format!(
+                        "COALESCE(SUM(CASE WHEN j.state IN ('{}', '{}') THEN 1 ELSE 0 END), 0)",
+                        job_state_name(JobState::Queued),
+                        job_state_name(JobState::Running)
+                    )),
                     "active",
                 )
                 .from_as("locations", "l")
@@ -435,30 +444,6 @@ impl Store {
             .into_iter()
             .map(|f| (f.location_id.clone(), f))
             .collect())
-    }
-
-    /// The most recent sync job of a location.
-    pub async fn last_job(&self, location_id: &str) -> Result<Option<sync_job::Model>, StoreError> {
-        Ok(sync_job::Entity::find()
-            .filter(sync_job::Column::LocationId.eq(location_id))
-            .order_by_desc(sync_job::Column::StartedAt)
-            .order_by_desc(sync_job::Column::Id)
-            .one(&self.db)
-            .await?)
-    }
-
-    /// The stages of the given jobs, in a stable order.
-    pub async fn stages_of_jobs(
-        &self,
-        job_ids: &[String],
-    ) -> Result<Vec<sync_stage::Model>, StoreError> {
-        chunked(job_ids, |chunk| {
-            sync_stage::Entity::find()
-                .filter(sync_stage::Column::JobId.is_in(chunk))
-                .order_by_asc(sync_stage::Column::Name)
-                .all(&self.db)
-        })
-        .await
     }
 }
 

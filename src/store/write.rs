@@ -7,8 +7,8 @@ use sea_orm::{ConnectionTrait, DbErr, TransactionTrait};
 
 use super::{IN_CHUNK, Store, StoreError, rows_per_insert};
 use crate::domain::{
-    Contact, Conversation, CustomField, Location, Opportunity, Pipeline, Resource, Task, User,
-    to_ms,
+    Contact, Conversation, CustomField, Location, Opportunity, Pipeline, Resource, SyncStage, Task,
+    User, to_ms,
 };
 
 /// One page of records of one resource, as fetched from GHL.
@@ -39,26 +39,6 @@ impl Page<'_> {
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
-}
-
-/// The progress of one sync stage, written in the same transaction as the page it follows.
-#[derive(Clone, Debug, Default, PartialEq)]
-pub struct StageCheckpoint {
-    pub job_id: String,
-    pub stage: String,
-    /// A `SyncState` name: `QUEUED`, `RUNNING`, `SUCCEEDED`, `FAILED`.
-    pub state: String,
-    pub fetched: i64,
-    pub total: Option<i64>,
-    pub pages: i64,
-    /// Where the stage resumes (an opaque JSON cursor of the stage).
-    pub checkpoint: Option<String>,
-    pub error: Option<String>,
-    /// GHL calls the stage made so far, their retries and 429s, and its wait for the limiter.
-    pub calls: i64,
-    pub retries: i64,
-    pub rate_limited: i64,
-    pub waited_ms: i64,
 }
 
 type Row = Vec<Value>;
@@ -452,14 +432,15 @@ async fn write_contacts<C: ConnectionTrait>(
     .await
 }
 
+/// Writes a stage's progress (its row in `sync_stages`).
 pub(super) async fn save_checkpoint<C: ConnectionTrait>(
     conn: &C,
-    c: &StageCheckpoint,
+    c: &SyncStage,
 ) -> Result<(), DbErr> {
     let row: Row = vec![
         c.job_id.clone().into(),
-        c.stage.clone().into(),
-        c.state.clone().into(),
+        c.resource.as_str().into(),
+        super::jobs::job_state_name(c.state).into(),
         c.fetched.into(),
         c.total.into(),
         c.pages.into(),
@@ -503,7 +484,7 @@ impl Store {
         location_id: &str,
         mark: i64,
         page: Page<'_>,
-        checkpoint: Option<&StageCheckpoint>,
+        checkpoint: Option<&SyncStage>,
     ) -> Result<(), StoreError> {
         let txn = self.db.begin().await?;
         write_records(&txn, location_id, mark, page).await?;

@@ -1,4 +1,8 @@
 //! One stage of a job: fetch one resource's pages and write each with its checkpoint.
+//!
+//! The runner gets everything it uses through [`StageContext`] (the GHL client, the store, the
+//! job's [`Progress`], the cancellation token) and answers with a typed [`StageError`] that keeps
+//! its cause. It must not reach into the engine: it neither starts jobs nor touches other stages.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -6,17 +10,18 @@ use std::sync::atomic::Ordering;
 use chrono::{DateTime, Utc};
 use futures::stream::BoxStream;
 use futures::{StreamExt, TryStreamExt};
+use tokio_util::sync::CancellationToken;
 
-use super::{JobSnapshot, Running, SyncEngine, SyncMode, now_ms};
-use crate::domain::Resource;
-use crate::store::entities::{sync_job, sync_stage};
-use crate::store::{Page, StageCheckpoint, StoreError};
-use crate::upstream::{Cursor, Listing, Meter, Records, UpstreamError};
+use super::progress::Progress;
+use super::{causes, now};
+use crate::domain::{JobState, Resource, SyncJob, SyncMode, SyncStage};
+use crate::store::{Page, Store, StoreError};
+use crate::upstream::{self, Cursor, Listing, Meter, Records, UpstreamError};
 
-/// Why a stage failed.
+/// Why a stage failed. Its text is what the stage (and its job) record as their `error`.
 #[derive(Debug, thiserror::Error)]
 pub(super) enum StageError {
-    #[error("{0}")]
+    #[error(transparent)]
     Upstream(#[from] UpstreamError),
     #[error("the cache database failed: {0}")]
     Store(#[from] StoreError),
@@ -25,99 +30,59 @@ pub(super) enum StageError {
 }
 
 impl StageError {
+    /// Whether GHL refused the location's credentials.
     pub(super) fn is_auth(&self) -> bool {
         matches!(self, StageError::Upstream(e) if e.is_auth())
     }
 }
 
-pub(super) fn checkpoint_of(stage: &sync_stage::Model) -> StageCheckpoint {
-    StageCheckpoint {
-        job_id: stage.job_id.clone(),
-        stage: stage.name.clone(),
-        state: stage.state.clone(),
-        fetched: stage.fetched,
-        total: stage.total,
-        pages: stage.pages,
-        checkpoint: stage.checkpoint.clone(),
-        error: stage.error.clone(),
-        calls: stage.calls,
-        retries: stage.retries,
-        rate_limited: stage.rate_limited,
-        waited_ms: stage.waited_ms,
-    }
-}
-
-pub(super) struct Context<'a> {
-    pub engine: &'a SyncEngine,
-    pub running: &'a Running,
-    pub location_id: &'a str,
-    pub job: &'a sync_job::Model,
+/// What a stage runs with.
+pub(super) struct StageContext<'a> {
+    pub client: &'a upstream::Client,
+    pub store: &'a Store,
+    /// Where the stage reports each change of itself.
+    pub progress: &'a Progress,
+    /// Cancelled when the gateway shuts down; the stage stops at its next page.
+    pub cancel: &'a CancellationToken,
+    pub job: &'a SyncJob,
+    /// The job's mode (the stage may still read an incremental list as a whole).
     pub mode: SyncMode,
 }
 
-impl Context<'_> {
-    fn stage(&self, resource: Resource) -> sync_stage::Model {
-        let snapshot: JobSnapshot = super::lock(&self.running.snapshot).clone();
-        snapshot
-            .stages
-            .into_iter()
-            .find(|s| s.name == resource.as_str())
-            .expect("every resource has a stage from the job's start")
+impl StageContext<'_> {
+    /// Applies `update` to the stage, stamps it, and reports it.
+    fn report(&self, stage: &mut SyncStage, update: impl FnOnce(&mut SyncStage)) {
+        update(stage);
+        stage.updated_at = now();
+        self.progress.put_stage(stage);
     }
 
-    /// Applies `update` to the stage, publishes the job, and returns the stage.
-    fn update(
-        &self,
-        resource: Resource,
-        update: impl FnOnce(&mut sync_stage::Model),
-    ) -> sync_stage::Model {
-        let snapshot = self.engine.publish(self.running, |s| {
-            if let Some(stage) = s.stages.iter_mut().find(|st| st.name == resource.as_str()) {
-                update(stage);
-                stage.updated_at = now_ms();
-            }
-        });
-        snapshot
-            .stages
-            .into_iter()
-            .find(|s| s.name == resource.as_str())
-            .expect("the stage exists")
-    }
-
-    /// Runs the stage to its end; returns its error, if any.
+    /// Runs `stage`, as the job's start left it, to its end.
     pub(super) async fn run(
         &self,
-        resource: Resource,
+        mut stage: SyncStage,
         since: Option<DateTime<Utc>>,
-    ) -> Option<StageError> {
-        let start = self.stage(resource);
+    ) -> Result<(), StageError> {
+        let start = stage.clone();
+        let resource = stage.resource;
+        let location_id = self.job.location_id.as_str();
         let meter = Arc::new(Meter::default());
-        let running = self.update(resource, |s| s.state = "RUNNING".into());
-        if let Err(error) = self
-            .engine
-            .inner
-            .store
-            .save_stage(&checkpoint_of(&running))
-            .await
-        {
-            return Some(error.into());
-        }
+        self.report(&mut stage, |s| s.state = JobState::Running);
+        self.store.save_stage(&stage).await?;
         let result = meter
             .clone()
-            .scope(self.fetch(resource, since, &start, &meter))
+            .scope(self.fetch(&mut stage, since, &start, &meter))
             .await;
         let result = match result {
             // A complete list: what it did not return is gone from GHL.
-            Ok(complete) if complete => self
-                .engine
-                .inner
+            Ok(true) => self
                 .store
-                .mark_unseen_deleted(self.location_id, resource, self.job.mark)
+                .mark_unseen_deleted(location_id, resource, self.job.mark)
                 .await
                 .map(|deleted| {
                     if deleted > 0 {
                         tracing::info!(
-                            location_id = self.location_id,
+                            location_id,
                             stage = resource.as_str(),
                             deleted,
                             "marked rows deleted"
@@ -125,47 +90,38 @@ impl Context<'_> {
                     }
                 })
                 .map_err(StageError::from),
-            Ok(_) => Ok(()),
+            Ok(false) => Ok(()),
             Err(error) => Err(error),
         };
-        let (state, error) = match &result {
-            Ok(()) => ("SUCCEEDED", None),
-            Err(error) => ("FAILED", Some(error.to_string())),
-        };
-        if let Some(error) = &error {
-            tracing::warn!(location_id = self.location_id, stage = resource.as_str(), error = %error, "sync stage failed");
+        if let Err(error) = &result {
+            tracing::warn!(location_id, stage = resource.as_str(), error = %error, causes = ?causes(error), "sync stage failed");
         }
-        let done = self.update(resource, |s| {
-            s.state = state.into();
-            s.error = error;
+        self.report(&mut stage, |s| {
+            s.state = match &result {
+                Ok(()) => JobState::Succeeded,
+                Err(_) => JobState::Failed,
+            };
+            s.error = result.as_ref().err().map(ToString::to_string);
             metered(s, &start, &meter);
         });
-        if let Err(error) = self
-            .engine
-            .inner
-            .store
-            .save_stage(&checkpoint_of(&done))
-            .await
-        {
-            return Some(error.into());
-        }
-        result.err()
+        self.store.save_stage(&stage).await?;
+        result
     }
 
     /// Fetches and writes the stage's records. Returns whether it read the complete list (so that
     /// rows it did not see can be marked deleted).
     async fn fetch(
         &self,
-        resource: Resource,
+        stage: &mut SyncStage,
         since: Option<DateTime<Utc>>,
-        start: &sync_stage::Model,
+        start: &SyncStage,
         meter: &Arc<Meter>,
     ) -> Result<bool, StageError> {
-        let client = &self.engine.inner.client;
-        let store = &self.engine.inner.store;
-        let (location_id, mark) = (self.location_id, self.job.mark);
+        let (client, store) = (self.client, self.store);
+        let resource = stage.resource;
+        let (location_id, mark) = (self.job.location_id.as_str(), self.job.mark);
         let single = |records: usize| {
-            move |s: &mut sync_stage::Model| {
+            move |s: &mut SyncStage| {
                 s.fetched = records as i64;
                 s.total = Some(records as i64);
                 s.pages = 1;
@@ -174,17 +130,12 @@ impl Context<'_> {
         macro_rules! whole_list {
             ($fetch:expr, $page:path) => {{
                 let (records, _skipped) = $fetch.await?;
-                let stage = self.update(resource, |s| {
+                self.report(stage, |s| {
                     single(records.len())(s);
                     metered(s, start, meter);
                 });
                 store
-                    .write_page(
-                        location_id,
-                        mark,
-                        $page(&records),
-                        Some(&checkpoint_of(&stage)),
-                    )
+                    .write_page(location_id, mark, $page(&records), Some(stage))
                     .await?;
                 return Ok(true);
             }};
@@ -215,7 +166,7 @@ impl Context<'_> {
         );
         let mut first = true;
         loop {
-            if self.engine.inner.cancel.is_cancelled() {
+            if self.cancel.is_cancelled() {
                 return Err(StageError::Interrupted);
             }
             let page = match stream.try_next().await {
@@ -244,26 +195,26 @@ impl Context<'_> {
                 .next
                 .as_ref()
                 .map(|c| serde_json::to_string(c).unwrap_or_default());
-            let stage = self.update(resource, |s| {
+            self.report(stage, |s| {
                 s.fetched = fetched;
                 s.total = page.total.map(|t| t as i64).or(s.total);
                 s.pages = pages;
                 s.checkpoint = cursor;
                 metered(s, start, meter);
             });
-            let checkpoint = checkpoint_of(&stage);
+            let checkpoint = Some(&*stage);
             let written = match &page.records {
                 Records::Contacts(r) => {
-                    store.write_page(location_id, mark, Page::Contacts(r), Some(&checkpoint))
+                    store.write_page(location_id, mark, Page::Contacts(r), checkpoint)
                 }
                 Records::Tasks(r) => {
-                    store.write_page(location_id, mark, Page::Tasks(r), Some(&checkpoint))
+                    store.write_page(location_id, mark, Page::Tasks(r), checkpoint)
                 }
                 Records::Conversations(r) => {
-                    store.write_page(location_id, mark, Page::Conversations(r), Some(&checkpoint))
+                    store.write_page(location_id, mark, Page::Conversations(r), checkpoint)
                 }
                 Records::Opportunities(r) => {
-                    store.write_page(location_id, mark, Page::Opportunities(r), Some(&checkpoint))
+                    store.write_page(location_id, mark, Page::Opportunities(r), checkpoint)
                 }
             };
             written.await?;
@@ -273,7 +224,7 @@ impl Context<'_> {
 }
 
 /// The stage's cost: what it carried from an earlier attempt plus what this attempt metered.
-fn metered(stage: &mut sync_stage::Model, start: &sync_stage::Model, meter: &Meter) {
+fn metered(stage: &mut SyncStage, start: &SyncStage, meter: &Meter) {
     stage.calls = start.calls + meter.calls.load(Ordering::Relaxed) as i64;
     stage.retries = start.retries + meter.retries.load(Ordering::Relaxed) as i64;
     stage.rate_limited = start.rate_limited + meter.rate_limited.load(Ordering::Relaxed) as i64;
@@ -301,4 +252,34 @@ fn read_ahead(
     tokio_stream::wrappers::ReceiverStream::new(receiver).boxed()
 }
 
-type PageResult = Result<crate::upstream::FetchedPage, UpstreamError>;
+type PageResult = Result<upstream::FetchedPage, UpstreamError>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_stage_error_keeps_its_cause_and_its_recorded_text() {
+        let error = StageError::from(StoreError::Invalid("x".into()));
+        assert_eq!(
+            error.to_string(),
+            "the cache database failed: stored value is invalid: x"
+        );
+        assert!(std::error::Error::source(&error).is_some());
+        assert!(!error.is_auth());
+        assert!(!StageError::Interrupted.is_auth());
+    }
+
+    #[test]
+    fn a_resumed_stage_adds_this_attempts_cost_to_the_earlier_one() {
+        let mut start = SyncStage::queued("j", Resource::Contacts, crate::domain::from_ms(0));
+        start.calls = 3;
+        start.waited_ms = 10;
+        let meter = Meter::default();
+        meter.calls.store(2, Ordering::Relaxed);
+        meter.waited_us.store(5_500, Ordering::Relaxed);
+        let mut stage = start.clone();
+        metered(&mut stage, &start, &meter);
+        assert_eq!((stage.calls, stage.waited_ms), (5, 15));
+    }
+}

@@ -1,7 +1,7 @@
 //! The store API: migrations, bulk upserts, reconciliation of deleted rows.
 
-use ghl_gateway::domain::{Contact, CustomFieldValue, Resource};
-use ghl_gateway::store::{ContactFilter, ContactOrder, Page, StageCheckpoint};
+use ghl_gateway::domain::{Contact, CustomFieldValue, JobState, Resource, SyncStage, from_ms};
+use ghl_gateway::store::{ContactFilter, ContactOrder, Page};
 use sea_orm::{EntityTrait, PaginatorTrait};
 
 use crate::helpers::*;
@@ -189,15 +189,13 @@ async fn a_checkpoint_is_written_with_its_page() {
         .await
         .unwrap();
         let page: Vec<Contact> = (0..3).map(|i| contact("loc", i, &[])).collect();
-        let mut checkpoint = StageCheckpoint {
-            job_id: "job-1".into(),
-            stage: "contacts".into(),
-            state: "RUNNING".into(),
+        let mut checkpoint = SyncStage {
+            state: JobState::Running,
             fetched: 3,
             total: Some(6),
             pages: 1,
             checkpoint: Some(r#"{"searchAfter":[1,"c2"]}"#.into()),
-            ..Default::default()
+            ..SyncStage::queued("job-1", Resource::Contacts, from_ms(1))
         };
         store
             .write_page("loc", 1, Page::Contacts(&page), Some(&checkpoint))

@@ -4,6 +4,7 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
+use ghl_gateway::domain::{JobState, Resource};
 use ghl_gateway::store::entities::{
     contact, contact_custom_value, conversation, opportunity, task, user,
 };
@@ -492,7 +493,7 @@ async fn a_sync_stopped_mid_way_resumes_from_its_checkpoints() {
             .job
             .stages
             .iter()
-            .find(|s| s.name == "conversations")
+            .find(|s| s.resource == Resource::Conversations)
             .unwrap();
         if conv.pages >= 3 {
             let spec = ghl_gateway::sim::FaultSpec {
@@ -509,7 +510,7 @@ async fn a_sync_stopped_mid_way_resumes_from_its_checkpoints() {
     }
     assert!(app.sync.wait_idle(&loc, Duration::from_secs(300)).await);
     let failed = app.store.last_job(&loc).await.unwrap().unwrap();
-    assert_eq!(failed.state, "FAILED");
+    assert_eq!(failed.state, JobState::Failed);
     assert!(
         failed.error.as_deref().unwrap().contains("unavailable"),
         "{failed:?}"
@@ -521,15 +522,15 @@ async fn a_sync_stopped_mid_way_resumes_from_its_checkpoints() {
         .unwrap();
     let conv = stages
         .iter()
-        .find(|s| s.name == "conversations")
+        .find(|s| s.resource == Resource::Conversations)
         .unwrap()
         .clone();
-    assert_eq!(conv.state, "FAILED");
+    assert_eq!(conv.state, JobState::Failed);
     assert!(
         stages
             .iter()
-            .filter(|s| s.name != "conversations")
-            .all(|s| s.state == "SUCCEEDED"),
+            .filter(|s| s.resource != Resource::Conversations)
+            .all(|s| s.state == JobState::Succeeded),
         "{stages:?}"
     );
 
@@ -600,14 +601,14 @@ async fn a_process_killed_mid_sync_resumes_on_the_next_start() {
     let task = tokio::spawn(async move { first.shutdown().await });
     task.await.unwrap();
     let killed = db.store.last_job(&loc).await.unwrap().unwrap();
-    assert_eq!(killed.state, "FAILED", "{killed:?}");
-    let done_before: std::collections::HashMap<String, (String, i64)> = db
+    assert_eq!(killed.state, JobState::Failed, "{killed:?}");
+    let done_before: std::collections::HashMap<Resource, (JobState, i64)> = db
         .store
         .stages_of_jobs(std::slice::from_ref(&killed.id))
         .await
         .unwrap()
         .into_iter()
-        .map(|s| (s.name, (s.state, s.pages)))
+        .map(|s| (s.resource, (s.state, s.pages)))
         .collect();
 
     sim.reset_counters();
@@ -618,15 +619,15 @@ async fn a_process_killed_mid_sync_resumes_on_the_next_start() {
     assert!(second.wait_idle(&loc, Duration::from_secs(300)).await);
     let resumed = db.store.last_job(&loc).await.unwrap().unwrap();
     assert_eq!(
-        (resumed.state.as_str(), resumed.mode.as_str(), resumed.mark),
-        ("SUCCEEDED", "FULL", killed.mark)
+        (resumed.state, resumed.mode, resumed.mark),
+        (JobState::Succeeded, SyncMode::Full, killed.mark)
     );
     // Finished stages are not fetched again; the others continue from their checkpoint.
     let truth = sim.dump(&loc).unwrap();
     let pages = |key: &str, size: usize| truth[key].as_array().unwrap().len().div_ceil(size) as u64;
-    let expect = |stage: &str, endpoint: &str, all: u64| {
-        let (state, done) = done_before[stage].clone();
-        let left = if state == "SUCCEEDED" {
+    let expect = |stage: Resource, endpoint: &str, all: u64| {
+        let (state, done) = done_before[&stage];
+        let left = if state == JobState::Succeeded {
             0
         } else {
             all - done as u64
@@ -634,22 +635,26 @@ async fn a_process_killed_mid_sync_resumes_on_the_next_start() {
         assert_eq!(
             sim.requests(endpoint),
             left,
-            "{stage}: {state} after {done} pages"
+            "{stage:?}: {state:?} after {done} pages"
         );
     };
-    expect("contacts", "contacts.search", pages("contacts", 500));
     expect(
-        "conversations",
+        Resource::Contacts,
+        "contacts.search",
+        pages("contacts", 500),
+    );
+    expect(
+        Resource::Conversations,
         "conversations.search",
         pages("conversations", 100),
     );
     expect(
-        "opportunities",
+        Resource::Opportunities,
         "opportunities.search.post",
         pages("opportunities", 500),
     );
     let tasks = truth["tasks"].as_array().unwrap().len() as u64 / 500 + 1;
-    expect("tasks", "tasks.search", tasks);
+    expect(Resource::Tasks, "tasks.search", tasks);
     let app = spawn_app(&db.url).await;
     assert_cache_equals_truth(&app, &sim, &loc).await;
 }
@@ -743,7 +748,7 @@ async fn the_scheduler_runs_a_full_sync_first_then_incremental_ones() {
     let sim = spawn_sim(100).await;
     let app = spawn_app_with_sim(&db.url, &sim).await;
     let loc = sim.locations[0].id.clone();
-    for expected in ["FULL", "INCREMENTAL", "INCREMENTAL"] {
+    for expected in [SyncMode::Full, SyncMode::Incremental, SyncMode::Incremental] {
         assert_eq!(
             app.sync.schedule_once().await.unwrap(),
             1,
@@ -751,9 +756,6 @@ async fn the_scheduler_runs_a_full_sync_first_then_incremental_ones() {
         );
         assert!(app.sync.wait_idle(&loc, Duration::from_secs(60)).await);
         let job = app.store.last_job(&loc).await.unwrap().unwrap();
-        assert_eq!(
-            (job.mode.as_str(), job.state.as_str()),
-            (expected, "SUCCEEDED")
-        );
+        assert_eq!((job.mode, job.state), (expected, JobState::Succeeded));
     }
 }

@@ -140,7 +140,11 @@ async fn a_full_sync_with_retries_and_a_token_refresh_logs_no_token() {
             .await
     );
     let job = app.store.last_job(&loc).await.unwrap().unwrap();
-    assert_eq!(job.state, "SUCCEEDED", "{job:?}");
+    assert_eq!(
+        job.state,
+        ghl_gateway::domain::JobState::Succeeded,
+        "{job:?}"
+    );
 
     let renewed = plaintext(&app.store.credential(&loc).await.unwrap().unwrap());
     assert_ne!(renewed, issued, "the sync refreshed the token");
