@@ -1,7 +1,7 @@
 //! The commands of the `ghl-gateway` binary, one module each, each with its own arguments
 //! struct (clap) and a `run` function. They sit on top of everything else ([`crate::app`],
 //! [`crate::store`], [`crate::sync`], [`crate::sim`], [`crate::bench`]); nothing below imports
-//! them, and [`crate::cli`] gathers their arguments into the command line.
+//! them, and the command line (`cli.rs`) gathers their arguments.
 
 pub mod bench;
 pub mod connect;
