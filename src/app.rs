@@ -5,6 +5,8 @@ use std::net::SocketAddr;
 use anyhow::Context as _;
 use tokio::net::TcpListener;
 
+pub mod credentials;
+
 use crate::auth;
 use crate::cli::{KeysCommand, ServeConfig};
 use crate::graphql;
@@ -56,8 +58,9 @@ impl App {
                 "anonymous requests are allowed (--allow-anonymous): every location is readable without a key"
             );
         }
+        let credentials = credentials::StoreCredentials::new(store.clone(), cipher.clone());
         let client =
-            upstream::Client::with_cipher(config.upstream.clone(), store.clone(), cipher.clone())
+            upstream::Client::new(config.upstream.clone(), std::sync::Arc::new(credentials))
                 .context("cannot build the GHL client")?;
         let sync = SyncEngine::start(store.clone(), client, config.sync.clone())
             .await

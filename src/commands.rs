@@ -14,7 +14,7 @@ use crate::secrets::{Cipher, SecretsConfig};
 use crate::sim::{Sim, SimArgs};
 use crate::store::{DatabaseConfig, Store};
 use crate::sync::{SyncEngine, SyncMode};
-use crate::upstream::{self, Credential, Secret};
+use crate::upstream::{self, Credential};
 
 /// The tokens-at-rest key of the demo when none is configured. The demo's tokens are the
 /// simulator's, so a published key protects nothing real; a real deployment sets its own.
@@ -37,10 +37,10 @@ fn client(
     secrets: &SecretsConfig,
 ) -> anyhow::Result<upstream::Client> {
     let cipher = Cipher::from_config(secrets).context("GATEWAY_SECRET_KEY is not a usable key")?;
-    Ok(upstream::Client::with_cipher(
+    let credentials = crate::app::credentials::StoreCredentials::new(store.clone(), cipher);
+    Ok(upstream::Client::new(
         upstream.clone(),
-        store.clone(),
-        cipher,
+        std::sync::Arc::new(credentials),
     )?)
 }
 
@@ -73,7 +73,7 @@ pub async fn demo(mut config: DemoConfig) -> anyhow::Result<()> {
             .set_credential(
                 &location.id,
                 Credential::PrivateIntegration {
-                    token: Secret::new(location.pit_token.clone()),
+                    token: location.pit_token.clone().into(),
                 },
             )
             .await
@@ -129,7 +129,7 @@ pub async fn connect(command: ConnectCommand) -> anyhow::Result<()> {
                 .set_credential(
                     &location,
                     Credential::PrivateIntegration {
-                        token: Secret::new(token.clone()),
+                        token: token.clone().into(),
                     },
                 )
                 .await?;
@@ -149,7 +149,7 @@ pub async fn connect(command: ConnectCommand) -> anyhow::Result<()> {
                 .set_credential(
                     &location,
                     Credential::Agency {
-                        agency_token: Secret::new(token.clone()),
+                        agency_token: token.clone().into(),
                         company_id,
                         location_token: None,
                         expires_at: None,
