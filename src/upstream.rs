@@ -30,6 +30,7 @@ use tokio::sync::Semaphore;
 pub use credentials::{Credential, CredentialStore, CredentialStoreError, MemoryCredentials};
 pub use limiter::RateLimiter;
 pub use paging::{Cursor, FetchedPage, Listing, Records};
+pub use transport::{CallStats, Meter};
 
 use crate::domain;
 use transport::{Call, get, post};
@@ -123,26 +124,38 @@ impl Default for UpstreamConfig {
 /// What went wrong with a GHL call, as the caller can act on it.
 #[derive(Clone, Debug, thiserror::Error)]
 pub enum UpstreamError {
+    /// 429s until the retry budget ran out; `retry_after` is GHL's last word on when to come back.
     #[error("GHL answered 429 Too Many Requests until the retry budget ran out")]
     RateLimited { retry_after: Option<Duration> },
+    /// 5xx, a timeout or a connection failure: worth trying again later.
     #[error("GHL is unavailable: {0}")]
     Transient(String),
+    /// GHL refused the location's credential (a 401 a renewal did not cure, a refused renewal,
+    /// or OAuth without client id and secret): the location must be connected again.
     #[error("GHL refused the credentials of the location: {0}")]
     Unauthorized(String),
+    /// 403: the credential may not do this.
     #[error("GHL forbids this: {0}")]
     Forbidden(String),
+    /// 404, or GHL's 400 "... not found" for an unknown record id.
     #[error("not found in GHL: {0}")]
     NotFound(String),
+    /// Any other 4xx: the request itself is wrong; trying again will not help.
     #[error("GHL rejected the request ({status}): {message}")]
     BadRequest { status: u16, message: String },
+    /// A body that does not parse as the JSON expected; retried.
     #[error("GHL sent a body that does not parse: {0}")]
     Decode(String),
+    /// The daily quota fell below `GHL_DAILY_RESERVE`: the location waits for tomorrow.
     #[error("the daily GHL quota of the location is down to its reserve ({remaining} left)")]
     DailyQuotaExhausted { remaining: i64 },
+    /// The location has no credential (or none with a usable token).
     #[error("no usable credentials for location {0}")]
     NoCredentials(String),
+    /// A cursor that does not move: paging stops rather than loop.
     #[error("paging stopped advancing: {0}")]
     Stuck(String),
+    /// The [`CredentialStore`] could not load or save a credential.
     #[error("the credential store failed: {0}")]
     Store(String),
 }
@@ -170,48 +183,6 @@ impl UpstreamError {
 }
 
 type Result<T, E = UpstreamError> = std::result::Result<T, E>;
-
-/// Calls made for a location, for progress events, tests and benchmarks.
-#[derive(Clone, Debug, Default, PartialEq)]
-pub struct CallStats {
-    /// HTTP requests sent (retries included).
-    pub calls: u64,
-    /// Calls that were retries.
-    pub retries: u64,
-    /// 429 answers received.
-    pub rate_limited: u64,
-    /// Time spent waiting for the rate limiter.
-    pub limiter_wait: Duration,
-    /// What GHL last said of the daily quota.
-    pub daily_remaining: Option<i64>,
-    /// Token renewals (OAuth refreshes and agency location tokens).
-    pub renewals: u64,
-}
-
-/// Counters of the calls made inside one [`Meter::scope`] (one sync stage, say), whatever else
-/// the location is doing at the same time.
-#[derive(Debug, Default)]
-pub struct Meter {
-    pub calls: std::sync::atomic::AtomicU64,
-    pub retries: std::sync::atomic::AtomicU64,
-    pub rate_limited: std::sync::atomic::AtomicU64,
-    pub waited_us: std::sync::atomic::AtomicU64,
-}
-
-tokio::task_local! {
-    static METER: Arc<Meter>;
-}
-
-impl Meter {
-    /// Runs `future` with its GHL calls counted on `self`.
-    pub async fn scope<F: Future>(self: Arc<Self>, future: F) -> F::Output {
-        METER.scope(self, future).await
-    }
-
-    fn count(f: impl FnOnce(&Meter)) {
-        let _ = METER.try_with(|m| f(m));
-    }
-}
 
 struct LocationState {
     limiter: RateLimiter,

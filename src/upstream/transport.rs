@@ -1,11 +1,12 @@
 //! Transport: one GHL request from its description to a JSON body or a classified error.
 //!
 //! Owns request building, the in-flight bound and the rate limiter around each send, retries with
-//! backoff (`Retry-After` wins), the daily reserve check, call counters, and the pure mapping of a
-//! status and body to an [`UpstreamError`]. Gets its access token from the token handling
+//! backoff (`Retry-After` wins), the daily reserve check, call counters ([`CallStats`], [`Meter`]),
+//! and the pure mapping of a status and body to an [`UpstreamError`]. Gets its access token from the token handling
 //! (`tokens.rs`) and must not renew or store credentials itself.
 
-use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use backon::{ExponentialBuilder, Retryable};
@@ -14,7 +15,7 @@ use reqwest::{Method, StatusCode};
 use secrecy::ExposeSecret as _;
 use serde_json::Value;
 
-use super::{Client, LocationState, Meter, Result, UpstreamError, VERSION, lock};
+use super::{Client, LocationState, Result, UpstreamError, VERSION, lock};
 use crate::config::Secret;
 
 /// One GHL request.
@@ -53,6 +54,53 @@ pub(super) fn post(endpoint: &'static str, path: String, body: Value) -> Call {
         query: Vec::new(),
         body: Some(body),
         version: VERSION,
+    }
+}
+
+/// Calls made for a location, for progress events, tests and benchmarks.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct CallStats {
+    /// HTTP requests sent (retries included).
+    pub calls: u64,
+    /// Calls that were retries.
+    pub retries: u64,
+    /// 429 answers received.
+    pub rate_limited: u64,
+    /// Time spent waiting for the rate limiter.
+    pub limiter_wait: Duration,
+    /// What GHL last said of the daily quota.
+    pub daily_remaining: Option<i64>,
+    /// Token renewals (OAuth refreshes and agency location tokens).
+    pub renewals: u64,
+}
+
+/// Counters of the calls made inside one [`Meter::scope`] (one sync stage, say), whatever else
+/// the location is doing at the same time.
+#[derive(Debug, Default)]
+pub struct Meter {
+    /// HTTP requests sent (retries included).
+    pub calls: AtomicU64,
+    /// Calls that were retries.
+    pub retries: AtomicU64,
+    /// 429 answers received.
+    pub rate_limited: AtomicU64,
+    /// Microseconds spent waiting for the rate limiter.
+    pub waited_us: AtomicU64,
+}
+
+tokio::task_local! {
+    static METER: Arc<Meter>;
+}
+
+impl Meter {
+    /// Runs `future` with its GHL calls counted on `self`.
+    pub async fn scope<F: Future>(self: Arc<Self>, future: F) -> F::Output {
+        METER.scope(self, future).await
+    }
+
+    /// Counts on the meter of the current scope, if any.
+    fn count(f: impl FnOnce(&Meter)) {
+        let _ = METER.try_with(|m| f(m));
     }
 }
 

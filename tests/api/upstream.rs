@@ -382,7 +382,10 @@ async fn the_daily_reserve_stops_a_location() {
 }
 
 mod wiremock_edges {
-    use wiremock::matchers::{method, path};
+    use futures::future::BoxFuture;
+    use ghl_gateway::upstream::CredentialStoreError;
+    use secrecy::ExposeSecret as _;
+    use wiremock::matchers::{body_string_contains, header, method, path};
     use wiremock::{Mock, MockServer, ResponseTemplate};
 
     use super::*;
@@ -521,5 +524,125 @@ mod wiremock_edges {
             ["t1", "t2"]
         );
         assert_eq!(pages[0].skipped, ["<no id>"]);
+    }
+
+    /// A GHL that refuses `at-old`, renews `rt-old` into `at-new`/`rt-new` (once), and answers
+    /// `at-new`.
+    async fn renewing_server() -> MockServer {
+        let server = MockServer::start().await;
+        Mock::given(method("GET"))
+            .and(path("/users/"))
+            .and(header("authorization", "Bearer at-old"))
+            .respond_with(
+                ResponseTemplate::new(401).set_body_json(json!({ "message": "Invalid JWT" })),
+            )
+            .mount(&server)
+            .await;
+        Mock::given(method("POST"))
+            .and(path("/oauth/token"))
+            .and(body_string_contains("refresh_token=rt-old"))
+            .respond_with(ResponseTemplate::new(200).set_body_json(
+                json!({ "access_token": "at-new", "refresh_token": "rt-new", "expires_in": 86_399 }),
+            ))
+            .expect(1)
+            .mount(&server)
+            .await;
+        Mock::given(method("GET"))
+            .and(path("/users/"))
+            .and(header("authorization", "Bearer at-new"))
+            .respond_with(
+                ResponseTemplate::new(200).set_body_json(json!({ "users": [{ "id": "u1" }] })),
+            )
+            .mount(&server)
+            .await;
+        server
+    }
+
+    /// The OAuth credential that `renewing_server` refuses, as stored before a restart.
+    async fn store_old_credential(credentials: &MemoryCredentials) {
+        let old = Credential::OAuth {
+            access_token: "at-old".into(),
+            refresh_token: "rt-old".into(),
+            expires_at: None,
+        };
+        credentials.save("loc", &old).await.unwrap();
+    }
+
+    /// An OAuth client of `server`.
+    fn oauth_client(server: &MockServer, credentials: Arc<dyn CredentialStore>) -> Client {
+        let mut config = ghl_gateway::upstream::UpstreamConfig::new(server.uri());
+        config.client_id = Some("client".into());
+        config.client_secret = Some("secret".into());
+        Client::new(config, credentials).unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_refused_token_is_renewed_once_and_saved() {
+        let server = renewing_server().await;
+        let memory = Arc::new(MemoryCredentials::new());
+        store_old_credential(&memory).await;
+        let client = oauth_client(&server, memory.clone());
+        let (users, _) = client.users("loc").await.unwrap();
+        assert_eq!(users.len(), 1);
+        let stats = client.stats("loc");
+        assert_eq!(
+            (stats.calls, stats.retries, stats.renewals),
+            (2, 0, 1),
+            "{stats:?}"
+        );
+        let Some(Credential::OAuth {
+            access_token,
+            refresh_token,
+            ..
+        }) = memory.load("loc").await.unwrap()
+        else {
+            panic!("the renewed OAuth credential is saved");
+        };
+        assert_eq!(
+            (access_token.expose_secret(), refresh_token.expose_secret()),
+            ("at-new", "rt-new")
+        );
+    }
+
+    /// Loads what it was given, refuses every save.
+    struct FullDisk(MemoryCredentials);
+
+    impl CredentialStore for FullDisk {
+        fn load<'a>(
+            &'a self,
+            location_id: &'a str,
+        ) -> BoxFuture<'a, Result<Option<Credential>, CredentialStoreError>> {
+            self.0.load(location_id)
+        }
+
+        fn save<'a>(
+            &'a self,
+            _: &'a str,
+            _: &'a Credential,
+        ) -> BoxFuture<'a, Result<(), CredentialStoreError>> {
+            Box::pin(async { Err(CredentialStoreError("the disk is full".into())) })
+        }
+    }
+
+    #[tokio::test]
+    async fn a_renewed_token_that_cannot_be_saved_is_never_used() {
+        let server = renewing_server().await;
+        let memory = MemoryCredentials::new();
+        store_old_credential(&memory).await;
+        let client = oauth_client(&server, Arc::new(FullDisk(memory)));
+        let error = client.users("loc").await.unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            "the credential store failed: the disk is full"
+        );
+        let sent_new = server.received_requests().await.unwrap().iter().any(|r| {
+            r.headers
+                .get("authorization")
+                .is_some_and(|v| v == "Bearer at-new")
+        });
+        assert!(
+            !sent_new,
+            "a token whose refresh token is not stored is not used"
+        );
     }
 }
