@@ -1,11 +1,11 @@
 //! Builds the gateway from its config: database, migrations, schema, router, listener.
 
+pub mod credentials;
+
 use std::net::SocketAddr;
 
 use anyhow::Context as _;
 use tokio::net::TcpListener;
-
-pub mod credentials;
 
 use crate::auth;
 use crate::cli::{KeysCommand, ServeConfig};
