@@ -2,6 +2,8 @@
 //! router, listener. The commands (`serve`, `demo`, `bench`) and the tests start it from here;
 //! it knows nothing of the command line.
 
+pub mod credentials;
+
 use std::net::SocketAddr;
 
 use anyhow::Context as _;
@@ -68,8 +70,9 @@ impl App {
                 "anonymous requests are allowed (--allow-anonymous): every location is readable without a key"
             );
         }
+        let credentials = credentials::StoreCredentials::new(store.clone(), cipher.clone());
         let client =
-            upstream::Client::with_cipher(config.upstream.clone(), store.clone(), cipher.clone())
+            upstream::Client::new(config.upstream.clone(), std::sync::Arc::new(credentials))
                 .context("cannot build the GHL client")?;
         let sync = SyncEngine::start(store.clone(), client, config.sync.clone())
             .await

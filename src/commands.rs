@@ -13,8 +13,11 @@ pub mod serve;
 pub mod sim;
 pub mod sync;
 
+use std::sync::Arc;
+
 use anyhow::Context as _;
 
+use crate::app::credentials::StoreCredentials;
 use crate::secrets::{Cipher, SecretsConfig};
 use crate::store::Store;
 use crate::upstream::{self, UpstreamConfig};
@@ -27,10 +30,10 @@ fn ghl_client(
     secrets: &SecretsConfig,
 ) -> anyhow::Result<upstream::Client> {
     let cipher = Cipher::from_config(secrets).context("GATEWAY_SECRET_KEY is not a usable key")?;
-    Ok(upstream::Client::with_cipher(
+    let credentials = StoreCredentials::new(store.clone(), cipher);
+    Ok(upstream::Client::new(
         upstream.clone(),
-        store.clone(),
-        cipher,
+        Arc::new(credentials),
     )?)
 }
 

@@ -17,7 +17,7 @@ use ghl_gateway::http::HttpConfig;
 use ghl_gateway::sim::{Sim, SimArgs, SimHandle};
 use ghl_gateway::store::{DatabaseConfig, Store};
 use ghl_gateway::sync::{SyncEngine, SyncMode};
-use ghl_gateway::upstream::{Credential, Secret, UpstreamConfig};
+use ghl_gateway::upstream::{Credential, UpstreamConfig};
 
 const CHROMIUM: &str = "/usr/bin/chromium";
 /// The tokens-at-rest key of the test gateway (32 bytes, base64).
@@ -85,7 +85,7 @@ async fn spawn_gateway(sim: &SimHandle, database_url: &str) -> (String, Store, S
             .set_credential(
                 &location.id,
                 Credential::PrivateIntegration {
-                    token: Secret::new(location.pit_token.clone()),
+                    token: location.pit_token.clone().into(),
                 },
             )
             .await

@@ -23,7 +23,7 @@ use crate::auth::AuthConfig;
 use crate::http::HttpConfig;
 use crate::store::{ContactFilter, ContactOrder, DatabaseConfig, Store, StoreError};
 use crate::sync::{SyncEngine, SyncMode};
-use crate::upstream::{Credential, Secret, UpstreamConfig};
+use crate::upstream::{Credential, UpstreamConfig};
 
 /// The dashboard query of the README: contacts with everything nested.
 pub const DASHBOARD_QUERY: &str = r#"
@@ -133,7 +133,7 @@ pub async fn setup(
         .set_credential(
             location_id,
             Credential::PrivateIntegration {
-                token: Secret::new(pit_token.to_owned()),
+                token: pit_token.into(),
             },
         )
         .await?;

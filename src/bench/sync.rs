@@ -15,7 +15,7 @@ use serde_json::{Value, json};
 use super::simproc::{SimProcess, SimSpec};
 use crate::store::{ContactFilter, ContactOrder, DatabaseConfig, Store};
 use crate::sync::{SyncConfig, SyncEngine, SyncMode};
-use crate::upstream::{Client, Credential, Secret, UpstreamConfig};
+use crate::upstream::{Client, Credential, UpstreamConfig};
 
 /// What the parent asks of a worker process.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -102,12 +102,16 @@ pub async fn worker(spec_json: &str) -> anyhow::Result<()> {
 async fn run_worker(spec: &WorkerSpec, url: &str) -> anyhow::Result<WorkerResult> {
     let store = Store::connect(&DatabaseConfig::new(url)).await?;
     store.migrate().await?;
-    let client = Client::new(UpstreamConfig::new(spec.sim_url.clone()), store.clone())?;
+    let credentials = crate::app::credentials::StoreCredentials::new(store.clone(), None);
+    let client = Client::new(
+        UpstreamConfig::new(spec.sim_url.clone()),
+        std::sync::Arc::new(credentials),
+    )?;
     client
         .set_credential(
             &spec.location_id,
             Credential::PrivateIntegration {
-                token: Secret::new(spec.pit_token.clone()),
+                token: spec.pit_token.clone().into(),
             },
         )
         .await?;

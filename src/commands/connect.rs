@@ -7,7 +7,7 @@ use secrecy::ExposeSecret as _;
 use crate::config;
 use crate::secrets::SecretsConfig;
 use crate::store::{DatabaseConfig, Store};
-use crate::upstream::{Credential, Secret};
+use crate::upstream::Credential;
 
 /// `ghl-gateway connect`: one of `--private-token`, `--oauth-code` or `--agency-token`.
 #[derive(Clone, Debug, clap::Args)]
@@ -54,7 +54,7 @@ pub async fn run(command: ConnectCommand) -> anyhow::Result<()> {
                 .set_credential(
                     &location,
                     Credential::PrivateIntegration {
-                        token: Secret::new(token.expose_secret().to_owned()),
+                        token: token.clone(),
                     },
                 )
                 .await?;
@@ -74,7 +74,7 @@ pub async fn run(command: ConnectCommand) -> anyhow::Result<()> {
                 .set_credential(
                     &location,
                     Credential::Agency {
-                        agency_token: Secret::new(token.expose_secret().to_owned()),
+                        agency_token: token.clone(),
                         company_id,
                         location_token: None,
                         expires_at: None,

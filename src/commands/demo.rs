@@ -7,7 +7,7 @@ use super::shutdown_signal;
 use crate::app::{App, ServeConfig};
 use crate::sim::{Sim, SimArgs};
 use crate::sync::SyncMode;
-use crate::upstream::{Credential, Secret};
+use crate::upstream::Credential;
 
 /// The tokens-at-rest key of the demo when none is configured. The demo's tokens are the
 /// simulator's, so a published key protects nothing real; a real deployment sets its own.
@@ -75,7 +75,7 @@ pub async fn run(mut config: DemoConfig) -> anyhow::Result<()> {
             .set_credential(
                 &location.id,
                 Credential::PrivateIntegration {
-                    token: Secret::new(location.pit_token.clone()),
+                    token: location.pit_token.clone().into(),
                 },
             )
             .await

@@ -1,40 +1,19 @@
-//! Credentials of a location: what kind, how to get a usable access token, how to renew it.
+//! Credentials of a location: what kind, how to get a usable access token, when to renew it, and
+//! the [`CredentialStore`] the client keeps them in.
 //!
-//! Tokens are secrets: [`Secret`] never prints its value, and no log line carries one.
+//! Owns the credential as the client sees it (plain tokens in [`Secret`]s) and the persistence
+//! contract; knows nothing of where or how a store keeps them (rows, encryption at rest: the app's
+//! business). Tokens are secrets: `Debug` prints `[REDACTED]`, and no log line carries one.
 
-use std::fmt;
+use std::collections::HashMap;
+use std::sync::Mutex;
 
-use crate::store::entities::credential;
+use futures::future::BoxFuture;
 
-/// A token; `Debug` and `Display` print `[redacted]`.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Secret(String);
-
-impl Secret {
-    pub fn new(value: impl Into<String>) -> Self {
-        Self(value.into())
-    }
-
-    /// The token itself, for the `Authorization` header and the database only.
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("[redacted]")
-    }
-}
-
-impl fmt::Display for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("[redacted]")
-    }
-}
+use crate::config::Secret;
 
 /// How the gateway reaches one location.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug)]
 pub enum Credential {
     /// A sub-account Private Integration Token: no expiry, no refresh.
     PrivateIntegration { token: Secret },
@@ -54,10 +33,6 @@ pub enum Credential {
         expires_at: Option<i64>,
     },
 }
-
-pub const KIND_PRIVATE_INTEGRATION: &str = "private_integration";
-pub const KIND_OAUTH: &str = "oauth";
-pub const KIND_AGENCY: &str = "agency";
 
 impl Credential {
     /// The token to send now, if there is one.
@@ -83,132 +58,140 @@ impl Credential {
             } => location_token.is_none() || expires_at.is_some_and(|e| e - margin_ms <= now_ms),
         }
     }
+}
 
-    /// The stored row. For an agency credential the agency token is kept in `refresh_token`
-    /// (it is what renews the location token) and the minted location token in `access_token`.
-    pub fn to_row(&self, location_id: &str) -> credential::Model {
-        let (kind, access, refresh, expires_at, company_id) = match self {
-            Credential::PrivateIntegration { token } => {
-                (KIND_PRIVATE_INTEGRATION, Some(token), None, None, None)
-            }
-            Credential::OAuth {
-                access_token,
-                refresh_token,
-                expires_at,
-            } => (
-                KIND_OAUTH,
-                Some(access_token),
-                Some(refresh_token),
-                *expires_at,
-                None,
-            ),
-            Credential::Agency {
-                agency_token,
-                company_id,
-                location_token,
-                expires_at,
-            } => (
-                KIND_AGENCY,
-                location_token.as_ref(),
-                Some(agency_token),
-                *expires_at,
-                Some(company_id.clone()),
-            ),
-        };
-        credential::Model {
-            location_id: location_id.to_owned(),
-            kind: kind.to_owned(),
-            access_token: access.map(|s| s.expose().to_owned()),
-            refresh_token: refresh.map(|s| s.expose().to_owned()),
-            expires_at,
-            company_id,
-            updated_at: 0,
-        }
+/// Why a [`CredentialStore`] could not load or save; the message never holds a token.
+#[derive(Clone, Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct CredentialStoreError(pub String);
+
+/// Where the client keeps the credential of each location: loaded on a location's first call,
+/// saved on every change (a renewal is saved before its token is used, so the stored refresh
+/// token is always the live one).
+///
+/// Object-safe (boxed futures), so a [`Client`](super::Client) holds an `Arc<dyn CredentialStore>`.
+pub trait CredentialStore: Send + Sync {
+    /// The stored credential of a location; `None` when it has none (or none usable).
+    fn load<'a>(
+        &'a self,
+        location_id: &'a str,
+    ) -> BoxFuture<'a, Result<Option<Credential>, CredentialStoreError>>;
+
+    /// Stores (inserts or replaces) the credential of a location.
+    fn save<'a>(
+        &'a self,
+        location_id: &'a str,
+        credential: &'a Credential,
+    ) -> BoxFuture<'a, Result<(), CredentialStoreError>>;
+}
+
+/// A [`CredentialStore`] in memory, for tests and for embedding the client without a database.
+/// Credentials live as long as the value.
+#[derive(Debug, Default)]
+pub struct MemoryCredentials {
+    credentials: Mutex<HashMap<String, Credential>>,
+}
+
+impl MemoryCredentials {
+    /// An empty store.
+    pub fn new() -> Self {
+        Self::default()
     }
 
-    /// Reads a stored row; `None` for a row that lacks what its kind needs.
-    pub fn from_row(row: &credential::Model) -> Option<Self> {
-        let secret = |s: &Option<String>| s.clone().filter(|s| !s.is_empty()).map(Secret);
-        match row.kind.as_str() {
-            KIND_PRIVATE_INTEGRATION => Some(Credential::PrivateIntegration {
-                token: secret(&row.access_token)?,
-            }),
-            KIND_OAUTH => Some(Credential::OAuth {
-                access_token: secret(&row.access_token).unwrap_or_else(|| Secret::new("")),
-                refresh_token: secret(&row.refresh_token)?,
-                expires_at: row.expires_at,
-            }),
-            KIND_AGENCY => Some(Credential::Agency {
-                agency_token: secret(&row.refresh_token)?,
-                company_id: row.company_id.clone()?,
-                location_token: secret(&row.access_token),
-                expires_at: row.expires_at,
-            }),
-            _ => None,
-        }
+    fn map(&self) -> std::sync::MutexGuard<'_, HashMap<String, Credential>> {
+        // The map is only ever replaced entry by entry: a panic elsewhere leaves it consistent.
+        self.credentials.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl CredentialStore for MemoryCredentials {
+    fn load<'a>(
+        &'a self,
+        location_id: &'a str,
+    ) -> BoxFuture<'a, Result<Option<Credential>, CredentialStoreError>> {
+        let credential = self.map().get(location_id).cloned();
+        Box::pin(async move { Ok(credential) })
+    }
+
+    fn save<'a>(
+        &'a self,
+        location_id: &'a str,
+        credential: &'a Credential,
+    ) -> BoxFuture<'a, Result<(), CredentialStoreError>> {
+        self.map()
+            .insert(location_id.to_owned(), credential.clone());
+        Box::pin(async { Ok(()) })
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use secrecy::ExposeSecret as _;
+
     use super::*;
 
-    #[test]
-    fn secrets_never_print() {
-        let c = Credential::OAuth {
-            access_token: Secret::new("at-123"),
-            refresh_token: Secret::new("rt-456"),
-            expires_at: Some(1),
-        };
-        let printed = format!("{c:?} {}", Secret::new("x-789"));
-        assert!(
-            !printed.contains("at-123")
-                && !printed.contains("rt-456")
-                && !printed.contains("x-789")
-        );
-        let row = c.to_row("loc");
-        assert!(
-            !format!("{row:?}").contains("rt-456"),
-            "the stored row redacts too"
-        );
+    fn every_kind() -> [Credential; 3] {
+        [
+            Credential::PrivateIntegration {
+                token: "pit-123".into(),
+            },
+            Credential::OAuth {
+                access_token: "at-123".into(),
+                refresh_token: "rt-456".into(),
+                expires_at: Some(1),
+            },
+            Credential::Agency {
+                agency_token: "ag-789".into(),
+                company_id: "co".into(),
+                location_token: Some("lt-012".into()),
+                expires_at: Some(1),
+            },
+        ]
     }
 
     #[test]
-    fn rows_round_trip() {
-        for c in [
-            Credential::PrivateIntegration {
-                token: Secret::new("pit"),
-            },
-            Credential::OAuth {
-                access_token: Secret::new("a"),
-                refresh_token: Secret::new("r"),
-                expires_at: Some(5),
-            },
-            Credential::Agency {
-                agency_token: Secret::new("ag"),
-                company_id: "co".into(),
-                location_token: None,
-                expires_at: None,
-            },
-        ] {
-            assert_eq!(Credential::from_row(&c.to_row("loc")), Some(c));
+    fn secrets_never_print() {
+        for c in every_kind() {
+            let printed = format!("{c:?}");
+            for token in ["pit-123", "at-123", "rt-456", "ag-789", "lt-012"] {
+                assert!(!printed.contains(token), "{printed}");
+            }
+            assert!(printed.contains("REDACTED"), "{printed}");
         }
     }
 
     #[test]
     fn renewal_is_due_before_expiry() {
         let c = Credential::OAuth {
-            access_token: Secret::new("a"),
-            refresh_token: Secret::new("r"),
+            access_token: "a".into(),
+            refresh_token: "r".into(),
             expires_at: Some(10_000),
         };
         assert!(!c.needs_renewal(0, 5_000));
         assert!(c.needs_renewal(5_000, 5_000));
-        assert!(
-            !Credential::PrivateIntegration {
-                token: Secret::new("p")
-            }
-            .needs_renewal(i64::MAX, 0)
-        );
+        assert!(!Credential::PrivateIntegration { token: "p".into() }.needs_renewal(i64::MAX, 0));
+        let agency = Credential::Agency {
+            agency_token: "ag".into(),
+            company_id: "co".into(),
+            location_token: None,
+            expires_at: None,
+        };
+        assert!(agency.needs_renewal(0, 0), "no location token yet");
+        assert!(agency.access_token().is_none());
+    }
+
+    #[tokio::test]
+    async fn the_memory_store_keeps_the_last_save() {
+        let store = MemoryCredentials::new();
+        assert!(store.load("loc").await.unwrap().is_none());
+        for c in every_kind() {
+            store.save("loc", &c).await.unwrap();
+            let loaded = store.load("loc").await.unwrap().expect("saved");
+            assert_eq!(
+                loaded.access_token().map(|s| s.expose_secret().to_owned()),
+                c.access_token().map(|s| s.expose_secret().to_owned())
+            );
+        }
+        assert!(store.load("other").await.unwrap().is_none());
     }
 }

@@ -221,7 +221,7 @@ pub async fn spawn_app_with_sim(url: &str, sim: &ghl_gateway::sim::SimHandle) ->
             .set_credential(
                 &location.id,
                 ghl_gateway::upstream::Credential::PrivateIntegration {
-                    token: ghl_gateway::upstream::Secret::new(location.pit_token.clone()),
+                    token: location.pit_token.clone().into(),
                 },
             )
             .await
@@ -493,14 +493,14 @@ pub async fn spawn_sim_with(args: ghl_gateway::sim::SimArgs) -> ghl_gateway::sim
 
 /// A GHL client for the simulator, with test-sized backoff.
 pub fn upstream_client(
-    store: &Store,
+    credentials: std::sync::Arc<dyn ghl_gateway::upstream::CredentialStore>,
     sim: &ghl_gateway::sim::SimHandle,
     tweak: impl FnOnce(&mut ghl_gateway::upstream::UpstreamConfig),
 ) -> ghl_gateway::upstream::Client {
     let mut config = ghl_gateway::upstream::UpstreamConfig::new(sim.base_url.clone());
     config.client_id = Some(sim.client_id.clone());
-    config.client_secret = Some(sim.client_secret.clone());
+    config.client_secret = Some(sim.client_secret.clone().into());
     config.backoff_ms = 20;
     tweak(&mut config);
-    ghl_gateway::upstream::Client::new(config, store.clone()).expect("the client builds")
+    ghl_gateway::upstream::Client::new(config, credentials).expect("the client builds")
 }

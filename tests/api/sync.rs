@@ -576,12 +576,15 @@ async fn a_process_killed_mid_sync_resumes_on_the_next_start() {
     let loc = sim.locations[0].id.clone();
     let mut config = ghl_gateway::upstream::UpstreamConfig::new(sim.base_url.clone());
     config.backoff_ms = 20;
-    let client = ghl_gateway::upstream::Client::new(config.clone(), db.store.clone()).unwrap();
+    let credentials = ghl_gateway::app::credentials::StoreCredentials::new(db.store.clone(), None);
+    let client =
+        ghl_gateway::upstream::Client::new(config.clone(), std::sync::Arc::new(credentials))
+            .unwrap();
     client
         .set_credential(
             &loc,
             ghl_gateway::upstream::Credential::PrivateIntegration {
-                token: ghl_gateway::upstream::Secret::new(sim.locations[0].pit_token.clone()),
+                token: sim.locations[0].pit_token.clone().into(),
             },
         )
         .await
@@ -671,7 +674,7 @@ async fn refused_credentials_keep_the_cache_served_as_stale() {
         .set_credential(
             &loc,
             ghl_gateway::upstream::Credential::PrivateIntegration {
-                token: ghl_gateway::upstream::Secret::new("pit-revoked"),
+                token: "pit-revoked".into(),
             },
         )
         .await

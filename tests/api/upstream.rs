@@ -1,12 +1,19 @@
 //! The GHL client against the simulator (and wiremock for what the simulator cannot do):
 //! call counts, 429s, retries, token renewal. Counts, not timings.
+//!
+//! Credentials live in memory ([`MemoryCredentials`]) unless the test is about what reaches the
+//! database (token rotation, agency location tokens): those go through the app's store.
 
 use std::collections::HashSet;
+use std::sync::Arc;
 
 use futures::TryStreamExt;
+use ghl_gateway::app::credentials::StoreCredentials;
 use ghl_gateway::sim::{FaultConfig, FaultSpec};
+use ghl_gateway::store::Store;
 use ghl_gateway::upstream::{
-    Client, Credential, FetchedPage, Listing, Records, Secret, UpstreamError,
+    Client, Credential, CredentialStore, FetchedPage, Listing, MemoryCredentials, Records,
+    UpstreamError,
 };
 use serde_json::{Value, json};
 
@@ -49,21 +56,30 @@ fn assert_exactly_once(got: Vec<String>, want: &HashSet<String>, what: &str) {
     );
 }
 
+/// Credentials in memory only.
+fn in_memory() -> Arc<dyn CredentialStore> {
+    Arc::new(MemoryCredentials::new())
+}
+
+/// Credentials in `store`, as the gateway keeps them (without encryption at rest).
+fn in_store(store: &Store) -> Arc<dyn CredentialStore> {
+    Arc::new(StoreCredentials::new(store.clone(), None))
+}
+
 fn pages_for(count: usize, size: usize) -> u64 {
     count.div_ceil(size) as u64
 }
 
 #[tokio::test]
 async fn every_resource_of_a_10k_location_in_the_minimal_number_of_calls() {
-    let db = sqlite().await;
     let sim = spawn_sim(10_000).await;
     let loc = sim.locations[0].clone();
-    let client = upstream_client(&db.store, &sim, |_| {});
+    let client = upstream_client(in_memory(), &sim, |_| {});
     client
         .set_credential(
             &loc.id,
             Credential::PrivateIntegration {
-                token: Secret::new(loc.pit_token.clone()),
+                token: loc.pit_token.clone().into(),
             },
         )
         .await
@@ -139,15 +155,14 @@ async fn every_resource_of_a_10k_location_in_the_minimal_number_of_calls() {
 
 #[tokio::test]
 async fn five_hundred_calls_under_the_real_limit_see_no_429() {
-    let db = sqlite().await;
     let sim = spawn_sim(10).await;
     let loc = sim.locations[0].clone();
-    let client = upstream_client(&db.store, &sim, |_| {});
+    let client = upstream_client(in_memory(), &sim, |_| {});
     client
         .set_credential(
             &loc.id,
             Credential::PrivateIntegration {
-                token: Secret::new(loc.pit_token.clone()),
+                token: loc.pit_token.clone().into(),
             },
         )
         .await
@@ -175,7 +190,6 @@ async fn five_hundred_calls_under_the_real_limit_see_no_429() {
 
 #[tokio::test]
 async fn paging_yields_every_record_once_through_5xx_and_resets() {
-    let db = sqlite().await;
     let sim = spawn_sim(2_000).await;
     let loc = sim.locations[0].clone();
     let spec = FaultSpec {
@@ -190,12 +204,12 @@ async fn paging_yields_every_record_once_through_5xx_and_resets() {
         endpoints: Default::default(),
     })
     .unwrap();
-    let client = upstream_client(&db.store, &sim, |c| c.max_retries = 10);
+    let client = upstream_client(in_memory(), &sim, |c| c.max_retries = 10);
     client
         .set_credential(
             &loc.id,
             Credential::PrivateIntegration {
-                token: Secret::new(loc.pit_token.clone()),
+                token: loc.pit_token.clone().into(),
             },
         )
         .await
@@ -227,7 +241,7 @@ async fn an_expired_oauth_token_is_refreshed_once_for_twenty_callers() {
     let db = sqlite().await;
     let sim = spawn_sim(10).await;
     let loc = sim.locations[0].id.clone();
-    let client = upstream_client(&db.store, &sim, |_| {});
+    let client = upstream_client(in_store(&db.store), &sim, |_| {});
     let code = sim.auth_code("Location", Some(&loc)).unwrap();
     assert_eq!(client.install_with_code(&code).await.unwrap(), loc);
     let before = db.store.credential(&loc).await.unwrap().unwrap();
@@ -255,13 +269,13 @@ async fn an_expired_oauth_token_is_refreshed_once_for_twenty_callers() {
     );
     assert_ne!(after.access_token, before.access_token);
     // The old refresh token is spent: a client that kept it would be locked out.
-    let stale = upstream_client(&db.store, &sim, |_| {});
+    let stale = upstream_client(in_store(&db.store), &sim, |_| {});
     stale
         .set_credential(
             &loc,
             Credential::OAuth {
-                access_token: Secret::new("expired"),
-                refresh_token: Secret::new(before.refresh_token.clone().unwrap()),
+                access_token: "expired".into(),
+                refresh_token: before.refresh_token.clone().unwrap().into(),
                 expires_at: Some(0),
             },
         )
@@ -278,12 +292,12 @@ async fn an_agency_token_mints_location_tokens() {
     let db = sqlite().await;
     let sim = spawn_sim(10).await;
     let loc = sim.locations[0].id.clone();
-    let client = upstream_client(&db.store, &sim, |_| {});
+    let client = upstream_client(in_store(&db.store), &sim, |_| {});
     client
         .set_credential(
             &loc,
             Credential::Agency {
-                agency_token: Secret::new(sim.agency_token.clone()),
+                agency_token: sim.agency_token.clone().into(),
                 company_id: sim.company_id.clone(),
                 location_token: None,
                 expires_at: None,
@@ -305,15 +319,14 @@ async fn an_agency_token_mints_location_tokens() {
 
 #[tokio::test]
 async fn refused_credentials_fail_without_retries() {
-    let db = sqlite().await;
     let sim = spawn_sim(10).await;
     let loc = sim.locations[0].id.clone();
-    let client = upstream_client(&db.store, &sim, |_| {});
+    let client = upstream_client(in_memory(), &sim, |_| {});
     client
         .set_credential(
             &loc,
             Credential::PrivateIntegration {
-                token: Secret::new("pit-wrong"),
+                token: "pit-wrong".into(),
             },
         )
         .await
@@ -331,7 +344,6 @@ async fn refused_credentials_fail_without_retries() {
 
 #[tokio::test]
 async fn the_daily_reserve_stops_a_location() {
-    let db = sqlite().await;
     let sim = spawn_sim_with(ghl_gateway::sim::SimArgs {
         contacts: 10,
         locations: 1,
@@ -340,12 +352,12 @@ async fn the_daily_reserve_stops_a_location() {
     })
     .await;
     let loc = sim.locations[0].clone();
-    let client = upstream_client(&db.store, &sim, |c| c.daily_reserve = 10);
+    let client = upstream_client(in_memory(), &sim, |c| c.daily_reserve = 10);
     client
         .set_credential(
             &loc.id,
             Credential::PrivateIntegration {
-                token: Secret::new(loc.pit_token.clone()),
+                token: loc.pit_token.clone().into(),
             },
         )
         .await
@@ -370,7 +382,10 @@ async fn the_daily_reserve_stops_a_location() {
 }
 
 mod wiremock_edges {
-    use wiremock::matchers::{method, path};
+    use futures::future::BoxFuture;
+    use ghl_gateway::upstream::CredentialStoreError;
+    use secrecy::ExposeSecret as _;
+    use wiremock::matchers::{body_string_contains, header, method, path};
     use wiremock::{Mock, MockServer, ResponseTemplate};
 
     use super::*;
@@ -378,23 +393,22 @@ mod wiremock_edges {
     async fn client_for(
         server: &MockServer,
         tweak: impl FnOnce(&mut ghl_gateway::upstream::UpstreamConfig),
-    ) -> (TestDb, Client) {
-        let db = sqlite().await;
+    ) -> Client {
         let mut config = ghl_gateway::upstream::UpstreamConfig::new(server.uri());
         config.backoff_ms = 5;
         config.burst_window_ms = 50;
         tweak(&mut config);
-        let client = Client::new(config, db.store.clone()).unwrap();
+        let client = Client::new(config, in_memory()).unwrap();
         client
             .set_credential(
                 "loc",
                 Credential::PrivateIntegration {
-                    token: Secret::new("pit"),
+                    token: "pit".into(),
                 },
             )
             .await
             .unwrap();
-        (db, client)
+        client
     }
 
     fn contact_rows(after: Value) -> Value {
@@ -414,7 +428,7 @@ mod wiremock_edges {
             )
             .mount(&server)
             .await;
-        let (_db, client) = client_for(&server, |_| {}).await;
+        let client = client_for(&server, |_| {}).await;
         let result = all_pages(&client, "loc", Listing::Contacts(None)).await;
         assert!(matches!(result, Err(UpstreamError::Stuck(_))), "{result:?}");
         assert_eq!(
@@ -435,7 +449,7 @@ mod wiremock_edges {
             )
             .mount(&server)
             .await;
-        let (_db, client) = client_for(&server, |c| c.max_retries = 3).await;
+        let client = client_for(&server, |c| c.max_retries = 3).await;
         let error = client.users("loc").await.unwrap_err();
         assert!(
             matches!(error, UpstreamError::RateLimited { .. }),
@@ -470,7 +484,7 @@ mod wiremock_edges {
             .respond_with(ResponseTemplate::new(422).set_body_json(json!({ "statusCode": 422, "message": ["property x should not exist"], "error": "Unprocessable Entity" })))
             .mount(&server)
             .await;
-        let (_db, client) = client_for(&server, |_| {}).await;
+        let client = client_for(&server, |_| {}).await;
         let (users, _) = client.users("loc").await.unwrap();
         assert_eq!(users[0].name.as_deref(), Some("Ann"));
         let error = client.pipelines("loc").await.unwrap_err();
@@ -497,7 +511,7 @@ mod wiremock_edges {
             ] })))
             .mount(&server)
             .await;
-        let (_db, client) = client_for(&server, |_| {}).await;
+        let client = client_for(&server, |_| {}).await;
         let pages = all_pages(&client, "loc", Listing::Tasks(None))
             .await
             .unwrap();
@@ -510,5 +524,125 @@ mod wiremock_edges {
             ["t1", "t2"]
         );
         assert_eq!(pages[0].skipped, ["<no id>"]);
+    }
+
+    /// A GHL that refuses `at-old`, renews `rt-old` into `at-new`/`rt-new` (once), and answers
+    /// `at-new`.
+    async fn renewing_server() -> MockServer {
+        let server = MockServer::start().await;
+        Mock::given(method("GET"))
+            .and(path("/users/"))
+            .and(header("authorization", "Bearer at-old"))
+            .respond_with(
+                ResponseTemplate::new(401).set_body_json(json!({ "message": "Invalid JWT" })),
+            )
+            .mount(&server)
+            .await;
+        Mock::given(method("POST"))
+            .and(path("/oauth/token"))
+            .and(body_string_contains("refresh_token=rt-old"))
+            .respond_with(ResponseTemplate::new(200).set_body_json(
+                json!({ "access_token": "at-new", "refresh_token": "rt-new", "expires_in": 86_399 }),
+            ))
+            .expect(1)
+            .mount(&server)
+            .await;
+        Mock::given(method("GET"))
+            .and(path("/users/"))
+            .and(header("authorization", "Bearer at-new"))
+            .respond_with(
+                ResponseTemplate::new(200).set_body_json(json!({ "users": [{ "id": "u1" }] })),
+            )
+            .mount(&server)
+            .await;
+        server
+    }
+
+    /// The OAuth credential that `renewing_server` refuses, as stored before a restart.
+    async fn store_old_credential(credentials: &MemoryCredentials) {
+        let old = Credential::OAuth {
+            access_token: "at-old".into(),
+            refresh_token: "rt-old".into(),
+            expires_at: None,
+        };
+        credentials.save("loc", &old).await.unwrap();
+    }
+
+    /// An OAuth client of `server`.
+    fn oauth_client(server: &MockServer, credentials: Arc<dyn CredentialStore>) -> Client {
+        let mut config = ghl_gateway::upstream::UpstreamConfig::new(server.uri());
+        config.client_id = Some("client".into());
+        config.client_secret = Some("secret".into());
+        Client::new(config, credentials).unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_refused_token_is_renewed_once_and_saved() {
+        let server = renewing_server().await;
+        let memory = Arc::new(MemoryCredentials::new());
+        store_old_credential(&memory).await;
+        let client = oauth_client(&server, memory.clone());
+        let (users, _) = client.users("loc").await.unwrap();
+        assert_eq!(users.len(), 1);
+        let stats = client.stats("loc");
+        assert_eq!(
+            (stats.calls, stats.retries, stats.renewals),
+            (2, 0, 1),
+            "{stats:?}"
+        );
+        let Some(Credential::OAuth {
+            access_token,
+            refresh_token,
+            ..
+        }) = memory.load("loc").await.unwrap()
+        else {
+            panic!("the renewed OAuth credential is saved");
+        };
+        assert_eq!(
+            (access_token.expose_secret(), refresh_token.expose_secret()),
+            ("at-new", "rt-new")
+        );
+    }
+
+    /// Loads what it was given, refuses every save.
+    struct FullDisk(MemoryCredentials);
+
+    impl CredentialStore for FullDisk {
+        fn load<'a>(
+            &'a self,
+            location_id: &'a str,
+        ) -> BoxFuture<'a, Result<Option<Credential>, CredentialStoreError>> {
+            self.0.load(location_id)
+        }
+
+        fn save<'a>(
+            &'a self,
+            _: &'a str,
+            _: &'a Credential,
+        ) -> BoxFuture<'a, Result<(), CredentialStoreError>> {
+            Box::pin(async { Err(CredentialStoreError("the disk is full".into())) })
+        }
+    }
+
+    #[tokio::test]
+    async fn a_renewed_token_that_cannot_be_saved_is_never_used() {
+        let server = renewing_server().await;
+        let memory = MemoryCredentials::new();
+        store_old_credential(&memory).await;
+        let client = oauth_client(&server, Arc::new(FullDisk(memory)));
+        let error = client.users("loc").await.unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            "the credential store failed: the disk is full"
+        );
+        let sent_new = server.received_requests().await.unwrap().iter().any(|r| {
+            r.headers
+                .get("authorization")
+                .is_some_and(|v| v == "Bearer at-new")
+        });
+        assert!(
+            !sent_new,
+            "a token whose refresh token is not stored is not used"
+        );
     }
 }

@@ -109,7 +109,7 @@ async fn a_full_sync_with_retries_and_a_token_refresh_logs_no_token() {
         c.upstream.base_url = base_url;
         c.upstream.backoff_ms = 5;
         c.upstream.client_id = Some(client_id);
-        c.upstream.client_secret = Some(client_secret);
+        c.upstream.client_secret = Some(client_secret.into());
     })
     .await;
     let code = sim.auth_code("Location", Some(&loc)).unwrap();
