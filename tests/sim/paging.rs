@@ -381,3 +381,126 @@ async fn ten_thousand_contacts_walk_completely() {
     assert_eq!(calls, 21, "20 full pages and one empty one");
     assert_eq!(sim.count("contacts.search", "200"), 21);
 }
+
+/// The three searches share one window rule: a page size (required for contacts, 20 for
+/// opportunities, 25 for tasks, at most 500), an offset (`page` ignored after a cursor and capped
+/// at 10,000 rows, or `skip` counted after the cursor) and a `searchAfter` cursor.
+#[tokio::test]
+async fn search_windows_follow_one_rule() {
+    let sim = small().await;
+    let loc = &sim.locations[0];
+    let tok = &loc.pit_token;
+    let ids = |b: &Value, list: &str, key: &str| -> Vec<String> {
+        b[list]
+            .as_array()
+            .expect("rows")
+            .iter()
+            .map(|r| r[key].as_str().expect("id").to_string())
+            .collect()
+    };
+
+    // Contacts: the page size is required and bounded.
+    let (st, b) = post(&sim, "/contacts/search", tok, json!({"locationId": loc.id})).await;
+    assert_eq!(st, 422, "{b}");
+    assert_eq!(b["message"], json!(["pageLimit must not be less than 1"]));
+    let (st, b) = post(
+        &sim,
+        "/contacts/search",
+        tok,
+        json!({"locationId": loc.id, "pageLimit": 501}),
+    )
+    .await;
+    assert_eq!(st, 422, "{b}");
+    assert_eq!(
+        b["message"],
+        json!(["pageLimit must not be greater than 500"])
+    );
+    // Page 2 of 10 is rows 11 to 20.
+    let (_, first20) = post(
+        &sim,
+        "/contacts/search",
+        tok,
+        json!({"locationId": loc.id, "pageLimit": 20}),
+    )
+    .await;
+    let (_, page2) = post(
+        &sim,
+        "/contacts/search",
+        tok,
+        json!({"locationId": loc.id, "pageLimit": 10, "page": 2}),
+    )
+    .await;
+    assert_eq!(
+        ids(&page2, "contacts", "id"),
+        ids(&first20, "contacts", "id")[10..]
+    );
+    // Past the deep-paging cap: 400 naming the request's own page-size key, checked after the
+    // other parameters; with a cursor, `page` is ignored.
+    let deep = json!({"locationId": loc.id, "pageLimit": 100, "page": 101});
+    let (st, b) = post(&sim, "/contacts/search", tok, deep.clone()).await;
+    assert_eq!(st, 400, "{b}");
+    assert_eq!(
+        b["message"],
+        "page * pageLimit must not exceed 10000; use searchAfter to go further"
+    );
+    let mut bad_sort = deep.clone();
+    bad_sort["sort"] = json!([{"field": "email"}]);
+    let (st, b) = post(&sim, "/contacts/search", tok, bad_sort).await;
+    assert_eq!(
+        (st, &b["message"]),
+        (400, &json!("Invalid sort field email"))
+    );
+    let mut with_cursor = deep;
+    with_cursor["pageLimit"] = json!(10);
+    with_cursor["searchAfter"] = first20["contacts"][9]["searchAfter"].clone();
+    let (st, b) = post(&sim, "/contacts/search", tok, with_cursor).await;
+    assert_eq!(st, 200, "{b}");
+    assert_eq!(
+        ids(&b, "contacts", "id"),
+        ids(&first20, "contacts", "id")[10..]
+    );
+
+    // Opportunities: 20 rows by default, the same cap under the key `limit`.
+    let (st, b) = post(
+        &sim,
+        "/opportunities/search",
+        tok,
+        json!({"locationId": loc.id}),
+    )
+    .await;
+    assert_eq!(st, 201, "{b}");
+    assert!(b["total"].as_u64().expect("total") > 20);
+    assert_eq!(b["opportunities"].as_array().expect("rows").len(), 20);
+    let (st, b) = post(
+        &sim,
+        "/opportunities/search",
+        tok,
+        json!({"locationId": loc.id, "limit": 100, "page": 101}),
+    )
+    .await;
+    assert_eq!(st, 400, "{b}");
+    assert_eq!(
+        b["message"],
+        "page * limit must not exceed 10000; use searchAfter to go further"
+    );
+
+    // Tasks: 25 rows by default, no total; `skip` counts after the cursor.
+    let path = format!("/locations/{}/tasks/search", loc.id);
+    let (st, all) = post(&sim, &path, tok, json!({})).await;
+    assert_eq!(st, 201, "{all}");
+    assert!(all.get("total").is_none());
+    let all = ids(&all, "tasks", "_id");
+    assert_eq!(all.len(), 25);
+    let (_, b) = post(&sim, &path, tok, json!({"limit": 5, "skip": 5})).await;
+    assert_eq!(ids(&b, "tasks", "_id"), all[5..10]);
+    let (_, first) = post(&sim, &path, tok, json!({"limit": 3})).await;
+    let cursor = first["tasks"][2]["searchAfter"].clone();
+    let (_, b) = post(
+        &sim,
+        &path,
+        tok,
+        json!({"limit": 5, "skip": 2, "searchAfter": cursor}),
+    )
+    .await;
+    assert_eq!(ids(&b, "tasks", "_id"), all[5..10]);
+}
