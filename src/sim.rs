@@ -18,6 +18,7 @@ mod api;
 mod auth;
 mod control;
 mod data;
+mod endpoints;
 mod filters;
 mod webhooks;
 
@@ -33,9 +34,9 @@ use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-pub use api::ENDPOINTS;
 pub use auth::TokenKind;
 pub use control::{Counters, FaultConfig, FaultSpec, Settings};
+pub use endpoints::ENDPOINTS;
 
 /// Settings of the simulator; every flag has an environment variable too.
 #[derive(clap::Args, Debug, Clone)]

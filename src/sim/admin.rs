@@ -693,7 +693,7 @@ async fn info(State(s): S) -> Response {
         "clientId": s.client_id,
         "appId": s.app_id,
         "locations": s.locations.iter().map(|l| json!({"id": l.meta.id, "name": l.meta.name})).collect::<Vec<_>>(),
-        "endpoints": super::api::ENDPOINTS.iter().map(|(n, m, p)| json!({"name": n, "method": m, "path": p})).collect::<Vec<_>>(),
+        "endpoints": super::endpoints::ENDPOINTS.iter().map(|(n, m, p)| json!({"name": n, "method": m, "path": p})).collect::<Vec<_>>(),
     }))
 }
 
