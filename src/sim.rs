@@ -5,11 +5,15 @@
 //! would let both sides be wrong the same way. Map of the module:
 //!
 //! - `data`: seeded records per location, their sorted indexes and their JSON shapes
+//! - `filters`: GHL's search filters (groups, operators, ranges) over a record's fields
 //! - `auth`: PITs, OAuth location/agency tokens, refresh rotation, authorization codes
+//! - `endpoints`: the table of endpoint names (counters, per-endpoint faults); a leaf
 //! - `control`: run-time settings, the rate limiter, faults, request counters
 //! - `api`: GHL's routes (paths, keys, quirks, status codes) and the fault/latency layer
 //! - `admin`: the `/_sim/` API (records, ground truth, counters, settings, webhooks)
 //! - `webhooks`: Ed25519-signed delivery of change events
+//!
+//! Of the crate it uses only `config` (the one source of `SimArgs`' defaults).
 //!
 //! Use [`Sim::spawn`] in tests and [`run`] for the `sim` command.
 
@@ -18,6 +22,7 @@ mod api;
 mod auth;
 mod control;
 mod data;
+mod endpoints;
 mod filters;
 mod webhooks;
 
@@ -33,9 +38,9 @@ use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-pub use api::ENDPOINTS;
 pub use auth::TokenKind;
 pub use control::{Counters, FaultConfig, FaultSpec, Settings};
+pub use endpoints::ENDPOINTS;
 
 /// Settings of the simulator; every flag has an environment variable too.
 #[derive(clap::Args, Debug, Clone)]
@@ -114,32 +119,13 @@ pub struct SimArgs {
 }
 
 impl Default for SimArgs {
-    /// The CLI defaults, except: port 0 (a free port) and 100 contacts, which suit tests.
+    /// The command line's defaults (its clap attributes, the one source of them), except two that
+    /// suit tests: port 0 (a free port) and 100 contacts.
     fn default() -> Self {
         SimArgs {
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
-            seed: 42,
-            locations: 1,
             contacts: 100,
-            users: 8,
-            latency_ms: 0,
-            jitter_ms: 0,
-            burst_limit: 100,
-            burst_window_ms: 10_000,
-            daily_limit: 200_000,
-            retry_after: false,
-            token_ttl_secs: 86_399,
-            webhook_url: None,
-            fault_500: 0.0,
-            fault_502: 0.0,
-            fault_503: 0.0,
-            fault_reset: 0.0,
-            fault_hang: 0.0,
-            fault_hang_ms: 300_000,
-            fault_truncate: 0.0,
-            fault_malformed: 0.0,
-            fault_429: 0.0,
-            fault_endpoints: Vec::new(),
+            ..crate::config::defaults()
         }
     }
 }
@@ -559,4 +545,44 @@ pub async fn run(
     shutdown.await;
     h.shutdown().await;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The values `SimArgs::default()` had when they were written out by hand: the CLI's
+    /// defaults, but port 0 and 100 contacts.
+    #[test]
+    fn defaults_are_the_command_line_ones_but_port_0_and_100_contacts() {
+        let d = SimArgs::default();
+        assert_eq!(d.listen, SocketAddr::from(([127, 0, 0, 1], 0)));
+        assert_eq!(d.contacts, 100);
+        assert_eq!((d.seed, d.locations, d.users), (42, 1, 8));
+        assert_eq!((d.latency_ms, d.jitter_ms), (0, 0));
+        assert_eq!(
+            (d.burst_limit, d.burst_window_ms, d.daily_limit),
+            (100, 10_000, 200_000)
+        );
+        assert!(!d.retry_after);
+        assert_eq!(d.token_ttl_secs, 86_399);
+        assert!(d.webhook_url.is_none());
+        let fractions = [
+            d.fault_500,
+            d.fault_502,
+            d.fault_503,
+            d.fault_reset,
+            d.fault_hang,
+            d.fault_truncate,
+            d.fault_malformed,
+            d.fault_429,
+        ];
+        assert_eq!(fractions, [0.0; 8]);
+        assert_eq!(d.fault_hang_ms, 300_000);
+        assert!(d.fault_endpoints.is_empty());
+
+        let cli: SimArgs = crate::config::defaults();
+        assert_eq!(cli.listen, SocketAddr::from(([127, 0, 0, 1], 8090)));
+        assert_eq!(cli.contacts, 1000);
+    }
 }

@@ -1,47 +1,50 @@
 //! The `/_sim/` admin API: not part of GHL's surface (every response says so in the
-//! `x-sim-admin` header and a `note` field). It writes records (moving `dateUpdated`), dumps
-//! ground truth, reads and resets counters, changes settings at run time, mints authorization
-//! codes, expires tokens and sends signed webhooks. Bad input gets a 400 with a message.
+//! `x-sim-admin` header and a `note` field). Bad input gets a 400 with a message. Map:
+//!
+//! - `records`: the record API: ground truth dumps, and writes of records (moving `dateUpdated`)
+//!   with the webhooks GHL would send for them
+//! - `knobs`: counters, run-time settings, faults, rate-limit resets, authorization codes, token
+//!   expiry and custom webhooks
+//!
+//! This module holds the router, the admin answer envelope and `GET /_sim/` (what the simulator
+//! serves); it never touches GHL's routes (`api`).
+
+mod knobs;
+mod records;
 
 use std::sync::Arc;
 
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, patch, post};
+use axum::routing::get;
 use serde_json::{Map, Value, json};
 
-use super::control::{FaultConfig, Settings};
-use super::data::{self, Contact, Conversation, Opportunity, Records, Task, iso, parse_time};
-use super::{Location, Shared, lock, read, webhooks, write};
+use super::endpoints::ENDPOINTS;
+use super::{Location, Shared};
 
+pub use knobs::auth_code;
+pub use records::{create, delete, dump, update};
+
+/// What every admin answer says of itself.
 const NOTE: &str = "simulator admin API: not part of the GHL API";
 
+/// The `/_sim/` routes.
 pub fn router(shared: Arc<Shared>) -> Router {
     Router::new()
         .route("/_sim", get(info))
         .route("/_sim/", get(info))
-        .route("/_sim/locations/{loc}", get(dump_route))
-        .route("/_sim/locations/{loc}/{kind}", post(create_route))
-        .route(
-            "/_sim/locations/{loc}/{kind}/{id}",
-            patch(update_route).delete(delete_route),
-        )
-        .route("/_sim/counters", get(counters).delete(reset_counters))
-        .route("/_sim/settings", get(settings).patch(patch_settings))
-        .route("/_sim/faults", get(faults).put(put_faults))
-        .route("/_sim/rate-limits/reset", post(reset_limits))
-        .route("/_sim/oauth/codes", post(code_route))
-        .route("/_sim/tokens/expire", post(expire_route))
-        .route("/_sim/webhooks", post(webhook_route))
-        .route("/_sim/webhooks/public-key", get(public_key))
+        .merge(records::routes())
+        .merge(knobs::routes())
         .with_state(shared)
 }
 
+/// The state every admin route reads.
 type S = State<Arc<Shared>>;
 
+/// An admin answer: the body with its `note`, and the `x-sim-admin` header.
 fn reply(status: StatusCode, mut body: Value) -> Response {
     if let Value::Object(m) = &mut body {
         m.insert("note".into(), NOTE.into());
@@ -54,10 +57,12 @@ fn reply(status: StatusCode, mut body: Value) -> Response {
     r
 }
 
+/// 200 with `body`.
 fn ok(body: Value) -> Response {
     reply(StatusCode::OK, body)
 }
 
+/// 400 with `message`.
 fn fail(msg: impl Into<String>) -> Response {
     reply(
         StatusCode::BAD_REQUEST,
@@ -65,6 +70,7 @@ fn fail(msg: impl Into<String>) -> Response {
     )
 }
 
+/// The answer of a record call: 404 for a "not found: ..." error, 400 for any other.
 fn done(r: Result<Value, String>) -> Response {
     match r {
         Ok(v) => ok(v),
@@ -76,6 +82,7 @@ fn done(r: Result<Value, String>) -> Response {
     }
 }
 
+/// A JSON body; an empty body reads as `{}`.
 fn parse_json(bytes: &Bytes) -> Result<Value, String> {
     if bytes.iter().all(|b| b.is_ascii_whitespace()) {
         return Ok(json!({}));
@@ -83,609 +90,19 @@ fn parse_json(bytes: &Bytes) -> Result<Value, String> {
     serde_json::from_slice(bytes).map_err(|e| format!("body is not valid JSON: {e}"))
 }
 
+/// The body as an object.
 fn object(v: &Value) -> Result<&Map<String, Value>, String> {
     v.as_object()
         .ok_or_else(|| "body must be a JSON object".to_string())
 }
 
+/// A location by id, or a "not found" error.
 fn location<'a>(s: &'a Shared, id: &str) -> Result<&'a Arc<Location>, String> {
     s.location(id)
         .ok_or_else(|| format!("not found: no location {id}"))
 }
 
-// ---------------------------------------------------------------------------------------------
-// Ground truth
-
-/// Everything a location holds, rendered as the GHL API renders it, sorted by id.
-pub fn dump(s: &Shared, loc_id: &str) -> Result<Value, String> {
-    let loc = location(s, loc_id)?;
-    let m = &loc.meta;
-    let rec = read(&loc.records);
-    let mut contacts: Vec<&Contact> = rec.contacts.values().collect();
-    contacts.sort_by(|a, b| a.id.cmp(&b.id));
-    let mut tasks: Vec<&Task> = rec.tasks.values().collect();
-    tasks.sort_by(|a, b| a.id.cmp(&b.id));
-    let mut convs: Vec<&Conversation> = rec.conversations.values().collect();
-    convs.sort_by(|a, b| a.id.cmp(&b.id));
-    let mut opps: Vec<&Opportunity> = rec.opportunities.values().collect();
-    opps.sort_by(|a, b| a.id.cmp(&b.id));
-    Ok(json!({
-        "location": {"id": m.id, "companyId": m.company_id, "name": m.name},
-        "users": m.users.iter().map(|u| u.to_json(&m.id)).collect::<Vec<_>>(),
-        "customFields": m.custom_fields.iter().map(|c| c.to_json(&m.id)).collect::<Vec<_>>(),
-        "pipelines": m.pipelines.iter().map(|p| p.to_json(&m.id)).collect::<Vec<_>>(),
-        "contacts": contacts.iter().map(|c| c.to_json(&m.id)).collect::<Vec<_>>(),
-        "tasks": tasks.iter().map(|t| task_json(t)).collect::<Vec<_>>(),
-        "conversations": convs.iter().map(|c| conv_json(c)).collect::<Vec<_>>(),
-        "opportunities": opps.iter().map(|o| o.to_json(&m.id, rec.contacts.get(&o.contact_id))).collect::<Vec<_>>(),
-    }))
-}
-
-fn task_json(t: &Task) -> Value {
-    let mut v = t.to_json();
-    v["dateAdded"] = json!(iso(t.date_added));
-    v["dateUpdated"] = json!(iso(t.date_updated));
-    v
-}
-
-fn conv_json(c: &Conversation) -> Value {
-    json!({
-        "id": c.id, "contactId": c.contact_id, "type": c.kind,
-        "lastMessageBody": c.last_message_body, "lastMessageType": c.last_message_type,
-        "lastMessageDirection": c.last_message_direction, "lastMessageDate": c.last_message_date,
-        "unreadCount": c.unread_count, "starred": c.starred, "inbox": c.inbox,
-        "assignedTo": c.assigned_to, "dateAdded": c.date_added, "dateUpdated": c.date_updated,
-    })
-}
-
-// ---------------------------------------------------------------------------------------------
-// Record writes
-
-fn opt_str(k: &str, v: &Value) -> Result<Option<String>, String> {
-    match v {
-        Value::Null => Ok(None),
-        Value::String(s) if s.is_empty() => Ok(None),
-        Value::String(s) => Ok(Some(s.clone())),
-        _ => Err(format!("{k} must be a string or null")),
-    }
-}
-
-fn req_str(k: &str, v: &Value) -> Result<String, String> {
-    opt_str(k, v)?.ok_or_else(|| format!("{k} must be a non-empty string"))
-}
-
-fn bool_of(k: &str, v: &Value) -> Result<bool, String> {
-    v.as_bool().ok_or_else(|| format!("{k} must be a boolean"))
-}
-
-fn time_of(k: &str, v: &Value) -> Result<i64, String> {
-    parse_time(v).ok_or_else(|| format!("{k} must be a time (ms epoch or ISO 8601)"))
-}
-
-fn custom_fields_of(k: &str, v: &Value, value_key: &str) -> Result<Vec<(String, Value)>, String> {
-    v.as_array()
-        .ok_or_else(|| format!("{k} must be an array of {{id, {value_key}}}"))?
-        .iter()
-        .map(|x| {
-            let id = x
-                .get("id")
-                .and_then(Value::as_str)
-                .ok_or_else(|| format!("each of {k} needs an id"))?;
-            let val = x
-                .get(value_key)
-                .or_else(|| x.get("value"))
-                .cloned()
-                .unwrap_or(Value::Null);
-            Ok((id.to_string(), val))
-        })
-        .collect()
-}
-
-fn apply_contact(c: &mut Contact, body: &Map<String, Value>, creating: bool) -> Result<(), String> {
-    for (k, v) in body {
-        match k.as_str() {
-            "firstName" => c.first_name = opt_str(k, v)?,
-            "lastName" => c.last_name = opt_str(k, v)?,
-            "email" => c.email = opt_str(k, v)?,
-            "phone" => c.phone = opt_str(k, v)?,
-            "companyName" => c.company_name = opt_str(k, v)?,
-            "source" => c.source = opt_str(k, v)?,
-            "type" => c.kind = req_str(k, v)?,
-            "assignedTo" => c.assigned_to = opt_str(k, v)?,
-            "address1" => c.address1 = opt_str(k, v)?,
-            "city" => c.city = opt_str(k, v)?,
-            "state" => c.state = opt_str(k, v)?,
-            "country" => c.country = opt_str(k, v)?,
-            "postalCode" => c.postal_code = opt_str(k, v)?,
-            "website" => c.website = opt_str(k, v)?,
-            "timezone" => c.timezone = opt_str(k, v)?,
-            "dateOfBirth" => c.date_of_birth = opt_str(k, v)?,
-            "dnd" => c.dnd = bool_of(k, v)?,
-            "tags" => {
-                c.tags = v
-                    .as_array()
-                    .and_then(|a| a.iter().map(|t| t.as_str().map(String::from)).collect())
-                    .ok_or_else(|| "tags must be an array of strings".to_string())?
-            }
-            "customFields" => c.custom_fields = custom_fields_of(k, v, "value")?,
-            "id" | "dateAdded" if creating => {}
-            other => return Err(format!("unknown or read-only contact field {other}")),
-        }
-    }
-    Ok(())
-}
-
-fn apply_task(t: &mut Task, body: &Map<String, Value>, creating: bool) -> Result<(), String> {
-    for (k, v) in body {
-        match k.as_str() {
-            "title" => t.title = req_str(k, v)?,
-            "body" => t.body = opt_str(k, v)?,
-            "assignedTo" => t.assigned_to = opt_str(k, v)?,
-            "dueDate" => t.due = time_of(k, v)?,
-            "completed" => t.completed = bool_of(k, v)?,
-            "id" | "contactId" | "dateAdded" if creating => {}
-            other => return Err(format!("unknown or read-only task field {other}")),
-        }
-    }
-    Ok(())
-}
-
-fn apply_conversation(
-    c: &mut Conversation,
-    body: &Map<String, Value>,
-    creating: bool,
-) -> Result<bool, String> {
-    let mut new_message = false;
-    for (k, v) in body {
-        match k.as_str() {
-            "type" => c.kind = req_str(k, v)?,
-            "lastMessageBody" => {
-                c.last_message_body = req_str(k, v)?;
-                new_message = true;
-            }
-            "lastMessageType" => {
-                c.last_message_type = req_str(k, v)?;
-                new_message = true;
-            }
-            "lastMessageDirection" => {
-                let d = req_str(k, v)?;
-                if d != "inbound" && d != "outbound" {
-                    return Err("lastMessageDirection must be inbound or outbound".into());
-                }
-                c.last_message_direction = d;
-                new_message = true;
-            }
-            "lastMessageDate" => c.last_message_date = time_of(k, v)?,
-            "unreadCount" => {
-                c.unread_count = v
-                    .as_u64()
-                    .ok_or_else(|| "unreadCount must be a non-negative integer".to_string())?
-                    as u32
-            }
-            "starred" => c.starred = bool_of(k, v)?,
-            "assignedTo" => c.assigned_to = opt_str(k, v)?,
-            "id" | "contactId" | "dateAdded" if creating => {}
-            other => return Err(format!("unknown or read-only conversation field {other}")),
-        }
-    }
-    Ok(new_message && !body.contains_key("lastMessageDate"))
-}
-
-fn apply_opportunity(
-    o: &mut Opportunity,
-    body: &Map<String, Value>,
-    creating: bool,
-    loc: &Location,
-) -> Result<(), String> {
-    for (k, v) in body {
-        match k.as_str() {
-            "name" => o.name = req_str(k, v)?,
-            "monetaryValue" => {
-                o.monetary_value = v
-                    .as_f64()
-                    .ok_or_else(|| "monetaryValue must be a number".to_string())?
-            }
-            "pipelineId" => o.pipeline_id = req_str(k, v)?,
-            "pipelineStageId" => o.stage_id = req_str(k, v)?,
-            "assignedTo" => o.assigned_to = opt_str(k, v)?,
-            "status" => {
-                let st = req_str(k, v)?;
-                if !["open", "won", "lost", "abandoned"].contains(&st.as_str()) {
-                    return Err("status must be open, won, lost or abandoned".into());
-                }
-                o.status = st;
-            }
-            "source" => o.source = opt_str(k, v)?,
-            "customFields" => o.custom_fields = custom_fields_of(k, v, "fieldValue")?,
-            "id" | "contactId" | "createdAt" if creating => {}
-            other => return Err(format!("unknown or read-only opportunity field {other}")),
-        }
-    }
-    let pipe = loc
-        .meta
-        .pipelines
-        .iter()
-        .find(|p| p.id == o.pipeline_id)
-        .ok_or_else(|| format!("no pipeline {}", o.pipeline_id))?;
-    if !pipe.stages.iter().any(|s| s.id == o.stage_id) {
-        return Err(format!(
-            "stage {} is not in pipeline {}",
-            o.stage_id, pipe.id
-        ));
-    }
-    Ok(())
-}
-
-fn new_id(
-    s: &Shared,
-    body: &Map<String, Value>,
-    rec: &Records,
-    kind: &str,
-) -> Result<String, String> {
-    if let Some(v) = body.get("id") {
-        let id = req_str("id", v)?;
-        if !id.chars().all(|c| c.is_ascii_alphanumeric()) {
-            return Err("id must be ASCII letters and digits".into());
-        }
-        let taken = match kind {
-            "contacts" => rec.contacts.contains_key(&id),
-            "tasks" => rec.tasks.contains_key(&id),
-            "conversations" => rec.conversations.contains_key(&id),
-            _ => rec.opportunities.contains_key(&id),
-        };
-        if taken {
-            return Err(format!("id {id} already exists"));
-        }
-        return Ok(id);
-    }
-    Ok(data::gen_id(&mut lock(&s.rng)))
-}
-
-fn contact_of(body: &Map<String, Value>, rec: &Records) -> Result<String, String> {
-    let id = req_str("contactId", body.get("contactId").unwrap_or(&Value::Null))?;
-    if !rec.contacts.contains_key(&id) {
-        return Err(format!("no contact {id}"));
-    }
-    Ok(id)
-}
-
-fn contact_event(c: &Contact) -> Value {
-    json!({
-        "id": c.id, "firstName": c.first_name, "lastName": c.last_name, "name": c.name(),
-        "email": c.email, "phone": c.phone, "companyName": c.company_name, "address1": c.address1,
-        "city": c.city, "state": c.state, "country": c.country, "postalCode": c.postal_code,
-        "website": c.website, "source": c.source, "dateAdded": iso(c.date_added),
-        "dateOfBirth": c.date_of_birth, "dnd": c.dnd, "tags": c.tags, "attachments": [],
-        "assignedTo": c.assigned_to,
-        "customFields": c.custom_fields.iter().map(|(id, v)| json!({"id": id, "value": v})).collect::<Vec<_>>(),
-    })
-}
-
-fn task_event(t: &Task) -> Value {
-    json!({"id": t.id, "assignedTo": t.assigned_to, "body": t.body, "contactId": t.contact_id,
-           "title": t.title, "dateAdded": iso(t.date_added), "dueDate": iso(t.due), "completed": t.completed})
-}
-
-fn opp_event(o: &Opportunity) -> Value {
-    json!({"id": o.id, "assignedTo": o.assigned_to, "contactId": o.contact_id, "monetaryValue": o.monetary_value,
-           "name": o.name, "pipelineId": o.pipeline_id, "pipelineStageId": o.stage_id, "source": o.source,
-           "status": o.status, "dateAdded": iso(o.created)})
-}
-
-fn message_event(c: &Conversation) -> (String, Value) {
-    let kind = if c.last_message_direction == "inbound" {
-        "InboundMessage"
-    } else {
-        "OutboundMessage"
-    };
-    let msg_type = c
-        .last_message_type
-        .strip_prefix("TYPE_")
-        .unwrap_or(&c.last_message_type)
-        .to_string();
-    (
-        kind.to_string(),
-        json!({"conversationId": c.id, "contactId": c.contact_id, "messageId": uuid::Uuid::new_v4().simple().to_string(),
-               "messageType": msg_type, "direction": c.last_message_direction, "status": "delivered",
-               "body": c.last_message_body, "contentType": "text/plain", "attachments": [],
-               "dateAdded": iso(c.last_message_date)}),
-    )
-}
-
-/// Creates a record; `kind` is contacts, tasks, conversations or opportunities.
-pub fn create(s: &Shared, loc_id: &str, kind: &str, body: &Value) -> Result<Value, String> {
-    let loc = location(s, loc_id)?;
-    let body = object(body)?;
-    let mut rec = write(&loc.records);
-    let now = rec.tick();
-    let id = new_id(s, body, &rec, kind)?;
-    let added = match body.get("dateAdded").or_else(|| body.get("createdAt")) {
-        Some(v) => time_of("dateAdded", v)?,
-        None => now,
-    };
-    let (event, payload, out) = match kind {
-        "contacts" => {
-            let mut c = Contact {
-                id,
-                kind: "lead".into(),
-                date_added: added,
-                date_updated: now,
-                ..Default::default()
-            };
-            apply_contact(&mut c, body, true)?;
-            let out = c.to_json(loc_id);
-            let ev = contact_event(&c);
-            rec.insert_contact(c);
-            ("ContactCreate".to_string(), ev, out)
-        }
-        "tasks" => {
-            let contact_id = contact_of(body, &rec)?;
-            let mut t = Task {
-                id,
-                contact_id,
-                title: "Task".into(),
-                due: now + 86_400_000,
-                date_added: added,
-                date_updated: now,
-                ..Default::default()
-            };
-            apply_task(&mut t, body, true)?;
-            let out = task_json(&t);
-            let ev = task_event(&t);
-            rec.insert_task(t);
-            ("TaskCreate".to_string(), ev, out)
-        }
-        "conversations" => {
-            let contact_id = contact_of(body, &rec)?;
-            let mut c = Conversation {
-                id,
-                contact_id,
-                kind: "TYPE_PHONE".into(),
-                last_message_body: "".into(),
-                last_message_type: "TYPE_SMS".into(),
-                last_message_direction: "inbound".into(),
-                last_message_date: now,
-                inbox: true,
-                date_added: added,
-                date_updated: now,
-                ..Default::default()
-            };
-            apply_conversation(&mut c, body, true)?;
-            rec.insert_conversation(c.clone());
-            let stored = rec.conversations.get(&c.id).cloned().unwrap_or(c);
-            let (ev_kind, ev) = message_event(&stored);
-            (ev_kind, ev, conv_json(&stored))
-        }
-        "opportunities" => {
-            let contact_id = contact_of(body, &rec)?;
-            let first = loc
-                .meta
-                .pipelines
-                .first()
-                .ok_or_else(|| "location has no pipelines".to_string())?;
-            let mut o = Opportunity {
-                id,
-                contact_id,
-                name: "New opportunity".into(),
-                pipeline_id: first.id.clone(),
-                stage_id: first
-                    .stages
-                    .first()
-                    .map(|s| s.id.clone())
-                    .unwrap_or_default(),
-                status: "open".into(),
-                created: added,
-                updated: now,
-                last_stage_change: now,
-                last_status_change: now,
-                ..Default::default()
-            };
-            apply_opportunity(&mut o, body, true, loc)?;
-            let out = o.to_json(loc_id, rec.contacts.get(&o.contact_id));
-            let ev = opp_event(&o);
-            rec.insert_opportunity(o);
-            ("OpportunityCreate".to_string(), ev, out)
-        }
-        other => {
-            return Err(format!(
-                "unknown record kind {other} (contacts, tasks, conversations, opportunities)"
-            ));
-        }
-    };
-    drop(rec);
-    webhooks::emit(s, &event, loc_id, payload);
-    Ok(out)
-}
-
-/// Updates a record and moves its `dateUpdated` (`updatedAt`) to a fresh, later time.
-pub fn update(
-    s: &Shared,
-    loc_id: &str,
-    kind: &str,
-    id: &str,
-    body: &Value,
-) -> Result<Value, String> {
-    let loc = location(s, loc_id)?;
-    let body = object(body)?;
-    let mut rec = write(&loc.records);
-    let now = rec.tick();
-    let missing = || format!("not found: no {kind} record {id}");
-    let mut events: Vec<(String, Value)> = Vec::new();
-    let out = match kind {
-        "contacts" => {
-            let mut c = rec.contacts.get(id).cloned().ok_or_else(missing)?;
-            let old = c.clone();
-            apply_contact(&mut c, body, false)?;
-            c.date_updated = now;
-            if c.dnd != old.dnd {
-                events.push(("ContactDndUpdate".into(), contact_event(&c)));
-            }
-            if c.tags != old.tags {
-                events.push(("ContactTagUpdate".into(), contact_event(&c)));
-            }
-            events.push(("ContactUpdate".into(), contact_event(&c)));
-            let out = c.to_json(loc_id);
-            rec.insert_contact(c);
-            out
-        }
-        "tasks" => {
-            let mut t = rec.tasks.get(id).cloned().ok_or_else(missing)?;
-            let was_done = t.completed;
-            apply_task(&mut t, body, false)?;
-            t.date_updated = now;
-            // GHL has no TaskUpdate event; completing a task is the one edit it reports.
-            if t.completed && !was_done {
-                events.push(("TaskComplete".into(), task_event(&t)));
-            }
-            let out = task_json(&t);
-            rec.insert_task(t);
-            out
-        }
-        "conversations" => {
-            let mut c = rec.conversations.get(id).cloned().ok_or_else(missing)?;
-            let old_unread = c.unread_count;
-            let moved = apply_conversation(&mut c, body, false)?;
-            if moved {
-                c.last_message_date = now;
-            }
-            c.date_updated = now;
-            rec.insert_conversation(c.clone());
-            let stored = rec.conversations.get(id).cloned().unwrap_or(c);
-            if moved {
-                events.push(message_event(&stored));
-            }
-            if stored.unread_count != old_unread {
-                events.push((
-                    "ConversationUnreadUpdate".into(),
-                    json!({"id": stored.id, "contactId": stored.contact_id, "unreadCount": stored.unread_count,
-                           "inbox": stored.inbox, "starred": stored.starred, "deleted": false}),
-                ));
-            }
-            conv_json(&stored)
-        }
-        "opportunities" => {
-            let mut o = rec.opportunities.get(id).cloned().ok_or_else(missing)?;
-            let old = o.clone();
-            apply_opportunity(&mut o, body, false, loc)?;
-            o.updated = now;
-            if o.stage_id != old.stage_id {
-                o.last_stage_change = now;
-                events.push(("OpportunityStageUpdate".into(), opp_event(&o)));
-            }
-            if o.status != old.status {
-                o.last_status_change = now;
-                events.push(("OpportunityStatusUpdate".into(), opp_event(&o)));
-            }
-            if o.monetary_value != old.monetary_value {
-                events.push(("OpportunityMonetaryValueUpdate".into(), opp_event(&o)));
-            }
-            if o.assigned_to != old.assigned_to {
-                events.push(("OpportunityAssignedToUpdate".into(), opp_event(&o)));
-            }
-            events.push(("OpportunityUpdate".into(), opp_event(&o)));
-            let out = o.to_json(loc_id, rec.contacts.get(&o.contact_id));
-            rec.insert_opportunity(o);
-            out
-        }
-        other => return Err(format!("unknown record kind {other}")),
-    };
-    drop(rec);
-    for (k, p) in events {
-        webhooks::emit(s, &k, loc_id, p);
-    }
-    Ok(out)
-}
-
-/// Deletes a record; deleting a contact deletes its tasks, conversations and opportunities.
-pub fn delete(s: &Shared, loc_id: &str, kind: &str, id: &str) -> Result<Value, String> {
-    let loc = location(s, loc_id)?;
-    let mut rec = write(&loc.records);
-    let missing = || format!("not found: no {kind} record {id}");
-    let mut events: Vec<(String, Value)> = Vec::new();
-    match kind {
-        "contacts" => {
-            let c = rec.remove_contact(id).ok_or_else(missing)?;
-            for t in rec.tasks_by_contact.remove(id).unwrap_or_default() {
-                if let Some(t) = rec.remove_task(&t) {
-                    events.push(("TaskDelete".into(), task_event(&t)));
-                }
-            }
-            let convs: Vec<String> = rec
-                .conversations
-                .values()
-                .filter(|c| c.contact_id == id)
-                .map(|c| c.id.clone())
-                .collect();
-            for cid in convs {
-                rec.remove_conversation(&cid);
-            }
-            let opps: Vec<String> = rec
-                .opportunities
-                .values()
-                .filter(|o| o.contact_id == id)
-                .map(|o| o.id.clone())
-                .collect();
-            for oid in opps {
-                if let Some(o) = rec.remove_opportunity(&oid) {
-                    events.push(("OpportunityDelete".into(), opp_event(&o)));
-                }
-            }
-            events.push(("ContactDelete".into(), contact_event(&c)));
-        }
-        "tasks" => {
-            let t = rec.remove_task(id).ok_or_else(missing)?;
-            events.push(("TaskDelete".into(), task_event(&t)));
-        }
-        "conversations" => {
-            rec.remove_conversation(id).ok_or_else(missing)?;
-        }
-        "opportunities" => {
-            let o = rec.remove_opportunity(id).ok_or_else(missing)?;
-            events.push(("OpportunityDelete".into(), opp_event(&o)));
-        }
-        other => return Err(format!("unknown record kind {other}")),
-    }
-    drop(rec);
-    for (k, p) in events {
-        webhooks::emit(s, &k, loc_id, p);
-    }
-    Ok(json!({"deleted": true, "id": id}))
-}
-
-pub fn auth_code(s: &Shared, user_type: &str, loc_id: Option<&str>) -> Result<String, String> {
-    let owner = s
-        .locations
-        .first()
-        .and_then(|l| l.meta.users.first())
-        .map(|u| u.id.clone())
-        .unwrap_or_default();
-    let grant = match (user_type, loc_id) {
-        ("Location", Some(l)) => {
-            location(s, l)?;
-            super::auth::Grant {
-                user_type: "Location".into(),
-                location_id: Some(l.to_string()),
-                company_id: s.company_id.clone(),
-                user_id: owner,
-            }
-        }
-        ("Company", None) => super::auth::Grant {
-            user_type: "Company".into(),
-            location_id: None,
-            company_id: s.company_id.clone(),
-            user_id: owner,
-        },
-        _ => {
-            return Err("userType must be Location (with locationId) or Company (without)".into());
-        }
-    };
-    let mut rng = lock(&s.rng);
-    Ok(lock(&s.auth).mint_code(&mut rng, grant))
-}
-
-// ---------------------------------------------------------------------------------------------
-// Routes
-
+/// `GET /_sim/`: where the simulator is, its app credentials, locations and endpoint names.
 async fn info(State(s): S) -> Response {
     ok(json!({
         "baseUrl": s.base_url,
@@ -693,157 +110,6 @@ async fn info(State(s): S) -> Response {
         "clientId": s.client_id,
         "appId": s.app_id,
         "locations": s.locations.iter().map(|l| json!({"id": l.meta.id, "name": l.meta.name})).collect::<Vec<_>>(),
-        "endpoints": super::api::ENDPOINTS.iter().map(|(n, m, p)| json!({"name": n, "method": m, "path": p})).collect::<Vec<_>>(),
+        "endpoints": ENDPOINTS.iter().map(|(n, m, p)| json!({"name": n, "method": m, "path": p})).collect::<Vec<_>>(),
     }))
-}
-
-async fn dump_route(State(s): S, Path(loc): Path<String>) -> Response {
-    done(dump(&s, &loc))
-}
-
-async fn create_route(
-    State(s): S,
-    Path((loc, kind)): Path<(String, String)>,
-    bytes: Bytes,
-) -> Response {
-    match parse_json(&bytes) {
-        Ok(body) => done(create(&s, &loc, &kind, &body)),
-        Err(m) => fail(m),
-    }
-}
-
-async fn update_route(
-    State(s): S,
-    Path((loc, kind, id)): Path<(String, String, String)>,
-    bytes: Bytes,
-) -> Response {
-    match parse_json(&bytes) {
-        Ok(body) => done(update(&s, &loc, &kind, &id, &body)),
-        Err(m) => fail(m),
-    }
-}
-
-async fn delete_route(
-    State(s): S,
-    Path((loc, kind, id)): Path<(String, String, String)>,
-) -> Response {
-    done(delete(&s, &loc, &kind, &id))
-}
-
-async fn counters(State(s): S) -> Response {
-    ok(json!({"counters": *lock(&s.counters)}))
-}
-
-async fn reset_counters(State(s): S) -> Response {
-    lock(&s.counters).clear();
-    ok(json!({"reset": true}))
-}
-
-async fn settings(State(s): S) -> Response {
-    ok(json!({"settings": *read(&s.settings)}))
-}
-
-/// Merges the given top-level keys into the current settings.
-async fn patch_settings(State(s): S, bytes: Bytes) -> Response {
-    let patch = match parse_json(&bytes).and_then(|v| object(&v).cloned()) {
-        Ok(p) => p,
-        Err(m) => return fail(m),
-    };
-    let mut current = match serde_json::to_value(&*read(&s.settings)) {
-        Ok(Value::Object(m)) => m,
-        _ => return fail("settings could not be read"),
-    };
-    for (k, v) in patch {
-        current.insert(k, v);
-    }
-    let new: Settings = match serde_json::from_value(Value::Object(current)) {
-        Ok(n) => n,
-        Err(e) => return fail(format!("invalid settings: {e}")),
-    };
-    if let Err(m) = new.faults.validate() {
-        return fail(m);
-    }
-    *write(&s.settings) = new.clone();
-    ok(json!({"settings": new}))
-}
-
-async fn faults(State(s): S) -> Response {
-    ok(json!({"faults": read(&s.settings).faults}))
-}
-
-async fn put_faults(State(s): S, bytes: Bytes) -> Response {
-    let faults: FaultConfig = match serde_json::from_slice(&bytes) {
-        Ok(f) => f,
-        Err(e) => return fail(format!("invalid faults: {e}")),
-    };
-    if let Err(m) = faults.validate() {
-        return fail(m);
-    }
-    write(&s.settings).faults = faults.clone();
-    ok(json!({"faults": faults}))
-}
-
-async fn reset_limits(State(s): S) -> Response {
-    lock(&s.limiter).reset();
-    ok(json!({"reset": true}))
-}
-
-async fn code_route(State(s): S, bytes: Bytes) -> Response {
-    let body = match parse_json(&bytes) {
-        Ok(b) => b,
-        Err(m) => return fail(m),
-    };
-    let user_type = body
-        .get("userType")
-        .and_then(Value::as_str)
-        .unwrap_or("Location");
-    let loc = body.get("locationId").and_then(Value::as_str);
-    match auth_code(&s, user_type, loc) {
-        Ok(code) => ok(json!({"code": code})),
-        Err(m) => done(Err(m)),
-    }
-}
-
-async fn expire_route(State(s): S, bytes: Bytes) -> Response {
-    let body = match parse_json(&bytes) {
-        Ok(b) => b,
-        Err(m) => return fail(m),
-    };
-    let Some(token) = body.get("token").and_then(Value::as_str) else {
-        return fail("body needs a token");
-    };
-    if lock(&s.auth).expire(token) {
-        ok(json!({"expired": true}))
-    } else {
-        done(Err("not found: no such token".into()))
-    }
-}
-
-/// Sends a custom event: the body is the payload; `type` and `locationId` are required.
-async fn webhook_route(State(s): S, bytes: Bytes) -> Response {
-    let body = match parse_json(&bytes) {
-        Ok(b) => b,
-        Err(m) => return fail(m),
-    };
-    let (Some(kind), Some(loc)) = (
-        body.get("type").and_then(Value::as_str),
-        body.get("locationId").and_then(Value::as_str),
-    ) else {
-        return fail("body needs type and locationId");
-    };
-    if read(&s.settings).webhook_url.is_none() {
-        return fail("no webhook URL configured (--webhook-url or PATCH /_sim/settings)");
-    }
-    let (kind, loc) = (kind.to_string(), loc.to_string());
-    webhooks::emit(&s, &kind, &loc, body);
-    reply(StatusCode::ACCEPTED, json!({"queued": true}))
-}
-
-async fn public_key(State(s): S) -> Response {
-    let mut r = s.signer.public_pem().into_response();
-    r.headers_mut().insert(
-        "x-sim-admin",
-        header::HeaderValue::from_static("not part of the GHL API"),
-    );
-    r
 }

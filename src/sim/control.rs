@@ -88,7 +88,7 @@ impl FaultSpec {
     }
 }
 
-/// Faults for every endpoint (`default`) and overrides by endpoint name (see `ENDPOINTS`).
+/// Faults for every endpoint (`default`) and overrides by endpoint name (see `endpoints`).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields, default)]
 pub struct FaultConfig {
@@ -104,7 +104,7 @@ impl FaultConfig {
     pub fn validate(&self) -> Result<(), String> {
         self.default.validate()?;
         for (name, spec) in &self.endpoints {
-            if !super::api::ENDPOINTS.iter().any(|(n, _, _)| n == name) {
+            if !super::endpoints::is_known(name) {
                 return Err(format!("unknown endpoint {name:?} in faults"));
             }
             spec.validate()?;

@@ -1,7 +1,9 @@
-//! Walking each cursor style returns every record exactly once, also while records change.
+//! Walking each cursor style returns every record exactly once, also while records change; the
+//! three searches follow one window rule.
 
 use std::collections::HashSet;
 
+use ghl_gateway::sim::SimHandle;
 use serde_json::{Value, json};
 
 use crate::helpers::*;
@@ -380,4 +382,92 @@ async fn ten_thousand_contacts_walk_completely() {
     assert_eq!(seen.len(), 10_000);
     assert_eq!(calls, 21, "20 full pages and one empty one");
     assert_eq!(sim.count("contacts.search", "200"), 21);
+}
+
+/// A POST search of the first location, its `locationId` added to `body`.
+async fn search(sim: &SimHandle, path: &str, mut body: Value) -> (u16, Value) {
+    let loc = &sim.locations[0];
+    body["locationId"] = json!(loc.id);
+    post(sim, path, &loc.pit_token, body).await
+}
+
+/// The ids of the rows of `list` in an answer.
+fn ids(b: &Value, list: &str, key: &str) -> Vec<String> {
+    b[list]
+        .as_array()
+        .expect("rows")
+        .iter()
+        .map(|r| r[key].as_str().expect("id").to_string())
+        .collect()
+}
+
+/// The three searches share one window rule: a page size (required for contacts, 20 for
+/// opportunities, 25 for tasks, at most 500), an offset (`page` ignored after a cursor and capped
+/// at 10,000 rows, or `skip` counted after the cursor) and a `searchAfter` cursor.
+#[tokio::test]
+async fn search_windows_follow_one_rule() {
+    let sim = small().await;
+    let (contacts, opps) = ("/contacts/search", "/opportunities/search");
+    let deep_message =
+        |key: &str| format!("page * {key} must not exceed 10000; use searchAfter to go further");
+
+    // Contacts: the page size is required and bounded.
+    let (st, b) = search(&sim, contacts, json!({})).await;
+    assert_eq!(
+        (st, &b["message"]),
+        (422, &json!(["pageLimit must not be less than 1"]))
+    );
+    let (st, b) = search(&sim, contacts, json!({"pageLimit": 501})).await;
+    let too_big = json!(["pageLimit must not be greater than 500"]);
+    assert_eq!((st, &b["message"]), (422, &too_big));
+    // Page 2 of 10 is rows 11 to 20.
+    let (_, first20) = search(&sim, contacts, json!({"pageLimit": 20})).await;
+    let first20_ids = ids(&first20, "contacts", "id");
+    let (_, page2) = search(&sim, contacts, json!({"pageLimit": 10, "page": 2})).await;
+    assert_eq!(ids(&page2, "contacts", "id"), first20_ids[10..]);
+    // Past the deep-paging cap: 400 naming the request's own page-size key, checked after the
+    // other parameters; with a cursor, `page` is ignored.
+    let deep = json!({"pageLimit": 100, "page": 101});
+    let (st, b) = search(&sim, contacts, deep.clone()).await;
+    assert_eq!(
+        (st, &b["message"]),
+        (400, &json!(deep_message("pageLimit")))
+    );
+    let mut bad_sort = deep.clone();
+    bad_sort["sort"] = json!([{"field": "email"}]);
+    let (st, b) = search(&sim, contacts, bad_sort).await;
+    assert_eq!(
+        (st, &b["message"]),
+        (400, &json!("Invalid sort field email"))
+    );
+    let mut with_cursor = deep;
+    with_cursor["pageLimit"] = json!(10);
+    with_cursor["searchAfter"] = first20["contacts"][9]["searchAfter"].clone();
+    let (st, b) = search(&sim, contacts, with_cursor).await;
+    assert_eq!(st, 200, "{b}");
+    assert_eq!(ids(&b, "contacts", "id"), first20_ids[10..]);
+
+    // Opportunities: 20 rows by default, the same cap under the key `limit`.
+    let (st, b) = search(&sim, opps, json!({})).await;
+    assert_eq!(st, 201, "{b}");
+    assert!(b["total"].as_u64().expect("total") > 20);
+    assert_eq!(ids(&b, "opportunities", "id").len(), 20);
+    let (st, b) = search(&sim, opps, json!({"limit": 100, "page": 101})).await;
+    assert_eq!((st, &b["message"]), (400, &json!(deep_message("limit"))));
+
+    // Tasks: 25 rows by default, no total; `skip` counts after the cursor.
+    let loc = &sim.locations[0];
+    let path = format!("/locations/{}/tasks/search", loc.id);
+    let tasks = async |body: Value| post(&sim, &path, &loc.pit_token, body).await;
+    let (st, all) = tasks(json!({})).await;
+    assert_eq!(st, 201, "{all}");
+    assert!(all.get("total").is_none());
+    let all = ids(&all, "tasks", "_id");
+    assert_eq!(all.len(), 25);
+    let (_, b) = tasks(json!({"limit": 5, "skip": 5})).await;
+    assert_eq!(ids(&b, "tasks", "_id"), all[5..10]);
+    let (_, first) = tasks(json!({"limit": 3})).await;
+    let cursor = first["tasks"][2]["searchAfter"].clone();
+    let (_, b) = tasks(json!({"limit": 5, "skip": 2, "searchAfter": cursor})).await;
+    assert_eq!(ids(&b, "tasks", "_id"), all[5..10]);
 }

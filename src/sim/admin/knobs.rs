@@ -1,0 +1,181 @@
+//! The knobs of `/_sim/`: request counters, run-time settings (latency, limits, webhook URL),
+//! faults, rate-limit resets, authorization codes, token expiry, custom webhooks and the webhook
+//! signing key. It never touches records (`records`).
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use serde_json::{Value, json};
+
+use super::{S, done, fail, location, object, ok, parse_json, reply};
+use crate::sim::control::{FaultConfig, Settings};
+use crate::sim::{Shared, auth, lock, read, webhooks, write};
+
+/// The knob routes of `/_sim/`.
+pub(super) fn routes() -> Router<Arc<Shared>> {
+    Router::new()
+        .route("/_sim/counters", get(counters).delete(reset_counters))
+        .route("/_sim/settings", get(settings).patch(patch_settings))
+        .route("/_sim/faults", get(faults).put(put_faults))
+        .route("/_sim/rate-limits/reset", post(reset_limits))
+        .route("/_sim/oauth/codes", post(code_route))
+        .route("/_sim/tokens/expire", post(expire_route))
+        .route("/_sim/webhooks", post(webhook_route))
+        .route("/_sim/webhooks/public-key", get(public_key))
+}
+
+/// Mints a single-use authorization code: `user_type` "Location" with a location id, or
+/// "Company" without one.
+pub fn auth_code(s: &Shared, user_type: &str, loc_id: Option<&str>) -> Result<String, String> {
+    let owner = s
+        .locations
+        .first()
+        .and_then(|l| l.meta.users.first())
+        .map(|u| u.id.clone())
+        .unwrap_or_default();
+    let grant = match (user_type, loc_id) {
+        ("Location", Some(l)) => {
+            location(s, l)?;
+            auth::Grant {
+                user_type: "Location".into(),
+                location_id: Some(l.to_string()),
+                company_id: s.company_id.clone(),
+                user_id: owner,
+            }
+        }
+        ("Company", None) => auth::Grant {
+            user_type: "Company".into(),
+            location_id: None,
+            company_id: s.company_id.clone(),
+            user_id: owner,
+        },
+        _ => {
+            return Err("userType must be Location (with locationId) or Company (without)".into());
+        }
+    };
+    let mut rng = lock(&s.rng);
+    Ok(lock(&s.auth).mint_code(&mut rng, grant))
+}
+
+async fn counters(State(s): S) -> Response {
+    ok(json!({"counters": *lock(&s.counters)}))
+}
+
+async fn reset_counters(State(s): S) -> Response {
+    lock(&s.counters).clear();
+    ok(json!({"reset": true}))
+}
+
+async fn settings(State(s): S) -> Response {
+    ok(json!({"settings": *read(&s.settings)}))
+}
+
+/// Merges the given top-level keys into the current settings.
+async fn patch_settings(State(s): S, bytes: Bytes) -> Response {
+    let patch = match parse_json(&bytes).and_then(|v| object(&v).cloned()) {
+        Ok(p) => p,
+        Err(m) => return fail(m),
+    };
+    let mut current = match serde_json::to_value(&*read(&s.settings)) {
+        Ok(Value::Object(m)) => m,
+        _ => return fail("settings could not be read"),
+    };
+    for (k, v) in patch {
+        current.insert(k, v);
+    }
+    let new: Settings = match serde_json::from_value(Value::Object(current)) {
+        Ok(n) => n,
+        Err(e) => return fail(format!("invalid settings: {e}")),
+    };
+    if let Err(m) = new.faults.validate() {
+        return fail(m);
+    }
+    *write(&s.settings) = new.clone();
+    ok(json!({"settings": new}))
+}
+
+async fn faults(State(s): S) -> Response {
+    ok(json!({"faults": read(&s.settings).faults}))
+}
+
+async fn put_faults(State(s): S, bytes: Bytes) -> Response {
+    let faults: FaultConfig = match serde_json::from_slice(&bytes) {
+        Ok(f) => f,
+        Err(e) => return fail(format!("invalid faults: {e}")),
+    };
+    if let Err(m) = faults.validate() {
+        return fail(m);
+    }
+    write(&s.settings).faults = faults.clone();
+    ok(json!({"faults": faults}))
+}
+
+async fn reset_limits(State(s): S) -> Response {
+    lock(&s.limiter).reset();
+    ok(json!({"reset": true}))
+}
+
+async fn code_route(State(s): S, bytes: Bytes) -> Response {
+    let body = match parse_json(&bytes) {
+        Ok(b) => b,
+        Err(m) => return fail(m),
+    };
+    let user_type = body
+        .get("userType")
+        .and_then(Value::as_str)
+        .unwrap_or("Location");
+    let loc = body.get("locationId").and_then(Value::as_str);
+    match auth_code(&s, user_type, loc) {
+        Ok(code) => ok(json!({"code": code})),
+        Err(m) => done(Err(m)),
+    }
+}
+
+async fn expire_route(State(s): S, bytes: Bytes) -> Response {
+    let body = match parse_json(&bytes) {
+        Ok(b) => b,
+        Err(m) => return fail(m),
+    };
+    let Some(token) = body.get("token").and_then(Value::as_str) else {
+        return fail("body needs a token");
+    };
+    if lock(&s.auth).expire(token) {
+        ok(json!({"expired": true}))
+    } else {
+        done(Err("not found: no such token".into()))
+    }
+}
+
+/// Sends a custom event: the body is the payload; `type` and `locationId` are required.
+async fn webhook_route(State(s): S, bytes: Bytes) -> Response {
+    let body = match parse_json(&bytes) {
+        Ok(b) => b,
+        Err(m) => return fail(m),
+    };
+    let (Some(kind), Some(loc)) = (
+        body.get("type").and_then(Value::as_str),
+        body.get("locationId").and_then(Value::as_str),
+    ) else {
+        return fail("body needs type and locationId");
+    };
+    if read(&s.settings).webhook_url.is_none() {
+        return fail("no webhook URL configured (--webhook-url or PATCH /_sim/settings)");
+    }
+    let (kind, loc) = (kind.to_string(), loc.to_string());
+    webhooks::emit(&s, &kind, &loc, body);
+    reply(StatusCode::ACCEPTED, json!({"queued": true}))
+}
+
+async fn public_key(State(s): S) -> Response {
+    let mut r = s.signer.public_pem().into_response();
+    r.headers_mut().insert(
+        "x-sim-admin",
+        header::HeaderValue::from_static("not part of the GHL API"),
+    );
+    r
+}

@@ -1,0 +1,376 @@
+//! The records of one location: the plain structs (not `serde_json::Value`, so 100k contacts stay
+//! small), the `Records` maps with the indexes every write keeps in step, and the time and id
+//! formats records use. What the searches read of a record (`field`, `matches_text`) is here too;
+//! GHL's JSON shapes are in `render`, generation in `seed`.
+
+use std::collections::HashMap;
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use rand::Rng;
+use rand_chacha::ChaCha8Rng;
+use serde_json::{Value, json};
+
+use super::index::Index;
+
+/// The moment seeded data ends: 2025-06-01T00:00:00Z. Seeded timestamps spread over five years
+/// before it; admin writes use the wall clock (never earlier than the latest seeded time).
+pub const SEED_EPOCH_MS: i64 = 1_748_736_000_000;
+
+/// A time as GHL writes it: ISO 8601 in UTC with milliseconds.
+pub fn iso(ms: i64) -> String {
+    DateTime::<Utc>::from_timestamp_millis(ms)
+        .unwrap_or_default()
+        .to_rfc3339_opts(SecondsFormat::Millis, true)
+}
+
+/// Parses a time given as ms epoch (number or numeric string) or ISO 8601.
+pub fn parse_time(v: &Value) -> Option<i64> {
+    match v {
+        Value::Number(n) => n.as_i64().or_else(|| n.as_f64().map(|f| f as i64)),
+        Value::String(s) => s.parse::<i64>().ok().or_else(|| {
+            DateTime::parse_from_rfc3339(s)
+                .ok()
+                .map(|d| d.timestamp_millis())
+                .or_else(|| {
+                    chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d")
+                        .ok()
+                        .and_then(|d| d.and_hms_opt(0, 0, 0))
+                        .map(|d| d.and_utc().timestamp_millis())
+                })
+        }),
+        _ => None,
+    }
+}
+
+/// A GHL-looking id: 20 ASCII alphanumerics.
+pub fn gen_id(rng: &mut ChaCha8Rng) -> String {
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
+    (0..20)
+        .map(|_| ALPHABET[rng.random_range(0..ALPHABET.len())] as char)
+        .collect()
+}
+
+/// A user of the location (the seeded owner is the first).
+#[derive(Debug, Clone)]
+pub struct User {
+    pub id: String,
+    pub first_name: String,
+    pub last_name: String,
+    pub email: String,
+    pub phone: String,
+    pub role: &'static str,
+}
+
+/// A custom field definition, of contacts or of opportunities.
+#[derive(Debug, Clone)]
+pub struct CustomField {
+    pub id: String,
+    pub name: String,
+    pub key: String,
+    pub data_type: &'static str,
+    pub options: Vec<String>,
+    pub model: &'static str,
+    pub position: u32,
+}
+
+/// A stage of a pipeline.
+#[derive(Debug, Clone)]
+pub struct Stage {
+    pub id: String,
+    pub name: String,
+    pub position: u32,
+}
+
+/// An opportunity pipeline and its stages, in order.
+#[derive(Debug, Clone)]
+pub struct Pipeline {
+    pub id: String,
+    pub name: String,
+    pub stages: Vec<Stage>,
+}
+
+/// A contact; times are ms since the epoch.
+#[derive(Debug, Clone, Default)]
+pub struct Contact {
+    pub id: String,
+    pub first_name: Option<String>,
+    pub last_name: Option<String>,
+    pub email: Option<String>,
+    pub phone: Option<String>,
+    pub company_name: Option<String>,
+    pub source: Option<String>,
+    pub kind: String,
+    pub assigned_to: Option<String>,
+    pub address1: Option<String>,
+    pub city: Option<String>,
+    pub state: Option<String>,
+    pub country: Option<String>,
+    pub postal_code: Option<String>,
+    pub website: Option<String>,
+    pub timezone: Option<String>,
+    pub date_of_birth: Option<String>,
+    pub dnd: bool,
+    pub tags: Vec<String>,
+    pub custom_fields: Vec<(String, Value)>,
+    pub date_added: i64,
+    pub date_updated: i64,
+}
+
+/// A task of a contact.
+#[derive(Debug, Clone, Default)]
+pub struct Task {
+    pub id: String,
+    pub contact_id: String,
+    pub title: String,
+    pub body: Option<String>,
+    pub assigned_to: Option<String>,
+    pub due: i64,
+    pub completed: bool,
+    pub date_added: i64,
+    pub date_updated: i64,
+}
+
+/// A contact's conversation, summarized by its last message.
+#[derive(Debug, Clone, Default)]
+pub struct Conversation {
+    pub id: String,
+    pub contact_id: String,
+    pub kind: String,
+    pub last_message_body: String,
+    pub last_message_type: String,
+    pub last_message_direction: String,
+    pub last_message_date: i64,
+    pub unread_count: u32,
+    pub starred: bool,
+    pub inbox: bool,
+    pub assigned_to: Option<String>,
+    pub date_added: i64,
+    pub date_updated: i64,
+}
+
+/// An opportunity of a contact, in a pipeline stage.
+#[derive(Debug, Clone, Default)]
+pub struct Opportunity {
+    pub id: String,
+    pub contact_id: String,
+    pub name: String,
+    pub monetary_value: f64,
+    pub pipeline_id: String,
+    pub stage_id: String,
+    pub assigned_to: Option<String>,
+    pub status: String,
+    pub source: Option<String>,
+    pub custom_fields: Vec<(String, Value)>,
+    pub last_status_change: i64,
+    pub last_stage_change: i64,
+    pub created: i64,
+    pub updated: i64,
+}
+
+/// The fixed part of a location: who it is, its users, custom fields and pipelines.
+#[derive(Debug, Clone)]
+pub struct LocationMeta {
+    pub id: String,
+    pub company_id: String,
+    pub name: String,
+    pub city: String,
+    pub state: String,
+    pub timezone: String,
+    pub email: String,
+    pub phone: String,
+    pub users: Vec<User>,
+    pub custom_fields: Vec<CustomField>,
+    pub pipelines: Vec<Pipeline>,
+}
+
+/// The mutable records of one location, with their indexes. Every write goes through the methods
+/// below so the indexes never drift from the maps.
+#[derive(Debug, Default)]
+pub struct Records {
+    pub contacts: HashMap<String, Contact>,
+    pub contacts_by_added: Index,
+    pub contacts_by_updated: Index,
+    pub tasks: HashMap<String, Task>,
+    pub tasks_by_due: Index,
+    pub tasks_by_contact: HashMap<String, Vec<String>>,
+    pub conversations: HashMap<String, Conversation>,
+    /// Unique key: GHL pages conversations by `startAfterDate` alone, so the simulator keeps
+    /// `lastMessageDate` unique per location (a tie would make a real client skip rows).
+    pub conversations_by_last: std::collections::BTreeMap<i64, String>,
+    pub opportunities: HashMap<String, Opportunity>,
+    pub opps_by_created: Index,
+    pub opps_by_updated: Index,
+    /// Latest time handed out, so admin writes move `dateUpdated` strictly forward.
+    pub clock_ms: i64,
+}
+
+impl Records {
+    /// A fresh write timestamp: the wall clock, but always later than every earlier one.
+    pub fn tick(&mut self) -> i64 {
+        let now = Utc::now().timestamp_millis();
+        self.clock_ms = now.max(self.clock_ms + 1);
+        self.clock_ms
+    }
+
+    /// Inserts or replaces a contact, moving its index entries.
+    pub fn insert_contact(&mut self, c: Contact) {
+        self.remove_contact_index(&c.id);
+        self.contacts_by_added.insert((c.date_added, c.id.clone()));
+        self.contacts_by_updated
+            .insert((c.date_updated, c.id.clone()));
+        self.contacts.insert(c.id.clone(), c);
+    }
+
+    fn remove_contact_index(&mut self, id: &str) {
+        if let Some(old) = self.contacts.get(id) {
+            self.contacts_by_added
+                .remove(&(old.date_added, old.id.clone()));
+            self.contacts_by_updated
+                .remove(&(old.date_updated, old.id.clone()));
+        }
+    }
+
+    /// Removes a contact and its index entries (not its tasks or other records).
+    pub fn remove_contact(&mut self, id: &str) -> Option<Contact> {
+        self.remove_contact_index(id);
+        self.contacts.remove(id)
+    }
+
+    /// Inserts or replaces a task, moving its index entries.
+    pub fn insert_task(&mut self, t: Task) {
+        self.remove_task(&t.id);
+        self.tasks_by_due.insert((t.due, t.id.clone()));
+        self.tasks_by_contact
+            .entry(t.contact_id.clone())
+            .or_default()
+            .push(t.id.clone());
+        self.tasks.insert(t.id.clone(), t);
+    }
+
+    /// Removes a task and its index entries.
+    pub fn remove_task(&mut self, id: &str) -> Option<Task> {
+        let old = self.tasks.remove(id)?;
+        self.tasks_by_due.remove(&(old.due, old.id.clone()));
+        if let Some(list) = self.tasks_by_contact.get_mut(&old.contact_id) {
+            list.retain(|x| x != id);
+        }
+        Some(old)
+    }
+
+    /// The next free `lastMessageDate` at or after `ms`.
+    pub fn free_message_ms(&self, mut ms: i64) -> i64 {
+        while self.conversations_by_last.contains_key(&ms) {
+            ms += 1;
+        }
+        ms
+    }
+
+    /// Inserts or replaces a conversation, moving its `lastMessageDate` to the next free one.
+    pub fn insert_conversation(&mut self, mut c: Conversation) {
+        self.remove_conversation(&c.id);
+        c.last_message_date = self.free_message_ms(c.last_message_date);
+        self.conversations_by_last
+            .insert(c.last_message_date, c.id.clone());
+        self.conversations.insert(c.id.clone(), c);
+    }
+
+    /// Removes a conversation and its index entry.
+    pub fn remove_conversation(&mut self, id: &str) -> Option<Conversation> {
+        let old = self.conversations.remove(id)?;
+        self.conversations_by_last.remove(&old.last_message_date);
+        Some(old)
+    }
+
+    /// Inserts or replaces an opportunity, moving its index entries.
+    pub fn insert_opportunity(&mut self, o: Opportunity) {
+        self.remove_opportunity(&o.id);
+        self.opps_by_created.insert((o.created, o.id.clone()));
+        self.opps_by_updated.insert((o.updated, o.id.clone()));
+        self.opportunities.insert(o.id.clone(), o);
+    }
+
+    /// Removes an opportunity and its index entries.
+    pub fn remove_opportunity(&mut self, id: &str) -> Option<Opportunity> {
+        let old = self.opportunities.remove(id)?;
+        self.opps_by_created.remove(&(old.created, old.id.clone()));
+        self.opps_by_updated.remove(&(old.updated, old.id.clone()));
+        Some(old)
+    }
+}
+
+impl Contact {
+    /// "First Last", either alone, or none.
+    pub fn name(&self) -> Option<String> {
+        match (&self.first_name, &self.last_name) {
+            (Some(f), Some(l)) => Some(format!("{f} {l}")),
+            (Some(f), None) => Some(f.clone()),
+            (None, Some(l)) => Some(l.clone()),
+            (None, None) => None,
+        }
+    }
+
+    /// Searchable fields for `POST /contacts/search` filters (times as ms).
+    pub fn field(&self, name: &str) -> Option<Value> {
+        let s = |o: &Option<String>| o.as_ref().map(|v| json!(v));
+        let lower = |o: &Option<String>| o.as_ref().map(|v| json!(v.to_lowercase()));
+        match name {
+            "id" => Some(json!(self.id)),
+            "firstName" => s(&self.first_name),
+            "lastName" => s(&self.last_name),
+            "firstNameLowerCase" => lower(&self.first_name),
+            "lastNameLowerCase" => lower(&self.last_name),
+            "fullNameLowerCase" | "contactName" => self.name().map(|n| json!(n.to_lowercase())),
+            "email" => lower(&self.email),
+            "phone" => s(&self.phone),
+            "companyName" => s(&self.company_name),
+            "source" => s(&self.source),
+            "type" => Some(json!(self.kind)),
+            "assignedTo" => s(&self.assigned_to),
+            "city" => s(&self.city),
+            "state" => s(&self.state),
+            "country" => s(&self.country),
+            "postalCode" => s(&self.postal_code),
+            "tags" => Some(json!(self.tags)),
+            "dnd" => Some(json!(self.dnd)),
+            "dateAdded" => Some(json!(self.date_added)),
+            "dateUpdated" => Some(json!(self.date_updated)),
+            _ => None,
+        }
+    }
+
+    /// Whether the free text `q` occurs in the name, email, phone or company (any case).
+    pub fn matches_text(&self, q: &str) -> bool {
+        let q = q.to_lowercase();
+        [
+            self.name(),
+            self.email.clone(),
+            self.phone.clone(),
+            self.company_name.clone(),
+        ]
+        .iter()
+        .flatten()
+        .any(|v| v.to_lowercase().contains(&q))
+    }
+}
+
+impl Opportunity {
+    /// Filterable fields of `POST /opportunities/search` (snake_case, times as ms).
+    pub fn field(&self, name: &str) -> Option<Value> {
+        match name {
+            "id" => Some(json!(self.id)),
+            "pipeline_id" => Some(json!(self.pipeline_id)),
+            "pipeline_stage_id" => Some(json!(self.stage_id)),
+            "status" => Some(json!(self.status)),
+            "assigned_to" => self.assigned_to.as_ref().map(|v| json!(v)),
+            "contact_id" => Some(json!(self.contact_id)),
+            "monetary_value" => Some(json!(self.monetary_value)),
+            "date_added" => Some(json!(self.created)),
+            "date_updated" => Some(json!(self.updated)),
+            "last_status_change_at" => Some(json!(self.last_status_change)),
+            "last_stage_change_at" => Some(json!(self.last_stage_change)),
+            "name" => Some(json!(self.name.to_lowercase())),
+            "source" => self.source.as_ref().map(|v| json!(v)),
+            _ => None,
+        }
+    }
+}

@@ -1,0 +1,7 @@
+//! Integration tests of the GHL simulator: one binary, shared helpers. Contract (OpenAPI schemas),
+//! paging in every cursor style, rate limits, auth, faults, the admin API and webhooks.
+
+mod behaviour;
+mod contract;
+mod helpers;
+mod paging;
