@@ -205,6 +205,8 @@ pub(crate) struct Shared {
     pub auth: Mutex<auth::AuthStore>,
     pub limiter: Mutex<control::RateLimiter>,
     pub counters: Mutex<Counters>,
+    /// GHL requests being answered now (entered the layer, not yet counted or dropped).
+    pub in_flight: tokio::sync::watch::Sender<usize>,
     pub rng: Mutex<ChaCha8Rng>,
     pub signer: webhooks::Signer,
     pub webhooks: tokio::sync::mpsc::Sender<Value>,
@@ -337,6 +339,7 @@ impl Sim {
             auth: Mutex::new(store),
             limiter: Mutex::new(control::RateLimiter::default()),
             counters: Mutex::new(Counters::new()),
+            in_flight: tokio::sync::watch::Sender::new(0),
             rng: Mutex::new(ChaCha8Rng::seed_from_u64(args.seed ^ 0xFA17)),
             signer,
             webhooks: tx,
@@ -430,6 +433,15 @@ impl SimHandle {
             .filter(|(k, _)| k.as_str() != "webhook")
             .map(|(_, m)| m.values().sum::<u64>())
             .sum()
+    }
+
+    /// Waits until no GHL request is being answered: a request a client gave up on may still be
+    /// sleeping its latency and be counted later, so tests that reset or read counters after
+    /// stopping a client wait for this first.
+    pub async fn wait_idle(&self) {
+        let mut in_flight = self.shared.in_flight.subscribe();
+        // The sender lives in `shared`, which `self` holds: the channel cannot close.
+        let _ = in_flight.wait_for(|n| *n == 0).await;
     }
 
     pub fn reset_counters(&self) {

@@ -614,6 +614,8 @@ async fn a_process_killed_mid_sync_resumes_on_the_next_start() {
         .map(|s| (s.resource, (s.state, s.pages)))
         .collect();
 
+    // A page request the first process gave up on may still be sleeping its latency.
+    sim.wait_idle().await;
     sim.reset_counters();
     let second = SyncEngine::start(db.store.clone(), client, Default::default())
         .await

@@ -40,6 +40,9 @@ fn endpoint_name(method: &Method, path: &str) -> &'static str {
 /// The middleware of every GHL route: sleeps the configured latency (plus jitter), rolls a
 /// fault for the endpoint, and counts the answer under the endpoint's name and its status.
 pub(super) async fn ghl_layer(State(s): S, req: Request, next: Next) -> Response {
+    s.in_flight.send_modify(|n| *n += 1);
+    // Dropped when the answer is counted, or when the server drops the request unanswered.
+    let _in_flight = InFlight(&s.in_flight);
     let path = req
         .extensions()
         .get::<MatchedPath>()
@@ -137,6 +140,15 @@ pub(super) async fn ghl_layer(State(s): S, req: Request, next: Next) -> Response
     };
     s.count(endpoint, &label);
     resp
+}
+
+/// Takes one request off `Shared::in_flight` when dropped.
+struct InFlight<'a>(&'a tokio::sync::watch::Sender<usize>);
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.send_modify(|n| *n = n.saturating_sub(1));
+    }
 }
 
 /// GHL's 404 for an unknown path or method, counted under "other".
