@@ -100,8 +100,7 @@ pub async fn worker(spec_json: &str) -> anyhow::Result<()> {
 }
 
 async fn run_worker(spec: &WorkerSpec, url: &str) -> anyhow::Result<WorkerResult> {
-    let store = Store::connect(&DatabaseConfig::new(url)).await?;
-    store.migrate().await?;
+    let store = Store::open(&DatabaseConfig::new(url)).await?;
     let credentials = crate::app::credentials::StoreCredentials::new(store.clone(), None);
     let client = Client::new(
         UpstreamConfig::new(spec.sim_url.clone()),
