@@ -9,6 +9,7 @@ use std::net::SocketAddr;
 use anyhow::Context as _;
 use tokio::net::TcpListener;
 
+use crate::cache::{CacheConfig, ResponseCache};
 use crate::graphql;
 use crate::http::{self, HttpConfig};
 use crate::secrets::{Cipher, SecretsConfig};
@@ -18,7 +19,7 @@ use crate::upstream::{self, UpstreamConfig};
 
 /// Settings of the gateway (`ghl-gateway serve`, and the gateway half of `demo`): one settings
 /// struct per module, flattened into one command line.
-#[derive(Clone, Debug, clap::Args)]
+#[derive(Clone, Debug, Default, clap::Args)]
 pub struct ServeConfig {
     #[command(flatten)]
     pub http: HttpConfig,
@@ -32,6 +33,8 @@ pub struct ServeConfig {
     pub sync: SyncConfig,
     #[command(flatten)]
     pub secrets: SecretsConfig,
+    #[command(flatten)]
+    pub cache: CacheConfig,
 }
 
 /// The gateway, bound and ready to serve.
@@ -78,7 +81,8 @@ impl App {
             .await
             .context("cannot start the sync engine")?;
         let schema = graphql::build(store.clone(), config.graphql.clone(), Some(sync.handle()));
-        let router = http::router(schema, store.clone(), &config.http);
+        let cache = ResponseCache::new(&config.cache, store.versions().clone());
+        let router = http::router(schema, store.clone(), cache, &config.http);
         let listener = TcpListener::bind(&config.http.listen)
             .await
             .with_context(|| format!("cannot listen on {} (LISTEN_ADDR)", config.http.listen))?;

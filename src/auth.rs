@@ -106,6 +106,24 @@ impl Caller {
         }
     }
 
+    /// What the caller may read, as a string for cache keys: callers with the same scope see
+    /// the same answers, callers with different scopes never share one.
+    pub fn scope(&self) -> String {
+        match self {
+            Caller::Admin => "admin".to_owned(),
+            Caller::Anonymous => "anonymous".to_owned(),
+            // Ids hold no newline; the set is sorted, so equal sets give equal scopes.
+            Caller::Key { locations, .. } => {
+                let mut scope = String::from("locations");
+                for location in locations.iter() {
+                    scope.push('\n');
+                    scope.push_str(location);
+                }
+                scope
+            }
+        }
+    }
+
     /// The bucket of the per-key limits. Key ids start with `key_`, so they never collide with
     /// the two fixed names.
     pub fn limit_key(&self) -> &str {

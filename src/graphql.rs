@@ -15,6 +15,7 @@ pub mod mutation;
 mod prefetch;
 pub mod query;
 mod read_policy;
+mod reads;
 pub mod subscription;
 pub mod types;
 

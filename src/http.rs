@@ -16,6 +16,7 @@ mod dashboard;
 mod guard;
 mod ws;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_graphql::http::GraphiQLSource;
@@ -33,6 +34,7 @@ use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::{DefaultMakeSpan, TraceLayer};
 
 use crate::auth::{AuthConfig, Authenticator, Caller};
+use crate::cache::{self, CacheKey, ReadSet, ResponseCache};
 use crate::graphql::AppSchema;
 use crate::store::Store;
 
@@ -89,13 +91,20 @@ impl Default for HttpConfig {
 struct AppState {
     schema: AppSchema,
     store: Store,
+    /// Query answers kept in memory; `None` when `RESPONSE_CACHE_MB=0`.
+    cache: Option<ResponseCache>,
     /// Authenticates callers; the WebSocket route calls it with the `connection_init` token.
     auth: Authenticator,
     max_batch_operations: usize,
 }
 
-/// The gateway's router.
-pub fn router(schema: AppSchema, store: Store, config: &HttpConfig) -> Router {
+/// The gateway's router; `cache` (when on) serves unchanged query answers from memory.
+pub fn router(
+    schema: AppSchema,
+    store: Store,
+    cache: Option<ResponseCache>,
+    config: &HttpConfig,
+) -> Router {
     let auth = Authenticator::new(store.clone(), &config.auth);
     let guard = axum::middleware::from_fn_with_state(auth.clone(), guard::require_caller);
     Router::new()
@@ -113,6 +122,7 @@ pub fn router(schema: AppSchema, store: Store, config: &HttpConfig) -> Router {
         .with_state(AppState {
             schema,
             store,
+            cache,
             auth,
             max_batch_operations: config.max_batch_operations,
         })
@@ -251,11 +261,13 @@ fn is_request_error(response: &async_graphql::Response) -> bool {
         && response.errors.iter().all(|e| e.path.is_empty())
 }
 
-fn respond(media: MediaType, response: BatchResponse) -> Response {
+/// The status and body of an executed request. A request error (the document failed to parse
+/// or validate) has no `data` entry at all, and is a 400 in `application/graphql-response+json`
+/// (GraphQL-over-HTTP §7.1.2); everything else is a 200.
+fn render(media: MediaType, response: &BatchResponse) -> (StatusCode, Vec<u8>) {
     let (status, body) = match response {
-        BatchResponse::Single(single) if is_request_error(&single) => {
-            // A request error has no `data` entry at all (GraphQL-over-HTTP §7.1.2).
-            let mut body = serde_json::to_value(&single).unwrap_or_default();
+        BatchResponse::Single(single) if is_request_error(single) => {
+            let mut body = serde_json::to_value(single).unwrap_or_default();
             if let Some(map) = body.as_object_mut() {
                 map.remove("data");
             }
@@ -267,19 +279,152 @@ fn respond(media: MediaType, response: BatchResponse) -> Response {
             (status, serde_json::to_vec(&body))
         }
         // Straight to bytes: no intermediate JSON tree for the common case.
-        BatchResponse::Single(single) => (StatusCode::OK, serde_json::to_vec(&single)),
-        batch @ BatchResponse::Batch(_) => (StatusCode::OK, serde_json::to_vec(&batch)),
+        BatchResponse::Single(single) => (StatusCode::OK, serde_json::to_vec(single)),
+        batch @ BatchResponse::Batch(_) => (StatusCode::OK, serde_json::to_vec(batch)),
     };
     let body = body.unwrap_or_else(|_| br#"{"errors":[{"message":"internal error"}]}"#.to_vec());
-    (
+    (status, body)
+}
+
+/// `x-cache` of an answer: served from the response cache, or executed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum CacheStatus {
+    Hit,
+    Miss,
+}
+
+/// An answer of `/graphql`: its body, its validator, and the headers that keep shared caches
+/// (CDNs, proxies) from serving one caller's answer to another (DESIGN.md, pitfalls).
+fn answer(
+    status: StatusCode,
+    media: MediaType,
+    body: Bytes,
+    etag: Option<&str>,
+    cache: CacheStatus,
+    if_none_match: Option<&HeaderValue>,
+) -> Response {
+    let not_modified = status == StatusCode::OK
+        && etag.is_some_and(|etag| if_none_match.is_some_and(|inm| etag_matches(inm, etag)));
+    let mut response = if not_modified {
+        StatusCode::NOT_MODIFIED.into_response()
+    } else {
+        (
+            status,
+            [(header::CONTENT_TYPE, HeaderValue::from_static(media.as_str()))],
+            body,
+        )
+            .into_response()
+    };
+    let headers = response.headers_mut();
+    if let Some(etag) = etag.and_then(|e| HeaderValue::from_str(e).ok()) {
+        headers.insert(header::ETAG, etag);
+    }
+    headers.insert(
+        "x-cache",
+        HeaderValue::from_static(match cache {
+            CacheStatus::Hit => "hit",
+            CacheStatus::Miss => "miss",
+        }),
+    );
+    // Clients may keep it but must revalidate (ETag); shared caches must not keep it at all.
+    headers.insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("private, no-cache"),
+    );
+    headers.insert(
+        header::VARY,
+        HeaderValue::from_static("Authorization, Accept, Accept-Encoding"),
+    );
+    response
+}
+
+/// Whether `If-None-Match` names `etag` (RFC 9110 §13.1.2: weak comparison, `*` matches any).
+fn etag_matches(if_none_match: &HeaderValue, etag: &str) -> bool {
+    let Ok(list) = if_none_match.to_str() else {
+        return false;
+    };
+    let opaque = |tag: &str| tag.trim().trim_start_matches("W/").to_owned();
+    list.split(',')
+        .any(|tag| tag.trim() == "*" || opaque(tag) == opaque(etag))
+}
+
+/// Runs one GraphQL request, from the response cache when it holds a current answer; keeps the
+/// answer when it is a successful query.
+async fn execute_single(
+    state: &AppState,
+    caller: Caller,
+    media: MediaType,
+    request: async_graphql::Request,
+    if_none_match: Option<&HeaderValue>,
+) -> Response {
+    let cache = state
+        .cache
+        .as_ref()
+        .filter(|_| is_cacheable_document(&request.query, request.operation_name.as_deref()));
+    let Some(cache) = cache else {
+        let response = BatchResponse::Single(state.schema.execute(request.data(caller)).await);
+        let (status, body) = render(media, &response);
+        let etag = (status == StatusCode::OK).then(|| cache::etag_of(&body));
+        return answer(
+            status,
+            media,
+            body.into(),
+            etag.as_deref(),
+            CacheStatus::Miss,
+            if_none_match,
+        );
+    };
+    let variables = serde_json::to_string(&request.variables).unwrap_or_default();
+    let key = CacheKey::new(
+        &request.query,
+        request.operation_name.as_deref(),
+        &variables,
+        &caller.scope(),
+        media.as_str(),
+    );
+    if let Some(hit) = cache.get(&key) {
+        return answer(
+            StatusCode::OK,
+            media,
+            hit.body.clone(),
+            Some(&hit.etag),
+            CacheStatus::Hit,
+            if_none_match,
+        );
+    }
+    // The versions before anything is read: a write that lands while this executes makes the
+    // answer out of date at once, so it is not kept.
+    let reads = Arc::new(ReadSet::new(cache.versions().snapshot()));
+    let response = state
+        .schema
+        .execute(request.data(caller).data(reads.clone()))
+        .await;
+    let keep = response.is_ok();
+    let response = BatchResponse::Single(response);
+    let (status, body) = render(media, &response);
+    let body = Bytes::from(body);
+    let etag = (status == StatusCode::OK).then(|| cache::etag_of(&body));
+    if let (true, StatusCode::OK, Some(etag)) = (keep, status, &etag) {
+        cache.insert(key, body.clone(), etag.clone(), &reads);
+    }
+    answer(
         status,
-        [(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static(media.as_str()),
-        )],
+        media,
         body,
+        etag.as_deref(),
+        CacheStatus::Miss,
+        if_none_match,
     )
-        .into_response()
+}
+
+/// Whether an answer to this document may be cached: a query (not a mutation or subscription)
+/// that does not introspect the schema. A document that does not parse is not cached (its
+/// answer is an error anyway).
+fn is_cacheable_document(query: &str, operation_name: Option<&str>) -> bool {
+    if query.contains("__schema") || query.contains("__type(") || query.contains("__type (") {
+        return false;
+    }
+    operation_type(query, operation_name) == Some(OperationType::Query)
 }
 
 fn accept(headers: &HeaderMap) -> Option<MediaType> {
@@ -331,10 +476,16 @@ async fn graphql_post(
             ),
         );
     }
-    respond(
-        media,
-        state.schema.execute_batch(request.data(caller)).await,
-    )
+    match request {
+        BatchRequest::Single(request) => {
+            execute_single(&state, caller, media, request, None).await
+        }
+        batch @ BatchRequest::Batch(_) => {
+            let response = state.schema.execute_batch(batch.data(caller)).await;
+            let (status, body) = render(media, &response);
+            answer(status, media, body.into(), None, CacheStatus::Miss, None)
+        }
+    }
 }
 
 async fn graphql_get(
@@ -370,27 +521,34 @@ async fn graphql_get(
             .insert(header::ALLOW, HeaderValue::from_static("POST"));
         return response;
     }
-    respond(
+    execute_single(
+        &state,
+        caller,
         media,
-        BatchResponse::Single(state.schema.execute(request.data(caller)).await),
+        request,
+        headers.get(header::IF_NONE_MATCH),
     )
+    .await
 }
 
 /// Whether the operation a GET would run is a mutation. A document that does not parse is left
 /// to the executor, which reports it as a request error.
 fn is_mutation(query: &str, operation_name: Option<&str>) -> bool {
-    let Ok(document) = async_graphql::parser::parse_query(query) else {
-        return false;
-    };
-    let ty = match operation_name {
+    operation_type(query, operation_name) == Some(OperationType::Mutation)
+}
+
+/// The type of the operation a request runs: the one named, or the first; `None` when the
+/// document does not parse or has no such operation.
+fn operation_type(query: &str, operation_name: Option<&str>) -> Option<OperationType> {
+    let document = async_graphql::parser::parse_query(query).ok()?;
+    match operation_name {
         Some(name) => document
             .operations
             .iter()
             .find(|(n, _)| n.is_some_and(|n| n.as_str() == name))
             .map(|(_, op)| op.node.ty),
         None => document.operations.iter().next().map(|(_, op)| op.node.ty),
-    };
-    ty == Some(OperationType::Mutation)
+    }
 }
 
 #[cfg(test)]

@@ -19,6 +19,8 @@ use std::time::Duration;
 
 use sea_orm::{ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DbBackend, DbErr};
 
+use crate::cache::DataVersions;
+
 pub use jobs::{Watermarks, job_state_name, sync_mode_name};
 pub use read::{
     ContactFilter, ContactKey, ContactOrder, ContactOrderField, Freshness, SortDirection,
@@ -90,6 +92,9 @@ pub enum StoreError {
 pub struct Store {
     db: DatabaseConnection,
     statements: Arc<AtomicU64>,
+    /// Bumped after every committed change to a location's data or sync state: the store's
+    /// write paths are the only ones that bump it.
+    versions: DataVersions,
 }
 
 impl std::fmt::Debug for Store {
@@ -125,7 +130,11 @@ impl Store {
         db.set_metric_callback(move |_info| {
             counter.fetch_add(1, Ordering::Relaxed);
         });
-        Ok(Self { db, statements })
+        Ok(Self {
+            db,
+            statements,
+            versions: DataVersions::default(),
+        })
     }
 
     /// Applies the migrations in `migrations/` that have not run yet.
@@ -141,6 +150,12 @@ impl Store {
 
     pub async fn migrate(&self) -> Result<(), StoreError> {
         migrate::run(&self.db).await
+    }
+
+    /// The data versions of the locations, which this store bumps after its writes commit (the
+    /// response cache checks its entries against them).
+    pub fn versions(&self) -> &DataVersions {
+        &self.versions
     }
 
     /// SQL statements executed through this store so far (tests diff it around a request).

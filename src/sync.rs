@@ -421,7 +421,7 @@ impl SyncEngine {
             .collect();
         store.insert_job(&job).await?;
         for stage in &stages {
-            store.save_stage(stage).await?;
+            store.save_stage(location_id, stage).await?;
         }
         if let Some(previous) = &previous {
             tracing::info!(location_id, job_id = %job.id, resumed = %previous.job.id, "resuming an interrupted sync");

@@ -75,6 +75,7 @@ async fn spawn_gateway(sim: &SimHandle, database_url: &str) -> (String, Store, S
         secrets: ghl_gateway::secrets::SecretsConfig {
             secret_key: Some(TEST_SECRET_KEY.into()),
         },
+        cache: Default::default(),
     };
     let app = App::build(config).await.expect("the gateway builds");
     let base = format!("http://127.0.0.1:{}", app.port());

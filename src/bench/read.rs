@@ -125,6 +125,7 @@ pub async fn setup(
         secrets: crate::secrets::SecretsConfig {
             secret_key: Some(secret.into()),
         },
+        cache: Default::default(),
     };
     let app = App::build(config).await?;
     let store = app.store().clone();

@@ -7,6 +7,7 @@ use chrono::{DateTime, Utc};
 
 use super::auth::{self, known_location, require_location};
 use super::error::{ApiError, ApiResult};
+use super::reads;
 use super::loaders::ContactId;
 use super::types::{Contact, Freshness, Location, SyncStatus, loader};
 use crate::domain::to_ms;
@@ -181,6 +182,7 @@ impl Query {
     async fn locations(&self, ctx: &Context<'_>) -> ApiResult<Vec<Location>> {
         let caller = auth::caller(ctx)?;
         let store = ctx.data_unchecked::<Store>();
+        reads::everything(ctx);
         Ok(store
             .locations()
             .await?
@@ -196,6 +198,7 @@ impl Query {
             return Ok(None);
         }
         let store = ctx.data_unchecked::<Store>();
+        reads::location(ctx, &id);
         Ok(store.location(&id).await?.map(Location))
     }
 
@@ -235,6 +238,7 @@ impl Query {
         let filter = filter.unwrap_or_default().to_store();
         require_location(ctx, &location_id)?;
         let store = ctx.data_unchecked::<Store>();
+        reads::location(ctx, &location_id);
         known_location(store, &location_id).await?;
         super::read_policy::apply(ctx, &location_id, max_age).await?;
 
@@ -264,18 +268,24 @@ impl Query {
     /// A contact by id, or null (also when the caller may not read its location).
     async fn contact(&self, ctx: &Context<'_>, id: ID) -> ApiResult<Option<Contact>> {
         let caller = auth::caller(ctx)?;
-        Ok(loader(ctx)
+        let contact = loader(ctx)
             .load_one(ContactId(id.0))
             .await?
             .flatten()
-            .filter(|c| caller.may_read(&c.location_id))
-            .map(Contact))
+            .filter(|c| caller.may_read(&c.location_id));
+        // Found, the answer is the contact's location's; not found, any location could add it.
+        match &contact {
+            Some(c) => reads::location(ctx, &c.location_id),
+            None => reads::everything(ctx),
+        }
+        Ok(contact.map(Contact))
     }
 
     /// What the location's sync is doing and how fresh its data is.
     async fn sync_status(&self, ctx: &Context<'_>, location_id: ID) -> ApiResult<SyncStatus> {
         require_location(ctx, &location_id)?;
         let store = ctx.data_unchecked::<Store>();
+        reads::location(ctx, &location_id);
         known_location(store, &location_id).await?;
         SyncStatus::load(store, &location_id).await
     }

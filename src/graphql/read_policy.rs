@@ -75,11 +75,10 @@ pub(super) async fn apply(
     }
     let store = ctx.data_unchecked::<Store>();
     let rows = store.freshness(&[location_id.to_owned()]).await?;
-    let freshness = Freshness::from_store(
-        rows.get(location_id),
-        settings.max_age_secs,
-        chrono::Utc::now(),
-    );
+    let now = chrono::Utc::now();
+    let freshness = Freshness::from_store(rows.get(location_id), settings.max_age_secs, now);
+    // The decision holds until the age ticks over: an answer cached from it lives no longer.
+    super::reads::freshness(ctx, &freshness, now);
     // The page's `freshness` field reads the same row: hand it over instead of reading it twice.
     if let Some(row) = rows.get(location_id) {
         loader(ctx)

@@ -85,11 +85,10 @@ impl Freshness {
         let row = loader(ctx)
             .load_one(FreshnessOf(location_id.to_owned()))
             .await?;
-        Ok(Self::from_store(
-            row.as_ref(),
-            settings.max_age_secs,
-            Utc::now(),
-        ))
+        let now = Utc::now();
+        let freshness = Self::from_store(row.as_ref(), settings.max_age_secs, now);
+        super::reads::freshness(ctx, &freshness, now);
+        Ok(freshness)
     }
 }
 

@@ -20,6 +20,7 @@ impl Store {
 
     /// Stores (inserts or replaces) the credential of a location.
     pub async fn save_credential(&self, model: credential::Model) -> Result<(), StoreError> {
+        let location_id = model.location_id.clone();
         let active = credential::ActiveModel {
             location_id: ActiveValue::Set(model.location_id),
             kind: ActiveValue::Set(model.kind),
@@ -44,6 +45,7 @@ impl Store {
             )
             .exec(&self.db)
             .await?;
+        self.versions.bump(&location_id);
         Ok(())
     }
 

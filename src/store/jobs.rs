@@ -118,6 +118,7 @@ struct MaxValue {
 impl Store {
     pub async fn insert_job(&self, job: &SyncJob) -> Result<(), StoreError> {
         job_row(job).into_active_model().insert(&self.db).await?;
+        self.versions.bump(&job.location_id);
         Ok(())
     }
 
@@ -132,12 +133,15 @@ impl Store {
             .and_where(Expr::col("id").eq(job.id.clone()))
             .to_owned();
         self.db.execute(&update).await?;
+        self.versions.bump(&job.location_id);
         Ok(())
     }
 
-    /// Writes a stage's progress without a page (its start, its end, its failure).
-    pub async fn save_stage(&self, stage: &SyncStage) -> Result<(), StoreError> {
+    /// Writes a stage's progress without a page (its start, its end, its failure) for a job of
+    /// `location_id`.
+    pub async fn save_stage(&self, location_id: &str, stage: &SyncStage) -> Result<(), StoreError> {
         super::write::save_checkpoint(&self.db, stage).await?;
+        self.versions.bump(location_id);
         Ok(())
     }
 
@@ -154,7 +158,11 @@ impl Store {
                 job_state_name(JobState::Running),
             ]))
             .to_owned();
-        Ok(self.db.execute(&update).await?.rows_affected())
+        let interrupted = self.db.execute(&update).await?.rows_affected();
+        if interrupted > 0 {
+            self.versions.bump_all();
+        }
+        Ok(interrupted)
     }
 
     /// When the last successful FULL sync of a location started (ms).
@@ -229,6 +237,7 @@ impl Store {
             .and_where(Expr::col("id").eq(location_id))
             .to_owned();
         self.db.execute(&update).await?;
+        self.versions.bump(location_id);
         Ok(())
     }
 
@@ -244,7 +253,9 @@ impl Store {
                     .to_owned(),
             )
             .to_owned();
-        self.db.execute(&insert).await?;
+        if self.db.execute(&insert).await?.rows_affected() > 0 {
+            self.versions.bump(location_id);
+        }
         Ok(())
     }
 

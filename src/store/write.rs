@@ -475,6 +475,7 @@ impl Store {
             mark.into(),
         ];
         upsert(&self.db, "locations", LOCATION_COLS, &["id"], vec![row]).await?;
+        self.versions.bump(&location.id);
         Ok(())
     }
 
@@ -492,6 +493,7 @@ impl Store {
             save_checkpoint(&txn, checkpoint).await?;
         }
         txn.commit().await?;
+        self.versions.bump(location_id);
         Ok(())
     }
 
@@ -525,6 +527,9 @@ impl Store {
             marked += txn.execute(&update).await?.rows_affected();
         }
         txn.commit().await?;
+        if marked > 0 {
+            self.versions.bump(location_id);
+        }
         Ok(marked)
     }
 }

@@ -68,7 +68,7 @@ impl StageContext<'_> {
         let location_id = self.job.location_id.as_str();
         let meter = Arc::new(Meter::default());
         self.report(&mut stage, |s| s.state = JobState::Running);
-        self.store.save_stage(&stage).await?;
+        self.store.save_stage(&self.job.location_id, &stage).await?;
         let result = meter
             .clone()
             .scope(self.fetch(&mut stage, since, &start, &meter))
@@ -104,7 +104,7 @@ impl StageContext<'_> {
             s.error = result.as_ref().err().map(ToString::to_string);
             metered(s, &start, &meter);
         });
-        self.store.save_stage(&stage).await?;
+        self.store.save_stage(&self.job.location_id, &stage).await?;
         result
     }
 

@@ -160,6 +160,7 @@ pub async fn spawn_app_with(url: &str, tweak: impl FnOnce(&mut ServeConfig)) -> 
         secrets: ghl_gateway::secrets::SecretsConfig {
             secret_key: Some(TEST_SECRET_KEY.into()),
         },
+        cache: Default::default(),
     };
     tweak(&mut config);
     init_test_logs();

@@ -18,6 +18,7 @@ async fn start_up_refuses_stored_tokens_without_the_secrets_key() {
                 upstream: ghl_gateway::upstream::UpstreamConfig::new("http://127.0.0.1:9"),
                 sync: Default::default(),
                 secrets: Default::default(),
+                cache: Default::default(),
             };
             config.secrets.secret_key = secret.map(Into::into);
             config
