@@ -252,10 +252,7 @@ impl ResponseCache {
     /// current ones and its time-dependent fields have not moved. A stale entry is dropped.
     pub fn get(&self, key: &CacheKey) -> Option<Arc<CachedAnswer>> {
         let answer = self.entries.get(key)?;
-        if answer
-            .tag
-            .is_current(&self.versions.snapshot(), Utc::now())
-        {
+        if answer.tag.is_current(&self.versions.snapshot(), Utc::now()) {
             Some(answer)
         } else {
             self.entries.invalidate(key);

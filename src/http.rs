@@ -310,7 +310,10 @@ fn answer(
     } else {
         (
             status,
-            [(header::CONTENT_TYPE, HeaderValue::from_static(media.as_str()))],
+            [(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static(media.as_str()),
+            )],
             body,
         )
             .into_response()
@@ -477,9 +480,7 @@ async fn graphql_post(
         );
     }
     match request {
-        BatchRequest::Single(request) => {
-            execute_single(&state, caller, media, request, None).await
-        }
+        BatchRequest::Single(request) => execute_single(&state, caller, media, request, None).await,
         batch @ BatchRequest::Batch(_) => {
             let response = state.schema.execute_batch(batch.data(caller)).await;
             let (status, body) = render(media, &response);

@@ -105,7 +105,10 @@ mod tests {
             normalize_document(r#"{ f(a: "q\"  x", b: """ block "" # """) }"#),
             r#"{f(a:"q\"  x" b:""" block "" # """)}"#
         );
-        assert_eq!(normalize_document(r#"{ f(a: "", b: 1) }"#), r#"{f(a:"" b:1)}"#);
+        assert_eq!(
+            normalize_document(r#"{ f(a: "", b: 1) }"#),
+            r#"{f(a:"" b:1)}"#
+        );
         // Different operations stay different.
         assert_ne!(normalize_document("{ ab }"), normalize_document("{ a b }"));
     }

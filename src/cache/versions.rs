@@ -72,7 +72,10 @@ mod tests {
         versions.bump("b");
         let after = versions.snapshot();
         assert_eq!((before.total(), before.location("a")), (0, 0));
-        assert_eq!((after.total(), after.location("a"), after.location("b")), (3, 2, 1));
+        assert_eq!(
+            (after.total(), after.location("a"), after.location("b")),
+            (3, 2, 1)
+        );
         versions.bump_all();
         assert_eq!(after.location("a"), 2);
         assert_eq!(versions.snapshot().location("a"), 3);

@@ -7,8 +7,8 @@ use chrono::{DateTime, Utc};
 
 use super::auth::{self, known_location, require_location};
 use super::error::{ApiError, ApiResult};
-use super::reads;
 use super::loaders::ContactId;
+use super::reads;
 use super::types::{Contact, Freshness, Location, SyncStatus, loader};
 use crate::domain::to_ms;
 use crate::store::{self, ContactKey, Store};
