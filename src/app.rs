@@ -43,6 +43,7 @@ pub struct App {
     router: axum::Router,
     store: Store,
     sync: SyncEngine,
+    cache: Option<ResponseCache>,
     cipher: Option<Cipher>,
     allow_anonymous: bool,
 }
@@ -82,7 +83,7 @@ impl App {
             .context("cannot start the sync engine")?;
         let schema = graphql::build(store.clone(), config.graphql.clone(), Some(sync.handle()));
         let cache = ResponseCache::new(&config.cache, store.versions().clone());
-        let router = http::router(schema, store.clone(), cache, &config.http);
+        let router = http::router(schema, store.clone(), cache.clone(), &config.http);
         let listener = TcpListener::bind(&config.http.listen)
             .await
             .with_context(|| format!("cannot listen on {} (LISTEN_ADDR)", config.http.listen))?;
@@ -91,6 +92,7 @@ impl App {
             router,
             store,
             sync,
+            cache,
             cipher,
             allow_anonymous: config.http.auth.allow_anonymous,
         })
@@ -109,6 +111,11 @@ impl App {
 
     pub fn port(&self) -> u16 {
         self.local_addr().port()
+    }
+
+    /// The response cache, when it is on (`RESPONSE_CACHE_MB` > 0).
+    pub fn cache(&self) -> Option<&ResponseCache> {
+        self.cache.as_ref()
     }
 
     pub fn store(&self) -> &Store {

@@ -16,6 +16,7 @@ pub mod read;
 mod report;
 pub mod simproc;
 pub mod sync;
+pub mod wrk;
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -201,20 +202,22 @@ async fn read_backend(
     let mut points = Vec::new();
     for first in PAGE_SIZES {
         for concurrency in CONCURRENCIES {
-            for design in ["gateway", "n+1"] {
+            for design in read::DESIGNS {
                 let p = setup.point(design, first, concurrency, d).await?;
                 eprintln!(
-                    "bench: {backend} {design:7} first={first:3} c={concurrency:3}: {:8.1} req/s p50 {:.2} ms p99 {:.2} ms, {} statements",
+                    "bench: {backend} {design:5} first={first:3} c={concurrency:3}: {:8.1} req/s p50 {:.2} ms p99 {:.2} ms, {} statements, hits {}",
                     p.load.rps(),
                     p.load.p50_ms,
                     p.load.p99_ms,
-                    p.statements
+                    p.statements,
+                    p.hit_ratio
+                        .map_or("-".to_owned(), |r| format!("{:.0}%", r * 100.0)),
                 );
                 points.push(p);
             }
         }
     }
-    let (idle, during, syncs) = setup.during_sync(DURING_SYNC_CONCURRENCY, d).await?;
+    let (idle, during, syncs, hit_ratio) = setup.during_sync(DURING_SYNC_CONCURRENCY, d).await?;
     eprintln!(
         "bench: {backend} reads during FULL syncs ({syncs} ran): p99 {:.2} ms vs {:.2} ms idle",
         during.p99_ms, idle.p99_ms
@@ -227,6 +230,10 @@ async fn read_backend(
         idle,
         during_sync: during,
         syncs_during: syncs,
+        during_sync_hit_ratio: hit_ratio,
+        external: setup.external,
+        cache_bound_bytes: crate::cache::CacheConfig::default().response_cache_mb << 20,
+        cache_bytes: setup.cache.stats().bytes,
     })
 }
 

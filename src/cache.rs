@@ -17,6 +17,7 @@
 mod key;
 mod versions;
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -203,6 +204,24 @@ pub struct ResponseCache {
     entries: moka::sync::Cache<CacheKey, Arc<CachedAnswer>>,
     versions: DataVersions,
     ttl: Duration,
+    stats: Arc<Stats>,
+}
+
+/// Lookups since start: served from the cache, or not (absent or out of date).
+#[derive(Debug, Default)]
+struct Stats {
+    hits: AtomicU64,
+    misses: AtomicU64,
+}
+
+/// What the cache did so far (for benchmarks and metrics).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CacheStats {
+    pub hits: u64,
+    pub misses: u64,
+    /// Bytes held now (bodies plus per-entry overhead).
+    pub bytes: u64,
+    pub entries: u64,
 }
 
 impl std::fmt::Debug for ResponseCache {
@@ -240,6 +259,7 @@ impl ResponseCache {
             entries,
             versions,
             ttl,
+            stats: Arc::default(),
         }
     }
 
@@ -251,13 +271,24 @@ impl ResponseCache {
     /// The cached answer of `key`, if it is still current: the versions it was read at are the
     /// current ones and its time-dependent fields have not moved. A stale entry is dropped.
     pub fn get(&self, key: &CacheKey) -> Option<Arc<CachedAnswer>> {
-        let answer = self.entries.get(key)?;
-        if answer.tag.is_current(&self.versions.snapshot(), Utc::now()) {
-            Some(answer)
+        let found = self.entries.get(key);
+        let current = match found {
+            Some(answer) if answer.tag.is_current(&self.versions.snapshot(), Utc::now()) => {
+                Some(answer)
+            }
+            Some(_) => {
+                self.entries.invalidate(key);
+                None
+            }
+            None => None,
+        };
+        let counter = if current.is_some() {
+            &self.stats.hits
         } else {
-            self.entries.invalidate(key);
-            None
-        }
+            &self.stats.misses
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+        current
     }
 
     /// Keeps `body` as the answer of `key`, tagged with what `read` read. An answer already
@@ -280,6 +311,17 @@ impl ResponseCache {
         };
         self.entries.insert(key, Arc::new(answer));
         true
+    }
+
+    /// Hits and misses since start, and what is held now.
+    pub fn stats(&self) -> CacheStats {
+        self.entries.run_pending_tasks();
+        CacheStats {
+            hits: self.stats.hits.load(Ordering::Relaxed),
+            misses: self.stats.misses.load(Ordering::Relaxed),
+            bytes: self.entries.weighted_size(),
+            entries: self.entries.entry_count(),
+        }
     }
 
     /// Bytes held (bodies plus per-entry overhead), after pending evictions are applied.

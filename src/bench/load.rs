@@ -1,6 +1,8 @@
 //! A closed-loop HTTP load generator: `concurrency` workers, each on its own keep-alive
-//! connection, send the same POST one after another for a fixed time; every latency goes into an
-//! HDR histogram (microseconds, 3 significant digits), so percentiles are exact to 0.1 %.
+//! connection, send POSTs ([`Bodies`]: the same one, or each a unique one) one after another for
+//! a fixed time; every latency goes into an HDR histogram (microseconds, 3 significant digits), so
+//! percentiles are exact to 0.1 %. It runs inside the bench process; `wrk` (see `super::wrk`)
+//! is the one outside it, used when installed.
 //!
 //! Closed loop means a slow answer delays the next request of its worker, as a browser tab or a
 //! dashboard backend does; it measures what clients see at that concurrency, not an open arrival
@@ -9,6 +11,31 @@
 use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
+
+/// The placeholder in a [`Bodies::Unique`] body that each request replaces with its own token.
+pub const NONCE: &str = "__NONCE__";
+
+/// What the workers send.
+#[derive(Clone, Debug)]
+pub enum Bodies {
+    /// The same body every time (a warm cache answers all but the first).
+    Same(String),
+    /// Bodies taken in turn, each request's [`NONCE`] replaced by a token no other request of the
+    /// run has, so that no two requests share a cache entry.
+    Unique(Vec<String>),
+}
+
+impl Bodies {
+    /// The body of request `n` of worker `worker`.
+    pub fn nth(&self, worker: usize, n: u64) -> String {
+        match self {
+            Bodies::Same(body) => body.clone(),
+            Bodies::Unique(bodies) => {
+                bodies[(n as usize) % bodies.len().max(1)].replace(NONCE, &format!("{worker}-{n}"))
+            }
+        }
+    }
+}
 
 /// What one load run measured.
 #[derive(Clone, Debug, Default)]
@@ -64,7 +91,7 @@ pub fn quantile_ms(h: &Histogram<u64>, quantile: f64) -> f64 {
 pub async fn run(
     url: &str,
     headers: &[(&str, String)],
-    body: String,
+    bodies: Bodies,
     concurrency: usize,
     warmup: Duration,
     duration: Duration,
@@ -76,14 +103,14 @@ pub async fn run(
             value.parse().expect("a valid header value"),
         );
     }
-    let body = std::sync::Arc::new(body);
+    let bodies = std::sync::Arc::new(bodies);
     let start_at = Instant::now() + warmup;
     let end_at = start_at + duration;
     // Requests still unanswered this long after the run are abandoned (and counted), so that a
     // design far slower than the run cannot stretch it to minutes.
     let hard_stop = end_at + duration;
     let mut workers = Vec::with_capacity(concurrency);
-    for _ in 0..concurrency {
+    for worker in 0..concurrency {
         // One client per worker: one keep-alive connection each, no pool contention.
         let client = reqwest::Client::builder()
             .http1_only()
@@ -92,7 +119,7 @@ pub async fn run(
             .build()
             .expect("the HTTP client builds");
         let url = url.to_owned();
-        let body = body.clone();
+        let bodies = bodies.clone();
         workers.push(tokio::spawn(async move {
             let mut h = histogram();
             let mut errors = 0u64;
@@ -100,13 +127,16 @@ pub async fn run(
             let mut completed = 0u64;
             let mut last = start_at;
             let mut unfinished = 0u64;
+            let mut n = 0u64;
             loop {
+                n += 1;
+                let body = bodies.nth(worker, n);
                 let sent = Instant::now();
                 if sent >= end_at {
                     break;
                 }
                 let request = async {
-                    match client.post(&url).body(String::clone(&body)).send().await {
+                    match client.post(&url).body(body).send().await {
                         Ok(response) => {
                             let ok = response.status().is_success();
                             ok && response.bytes().await.is_ok()

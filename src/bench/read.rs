@@ -1,4 +1,8 @@
-//! The read path: the gateway over HTTP keep-alive, against the seed's N+1 design in the same run.
+//! The read path: the gateway over HTTP keep-alive, against the seed's N+1 design in the same run,
+//! in three designs of its own: **warm** (the same dashboard request, answered from the response
+//! cache), **cold** (every request unique, so no two share a cache entry; cache on) and **off**
+//! (a second gateway on the same database with `RESPONSE_CACHE_MB=0`). Requests carry a client API
+//! key (the key lookup every client pays), with the per-key rate limit off.
 //!
 //! The location is filled by a real FULL sync of 10k contacts from the simulator (no latency, a
 //! burst limit no sync reaches), so the cache holds the simulator's realistic data. The N+1
@@ -17,9 +21,10 @@ use axum::http::StatusCode;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::load::{self, LoadResult};
+use super::load::{self, Bodies, LoadResult};
 use crate::app::{App, ServeConfig};
 use crate::auth::AuthConfig;
+use crate::cache::{CacheStats, ResponseCache};
 use crate::http::HttpConfig;
 use crate::store::{ContactFilter, ContactOrder, DatabaseConfig, Store, StoreError};
 use crate::sync::{SyncEngine, SyncMode};
@@ -48,16 +53,27 @@ query Dashboard($loc: ID!, $first: Int, $after: String) {
 
 const ADMIN_KEY: &str = "bench-admin-key-0123456789abcdefghijklmnop";
 
+/// The read designs, in report order.
+pub const DESIGNS: [&str; 4] = ["warm", "cold", "off", "n+1"];
+
 /// A gateway over one database, with the N+1 baseline beside it.
 pub struct Setup {
     pub backend: String,
     pub location_id: String,
     pub store: Store,
     pub sync: SyncEngine,
+    /// The response cache of the gateway at `graphql_url` (warm and cold runs).
+    pub cache: ResponseCache,
     pub graphql_url: String,
+    /// A second gateway on the same database with the response cache off.
+    pub graphql_off_url: String,
     pub baseline_url: String,
+    /// A client API key of the location.
+    pub key: String,
     pub fill_secs: f64,
     pub contacts: u64,
+    /// Whether the load comes from `wrk` (another process) or the built-in generator.
+    pub external: bool,
 }
 
 /// One load point of one design.
@@ -68,6 +84,10 @@ pub struct Point {
     pub load: LoadResult,
     pub statements: u64,
     pub bytes: usize,
+    /// Response-cache hits over lookups during the run (warm and cold).
+    pub hit_ratio: Option<f64>,
+    /// The bench process's resident memory after the run (server and cache), KiB.
+    pub rss_kib: u64,
 }
 
 /// The read-path results of one backend.
@@ -80,11 +100,28 @@ pub struct BackendResult {
     pub idle: LoadResult,
     pub during_sync: LoadResult,
     pub syncs_during: u64,
+    /// Response-cache hit ratio of the reads during the FULL syncs.
+    pub during_sync_hit_ratio: f64,
+    pub external: bool,
+    /// The response cache's bound and what it held after every run, bytes.
+    pub cache_bound_bytes: u64,
+    pub cache_bytes: u64,
 }
 
 pub struct Durations {
     pub warmup: Duration,
     pub run: Duration,
+}
+
+/// The resident memory of this process now, KiB (`VmRSS`).
+pub fn rss_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
 }
 
 /// Builds the gateway on `database_url` and fills its location with a FULL sync from `sim_url`.
@@ -127,7 +164,13 @@ pub async fn setup(
         },
         cache: Default::default(),
     };
+    let mut off = config.clone();
+    off.cache.response_cache_mb = 0;
     let app = App::build(config).await?;
+    let cache = app
+        .cache()
+        .cloned()
+        .context("the response cache is on by default")?;
     let store = app.store().clone();
     let sync = app.sync().clone();
     sync.client()
@@ -156,6 +199,15 @@ pub async fn setup(
         .await?;
     let graphql_url = format!("http://127.0.0.1:{}/graphql", app.port());
     tokio::spawn(app.run_until_stopped(std::future::pending()));
+    let off = App::build(off).await?;
+    let graphql_off_url = format!("http://127.0.0.1:{}/graphql", off.port());
+    tokio::spawn(off.run_until_stopped(std::future::pending()));
+    let key = crate::auth::generate_key(
+        Some("bench".into()),
+        &[location_id.to_owned()],
+        chrono::Utc::now().timestamp_millis(),
+    );
+    store.insert_api_key(key.row).await?;
 
     let baseline = axum::Router::new()
         .route("/n1", axum::routing::post(n_plus_one))
@@ -168,39 +220,95 @@ pub async fn setup(
         location_id: location_id.to_owned(),
         store,
         sync,
+        cache,
         graphql_url,
+        graphql_off_url,
         baseline_url,
+        key: key.key,
         fill_secs,
         contacts,
+        external: super::wrk::available(),
     })
 }
 
 impl Setup {
-    fn body(&self, design: &str, first: usize) -> String {
-        match design {
-            "gateway" => json!({
-                "query": DASHBOARD_QUERY,
-                "variables": { "loc": self.location_id, "first": first },
-            }),
-            _ => json!({ "loc": self.location_id, "first": first }),
+    /// One request of `design` for a page of `first` after `after`; with `nonce`, the variables
+    /// carry an unused entry that makes the request unique (its cache key is its own).
+    fn body(&self, design: &str, first: usize, after: Option<&str>, nonce: bool) -> String {
+        if design == "n+1" {
+            return json!({ "loc": self.location_id, "first": first }).to_string();
         }
-        .to_string()
+        let mut variables = json!({ "loc": self.location_id, "first": first, "after": after });
+        if nonce {
+            variables["nonce"] = json!(super::load::NONCE);
+        }
+        json!({ "query": DASHBOARD_QUERY, "variables": variables }).to_string()
+    }
+
+    /// What `design` sends at `first`: the same request (warm, off, N+1), or for cold, every
+    /// request unique, walking the location's pages in turn.
+    async fn bodies(&self, design: &str, first: usize) -> anyhow::Result<Bodies> {
+        if design != "cold" {
+            return Ok(Bodies::Same(self.body(design, first, None, false)));
+        }
+        let mut cursors = vec![None];
+        let pages = "query Pages($loc: ID!, $first: Int, $after: String) { contacts(locationId: $loc, first: $first, after: $after) { pageInfo { hasNextPage endCursor } } }";
+        let client = reqwest::Client::new();
+        while cursors.len() < 100 {
+            let after = cursors.last().cloned().flatten();
+            let mut request = client.post(&self.graphql_url).body(
+                json!({ "query": pages, "variables": { "loc": self.location_id, "first": first, "after": after } })
+                    .to_string(),
+            );
+            for (k, v) in self.headers() {
+                request = request.header(k, v);
+            }
+            let page: Value = request.send().await?.json().await?;
+            let info = &page["data"]["contacts"]["pageInfo"];
+            match info["endCursor"].as_str() {
+                Some(cursor) if info["hasNextPage"] == true => {
+                    cursors.push(Some(cursor.to_owned()))
+                }
+                _ => break,
+            }
+        }
+        Ok(Bodies::Unique(
+            cursors
+                .iter()
+                .map(|after| self.body(design, first, after.as_deref(), true))
+                .collect(),
+        ))
     }
 
     fn url(&self, design: &str) -> &str {
-        if design == "gateway" {
-            &self.graphql_url
-        } else {
-            &self.baseline_url
+        match design {
+            "n+1" => &self.baseline_url,
+            "off" => &self.graphql_off_url,
+            _ => &self.graphql_url,
         }
     }
 
-    fn headers() -> Vec<(&'static str, String)> {
+    fn headers(&self) -> Vec<(&'static str, String)> {
         vec![
             ("content-type", "application/json".into()),
             ("accept", "application/json".into()),
-            ("authorization", format!("Bearer {ADMIN_KEY}")),
+            ("authorization", format!("Bearer {}", self.key)),
         ]
+    }
+
+    /// A load run of `bodies` against `url`: `wrk` when installed, else the built-in generator.
+    async fn load(
+        &self,
+        url: &str,
+        bodies: Bodies,
+        concurrency: usize,
+        d: &Durations,
+    ) -> anyhow::Result<LoadResult> {
+        if self.external {
+            super::wrk::run(url, &self.headers(), &bodies, concurrency, d.warmup, d.run).await
+        } else {
+            Ok(load::run(url, &self.headers(), bodies, concurrency, d.warmup, d.run).await)
+        }
     }
 
     /// Waits until the server is idle: requests a previous point abandoned still run to their
@@ -222,8 +330,12 @@ impl Setup {
     async fn probe(&self, design: &str, first: usize) -> anyhow::Result<(u64, usize)> {
         self.quiesce().await;
         let client = reqwest::Client::new();
-        let mut request = client.post(self.url(design)).body(self.body(design, first));
-        for (k, v) in Self::headers() {
+        let nonce = design == "cold";
+        let body = self
+            .body(design, first, None, nonce)
+            .replace(super::load::NONCE, "probe");
+        let mut request = client.post(self.url(design)).body(body);
+        for (k, v) in self.headers() {
             request = request.header(k, v);
         }
         let before = self.store.statements();
@@ -255,42 +367,34 @@ impl Setup {
         d: &Durations,
     ) -> anyhow::Result<Point> {
         let (statements, bytes) = self.probe(design, first).await?;
-        let load = load::run(
-            self.url(design),
-            &Self::headers(),
-            self.body(design, first),
-            concurrency,
-            d.warmup,
-            d.run,
-        )
-        .await;
+        let bodies = self.bodies(design, first).await?;
+        let before = self.cache.stats();
+        let load = self.load(self.url(design), bodies, concurrency, d).await?;
+        let after = self.cache.stats();
+        let hit_ratio = matches!(design, "warm" | "cold").then(|| hit_ratio(before, after));
         Ok(Point {
             design,
             first,
             load,
             statements,
             bytes,
+            hit_ratio,
+            rss_kib: rss_kib(),
         })
     }
 
-    /// The 50-contact query at `concurrency`, idle and then while FULL syncs of the same location
-    /// run back to back. Returns (idle, during, FULL syncs that ran).
+    /// The 50-contact warm request at `concurrency`, idle and then while FULL syncs of the same
+    /// location run back to back. Returns (idle, during, FULL syncs that ran, the hit ratio
+    /// during them).
     pub async fn during_sync(
         &self,
         concurrency: usize,
         d: &Durations,
-    ) -> anyhow::Result<(LoadResult, LoadResult, u64)> {
+    ) -> anyhow::Result<(LoadResult, LoadResult, u64, f64)> {
         let url = self.graphql_url.clone();
+        let warm = Bodies::Same(self.body("warm", 50, None, false));
         self.quiesce().await;
-        let idle = load::run(
-            &url,
-            &Self::headers(),
-            self.body("gateway", 50),
-            concurrency,
-            d.warmup,
-            d.run,
-        )
-        .await;
+        let idle = self.load(&url, warm.clone(), concurrency, d).await?;
         let stop = Arc::new(AtomicBool::new(false));
         let syncer = {
             let stop = stop.clone();
@@ -308,18 +412,23 @@ impl Setup {
         };
         // Let the first sync get going before measuring.
         tokio::time::sleep(Duration::from_millis(200)).await;
-        let during = load::run(
-            &url,
-            &Self::headers(),
-            self.body("gateway", 50),
-            concurrency,
-            d.warmup,
-            d.run,
-        )
-        .await;
+        let before = self.cache.stats();
+        let during = self.load(&url, warm, concurrency, d).await?;
+        let ratio = hit_ratio(before, self.cache.stats());
         stop.store(true, Ordering::Relaxed);
         let runs = syncer.await??;
-        Ok((idle, during, runs))
+        Ok((idle, during, runs, ratio))
+    }
+}
+
+/// Hits over lookups between two readings of the cache's counters.
+fn hit_ratio(before: CacheStats, after: CacheStats) -> f64 {
+    let hits = after.hits - before.hits;
+    let lookups = hits + (after.misses - before.misses);
+    if lookups == 0 {
+        0.0
+    } else {
+        hits as f64 / lookups as f64
     }
 }
 

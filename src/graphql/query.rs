@@ -1,5 +1,7 @@
 //! The query root: locations, contacts (a Relay connection with keyset cursors), sync status.
 
+use std::sync::atomic::{AtomicBool, Ordering};
+
 use async_graphql::{Context, Enum, ID, InputObject, Object, SimpleObject};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -8,6 +10,7 @@ use chrono::{DateTime, Utc};
 use super::auth::{self, known_location, require_location};
 use super::error::{ApiError, ApiResult};
 use super::loaders::ContactId;
+use super::prefetch::Via;
 use super::reads;
 use super::types::{Contact, Freshness, Location, SyncStatus, loader};
 use crate::domain::to_ms;
@@ -131,12 +134,20 @@ pub struct ContactConnection {
     filter: store::ContactFilter,
     edges: Vec<(String, store::entities::contact::Model)>,
     has_next_page: bool,
+    /// Whether the page's relations were prefetched once already (by `edges` or `nodes`).
+    prefetched: AtomicBool,
 }
 
 #[Object]
 impl ContactConnection {
     async fn edges(&self, ctx: &Context<'_>) -> ApiResult<Vec<ContactEdge>> {
-        super::prefetch::contacts(ctx, &self.contacts(), ctx.look_ahead().field("node")).await?;
+        super::prefetch::contacts(
+            ctx,
+            &self.contacts(),
+            ctx.look_ahead().field("node"),
+            self.prefetch_via(),
+        )
+        .await?;
         Ok(self
             .edges
             .iter()
@@ -147,7 +158,8 @@ impl ContactConnection {
             .collect())
     }
     async fn nodes(&self, ctx: &Context<'_>) -> ApiResult<Vec<Contact>> {
-        super::prefetch::contacts(ctx, &self.contacts(), ctx.look_ahead()).await?;
+        super::prefetch::contacts(ctx, &self.contacts(), ctx.look_ahead(), self.prefetch_via())
+            .await?;
         Ok(self.edges.iter().map(|(_, c)| Contact(c.clone())).collect())
     }
     async fn page_info(&self) -> PageInfo {
@@ -169,6 +181,15 @@ impl ContactConnection {
 }
 
 impl ContactConnection {
+    /// The first prefetch of the page reads the store; a second one finds it in the cache.
+    fn prefetch_via(&self) -> Via {
+        if self.prefetched.swap(true, Ordering::Relaxed) {
+            Via::Cache
+        } else {
+            Via::Store
+        }
+    }
+
     fn contacts(&self) -> Vec<store::entities::contact::Model> {
         self.edges.iter().map(|(_, c)| c.clone()).collect()
     }
@@ -240,7 +261,10 @@ impl Query {
         let store = ctx.data_unchecked::<Store>();
         reads::location(ctx, &location_id);
         known_location(store, &location_id).await?;
-        super::read_policy::apply(ctx, &location_id, max_age).await?;
+        let fed = super::read_policy::apply(ctx, &location_id, max_age).await?;
+        if !fed && ctx.look_ahead().field("freshness").exists() {
+            super::read_policy::prefetch_freshness(ctx, &location_id).await?;
+        }
 
         let mut rows = store
             .contacts_page(
@@ -262,6 +286,7 @@ impl Query {
             filter,
             edges,
             has_next_page,
+            prefetched: AtomicBool::new(false),
         })
     }
 

@@ -60,34 +60,47 @@ fn decide(max_age: Option<i32>, freshness: &Freshness) -> Action {
     }
 }
 
-/// Applies the policy to a read of `location_id` with the request's `maxAge`.
-pub(super) async fn apply(
+/// Reads the freshness row of `location_id` and leaves it in the request's loader cache, where
+/// the page's `freshness` field finds it (without waiting for a DataLoader batch).
+pub(super) async fn prefetch_freshness(
     ctx: &Context<'_>,
     location_id: &str,
-    max_age: Option<i32>,
-) -> ApiResult<()> {
-    let Some(sync) = ctx.data_opt::<SyncHandle>() else {
-        return Ok(());
-    };
-    let settings = ctx.data_unchecked::<Settings>();
-    if !consults_freshness(max_age, settings.auto_refresh) {
-        return Ok(());
-    }
+) -> ApiResult<Option<crate::store::Freshness>> {
     let store = ctx.data_unchecked::<Store>();
-    let rows = store.freshness(&[location_id.to_owned()]).await?;
-    let now = chrono::Utc::now();
-    let freshness = Freshness::from_store(rows.get(location_id), settings.max_age_secs, now);
-    // The decision holds until the age ticks over: an answer cached from it lives no longer.
-    super::reads::freshness(ctx, &freshness, now);
-    // The page's `freshness` field reads the same row: hand it over instead of reading it twice.
-    if let Some(row) = rows.get(location_id) {
+    let row = store
+        .freshness(&[location_id.to_owned()])
+        .await?
+        .remove(location_id);
+    if let Some(row) = &row {
         loader(ctx)
             .feed_one(FreshnessOf(location_id.to_owned()), row.clone())
             .await;
     }
+    Ok(row)
+}
+
+/// Applies the policy to a read of `location_id` with the request's `maxAge`. Returns whether
+/// it read the location's freshness (and left it in the loader cache).
+pub(super) async fn apply(
+    ctx: &Context<'_>,
+    location_id: &str,
+    max_age: Option<i32>,
+) -> ApiResult<bool> {
+    let Some(sync) = ctx.data_opt::<SyncHandle>() else {
+        return Ok(false);
+    };
+    let settings = ctx.data_unchecked::<Settings>();
+    if !consults_freshness(max_age, settings.auto_refresh) {
+        return Ok(false);
+    }
+    let row = prefetch_freshness(ctx, location_id).await?;
+    let now = chrono::Utc::now();
+    let freshness = Freshness::from_store(row.as_ref(), settings.max_age_secs, now);
+    // The decision holds until the age ticks over: an answer cached from it lives no longer.
+    super::reads::freshness(ctx, &freshness, now);
     let action = decide(max_age, &freshness);
     if action == Action::Serve {
-        return Ok(());
+        return Ok(true);
     }
     match sync.refresh(location_id, SyncMode::Incremental).await {
         Ok(_) if action == Action::RefreshAndWait => {
@@ -106,7 +119,7 @@ pub(super) async fn apply(
         Err(SyncError::NoCredentials(_)) => {}
         Err(error) => tracing::warn!(location_id, error = %error, "could not start a refresh"),
     }
-    Ok(())
+    Ok(true)
 }
 
 #[cfg(test)]
