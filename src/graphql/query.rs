@@ -277,7 +277,8 @@ impl Query {
         require_location(ctx, &location_id)?;
         let store = ctx.data_unchecked::<Store>();
         known_location(store, &location_id).await?;
-        SyncStatus::load(store, &location_id).await
+        let sync = ctx.data_opt::<crate::sync::SyncHandle>();
+        SyncStatus::load(store, sync, &location_id).await
     }
 }
 
