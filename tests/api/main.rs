@@ -1,5 +1,6 @@
 //! Integration tests of the gateway: one binary, shared helpers.
 
+mod connect;
 mod cooldown;
 mod helpers;
 mod http;
