@@ -7,7 +7,6 @@ use std::time::Duration;
 
 use ghl_gateway::domain::JobState;
 use ghl_gateway::upstream::Credential;
-use sea_orm::ConnectionTrait;
 use serde_json::{Value, json};
 
 use crate::helpers::*;
@@ -56,19 +55,6 @@ async fn last_failure(app: &TestApp, loc: &str) -> i64 {
     job.finished_at.unwrap().timestamp_millis()
 }
 
-/// Moves every job of the location `secs` into the past, as if that much time had passed.
-async fn time_passes(app: &TestApp, loc: &str, secs: i64) {
-    let ms = secs * 1000;
-    app.store
-        .connection()
-        .execute_unprepared(&format!(
-            "UPDATE sync_jobs SET started_at = started_at - {ms}, finished_at = finished_at - {ms} \
-             WHERE location_id = '{loc}'"
-        ))
-        .await
-        .unwrap();
-}
-
 async fn read(app: &TestApp, loc: &str, max_age: Option<i32>) -> Value {
     let page = app
         .graphql(READ, json!({ "loc": loc, "maxAge": max_age }))
@@ -94,7 +80,7 @@ async fn refused_credentials_cool_the_location_down_instead_of_hammering_ghl() {
             .unwrap();
         assert!(app.sync.wait_idle(&loc, Duration::from_secs(60)).await);
         assert_eq!(status(&app, &loc).await["consecutiveFailures"], 0);
-        time_passes(&app, &loc, 10).await;
+        time_passes(&app.store, &loc, 10).await;
 
         // GHL stops accepting the token. The first stale read starts a sync, which fails.
         set_token(&app, &loc, "pit-revoked").await;
@@ -159,7 +145,7 @@ async fn refused_credentials_cool_the_location_down_instead_of_hammering_ghl() {
         assert_eq!(jobs(&app, &loc).await, 3);
 
         // Two minutes later the cooldown is over: the next read tries again, and fails again.
-        time_passes(&app, &loc, 121).await;
+        time_passes(&app.store, &loc, 121).await;
         assert!(status(&app, &loc).await["nextAttemptAt"].is_null());
         let page = read(&app, &loc, None).await;
         assert_eq!(
@@ -194,57 +180,58 @@ async fn refused_credentials_cool_the_location_down_instead_of_hammering_ghl() {
 
 #[tokio::test]
 async fn the_cooldown_caps_and_a_success_resets_it() {
-    let db = sqlite().await;
-    let sim = spawn_sim(50).await;
-    let app = spawn_app_with_sim_and(&db.url, &sim, |c| {
-        c.sync.failure_cooldown_secs = 10;
-        c.sync.failure_cooldown_max_secs = 25;
-    })
-    .await;
-    let loc = sim.locations[0].id.clone();
-    set_token(&app, &loc, "pit-revoked").await;
-    // Failures 1, 2, 3: 10 s, 20 s, then 25 s (the cap) instead of 40 s.
-    for (failures, delay) in [(1, 10_000), (2, 20_000), (3, 25_000)] {
+    for db in databases().await {
+        let sim = spawn_sim(50).await;
+        let app = spawn_app_with_sim_and(&db.url, &sim, |c| {
+            c.sync.failure_cooldown_secs = 10;
+            c.sync.failure_cooldown_max_secs = 25;
+        })
+        .await;
+        let loc = sim.locations[0].id.clone();
+        set_token(&app, &loc, "pit-revoked").await;
+        // Failures 1, 2, 3: 10 s, 20 s, then 25 s (the cap) instead of 40 s.
+        for (failures, delay) in [(1, 10_000), (2, 20_000), (3, 25_000)] {
+            app.sync
+                .handle()
+                .refresh(
+                    &loc,
+                    ghl_gateway::sync::SyncMode::Incremental,
+                    ghl_gateway::sync::Trigger::Automatic,
+                )
+                .await
+                .expect("no cooldown on: the sync starts");
+            assert!(app.sync.wait_idle(&loc, Duration::from_secs(60)).await);
+            let failed_at = last_failure(&app, &loc).await;
+            let cooling = status(&app, &loc).await;
+            assert_eq!(cooling["consecutiveFailures"], failures, "{cooling}");
+            assert_eq!(ms(&cooling["nextAttemptAt"]), failed_at + delay);
+            let refused = app
+                .sync
+                .handle()
+                .refresh(
+                    &loc,
+                    ghl_gateway::sync::SyncMode::Incremental,
+                    ghl_gateway::sync::Trigger::Automatic,
+                )
+                .await;
+            assert!(
+                matches!(
+                    refused,
+                    Err(ghl_gateway::sync::SyncError::CoolingDown { .. })
+                ),
+                "{refused:?}"
+            );
+            time_passes(&app.store, &loc, delay / 1000).await;
+        }
+        // A success (the token works again; no reconnect mark) ends the run of failures.
+        set_token(&app, &loc, &sim.locations[0].pit_token).await;
         app.sync
-            .handle()
-            .refresh(
-                &loc,
-                ghl_gateway::sync::SyncMode::Incremental,
-                ghl_gateway::sync::Trigger::Automatic,
-            )
+            .refresh(&loc, ghl_gateway::sync::SyncMode::Incremental)
             .await
-            .expect("no cooldown on: the sync starts");
+            .unwrap();
         assert!(app.sync.wait_idle(&loc, Duration::from_secs(60)).await);
-        let failed_at = last_failure(&app, &loc).await;
-        let cooling = status(&app, &loc).await;
-        assert_eq!(cooling["consecutiveFailures"], failures, "{cooling}");
-        assert_eq!(ms(&cooling["nextAttemptAt"]), failed_at + delay);
-        let refused = app
-            .sync
-            .handle()
-            .refresh(
-                &loc,
-                ghl_gateway::sync::SyncMode::Incremental,
-                ghl_gateway::sync::Trigger::Automatic,
-            )
-            .await;
-        assert!(
-            matches!(
-                refused,
-                Err(ghl_gateway::sync::SyncError::CoolingDown { .. })
-            ),
-            "{refused:?}"
-        );
-        time_passes(&app, &loc, delay / 1000).await;
+        let healthy = status(&app, &loc).await;
+        assert_eq!(healthy["state"], "SUCCEEDED", "{healthy}");
+        assert_eq!(healthy["consecutiveFailures"], 0);
     }
-    // A success (the token works again; no reconnect mark) ends the run of failures.
-    set_token(&app, &loc, &sim.locations[0].pit_token).await;
-    app.sync
-        .refresh(&loc, ghl_gateway::sync::SyncMode::Incremental)
-        .await
-        .unwrap();
-    assert!(app.sync.wait_idle(&loc, Duration::from_secs(60)).await);
-    let healthy = status(&app, &loc).await;
-    assert_eq!(healthy["state"], "SUCCEEDED", "{healthy}");
-    assert_eq!(healthy["consecutiveFailures"], 0);
 }

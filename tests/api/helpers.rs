@@ -514,3 +514,17 @@ pub fn upstream_client(
     tweak(&mut config);
     ghl_gateway::upstream::Client::new(config, credentials).expect("the client builds")
 }
+
+/// Moves every job of the location `secs` into the past, as if that much time had passed since
+/// they ran (freshness, cooldowns and resume windows are all measured from the job rows).
+pub async fn time_passes(store: &Store, location_id: &str, secs: i64) {
+    let ms = secs * 1000;
+    store
+        .connection()
+        .execute_unprepared(&format!(
+            "UPDATE sync_jobs SET started_at = started_at - {ms}, \
+             finished_at = finished_at - {ms} WHERE location_id = '{location_id}'"
+        ))
+        .await
+        .expect("the job rows move");
+}
