@@ -35,7 +35,7 @@ use tokio_util::task::TaskTracker;
 
 use self::progress::Progress;
 use self::stage::{StageContext, StageError};
-use crate::domain::{Cooldown, JobState, Resource, SyncJob, SyncStage, from_ms, to_ms};
+use crate::domain::{Cooldown, JobState, Resource, SyncJob, SyncStage, from_ms};
 use crate::store::{Store, StoreError, sync_mode_name};
 use crate::upstream::{self, UpstreamError};
 
@@ -69,7 +69,8 @@ pub struct SyncConfig {
         default_value_t = 120
     )]
     pub overlap_secs: u64,
-    /// A failed or interrupted job younger than this many seconds is resumed by the next run.
+    /// A failed or interrupted job whose first attempt started less than this many seconds ago is
+    /// resumed by the next run.
     #[arg(
         long = "resume-window",
         env = "RESUME_WINDOW_SECS",
@@ -441,7 +442,9 @@ impl SyncEngine {
             return Ok(None);
         };
         let window = self.inner.config.resume_window_secs as i64 * 1000;
-        let recent = now_ms() - to_ms(last.started_at) <= window;
+        // Measured from the first attempt (whose start every resumption inherits as its mark),
+        // not from the latest: else a FULL job that keeps failing would be resumed forever.
+        let recent = now_ms() - last.mark <= window;
         // A FULL job carries on as FULL; an INCREMENTAL one only serves an INCREMENTAL request.
         let compatible = last.mode == SyncMode::Full || mode == SyncMode::Incremental;
         if last.state != JobState::Failed || !recent || !compatible {

@@ -11,10 +11,6 @@ use serde_json::{Value, json};
 
 use crate::helpers::*;
 
-const READ: &str = r#"query($loc: ID!, $maxAge: Int) {
-  contacts(locationId: $loc, first: 5, maxAge: $maxAge) { totalCount freshness { stale syncing } }
-}"#;
-
 const STATUS: &str = r#"query($loc: ID!) {
   syncStatus(locationId: $loc) {
     state consecutiveFailures lastError nextAttemptAt manualRetryAvailable
@@ -55,14 +51,6 @@ async fn last_failure(app: &TestApp, loc: &str) -> i64 {
     job.finished_at.unwrap().timestamp_millis()
 }
 
-async fn read(app: &TestApp, loc: &str, max_age: Option<i32>) -> Value {
-    let page = app
-        .graphql(READ, json!({ "loc": loc, "maxAge": max_age }))
-        .await;
-    assert_eq!(page["data"]["contacts"]["totalCount"], 50, "{page}");
-    page["data"]["contacts"].clone()
-}
-
 async fn jobs(app: &TestApp, loc: &str) -> usize {
     app.store.jobs(loc, 100).await.unwrap().len()
 }
@@ -74,18 +62,14 @@ async fn refused_credentials_cool_the_location_down_instead_of_hammering_ghl() {
         // Every read finds the data stale: without a cooldown, each would start a sync.
         let app = spawn_app_with_sim_and(&db.url, &sim, |c| c.graphql.max_age_secs = 0).await;
         let loc = sim.locations[0].id.clone();
-        app.sync
-            .refresh(&loc, ghl_gateway::sync::SyncMode::Full)
-            .await
-            .unwrap();
-        assert!(app.sync.wait_idle(&loc, Duration::from_secs(60)).await);
+        full_sync_to_end(&app, &loc).await;
         assert_eq!(status(&app, &loc).await["consecutiveFailures"], 0);
         time_passes(&app.store, &loc, 10).await;
 
         // GHL stops accepting the token. The first stale read starts a sync, which fails.
         set_token(&app, &loc, "pit-revoked").await;
         sim.reset_counters();
-        read(&app, &loc, None).await;
+        read_contacts(&app, &loc, None, 50).await;
         assert!(app.sync.wait_idle(&loc, Duration::from_secs(60)).await);
         let failed_at = last_failure(&app, &loc).await;
         let calls = sim.total_requests();
@@ -94,7 +78,7 @@ async fn refused_credentials_cool_the_location_down_instead_of_hammering_ghl() {
 
         // 30 reads later (some asking `maxAge: 0`), and the scheduler's round: no call, no job.
         for i in 0..30 {
-            let page = read(&app, &loc, (i % 3 == 0).then_some(0)).await;
+            let page = read_contacts(&app, &loc, (i % 3 == 0).then_some(0), 50).await;
             assert_eq!(
                 page["freshness"],
                 json!({ "stale": true, "syncing": false })
@@ -147,7 +131,7 @@ async fn refused_credentials_cool_the_location_down_instead_of_hammering_ghl() {
         // Two minutes later the cooldown is over: the next read tries again, and fails again.
         time_passes(&app.store, &loc, 121).await;
         assert!(status(&app, &loc).await["nextAttemptAt"].is_null());
-        let page = read(&app, &loc, None).await;
+        let page = read_contacts(&app, &loc, None, 50).await;
         assert_eq!(
             page["freshness"]["syncing"], true,
             "the read started a sync"
@@ -159,7 +143,7 @@ async fn refused_credentials_cool_the_location_down_instead_of_hammering_ghl() {
         assert_eq!(ms(&cooling["nextAttemptAt"]), failed_at + 240_000);
         assert_eq!(cooling["manualRetryAvailable"], true);
         let calls = sim.total_requests();
-        read(&app, &loc, None).await;
+        read_contacts(&app, &loc, None, 50).await;
         assert_eq!(sim.total_requests(), calls);
 
         // A reconnect ends the cooldown at once; the next read syncs, and the success clears it.
@@ -168,7 +152,7 @@ async fn refused_credentials_cool_the_location_down_instead_of_hammering_ghl() {
         let reconnected = status(&app, &loc).await;
         assert_eq!(reconnected["consecutiveFailures"], 0, "{reconnected}");
         assert!(reconnected["nextAttemptAt"].is_null());
-        read(&app, &loc, None).await;
+        read_contacts(&app, &loc, None, 50).await;
         assert!(app.sync.wait_idle(&loc, Duration::from_secs(60)).await);
         let healthy = status(&app, &loc).await;
         assert_eq!(healthy["state"], "SUCCEEDED", "{healthy}");

@@ -522,9 +522,43 @@ pub async fn time_passes(store: &Store, location_id: &str, secs: i64) {
     store
         .connection()
         .execute_unprepared(&format!(
-            "UPDATE sync_jobs SET started_at = started_at - {ms}, \
+            "UPDATE sync_jobs SET started_at = started_at - {ms}, mark = mark - {ms}, \
              finished_at = finished_at - {ms} WHERE location_id = '{location_id}'"
         ))
         .await
         .expect("the job rows move");
+}
+
+/// A read of the first contacts of a location, with the page's freshness; asserts the total.
+pub async fn read_contacts(
+    app: &TestApp,
+    location_id: &str,
+    max_age: Option<i32>,
+    total: usize,
+) -> serde_json::Value {
+    const READ: &str = r#"query($loc: ID!, $maxAge: Int) {
+      contacts(locationId: $loc, first: 5, maxAge: $maxAge) { totalCount freshness { stale syncing } }
+    }"#;
+    let page = app
+        .graphql(
+            READ,
+            serde_json::json!({ "loc": location_id, "maxAge": max_age }),
+        )
+        .await;
+    assert_eq!(page["data"]["contacts"]["totalCount"], total, "{page}");
+    page["data"]["contacts"].clone()
+}
+
+/// Starts a FULL sync of the location by hand and waits for its end.
+pub async fn full_sync_to_end(app: &TestApp, location_id: &str) {
+    app.sync
+        .refresh(location_id, ghl_gateway::sync::SyncMode::Full)
+        .await
+        .expect("the sync starts");
+    assert!(
+        app.sync
+            .wait_idle(location_id, std::time::Duration::from_secs(120))
+            .await,
+        "the sync ends"
+    );
 }

@@ -5,6 +5,7 @@ mod cooldown;
 mod helpers;
 mod http;
 mod layering;
+mod promises;
 mod reads;
 mod schema_file;
 mod security;

@@ -68,11 +68,7 @@ async fn follow_a_sync(protocol: &str, data_type: &str, subscribe_type: &str) {
         sim.set_latency(10, 0);
         let app = spawn_app_with_sim(&db.url, &sim).await;
         let loc = sim.locations[0].id.clone();
-        app.sync
-            .refresh(&loc, ghl_gateway::sync::SyncMode::Full)
-            .await
-            .unwrap();
-        assert!(app.sync.wait_idle(&loc, Duration::from_secs(60)).await);
+        full_sync_to_end(&app, &loc).await;
         let first_job = app.store.last_job(&loc).await.unwrap().unwrap().id;
 
         let mut socket = open(&app, protocol).await;

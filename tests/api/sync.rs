@@ -573,17 +573,47 @@ async fn a_sync_stopped_mid_way_resumes_from_its_checkpoints() {
 
 #[tokio::test]
 async fn a_process_killed_mid_sync_resumes_on_the_next_start() {
+    killed_mid_sync_resumes(false).await;
+}
+
+#[tokio::test]
+async fn a_process_that_crashes_mid_sync_leaves_the_job_running_and_the_next_start_resumes_it() {
+    killed_mid_sync_resumes(true).await;
+}
+
+/// A GHL client over `store`'s credentials, for the simulator.
+fn store_client(
+    store: &ghl_gateway::store::Store,
+    sim_base_url: &str,
+) -> ghl_gateway::upstream::Client {
+    let mut config = ghl_gateway::upstream::UpstreamConfig::new(sim_base_url.to_owned());
+    config.backoff_ms = 20;
+    let credentials = ghl_gateway::app::credentials::StoreCredentials::new(store.clone(), None);
+    ghl_gateway::upstream::Client::new(config, std::sync::Arc::new(credentials)).unwrap()
+}
+
+/// Waits until the jobs of `events` fetched `pages` pages in all.
+async fn wait_pages(
+    events: &mut tokio::sync::broadcast::Receiver<ghl_gateway::sync::SyncEvent>,
+    pages: i64,
+) {
+    loop {
+        let event = events.recv().await.unwrap();
+        if event.job.stages.iter().map(|s| s.pages).sum::<i64>() >= pages {
+            return;
+        }
+    }
+}
+
+/// A first process syncs a few pages and stops: gracefully (SIGTERM: the engine's shutdown) or
+/// by crashing (its runtime dropped: no shutdown code runs, the job row stays RUNNING). A second
+/// process resumes the job from its checkpoints.
+async fn killed_mid_sync_resumes(crash: bool) {
     for db in databases().await {
         let sim = spawn_sim(1_500).await;
         sim.set_latency(20, 0);
         let loc = sim.locations[0].id.clone();
-        let mut config = ghl_gateway::upstream::UpstreamConfig::new(sim.base_url.clone());
-        config.backoff_ms = 20;
-        let credentials =
-            ghl_gateway::app::credentials::StoreCredentials::new(db.store.clone(), None);
-        let client =
-            ghl_gateway::upstream::Client::new(config.clone(), std::sync::Arc::new(credentials))
-                .unwrap();
+        let client = store_client(&db.store, &sim.base_url);
         client
             .set_credential(
                 &loc,
@@ -593,22 +623,49 @@ async fn a_process_killed_mid_sync_resumes_on_the_next_start() {
             )
             .await
             .unwrap();
-        let first = SyncEngine::start(db.store.clone(), client.clone(), Default::default())
+        if crash {
+            let (url, base_url, location) = (db.url.clone(), sim.base_url.clone(), loc.clone());
+            // The first process on its own runtime, beside the simulator's.
+            tokio::task::spawn_blocking(move || {
+                let runtime = tokio::runtime::Builder::new_multi_thread()
+                    .worker_threads(2)
+                    .enable_all()
+                    .build()
+                    .unwrap();
+                runtime.block_on(async {
+                    let config = ghl_gateway::store::DatabaseConfig::new(&url);
+                    let store = ghl_gateway::store::Store::open(&config).await.unwrap();
+                    let client = store_client(&store, &base_url);
+                    let first = SyncEngine::start(store, client, Default::default())
+                        .await
+                        .unwrap();
+                    let mut events = first.subscribe();
+                    first.refresh(&location, SyncMode::Full).await.unwrap();
+                    wait_pages(&mut events, 6).await;
+                });
+                // The crash: every task stops where it is, nothing runs the engine's shutdown.
+                runtime.shutdown_background();
+            })
             .await
             .unwrap();
-        let mut events = first.subscribe();
-        first.refresh(&loc, SyncMode::Full).await.unwrap();
-        // Stop the process once a few pages are in.
-        loop {
-            let event = events.recv().await.unwrap();
-            if event.job.stages.iter().map(|s| s.pages).sum::<i64>() >= 6 {
-                break;
-            }
+            let left = db.store.last_job(&loc).await.unwrap().unwrap();
+            assert_eq!(left.state, JobState::Running, "{}: {left:?}", db.name);
+        } else {
+            let first = SyncEngine::start(db.store.clone(), client.clone(), Default::default())
+                .await
+                .unwrap();
+            let mut events = first.subscribe();
+            first.refresh(&loc, SyncMode::Full).await.unwrap();
+            wait_pages(&mut events, 6).await;
+            first.shutdown().await;
         }
-        let task = tokio::spawn(async move { first.shutdown().await });
-        task.await.unwrap();
         let killed = db.store.last_job(&loc).await.unwrap().unwrap();
-        assert_eq!(killed.state, JobState::Failed, "{killed:?}");
+        let left_as = if crash {
+            JobState::Running
+        } else {
+            JobState::Failed
+        };
+        assert_eq!(killed.state, left_as, "{killed:?}");
         let done_before: std::collections::HashMap<Resource, (JobState, i64)> = db
             .store
             .stages_of_jobs(std::slice::from_ref(&killed.id))
@@ -771,5 +828,79 @@ async fn the_scheduler_runs_a_full_sync_first_then_incremental_ones() {
             let job = app.store.last_job(&loc).await.unwrap().unwrap();
             assert_eq!((job.mode, job.state), (expected, JobState::Succeeded));
         }
+    }
+}
+
+/// A FULL job of `app` that fails (conversations answer 500), as its row says.
+async fn failing_full_job(
+    app: &TestApp,
+    sim: &ghl_gateway::sim::SimHandle,
+    loc: &str,
+) -> ghl_gateway::domain::SyncJob {
+    let spec = ghl_gateway::sim::FaultSpec {
+        error500: 1.0,
+        ..Default::default()
+    };
+    sim.set_faults(ghl_gateway::sim::FaultConfig {
+        default: Default::default(),
+        endpoints: [("conversations.search".to_owned(), spec)].into(),
+    })
+    .unwrap();
+    sim.reset_counters();
+    app.sync.refresh(loc, SyncMode::Full).await.unwrap();
+    assert!(app.sync.wait_idle(loc, Duration::from_secs(120)).await);
+    let job = app.store.last_job(loc).await.unwrap().unwrap();
+    assert_eq!(job.state, JobState::Failed, "{job:?}");
+    job
+}
+
+#[tokio::test]
+async fn the_resume_window_counts_from_the_first_attempt() {
+    for db in databases().await {
+        let sim = spawn_sim(300).await;
+        let app = spawn_app_with_sim_and(&db.url, &sim, |c| {
+            c.sync.resume_window_secs = 60;
+            c.sync.failure_cooldown_secs = 0;
+        })
+        .await;
+        let loc = sim.locations[0].id.clone();
+        let first = failing_full_job(&app, &sim, &loc).await;
+        time_passes(&app.store, &loc, 40).await;
+        // 40 s after the first attempt: resumed (its mark inherited, contacts not fetched again).
+        let second = failing_full_job(&app, &sim, &loc).await;
+        assert_ne!(second.id, first.id);
+        assert_eq!(second.mark, first.mark - 40_000, "{}: resumed", db.name);
+        assert_eq!(sim.requests("contacts.search"), 0);
+        // 70 s after the first attempt, 30 s after the latest: the window is over.
+        time_passes(&app.store, &loc, 30).await;
+        let third = failing_full_job(&app, &sim, &loc).await;
+        assert!(
+            third.mark > second.mark,
+            "{}: restarted, not resumed",
+            db.name
+        );
+        assert_eq!(sim.requests("contacts.search"), 1, "{}", db.name);
+    }
+}
+
+#[tokio::test]
+async fn a_resume_window_of_zero_never_resumes() {
+    for db in databases().await {
+        let sim = spawn_sim(300).await;
+        let app = spawn_app_with_sim_and(&db.url, &sim, |c| {
+            c.sync.resume_window_secs = 0;
+            c.sync.failure_cooldown_secs = 0;
+        })
+        .await;
+        let loc = sim.locations[0].id.clone();
+        let first = failing_full_job(&app, &sim, &loc).await;
+        time_passes(&app.store, &loc, 1).await;
+        let second = failing_full_job(&app, &sim, &loc).await;
+        assert!(
+            second.mark > first.mark,
+            "{}: restarted, not resumed",
+            db.name
+        );
+        assert_eq!(sim.requests("contacts.search"), 1, "{}", db.name);
     }
 }
