@@ -244,6 +244,42 @@ pub struct SyncJob {
     pub error: Option<String>,
 }
 
+impl SyncJob {
+    /// Whether the job failed only because its process stopped (a SIGTERM, a crash): not a
+    /// failure of GHL or of the credentials, so it counts for no cooldown. Both texts that mark
+    /// such a job (the store's and the stage's) start with `interrupted:`.
+    pub fn interrupted(&self) -> bool {
+        self.error
+            .as_deref()
+            .is_some_and(|e| e.starts_with("interrupted:"))
+    }
+}
+
+/// A location's run of failed jobs and what it allows: after `failures` failed jobs in a row
+/// (since the last success or the last reconnect), no automatic sync starts before
+/// `next_attempt_at`, and a manual one at most once in that time.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Cooldown {
+    /// Failed jobs in a row, newest last success or reconnect excluded.
+    pub failures: u32,
+    /// When the last failed job ended.
+    pub failed_at: DateTime<Utc>,
+    /// When the cooldown of the last failure ends.
+    pub next_attempt_at: DateTime<Utc>,
+    /// Why the last job failed.
+    pub last_error: Option<String>,
+    /// Whether the last failed job was itself started during the previous cooldown (a manual
+    /// retry): then this step's one manual retry is spent.
+    pub retry_spent: bool,
+}
+
+impl Cooldown {
+    /// Whether the location is still cooling down at `now`.
+    pub fn active(&self, now: DateTime<Utc>) -> bool {
+        now < self.next_attempt_at
+    }
+}
+
 /// One stage of a job: the sync of one resource.
 #[derive(Clone, Debug, PartialEq)]
 pub struct SyncStage {

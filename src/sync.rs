@@ -15,9 +15,12 @@
 //! - **Resume**: a job that failed or was interrupted is resumed by the next run (within the
 //!   resume window): finished stages are not fetched again, the others restart from their last
 //!   checkpoint, and the mark is inherited so a FULL run still reconciles correctly.
+//! - **Cooldown**: after failed jobs, reads and the scheduler start nothing for a while that
+//!   doubles with each failure (see [`cooldown`]); a manual refresh may try once per step.
 //! - **Events** go through a bounded broadcast channel: a slow subscriber lags and skips events,
 //!   it never slows the sync.
 
+mod cooldown;
 mod progress;
 mod stage;
 
@@ -32,7 +35,7 @@ use tokio_util::task::TaskTracker;
 
 use self::progress::Progress;
 use self::stage::{StageContext, StageError};
-use crate::domain::{JobState, Resource, SyncJob, SyncStage, from_ms, to_ms};
+use crate::domain::{Cooldown, JobState, Resource, SyncJob, SyncStage, from_ms};
 use crate::store::{Store, StoreError, sync_mode_name};
 use crate::upstream::{self, UpstreamError};
 
@@ -66,13 +69,40 @@ pub struct SyncConfig {
         default_value_t = 120
     )]
     pub overlap_secs: u64,
-    /// A failed or interrupted job younger than this many seconds is resumed by the next run.
+    /// A failed or interrupted job whose first attempt started less than this many seconds ago is
+    /// resumed by the next run.
     #[arg(
         long = "resume-window",
         env = "RESUME_WINDOW_SECS",
         default_value_t = 86_400
     )]
     pub resume_window_secs: u64,
+    /// Seconds a location cools down after a failed job: no read or scheduled run starts a sync
+    /// before it has passed, and a manual refresh at most one. Doubles with each further failure
+    /// in a row; 0 turns the cooldown off.
+    #[arg(
+        long = "failure-cooldown",
+        env = "FAILURE_COOLDOWN_SECS",
+        default_value_t = 60
+    )]
+    pub failure_cooldown_secs: u64,
+    /// The longest cooldown, however many jobs failed in a row.
+    #[arg(
+        long = "failure-cooldown-max",
+        env = "FAILURE_COOLDOWN_MAX_SECS",
+        default_value_t = 3_600
+    )]
+    pub failure_cooldown_max_secs: u64,
+}
+
+impl SyncConfig {
+    fn cooldown_policy(&self) -> cooldown::Policy {
+        let secs = |s: u64| chrono::Duration::seconds(i64::try_from(s).unwrap_or(i64::MAX / 1000));
+        cooldown::Policy {
+            base: secs(self.failure_cooldown_secs),
+            max: secs(self.failure_cooldown_max_secs),
+        }
+    }
 }
 
 impl Default for SyncConfig {
@@ -90,6 +120,23 @@ pub enum SyncError {
     NoCredentials(String),
     #[error("the gateway is shutting down")]
     ShuttingDown,
+    /// The location's last jobs failed: no sync starts before `until` (a manual refresh may try
+    /// once per step, and this step's try is spent).
+    #[error("location {location_id} cools down after {failures} failed sync(s) until {until}")]
+    CoolingDown {
+        location_id: String,
+        failures: u32,
+        until: DateTime<Utc>,
+    },
+}
+
+/// Who asks for a sync: a manual request may retry once during a cooldown, nothing else may.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Trigger {
+    /// A read, the scheduler.
+    Automatic,
+    /// `refreshLocation`, `ghl-gateway sync`.
+    Manual,
 }
 
 /// Why a job's run failed; its text is what the job records as its `error`.
@@ -150,13 +197,19 @@ pub struct SyncHandle {
 
 impl SyncHandle {
     /// Starts a sync of the location, or joins the one running. Returns the job and whether it
-    /// was joined.
+    /// was joined. [`Trigger::Automatic`] starts nothing during a cooldown.
     pub async fn refresh(
         &self,
         location_id: &str,
         mode: SyncMode,
+        trigger: Trigger,
     ) -> Result<(JobSnapshot, bool), SyncError> {
-        self.engine.refresh(location_id, mode).await
+        self.engine.refresh_as(location_id, mode, trigger).await
+    }
+
+    /// The location's run of failed jobs, if its last finished job failed.
+    pub async fn cooldown(&self, location_id: &str) -> Result<Option<Cooldown>, SyncError> {
+        self.engine.cooldown(location_id).await
     }
 
     /// Waits until the location has no job running, at most `timeout`. Returns whether it
@@ -261,18 +314,60 @@ impl SyncEngine {
             .map(|r| r.progress.snapshot())
     }
 
-    /// Starts a sync of the location, or joins the one running. Returns the job and whether it
-    /// was joined.
+    /// Starts a sync of the location as a manual request ([`Trigger::Manual`]), or joins the one
+    /// running. Returns the job and whether it was joined.
     pub async fn refresh(
         &self,
         location_id: &str,
         mode: SyncMode,
     ) -> Result<(JobSnapshot, bool), SyncError> {
+        self.refresh_as(location_id, mode, Trigger::Manual).await
+    }
+
+    /// The location's run of failed jobs, if its last finished job failed (whether or not its
+    /// cooldown is still on).
+    pub async fn cooldown(&self, location_id: &str) -> Result<Option<Cooldown>, SyncError> {
+        let jobs = self
+            .inner
+            .store
+            .jobs(location_id, cooldown::HISTORY)
+            .await?;
+        let reset_at = self.inner.store.failures_reset_at(location_id).await?;
+        Ok(self
+            .inner
+            .config
+            .cooldown_policy()
+            .cooldown(&jobs, reset_at))
+    }
+
+    /// Starts a sync of the location, or joins the one running. Returns the job and whether it
+    /// was joined. During a cooldown an automatic request starts nothing, a manual one at most
+    /// one job per step.
+    pub async fn refresh_as(
+        &self,
+        location_id: &str,
+        mode: SyncMode,
+        trigger: Trigger,
+    ) -> Result<(JobSnapshot, bool), SyncError> {
         if self.inner.cancel.is_cancelled() {
             return Err(SyncError::ShuttingDown);
         }
+        // Joining a running job costs GHL nothing, cooldown or not.
+        if let Some(running) = lock(&self.inner.running).get(location_id) {
+            return Ok((running.progress.snapshot(), true));
+        }
         if self.inner.store.credential(location_id).await?.is_none() {
             return Err(SyncError::NoCredentials(location_id.to_owned()));
+        }
+        if let Some(cooldown) = self.cooldown(location_id).await?
+            && cooldown.active(now())
+            && (trigger == Trigger::Automatic || cooldown.retry_spent)
+        {
+            return Err(SyncError::CoolingDown {
+                location_id: location_id.to_owned(),
+                failures: cooldown.failures,
+                until: cooldown.next_attempt_at,
+            });
         }
         let running = {
             let mut map = lock(&self.inner.running);
@@ -347,7 +442,9 @@ impl SyncEngine {
             return Ok(None);
         };
         let window = self.inner.config.resume_window_secs as i64 * 1000;
-        let recent = now_ms() - to_ms(last.started_at) <= window;
+        // Measured from the first attempt (whose start every resumption inherits as its mark),
+        // not from the latest: else a FULL job that keeps failing would be resumed forever.
+        let recent = now_ms() - last.mark <= window;
         // A FULL job carries on as FULL; an INCREMENTAL one only serves an INCREMENTAL request.
         let compatible = last.mode == SyncMode::Full || mode == SyncMode::Incremental;
         if last.state != JobState::Failed || !recent || !compatible {
@@ -565,8 +662,14 @@ impl SyncEngine {
             } else {
                 SyncMode::Incremental
             };
-            let (_, joined) = self.refresh(&location_id, mode).await?;
-            started += usize::from(!joined);
+            match self
+                .refresh_as(&location_id, mode, Trigger::Automatic)
+                .await
+            {
+                Ok((_, joined)) => started += usize::from(!joined),
+                Err(SyncError::CoolingDown { .. }) => {}
+                Err(error) => return Err(error),
+            }
         }
         Ok(started)
     }
@@ -584,9 +687,11 @@ mod tests {
                 config.interval_secs,
                 config.full_interval_secs,
                 config.overlap_secs,
-                config.resume_window_secs
+                config.resume_window_secs,
+                config.failure_cooldown_secs,
+                config.failure_cooldown_max_secs
             ),
-            (0, 86_400, 120, 86_400)
+            (0, 86_400, 120, 86_400, 60, 3_600)
         );
     }
 
@@ -601,5 +706,19 @@ mod tests {
         );
         let nested = JobError::from(StageError::from(StoreError::Invalid("y".into())));
         assert_eq!(causes(&nested), ["stored value is invalid: y"]);
+        // The cooldown ignores interrupted jobs by this text.
+        let mut job = crate::domain::SyncJob {
+            id: "j".into(),
+            location_id: "l".into(),
+            mode: SyncMode::Full,
+            state: JobState::Failed,
+            mark: 0,
+            started_at: from_ms(0),
+            finished_at: None,
+            error: Some(stage.to_string()),
+        };
+        assert!(job.interrupted());
+        job.error = Some(JobError::from(StoreError::Invalid("x".into())).to_string());
+        assert!(!job.interrupted());
     }
 }

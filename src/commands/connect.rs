@@ -1,5 +1,8 @@
 //! `ghl-gateway connect`: stores a location's GHL credentials (private integration token, OAuth
-//! code, or agency token), encrypted at rest, and proves them with one cheap call.
+//! code, or agency token), encrypted at rest, once one cheap call proved them. A credential GHL
+//! refuses is not stored, and the command fails.
+
+use std::sync::Arc;
 
 use anyhow::{Context as _, bail};
 use secrecy::ExposeSecret as _;
@@ -7,7 +10,7 @@ use secrecy::ExposeSecret as _;
 use crate::config;
 use crate::secrets::SecretsConfig;
 use crate::store::{DatabaseConfig, Store};
-use crate::upstream::Credential;
+use crate::upstream::{Credential, CredentialStore as _, MemoryCredentials};
 
 /// `ghl-gateway connect`: one of `--private-token`, `--oauth-code` or `--agency-token`.
 #[derive(Clone, Debug, clap::Args)]
@@ -36,10 +39,25 @@ pub struct ConnectCommand {
     pub secrets: SecretsConfig,
 }
 
-/// `ghl-gateway connect`.
+/// `ghl-gateway connect`. Fails (a non-zero exit) and stores nothing when GHL refuses the
+/// credential: it is tried first on a client whose credentials live in memory, and written to the
+/// database (encrypted) only once a call with it succeeded.
 pub async fn run(command: ConnectCommand) -> anyhow::Result<()> {
+    // The database and the secrets key are checked before an OAuth code is spent.
     let store = Store::open(&command.database).await?;
     let client = super::ghl_client(&store, &command.upstream, &command.secrets)?;
+    let outcome = try_connect(&command, &client, &store).await;
+    store.close().await;
+    outcome
+}
+
+async fn try_connect(
+    command: &ConnectCommand,
+    client: &crate::upstream::Client,
+    store: &Store,
+) -> anyhow::Result<()> {
+    let trial_credentials = Arc::new(MemoryCredentials::new());
+    let trial = crate::upstream::Client::new(command.upstream.clone(), trial_credentials.clone())?;
     let location = match (
         &command.private_token,
         &command.oauth_code,
@@ -50,7 +68,7 @@ pub async fn run(command: ConnectCommand) -> anyhow::Result<()> {
                 .location
                 .clone()
                 .context("--location is required with --private-token")?;
-            client
+            trial
                 .set_credential(
                     &location,
                     Credential::PrivateIntegration {
@@ -60,7 +78,7 @@ pub async fn run(command: ConnectCommand) -> anyhow::Result<()> {
                 .await?;
             location
         }
-        (None, Some(code), None) => client.install_with_code(code.expose_secret()).await?,
+        (None, Some(code), None) => trial.install_with_code(code.expose_secret()).await?,
         (None, None, Some(token)) => {
             let location = command
                 .location
@@ -70,7 +88,7 @@ pub async fn run(command: ConnectCommand) -> anyhow::Result<()> {
                 .company_id
                 .clone()
                 .context("--company-id is required with --agency-token")?;
-            client
+            trial
                 .set_credential(
                     &location,
                     Credential::Agency {
@@ -85,26 +103,27 @@ pub async fn run(command: ConnectCommand) -> anyhow::Result<()> {
         }
         _ => bail!("give exactly one of --private-token, --oauth-code or --agency-token"),
     };
-    store.ensure_location(&location).await?;
-    // One cheap call proves the credential works.
-    match client.location(&location).await {
-        Ok(details) => {
-            store
-                .upsert_location(&details, chrono::Utc::now().timestamp_millis())
-                .await?;
-            println!(
-                "location:   {location} ({})",
-                details.name.unwrap_or_default()
-            );
-            println!(
-                "connected:  the credential works; `ghl-gateway sync --location {location} --full` fills the cache"
-            );
-        }
-        Err(error) => {
-            println!("location:   {location}");
-            println!("stored, but GHL refused a test call: {error}");
-        }
-    }
-    store.close().await;
+    // One cheap call proves the credential works; a refused one is not stored.
+    let details = trial.location(&location).await.with_context(|| {
+        format!("GHL refused the credential of location {location}; nothing was stored")
+    })?;
+    // The credential as the call left it (an OAuth or agency token may have been minted).
+    let credential = trial_credentials
+        .load(&location)
+        .await?
+        .context("the tried credential is still in memory")?;
+    client.set_credential(&location, credential).await?;
+    store
+        .upsert_location(&details, chrono::Utc::now().timestamp_millis())
+        .await?;
+    // A reconnect ends the cooldown of failed syncs: the next read or refresh syncs at once.
+    store.reset_failures(&location).await?;
+    println!(
+        "location:   {location} ({})",
+        details.name.unwrap_or_default()
+    );
+    println!(
+        "connected:  the credential works; `ghl-gateway sync --location {location} --full` fills the cache"
+    );
     Ok(())
 }

@@ -22,6 +22,8 @@ pub enum ApiError {
     NotFound(String),
     #[error("{0}")]
     UpstreamUnavailable(String),
+    #[error("{0}")]
+    RateLimited(String),
     #[error("internal error")]
     Internal,
 }
@@ -34,6 +36,7 @@ impl ApiError {
             ApiError::BadUserInput(_) => "BAD_USER_INPUT",
             ApiError::NotFound(_) => "NOT_FOUND",
             ApiError::UpstreamUnavailable(_) => "UPSTREAM_UNAVAILABLE",
+            ApiError::RateLimited(_) => "RATE_LIMITED",
             ApiError::Internal => "INTERNAL",
         }
     }
@@ -72,6 +75,15 @@ impl From<SyncError> for ApiError {
             SyncError::ShuttingDown => {
                 ApiError::UpstreamUnavailable("the gateway is shutting down".into())
             }
+            SyncError::CoolingDown {
+                location_id,
+                failures,
+                until,
+            } => ApiError::RateLimited(format!(
+                "location {location_id:?} cools down after {failures} failed sync(s): the next \
+                 attempt may start at {}",
+                until.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+            )),
             SyncError::Store(error) => error.into(),
         }
     }

@@ -6,13 +6,15 @@ use super::auth::known_location;
 use super::error::{ApiResult, sync_handle};
 use super::types::{SyncJob, SyncMode};
 use crate::store::Store;
+use crate::sync::Trigger;
 
 pub struct Mutation;
 
 #[Object]
 impl Mutation {
     /// Starts a background sync of the location and returns the job at once; when a sync of the
-    /// location is already running, returns that job with `joined: true`.
+    /// location is already running, returns that job with `joined: true`. During a cooldown after
+    /// failed syncs it may try once per cooldown step; otherwise it answers `RATE_LIMITED`.
     async fn refresh_location(
         &self,
         ctx: &Context<'_>,
@@ -24,7 +26,7 @@ impl Mutation {
         let sync = sync_handle(ctx)?;
         known_location(store, &location_id).await?;
         let mode = mode.unwrap_or(SyncMode::Incremental).into();
-        let (snapshot, joined) = sync.refresh(&location_id, mode).await?;
+        let (snapshot, joined) = sync.refresh(&location_id, mode, Trigger::Manual).await?;
         Ok(SyncJob::from_snapshot(snapshot, joined))
     }
 }

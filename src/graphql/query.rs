@@ -312,7 +312,8 @@ impl Query {
         let store = ctx.data_unchecked::<Store>();
         reads::location(ctx, &location_id);
         known_location(store, &location_id).await?;
-        SyncStatus::load(store, &location_id).await
+        let sync = ctx.data_opt::<crate::sync::SyncHandle>();
+        SyncStatus::load(store, sync, &location_id).await
     }
 }
 

@@ -4,12 +4,14 @@
 //! - **Default, stale-while-revalidate.** The read answers from the cache at once. When the
 //!   location's data is stale (older than `MAX_AGE_SECS`, never synced, or its credentials are
 //!   refused) and no sync of it runs, the read starts a background refresh; single flight in the
-//!   sync engine makes concurrent reads start one job.
+//!   sync engine makes concurrent reads start one job, and the answer says `syncing: true`.
 //! - **`maxAge: N`.** When the data is older than N seconds (or was never synced), the read
 //!   starts or joins a refresh and waits for it, at most `MAX_AGE_WAIT_SECS`, then answers from
 //!   the cache as it then is; a timeout is logged, not an error. `maxAge: 0` means "fresh from
 //!   GHL".
 //! - **Cache only.** With `AUTO_REFRESH=false`, reads without `maxAge` never start a refresh.
+//! - **Cooldown.** After failed syncs a location cools down (see `sync`): reads answer from the
+//!   cache at once and start nothing, `maxAge` included.
 //!
 //! A process without a sync, and a location without credentials, are served from the cache as
 //! they are. The policy reads the store (the freshness row, which it hands to the page's
@@ -23,7 +25,7 @@ use super::error::ApiResult;
 use super::loaders::FreshnessOf;
 use super::types::{Freshness, loader};
 use crate::store::Store;
-use crate::sync::{SyncError, SyncHandle, SyncMode};
+use crate::sync::{SyncError, SyncHandle, SyncMode, Trigger};
 
 /// What a read does before it answers.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -80,7 +82,7 @@ pub(super) async fn prefetch_freshness(
 }
 
 /// Applies the policy to a read of `location_id` with the request's `maxAge`. Returns whether
-/// it read the location's freshness (and left it in the loader cache).
+/// it left the location's freshness in the loader cache (for the page's `freshness` field).
 pub(super) async fn apply(
     ctx: &Context<'_>,
     location_id: &str,
@@ -93,31 +95,51 @@ pub(super) async fn apply(
     if !consults_freshness(max_age, settings.auto_refresh) {
         return Ok(false);
     }
-    let row = prefetch_freshness(ctx, location_id).await?;
+    let store = ctx.data_unchecked::<Store>();
+    let row = store
+        .freshness(&[location_id.to_owned()])
+        .await?
+        .remove(location_id);
     let now = chrono::Utc::now();
     let freshness = Freshness::from_store(row.as_ref(), settings.max_age_secs, now);
     // The decision holds until the age ticks over: an answer cached from it lives no longer.
     super::reads::freshness(ctx, &freshness, now);
     let action = decide(max_age, &freshness);
-    if action == Action::Serve {
-        return Ok(true);
-    }
-    match sync.refresh(location_id, SyncMode::Incremental).await {
-        Ok(_) if action == Action::RefreshAndWait => {
-            let waited = std::time::Duration::from_secs(settings.max_age_wait_secs);
-            if !sync.wait_idle(location_id, waited).await {
-                tracing::info!(
-                    location_id,
-                    "maxAge wait timed out; answering from the cache"
-                );
+    let started = action != Action::Serve
+        && match sync
+            .refresh(location_id, SyncMode::Incremental, Trigger::Automatic)
+            .await
+        {
+            Ok(_) => true,
+            // A location without credentials is served from the cache as it is, and so is one
+            // cooling down after failed syncs (so that reads never hammer GHL).
+            Err(SyncError::NoCredentials(_) | SyncError::CoolingDown { .. }) => false,
+            Err(error) => {
+                tracing::warn!(location_id, error = %error, "could not start a refresh");
+                false
             }
-            // The page's freshness must say how fresh the data is now.
-            loader(ctx).clear::<FreshnessOf>();
+        };
+    if started && action == Action::RefreshAndWait {
+        let waited = std::time::Duration::from_secs(settings.max_age_wait_secs);
+        if !sync.wait_idle(location_id, waited).await {
+            tracing::info!(
+                location_id,
+                "maxAge wait timed out; answering from the cache"
+            );
         }
-        Ok(_) => {}
-        // A location without credentials is served from the cache as it is.
-        Err(SyncError::NoCredentials(_)) => {}
-        Err(error) => tracing::warn!(location_id, error = %error, "could not start a refresh"),
+        // The page's freshness must say how fresh the data is now: it is read again.
+        loader(ctx).clear::<FreshnessOf>();
+        return Ok(false);
+    }
+    // The page's `freshness` field reads the same row: hand it over instead of reading it twice,
+    // counting the refresh this read started or joined (`syncing: true`).
+    if let Some(mut row) = row {
+        if started {
+            row.active = row.active.max(1);
+        }
+        loader(ctx)
+            .feed_one(FreshnessOf(location_id.to_owned()), row)
+            .await;
     }
     Ok(true)
 }

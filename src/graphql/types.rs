@@ -574,18 +574,34 @@ impl SyncEvent {
 pub struct SyncStatus {
     pub location_id: String,
     pub last_job: Option<SyncJob>,
+    /// The run of failed jobs, when the last finished job failed (asked of the sync, if any).
+    pub cooldown: Option<domain::Cooldown>,
 }
 
 impl SyncStatus {
-    pub async fn load(store: &Store, location_id: &str) -> ApiResult<Self> {
+    pub async fn load(
+        store: &Store,
+        sync: Option<&crate::sync::SyncHandle>,
+        location_id: &str,
+    ) -> ApiResult<Self> {
         let last_job = store
             .last_snapshot(location_id)
             .await?
             .map(|snapshot| SyncJob::from_snapshot(snapshot, false));
+        let cooldown = match sync {
+            Some(sync) => sync.cooldown(location_id).await?,
+            None => None,
+        };
         Ok(Self {
             location_id: location_id.to_owned(),
             last_job,
+            cooldown,
         })
+    }
+
+    /// The cooldown, if it is still on.
+    fn active_cooldown(&self) -> Option<&domain::Cooldown> {
+        self.cooldown.as_ref().filter(|c| c.active(Utc::now()))
     }
 }
 
@@ -602,6 +618,27 @@ impl SyncStatus {
     }
     async fn freshness(&self, ctx: &Context<'_>) -> ApiResult<Freshness> {
         Freshness::of(ctx, &self.location_id).await
+    }
+    /// Syncs that failed in a row since the last success or reconnect (0 when the last one
+    /// succeeded).
+    async fn consecutive_failures(&self) -> i32 {
+        self.cooldown
+            .as_ref()
+            .map_or(0, |c| i32::try_from(c.failures).unwrap_or(i32::MAX))
+    }
+    /// Why the last sync failed, while the failures last (null once a sync succeeds).
+    async fn last_error(&self) -> Option<&str> {
+        self.cooldown.as_ref().and_then(|c| c.last_error.as_deref())
+    }
+    /// While the location cools down after failed syncs, when reads and the scheduler may start
+    /// the next one; null when they may now. The cooldown doubles with each failure in a row.
+    async fn next_attempt_at(&self) -> Option<DateTime<Utc>> {
+        self.active_cooldown().map(|c| c.next_attempt_at)
+    }
+    /// Whether `refreshLocation` may start a sync now (false once the one manual retry of this
+    /// cooldown step is spent).
+    async fn manual_retry_available(&self) -> bool {
+        self.active_cooldown().is_none_or(|c| !c.retry_spent)
     }
 }
 

@@ -110,6 +110,7 @@ pub struct Watermarks {
     pub opportunities: Option<i64>,
 }
 
+/// One optional number, whatever the statement computes.
 #[derive(FromQueryResult)]
 struct MaxValue {
     value: Option<i64>,
@@ -239,6 +240,33 @@ impl Store {
         self.db.execute(&update).await?;
         self.versions.bump(location_id);
         Ok(())
+    }
+
+    /// Marks the location (re)connected now: the sync's cooldown forgets the jobs that failed
+    /// before, and a refused-credentials mark is cleared.
+    pub async fn reset_failures(&self, location_id: &str) -> Result<(), StoreError> {
+        self.ensure_location(location_id).await?;
+        let update = Query::update()
+            .table("locations")
+            .value("failures_reset_at", chrono::Utc::now().timestamp_millis())
+            .value("auth_error", None::<String>)
+            .and_where(Expr::col("id").eq(location_id))
+            .to_owned();
+        self.db.execute(&update).await?;
+        Ok(())
+    }
+
+    /// When the location was last (re)connected ([`Store::reset_failures`]), in ms.
+    pub async fn failures_reset_at(&self, location_id: &str) -> Result<Option<i64>, StoreError> {
+        let select = Query::select()
+            .expr_as(Expr::col("failures_reset_at"), "value")
+            .from("locations")
+            .and_where(Expr::col("id").eq(location_id))
+            .to_owned();
+        let row = MaxValue::find_by_statement(self.db.get_database_backend().build(&select))
+            .one(&self.db)
+            .await?;
+        Ok(row.and_then(|r| r.value))
     }
 
     /// Makes sure a location has a row (before GHL told its name), without touching one that does.

@@ -12,6 +12,8 @@ mod m20261128_000001_cache_schema;
 mod m20261128_000002_api_keys;
 #[path = "../../migrations/m20261128_000003_sync_metrics.rs"]
 mod m20261128_000003_sync_metrics;
+#[path = "../../migrations/m20261201_000004_failures_reset.rs"]
+mod m20261201_000004_failures_reset;
 
 struct Migrator;
 
@@ -21,6 +23,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261128_000001_cache_schema::Migration),
             Box::new(m20261128_000002_api_keys::Migration),
             Box::new(m20261128_000003_sync_metrics::Migration),
+            Box::new(m20261201_000004_failures_reset::Migration),
         ]
     }
 }

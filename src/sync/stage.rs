@@ -129,7 +129,7 @@ impl StageContext<'_> {
         };
         macro_rules! whole_list {
             ($fetch:expr, $page:path) => {{
-                let (records, _skipped) = $fetch.await?;
+                let (records, skipped) = $fetch.await?;
                 self.report(stage, |s| {
                     single(records.len())(s);
                     metered(s, start, meter);
@@ -137,7 +137,7 @@ impl StageContext<'_> {
                 store
                     .write_page(location_id, mark, $page(&records), Some(stage))
                     .await?;
-                return Ok(true);
+                return Ok(complete(skipped.len()));
             }};
         }
         let listing = match resource {
@@ -165,6 +165,7 @@ impl StageContext<'_> {
             meter.clone(),
         );
         let mut first = true;
+        let mut skipped = 0;
         loop {
             if self.cancel.is_cancelled() {
                 return Err(StageError::Interrupted);
@@ -189,6 +190,7 @@ impl StageContext<'_> {
                 Err(error) => return Err(error.into()),
             };
             first = false;
+            skipped += page.skipped.len();
             fetched += page.records.len() as i64;
             pages += 1;
             let cursor = page
@@ -219,8 +221,20 @@ impl StageContext<'_> {
             };
             written.await?;
         }
-        Ok(self.mode == SyncMode::Full && !listing.is_incremental())
+        Ok(self.mode == SyncMode::Full && !listing.is_incremental() && complete(skipped))
     }
+}
+
+/// Whether a list read to its end may reconcile deletions: not when rows were skipped because
+/// they did not parse, since those rows are still in GHL (their ids may not even be known).
+fn complete(skipped: usize) -> bool {
+    if skipped > 0 {
+        tracing::warn!(
+            skipped,
+            "rows that did not parse were skipped; no row is marked deleted this run"
+        );
+    }
+    skipped == 0
 }
 
 /// The stage's cost: what it carried from an earlier attempt plus what this attempt metered.

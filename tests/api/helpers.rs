@@ -208,12 +208,22 @@ impl TestApp {
 /// A gateway whose GHL is `sim`, with the simulator's first location connected by its private
 /// integration token.
 pub async fn spawn_app_with_sim(url: &str, sim: &ghl_gateway::sim::SimHandle) -> TestApp {
+    spawn_app_with_sim_and(url, sim, |_| {}).await
+}
+
+/// [`spawn_app_with_sim`] whose config `tweak` adjusts further.
+pub async fn spawn_app_with_sim_and(
+    url: &str,
+    sim: &ghl_gateway::sim::SimHandle,
+    tweak: impl FnOnce(&mut ServeConfig),
+) -> TestApp {
     let base_url = sim.base_url.clone();
     let app = spawn_app_with(url, |c| {
         c.upstream.base_url = base_url;
         c.upstream.backoff_ms = 20;
         // The single-flight test sends 100 requests at once, over the default burst of 60.
         c.http.auth.rate_limit_burst = 200;
+        tweak(c);
     })
     .await;
     for location in &sim.locations {
@@ -504,4 +514,52 @@ pub fn upstream_client(
     config.backoff_ms = 20;
     tweak(&mut config);
     ghl_gateway::upstream::Client::new(config, credentials).expect("the client builds")
+}
+
+/// Moves every job of the location `secs` into the past, as if that much time had passed since
+/// they ran (freshness, cooldowns and resume windows are all measured from the job rows).
+pub async fn time_passes(store: &Store, location_id: &str, secs: i64) {
+    let ms = secs * 1000;
+    store
+        .connection()
+        .execute_unprepared(&format!(
+            "UPDATE sync_jobs SET started_at = started_at - {ms}, mark = mark - {ms}, \
+             finished_at = finished_at - {ms} WHERE location_id = '{location_id}'"
+        ))
+        .await
+        .expect("the job rows move");
+}
+
+/// A read of the first contacts of a location, with the page's freshness; asserts the total.
+pub async fn read_contacts(
+    app: &TestApp,
+    location_id: &str,
+    max_age: Option<i32>,
+    total: usize,
+) -> serde_json::Value {
+    const READ: &str = r#"query($loc: ID!, $maxAge: Int) {
+      contacts(locationId: $loc, first: 5, maxAge: $maxAge) { totalCount freshness { stale syncing } }
+    }"#;
+    let page = app
+        .graphql(
+            READ,
+            serde_json::json!({ "loc": location_id, "maxAge": max_age }),
+        )
+        .await;
+    assert_eq!(page["data"]["contacts"]["totalCount"], total, "{page}");
+    page["data"]["contacts"].clone()
+}
+
+/// Starts a FULL sync of the location by hand and waits for its end.
+pub async fn full_sync_to_end(app: &TestApp, location_id: &str) {
+    app.sync
+        .refresh(location_id, ghl_gateway::sync::SyncMode::Full)
+        .await
+        .expect("the sync starts");
+    assert!(
+        app.sync
+            .wait_idle(location_id, std::time::Duration::from_secs(120))
+            .await,
+        "the sync ends"
+    );
 }

@@ -1,9 +1,12 @@
 //! Integration tests of the gateway: one binary, shared helpers.
 
 mod cache;
+mod connect;
+mod cooldown;
 mod helpers;
 mod http;
 mod layering;
+mod promises;
 mod reads;
 mod schema_file;
 mod security;

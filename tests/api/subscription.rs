@@ -63,60 +63,57 @@ async fn next(socket: &mut Socket) -> Option<Value> {
 /// Subscribes in `protocol`, checks the first event is the current state, starts a sync and
 /// follows its events to SUCCEEDED. Returns the events' job states.
 async fn follow_a_sync(protocol: &str, data_type: &str, subscribe_type: &str) {
-    let db = sqlite().await;
-    let sim = spawn_sim(600).await;
-    sim.set_latency(10, 0);
-    let app = spawn_app_with_sim(&db.url, &sim).await;
-    let loc = sim.locations[0].id.clone();
-    app.sync
-        .refresh(&loc, ghl_gateway::sync::SyncMode::Full)
-        .await
-        .unwrap();
-    assert!(app.sync.wait_idle(&loc, Duration::from_secs(60)).await);
-    let first_job = app.store.last_job(&loc).await.unwrap().unwrap().id;
+    for db in databases().await {
+        let sim = spawn_sim(600).await;
+        sim.set_latency(10, 0);
+        let app = spawn_app_with_sim(&db.url, &sim).await;
+        let loc = sim.locations[0].id.clone();
+        full_sync_to_end(&app, &loc).await;
+        let first_job = app.store.last_job(&loc).await.unwrap().unwrap().id;
 
-    let mut socket = open(&app, protocol).await;
-    send(&mut socket, json!({ "type": "connection_init", "payload": { "Authorization": format!("Bearer {ADMIN_KEY}") } })).await;
-    assert_eq!(next(&mut socket).await.unwrap()["type"], "connection_ack");
-    send(&mut socket, json!({ "id": "1", "type": subscribe_type, "payload": { "query": SUBSCRIPTION, "variables": { "loc": loc } } })).await;
-    let current = next(&mut socket).await.unwrap();
-    assert_eq!(current["type"], data_type, "{current}");
-    let event = &current["payload"]["data"]["syncStatus"];
-    assert_eq!(
-        event["job"]["id"],
-        first_job.as_str(),
-        "the first event is the current state: {current}"
-    );
-    assert_eq!(event["job"]["state"], "SUCCEEDED");
+        let mut socket = open(&app, protocol).await;
+        send(&mut socket, json!({ "type": "connection_init", "payload": { "Authorization": format!("Bearer {ADMIN_KEY}") } })).await;
+        assert_eq!(next(&mut socket).await.unwrap()["type"], "connection_ack");
+        send(&mut socket, json!({ "id": "1", "type": subscribe_type, "payload": { "query": SUBSCRIPTION, "variables": { "loc": loc } } })).await;
+        let current = next(&mut socket).await.unwrap();
+        assert_eq!(current["type"], data_type, "{current}");
+        let event = &current["payload"]["data"]["syncStatus"];
+        assert_eq!(
+            event["job"]["id"],
+            first_job.as_str(),
+            "the first event is the current state: {current}"
+        );
+        assert_eq!(event["job"]["state"], "SUCCEEDED");
 
-    let answer = app
-        .graphql(
-            "mutation($loc: ID!) { refreshLocation(locationId: $loc, mode: FULL) { id } }",
-            json!({ "loc": loc }),
-        )
-        .await;
-    let job = answer["data"]["refreshLocation"]["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    let mut states = Vec::new();
-    loop {
-        let message = next(&mut socket)
-            .await
-            .expect("events until the end of the sync");
-        assert_eq!(message["type"], data_type, "{message}");
-        let event = &message["payload"]["data"]["syncStatus"];
-        assert_eq!(event["job"]["id"], job.as_str());
-        let state = event["job"]["state"].as_str().unwrap().to_owned();
-        if states.last() != Some(&state) {
-            states.push(state.clone());
+        let answer = app
+            .graphql(
+                "mutation($loc: ID!) { refreshLocation(locationId: $loc, mode: FULL) { id } }",
+                json!({ "loc": loc }),
+            )
+            .await;
+        let job = answer["data"]["refreshLocation"]["id"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        let mut states = Vec::new();
+        loop {
+            let message = next(&mut socket)
+                .await
+                .expect("events until the end of the sync");
+            assert_eq!(message["type"], data_type, "{message}");
+            let event = &message["payload"]["data"]["syncStatus"];
+            assert_eq!(event["job"]["id"], job.as_str());
+            let state = event["job"]["state"].as_str().unwrap().to_owned();
+            if states.last() != Some(&state) {
+                states.push(state.clone());
+            }
+            if state == "SUCCEEDED" {
+                assert_eq!(event["freshness"]["syncing"], false, "{event}");
+                break;
+            }
         }
-        if state == "SUCCEEDED" {
-            assert_eq!(event["freshness"]["syncing"], false, "{event}");
-            break;
-        }
+        assert_eq!(states, ["RUNNING", "SUCCEEDED"], "{protocol}");
     }
-    assert_eq!(states, ["RUNNING", "SUCCEEDED"], "{protocol}");
 }
 
 #[tokio::test]
@@ -131,53 +128,54 @@ async fn events_flow_to_succeeded_over_the_legacy_graphql_ws() {
 
 #[tokio::test]
 async fn a_connection_without_a_valid_key_is_refused() {
-    let db = sqlite().await;
-    let app = spawn_app_with(&db.url, |c| c.http.auth.allow_anonymous = false).await;
-    load_fixture(&app.store, "loc", 3).await;
+    for db in databases().await {
+        let app = spawn_app_with(&db.url, |c| c.http.auth.allow_anonymous = false).await;
+        load_fixture(&app.store, "loc", 3).await;
 
-    // graphql-transport-ws: closed with 4403 Forbidden.
-    for payload in [
-        json!({}),
-        json!({ "Authorization": "Bearer ghlk_not-a-real-key-at-all-000000000000000000" }),
-    ] {
-        let mut socket = open(&app, "graphql-transport-ws").await;
+        // graphql-transport-ws: closed with 4403 Forbidden.
+        for payload in [
+            json!({}),
+            json!({ "Authorization": "Bearer ghlk_not-a-real-key-at-all-000000000000000000" }),
+        ] {
+            let mut socket = open(&app, "graphql-transport-ws").await;
+            send(
+                &mut socket,
+                json!({ "type": "connection_init", "payload": payload }),
+            )
+            .await;
+            let answer = next(&mut socket).await.unwrap();
+            assert_eq!(
+                answer,
+                json!({ "type": "close", "code": 4403 }),
+                "{payload}"
+            );
+        }
+        // The legacy protocol answers connection_error.
+        let mut socket = open(&app, "graphql-ws").await;
         send(
             &mut socket,
-            json!({ "type": "connection_init", "payload": payload }),
+            json!({ "type": "connection_init", "payload": {} }),
         )
         .await;
+        assert_eq!(next(&mut socket).await.unwrap()["type"], "connection_error");
+
+        // Another location's key: the subscription answers like an unknown location.
+        let key = ghl_gateway::auth::generate_key(None, &["elsewhere".to_owned()], 0);
+        app.store.insert_api_key(key.row).await.unwrap();
+        let mut socket = open(&app, "graphql-transport-ws").await;
+        send(&mut socket, json!({ "type": "connection_init", "payload": { "Authorization": format!("Bearer {}", key.key) } })).await;
+        assert_eq!(next(&mut socket).await.unwrap()["type"], "connection_ack");
+        send(&mut socket, json!({ "id": "1", "type": "subscribe", "payload": { "query": SUBSCRIPTION, "variables": { "loc": "loc" } } })).await;
         let answer = next(&mut socket).await.unwrap();
+        assert_eq!(answer["type"], "next", "{answer}");
+        assert_eq!(answer["payload"]["data"], Value::Null);
         assert_eq!(
-            answer,
-            json!({ "type": "close", "code": 4403 }),
-            "{payload}"
+            answer["payload"]["errors"][0]["extensions"]["code"],
+            "NOT_FOUND"
+        );
+        assert!(
+            !answer.to_string().contains("Location loc"),
+            "no foreign data"
         );
     }
-    // The legacy protocol answers connection_error.
-    let mut socket = open(&app, "graphql-ws").await;
-    send(
-        &mut socket,
-        json!({ "type": "connection_init", "payload": {} }),
-    )
-    .await;
-    assert_eq!(next(&mut socket).await.unwrap()["type"], "connection_error");
-
-    // Another location's key: the subscription answers like an unknown location.
-    let key = ghl_gateway::auth::generate_key(None, &["elsewhere".to_owned()], 0);
-    app.store.insert_api_key(key.row).await.unwrap();
-    let mut socket = open(&app, "graphql-transport-ws").await;
-    send(&mut socket, json!({ "type": "connection_init", "payload": { "Authorization": format!("Bearer {}", key.key) } })).await;
-    assert_eq!(next(&mut socket).await.unwrap()["type"], "connection_ack");
-    send(&mut socket, json!({ "id": "1", "type": "subscribe", "payload": { "query": SUBSCRIPTION, "variables": { "loc": "loc" } } })).await;
-    let answer = next(&mut socket).await.unwrap();
-    assert_eq!(answer["type"], "next", "{answer}");
-    assert_eq!(answer["payload"]["data"], Value::Null);
-    assert_eq!(
-        answer["payload"]["errors"][0]["extensions"]["code"],
-        "NOT_FOUND"
-    );
-    assert!(
-        !answer.to_string().contains("Location loc"),
-        "no foreign data"
-    );
 }

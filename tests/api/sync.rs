@@ -341,426 +341,566 @@ async fn a_full_sync_makes_the_cache_equal_to_the_ground_truth() {
 
 #[tokio::test]
 async fn incremental_then_full_converge_after_changes_in_ghl() {
-    let db = sqlite().await;
-    let sim = spawn_sim(700).await;
-    let app = spawn_app_with_sim(&db.url, &sim).await;
-    let loc = sim.locations[0].id.clone();
-    let status = sync_to_end(&app, &loc, "FULL").await;
-    assert_eq!(status["state"], "SUCCEEDED");
+    for db in databases().await {
+        let sim = spawn_sim(700).await;
+        let app = spawn_app_with_sim(&db.url, &sim).await;
+        let loc = sim.locations[0].id.clone();
+        let status = sync_to_end(&app, &loc, "FULL").await;
+        assert_eq!(status["state"], "SUCCEEDED");
 
-    // Nothing changed: an incremental run costs a handful of calls.
-    let status = sync_to_end(&app, &loc, "INCREMENTAL").await;
-    assert_eq!(status["lastJob"]["mode"], "INCREMENTAL", "{status}");
-    assert!(
-        calls_of(&status) <= 8,
-        "incremental with nothing changed: {} calls",
-        calls_of(&status)
-    );
+        // Nothing changed: an incremental run costs a handful of calls.
+        let status = sync_to_end(&app, &loc, "INCREMENTAL").await;
+        assert_eq!(status["lastJob"]["mode"], "INCREMENTAL", "{status}");
+        // The README's figure, exactly: the three whole lists and one page of each search.
+        sim.reset_counters();
+        let status = sync_to_end(&app, &loc, "INCREMENTAL").await;
+        assert_eq!(calls_of(&status), 7, "{}: {status}", db.name);
+        assert_eq!(sim.total_requests(), 7, "{}", db.name);
 
-    // Changes in GHL.
-    let truth = sim.dump(&loc).unwrap();
-    let first = |key: &str, n: usize| truth[key][n]["id"].as_str().unwrap().to_owned();
-    sim.update(
-        &loc,
-        "contacts",
-        &first("contacts", 0),
-        json!({ "firstName": "Renamed" }),
-    )
-    .unwrap();
-    sim.create(
-        &loc,
-        "contacts",
-        json!({ "firstName": "Newly", "lastName": "Added", "email": "new@example.com" }),
-    )
-    .unwrap();
-    sim.delete(&loc, "contacts", &first("contacts", 1)).unwrap();
-    sim.update(
-        &loc,
-        "tasks",
-        &first("tasks", 0),
-        json!({ "title": "Edited task" }),
-    )
-    .unwrap();
-    sim.update(
-        &loc,
-        "opportunities",
-        &first("opportunities", 0),
-        json!({ "status": "won" }),
-    )
-    .unwrap();
-    sim.delete(&loc, "tasks", &first("tasks", 1)).unwrap();
+        // Changes in GHL.
+        let truth = sim.dump(&loc).unwrap();
+        let first = |key: &str, n: usize| truth[key][n]["id"].as_str().unwrap().to_owned();
+        sim.update(
+            &loc,
+            "contacts",
+            &first("contacts", 0),
+            json!({ "firstName": "Renamed" }),
+        )
+        .unwrap();
+        sim.create(
+            &loc,
+            "contacts",
+            json!({ "firstName": "Newly", "lastName": "Added", "email": "new@example.com" }),
+        )
+        .unwrap();
+        sim.delete(&loc, "contacts", &first("contacts", 1)).unwrap();
+        sim.update(
+            &loc,
+            "tasks",
+            &first("tasks", 0),
+            json!({ "title": "Edited task" }),
+        )
+        .unwrap();
+        sim.update(
+            &loc,
+            "opportunities",
+            &first("opportunities", 0),
+            json!({ "status": "won" }),
+        )
+        .unwrap();
+        sim.delete(&loc, "tasks", &first("tasks", 1)).unwrap();
 
-    let status = sync_to_end(&app, &loc, "INCREMENTAL").await;
-    assert_eq!(status["state"], "SUCCEEDED", "{status}");
-    let renamed = app
-        .store
-        .contacts_by_ids(&[first("contacts", 0)])
-        .await
-        .unwrap();
-    assert_eq!(
-        renamed[0].first_name.as_deref(),
-        Some("Renamed"),
-        "incremental picks up the update"
-    );
-    let answer = app
-        .graphql(r#"query($loc: ID!) { contacts(locationId: $loc, filter: { query: "new@example.com" }) { totalCount } }"#, json!({ "loc": loc }))
-        .await;
-    assert_eq!(
-        answer["data"]["contacts"]["totalCount"], 1,
-        "incremental picks up the new contact: {answer}"
-    );
-    let edited = task::Entity::find_by_id(first("tasks", 0))
-        .one(app.store.connection())
-        .await
-        .unwrap()
-        .unwrap();
-    assert_eq!(edited.title.as_deref(), Some("Edited task"));
-    let won = opportunity::Entity::find_by_id(first("opportunities", 0))
-        .one(app.store.connection())
-        .await
-        .unwrap()
-        .unwrap();
-    assert_eq!(won.status.as_deref(), Some("won"));
+        let status = sync_to_end(&app, &loc, "INCREMENTAL").await;
+        assert_eq!(status["state"], "SUCCEEDED", "{status}");
+        let renamed = app
+            .store
+            .contacts_by_ids(&[first("contacts", 0)])
+            .await
+            .unwrap();
+        assert_eq!(
+            renamed[0].first_name.as_deref(),
+            Some("Renamed"),
+            "incremental picks up the update"
+        );
+        let answer = app
+            .graphql(r#"query($loc: ID!) { contacts(locationId: $loc, filter: { query: "new@example.com" }) { totalCount } }"#, json!({ "loc": loc }))
+            .await;
+        assert_eq!(
+            answer["data"]["contacts"]["totalCount"], 1,
+            "incremental picks up the new contact: {answer}"
+        );
+        let edited = task::Entity::find_by_id(first("tasks", 0))
+            .one(app.store.connection())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(edited.title.as_deref(), Some("Edited task"));
+        let won = opportunity::Entity::find_by_id(first("opportunities", 0))
+            .one(app.store.connection())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(won.status.as_deref(), Some("won"));
 
-    // Deletions are invisible to search: the FULL run reconciles them.
-    let status = sync_to_end(&app, &loc, "FULL").await;
-    assert_eq!(status["state"], "SUCCEEDED", "{status}");
-    assert_cache_equals_truth(&app, &sim, &loc).await;
-    let gone = contact::Entity::find_by_id(first("contacts", 1))
-        .one(app.store.connection())
-        .await
-        .unwrap()
-        .unwrap();
-    assert!(gone.deleted, "marked deleted, not dropped");
+        // Deletions are invisible to search: the FULL run reconciles them.
+        let status = sync_to_end(&app, &loc, "FULL").await;
+        assert_eq!(status["state"], "SUCCEEDED", "{status}");
+        assert_cache_equals_truth(&app, &sim, &loc).await;
+        let gone = contact::Entity::find_by_id(first("contacts", 1))
+            .one(app.store.connection())
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(gone.deleted, "marked deleted, not dropped");
+    }
 }
 
 #[tokio::test]
 async fn a_hundred_concurrent_refreshes_start_one_job() {
-    let db = sqlite().await;
-    let sim = spawn_sim(600).await;
-    let app = std::sync::Arc::new(spawn_app_with_sim(&db.url, &sim).await);
-    let loc = sim.locations[0].id.clone();
-    sim.reset_counters();
-    let mut calls = Vec::new();
-    for _ in 0..100 {
-        let app = app.clone();
-        let loc = loc.clone();
-        calls.push(tokio::spawn(
-            async move { refresh(&app, &loc, "FULL").await },
-        ));
+    for db in databases().await {
+        let sim = spawn_sim(600).await;
+        let app = std::sync::Arc::new(spawn_app_with_sim(&db.url, &sim).await);
+        let loc = sim.locations[0].id.clone();
+        sim.reset_counters();
+        let mut calls = Vec::new();
+        for _ in 0..100 {
+            let app = app.clone();
+            let loc = loc.clone();
+            calls.push(tokio::spawn(
+                async move { refresh(&app, &loc, "FULL").await },
+            ));
+        }
+        let mut jobs = Vec::new();
+        for call in calls {
+            jobs.push(call.await.unwrap());
+        }
+        let started = jobs.iter().filter(|j| j["joined"] == false).count();
+        assert_eq!(started, 1, "exactly one call starts the job");
+        let ids: BTreeSet<&str> = jobs.iter().map(|j| j["id"].as_str().unwrap()).collect();
+        assert_eq!(ids.len(), 1, "every call gets the same job");
+        assert!(app.sync.wait_idle(&loc, Duration::from_secs(120)).await);
+        let truth = sim.dump(&loc).unwrap();
+        let count = |key: &str| truth[key].as_array().unwrap().len();
+        let one_sync = 1
+            + 3
+            + count("contacts").div_ceil(500)
+            + (count("tasks") / 500 + 1)
+            + count("conversations").div_ceil(100)
+            + count("opportunities").div_ceil(500);
+        assert_eq!(
+            sim.total_requests(),
+            one_sync as u64,
+            "the simulator saw one sync's worth of calls"
+        );
+        assert_eq!(
+            app.store.jobs(&loc, 10).await.unwrap().len(),
+            1,
+            "one job in the history"
+        );
     }
-    let mut jobs = Vec::new();
-    for call in calls {
-        jobs.push(call.await.unwrap());
-    }
-    let started = jobs.iter().filter(|j| j["joined"] == false).count();
-    assert_eq!(started, 1, "exactly one call starts the job");
-    let ids: BTreeSet<&str> = jobs.iter().map(|j| j["id"].as_str().unwrap()).collect();
-    assert_eq!(ids.len(), 1, "every call gets the same job");
-    assert!(app.sync.wait_idle(&loc, Duration::from_secs(120)).await);
-    let truth = sim.dump(&loc).unwrap();
-    let count = |key: &str| truth[key].as_array().unwrap().len();
-    let one_sync = 1
-        + 3
-        + count("contacts").div_ceil(500)
-        + (count("tasks") / 500 + 1)
-        + count("conversations").div_ceil(100)
-        + count("opportunities").div_ceil(500);
-    assert_eq!(
-        sim.total_requests(),
-        one_sync as u64,
-        "the simulator saw one sync's worth of calls"
-    );
-    assert_eq!(
-        app.store.jobs(&loc, 10).await.unwrap().len(),
-        1,
-        "one job in the history"
-    );
 }
 
 #[tokio::test]
 async fn a_sync_stopped_mid_way_resumes_from_its_checkpoints() {
-    let db = sqlite().await;
-    let sim = spawn_sim(1_500).await;
-    let app = spawn_app_with_sim(&db.url, &sim).await;
-    let loc = sim.locations[0].id.clone();
-    // Conversations start failing after their third page; the other stages finish.
-    let mut events = app.sync.subscribe();
-    refresh(&app, &loc, "FULL").await;
-    loop {
-        let event = events.recv().await.unwrap();
-        let conv = event
-            .job
-            .stages
+    for db in databases().await {
+        let sim = spawn_sim(1_500).await;
+        let app = spawn_app_with_sim(&db.url, &sim).await;
+        let loc = sim.locations[0].id.clone();
+        // Conversations start failing after their third page; the other stages finish.
+        let mut events = app.sync.subscribe();
+        refresh(&app, &loc, "FULL").await;
+        loop {
+            let event = events.recv().await.unwrap();
+            let conv = event
+                .job
+                .stages
+                .iter()
+                .find(|s| s.resource == Resource::Conversations)
+                .unwrap();
+            if conv.pages >= 3 {
+                let spec = ghl_gateway::sim::FaultSpec {
+                    error500: 1.0,
+                    ..Default::default()
+                };
+                sim.set_faults(ghl_gateway::sim::FaultConfig {
+                    default: Default::default(),
+                    endpoints: [("conversations.search".to_owned(), spec)].into(),
+                })
+                .unwrap();
+                break;
+            }
+        }
+        assert!(app.sync.wait_idle(&loc, Duration::from_secs(300)).await);
+        let failed = app.store.last_job(&loc).await.unwrap().unwrap();
+        assert_eq!(failed.state, JobState::Failed);
+        assert!(
+            failed.error.as_deref().unwrap().contains("unavailable"),
+            "{failed:?}"
+        );
+        let stages = app
+            .store
+            .stages_of_jobs(std::slice::from_ref(&failed.id))
+            .await
+            .unwrap();
+        let conv = stages
             .iter()
             .find(|s| s.resource == Resource::Conversations)
-            .unwrap();
-        if conv.pages >= 3 {
-            let spec = ghl_gateway::sim::FaultSpec {
-                error500: 1.0,
-                ..Default::default()
-            };
-            sim.set_faults(ghl_gateway::sim::FaultConfig {
-                default: Default::default(),
-                endpoints: [("conversations.search".to_owned(), spec)].into(),
-            })
-            .unwrap();
-            break;
-        }
-    }
-    assert!(app.sync.wait_idle(&loc, Duration::from_secs(300)).await);
-    let failed = app.store.last_job(&loc).await.unwrap().unwrap();
-    assert_eq!(failed.state, JobState::Failed);
-    assert!(
-        failed.error.as_deref().unwrap().contains("unavailable"),
-        "{failed:?}"
-    );
-    let stages = app
-        .store
-        .stages_of_jobs(std::slice::from_ref(&failed.id))
-        .await
-        .unwrap();
-    let conv = stages
-        .iter()
-        .find(|s| s.resource == Resource::Conversations)
-        .unwrap()
-        .clone();
-    assert_eq!(conv.state, JobState::Failed);
-    assert!(
-        stages
-            .iter()
-            .filter(|s| s.resource != Resource::Conversations)
-            .all(|s| s.state == JobState::Succeeded),
-        "{stages:?}"
-    );
-
-    // GHL recovers; the next run fetches only what the failed stage had left.
-    sim.set_faults(Default::default()).unwrap();
-    sim.reset_counters();
-    let status = sync_to_end(&app, &loc, "INCREMENTAL").await;
-    assert_eq!(status["state"], "SUCCEEDED", "{status}");
-    assert_eq!(
-        status["lastJob"]["mode"], "FULL",
-        "a resumed FULL job stays FULL"
-    );
-    let total_pages = sim.dump(&loc).unwrap()["conversations"]
-        .as_array()
-        .unwrap()
-        .len()
-        .div_ceil(100) as u64;
-    assert_eq!(
-        sim.requests("conversations.search"),
-        total_pages - conv.pages as u64,
-        "the failed stage resumes at its checkpoint"
-    );
-    for endpoint in [
-        "contacts.search",
-        "tasks.search",
-        "opportunities.search.post",
-        "users.list",
-    ] {
-        assert_eq!(
-            sim.requests(endpoint),
-            0,
-            "{endpoint} finished before and is not fetched again"
+            .unwrap()
+            .clone();
+        assert_eq!(conv.state, JobState::Failed);
+        assert!(
+            stages
+                .iter()
+                .filter(|s| s.resource != Resource::Conversations)
+                .all(|s| s.state == JobState::Succeeded),
+            "{stages:?}"
         );
+
+        // GHL recovers; the next run fetches only what the failed stage had left.
+        sim.set_faults(Default::default()).unwrap();
+        sim.reset_counters();
+        let status = sync_to_end(&app, &loc, "INCREMENTAL").await;
+        assert_eq!(status["state"], "SUCCEEDED", "{status}");
+        assert_eq!(
+            status["lastJob"]["mode"], "FULL",
+            "a resumed FULL job stays FULL"
+        );
+        let total_pages = sim.dump(&loc).unwrap()["conversations"]
+            .as_array()
+            .unwrap()
+            .len()
+            .div_ceil(100) as u64;
+        assert_eq!(
+            sim.requests("conversations.search"),
+            total_pages - conv.pages as u64,
+            "the failed stage resumes at its checkpoint"
+        );
+        for endpoint in [
+            "contacts.search",
+            "tasks.search",
+            "opportunities.search.post",
+            "users.list",
+        ] {
+            assert_eq!(
+                sim.requests(endpoint),
+                0,
+                "{endpoint} finished before and is not fetched again"
+            );
+        }
+        assert_cache_equals_truth(&app, &sim, &loc).await;
     }
-    assert_cache_equals_truth(&app, &sim, &loc).await;
 }
 
 #[tokio::test]
 async fn a_process_killed_mid_sync_resumes_on_the_next_start() {
-    let db = sqlite().await;
-    let sim = spawn_sim(1_500).await;
-    sim.set_latency(20, 0);
-    let loc = sim.locations[0].id.clone();
-    let mut config = ghl_gateway::upstream::UpstreamConfig::new(sim.base_url.clone());
+    killed_mid_sync_resumes(false).await;
+}
+
+#[tokio::test]
+async fn a_process_that_crashes_mid_sync_leaves_the_job_running_and_the_next_start_resumes_it() {
+    killed_mid_sync_resumes(true).await;
+}
+
+/// A GHL client over `store`'s credentials, for the simulator.
+fn store_client(
+    store: &ghl_gateway::store::Store,
+    sim_base_url: &str,
+) -> ghl_gateway::upstream::Client {
+    let mut config = ghl_gateway::upstream::UpstreamConfig::new(sim_base_url.to_owned());
     config.backoff_ms = 20;
-    let credentials = ghl_gateway::app::credentials::StoreCredentials::new(db.store.clone(), None);
-    let client =
-        ghl_gateway::upstream::Client::new(config.clone(), std::sync::Arc::new(credentials))
-            .unwrap();
-    client
-        .set_credential(
-            &loc,
-            ghl_gateway::upstream::Credential::PrivateIntegration {
-                token: sim.locations[0].pit_token.clone().into(),
-            },
-        )
-        .await
-        .unwrap();
-    let first = SyncEngine::start(db.store.clone(), client.clone(), Default::default())
-        .await
-        .unwrap();
-    let mut events = first.subscribe();
-    first.refresh(&loc, SyncMode::Full).await.unwrap();
-    // Stop the process once a few pages are in.
+    let credentials = ghl_gateway::app::credentials::StoreCredentials::new(store.clone(), None);
+    ghl_gateway::upstream::Client::new(config, std::sync::Arc::new(credentials)).unwrap()
+}
+
+/// Waits until the jobs of `events` fetched `pages` pages in all.
+async fn wait_pages(
+    events: &mut tokio::sync::broadcast::Receiver<ghl_gateway::sync::SyncEvent>,
+    pages: i64,
+) {
     loop {
         let event = events.recv().await.unwrap();
-        if event.job.stages.iter().map(|s| s.pages).sum::<i64>() >= 6 {
-            break;
+        if event.job.stages.iter().map(|s| s.pages).sum::<i64>() >= pages {
+            return;
         }
     }
-    let task = tokio::spawn(async move { first.shutdown().await });
-    task.await.unwrap();
-    let killed = db.store.last_job(&loc).await.unwrap().unwrap();
-    assert_eq!(killed.state, JobState::Failed, "{killed:?}");
-    let done_before: std::collections::HashMap<Resource, (JobState, i64)> = db
-        .store
-        .stages_of_jobs(std::slice::from_ref(&killed.id))
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|s| (s.resource, (s.state, s.pages)))
-        .collect();
+}
 
-    // A page request the first process gave up on may still be sleeping its latency.
-    sim.wait_idle().await;
-    sim.reset_counters();
-    let second = SyncEngine::start(db.store.clone(), client, Default::default())
-        .await
-        .unwrap();
-    second.refresh(&loc, SyncMode::Incremental).await.unwrap();
-    assert!(second.wait_idle(&loc, Duration::from_secs(300)).await);
-    let resumed = db.store.last_job(&loc).await.unwrap().unwrap();
-    assert_eq!(
-        (resumed.state, resumed.mode, resumed.mark),
-        (JobState::Succeeded, SyncMode::Full, killed.mark)
-    );
-    // Finished stages are not fetched again; the others continue from their checkpoint.
-    let truth = sim.dump(&loc).unwrap();
-    let pages = |key: &str, size: usize| truth[key].as_array().unwrap().len().div_ceil(size) as u64;
-    let expect = |stage: Resource, endpoint: &str, all: u64| {
-        let (state, done) = done_before[&stage];
-        let left = if state == JobState::Succeeded {
-            0
+/// A first process syncs a few pages and stops: gracefully (SIGTERM: the engine's shutdown) or
+/// by crashing (its runtime dropped: no shutdown code runs, the job row stays RUNNING). A second
+/// process resumes the job from its checkpoints.
+async fn killed_mid_sync_resumes(crash: bool) {
+    for db in databases().await {
+        let sim = spawn_sim(1_500).await;
+        sim.set_latency(20, 0);
+        let loc = sim.locations[0].id.clone();
+        let client = store_client(&db.store, &sim.base_url);
+        client
+            .set_credential(
+                &loc,
+                ghl_gateway::upstream::Credential::PrivateIntegration {
+                    token: sim.locations[0].pit_token.clone().into(),
+                },
+            )
+            .await
+            .unwrap();
+        if crash {
+            let (url, base_url, location) = (db.url.clone(), sim.base_url.clone(), loc.clone());
+            // The first process on its own runtime, beside the simulator's.
+            tokio::task::spawn_blocking(move || {
+                let runtime = tokio::runtime::Builder::new_multi_thread()
+                    .worker_threads(2)
+                    .enable_all()
+                    .build()
+                    .unwrap();
+                runtime.block_on(async {
+                    let config = ghl_gateway::store::DatabaseConfig::new(&url);
+                    let store = ghl_gateway::store::Store::open(&config).await.unwrap();
+                    let client = store_client(&store, &base_url);
+                    let first = SyncEngine::start(store, client, Default::default())
+                        .await
+                        .unwrap();
+                    let mut events = first.subscribe();
+                    first.refresh(&location, SyncMode::Full).await.unwrap();
+                    wait_pages(&mut events, 6).await;
+                });
+                // The crash: every task stops where it is, nothing runs the engine's shutdown.
+                runtime.shutdown_background();
+            })
+            .await
+            .unwrap();
+            let left = db.store.last_job(&loc).await.unwrap().unwrap();
+            assert_eq!(left.state, JobState::Running, "{}: {left:?}", db.name);
         } else {
-            all - done as u64
+            let first = SyncEngine::start(db.store.clone(), client.clone(), Default::default())
+                .await
+                .unwrap();
+            let mut events = first.subscribe();
+            first.refresh(&loc, SyncMode::Full).await.unwrap();
+            wait_pages(&mut events, 6).await;
+            first.shutdown().await;
+        }
+        let killed = db.store.last_job(&loc).await.unwrap().unwrap();
+        let left_as = if crash {
+            JobState::Running
+        } else {
+            JobState::Failed
         };
+        assert_eq!(killed.state, left_as, "{killed:?}");
+        let done_before: std::collections::HashMap<Resource, (JobState, i64)> = db
+            .store
+            .stages_of_jobs(std::slice::from_ref(&killed.id))
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|s| (s.resource, (s.state, s.pages)))
+            .collect();
+
+        // A page request the first process gave up on may still be sleeping its latency.
+        sim.wait_idle().await;
+        sim.reset_counters();
+        let second = SyncEngine::start(db.store.clone(), client, Default::default())
+            .await
+            .unwrap();
+        second.refresh(&loc, SyncMode::Incremental).await.unwrap();
+        assert!(second.wait_idle(&loc, Duration::from_secs(300)).await);
+        let resumed = db.store.last_job(&loc).await.unwrap().unwrap();
         assert_eq!(
-            sim.requests(endpoint),
-            left,
-            "{stage:?}: {state:?} after {done} pages"
+            (resumed.state, resumed.mode, resumed.mark),
+            (JobState::Succeeded, SyncMode::Full, killed.mark)
         );
-    };
-    expect(
-        Resource::Contacts,
-        "contacts.search",
-        pages("contacts", 500),
-    );
-    expect(
-        Resource::Conversations,
-        "conversations.search",
-        pages("conversations", 100),
-    );
-    expect(
-        Resource::Opportunities,
-        "opportunities.search.post",
-        pages("opportunities", 500),
-    );
-    let tasks = truth["tasks"].as_array().unwrap().len() as u64 / 500 + 1;
-    expect(Resource::Tasks, "tasks.search", tasks);
-    let app = spawn_app(&db.url).await;
-    assert_cache_equals_truth(&app, &sim, &loc).await;
+        // Finished stages are not fetched again; the others continue from their checkpoint.
+        let truth = sim.dump(&loc).unwrap();
+        let pages =
+            |key: &str, size: usize| truth[key].as_array().unwrap().len().div_ceil(size) as u64;
+        let expect = |stage: Resource, endpoint: &str, all: u64| {
+            let (state, done) = done_before[&stage];
+            let left = if state == JobState::Succeeded {
+                0
+            } else {
+                all - done as u64
+            };
+            assert_eq!(
+                sim.requests(endpoint),
+                left,
+                "{stage:?}: {state:?} after {done} pages"
+            );
+        };
+        expect(
+            Resource::Contacts,
+            "contacts.search",
+            pages("contacts", 500),
+        );
+        expect(
+            Resource::Conversations,
+            "conversations.search",
+            pages("conversations", 100),
+        );
+        expect(
+            Resource::Opportunities,
+            "opportunities.search.post",
+            pages("opportunities", 500),
+        );
+        let tasks = truth["tasks"].as_array().unwrap().len() as u64 / 500 + 1;
+        expect(Resource::Tasks, "tasks.search", tasks);
+        let app = spawn_app(&db.url).await;
+        assert_cache_equals_truth(&app, &sim, &loc).await;
+    }
 }
 
 #[tokio::test]
 async fn refused_credentials_keep_the_cache_served_as_stale() {
-    let db = sqlite().await;
-    let sim = spawn_sim(50).await;
-    let app = spawn_app_with_sim(&db.url, &sim).await;
-    let loc = sim.locations[0].id.clone();
-    assert_eq!(sync_to_end(&app, &loc, "FULL").await["state"], "SUCCEEDED");
-    app.sync
-        .client()
-        .set_credential(
-            &loc,
-            ghl_gateway::upstream::Credential::PrivateIntegration {
-                token: "pit-revoked".into(),
-            },
-        )
-        .await
-        .unwrap();
-    let status = sync_to_end(&app, &loc, "INCREMENTAL").await;
-    assert_eq!(status["state"], "FAILED", "{status}");
-    assert!(
-        status["lastJob"]["error"]
-            .as_str()
-            .unwrap()
-            .contains("refused the credentials"),
-        "{status}"
-    );
-    assert_eq!(
-        status["freshness"]["stale"], true,
-        "recently synced, but its credentials are refused"
-    );
-    let page = app
-        .graphql(
-            r#"query($loc: ID!) { contacts(locationId: $loc) { totalCount freshness { stale } } }"#,
-            json!({ "loc": loc }),
-        )
-        .await;
-    assert_eq!(
-        page["data"]["contacts"]["totalCount"], 50,
-        "the cache is still served: {page}"
-    );
-    assert_eq!(page["data"]["contacts"]["freshness"]["stale"], true);
+    for db in databases().await {
+        let sim = spawn_sim(50).await;
+        let app = spawn_app_with_sim(&db.url, &sim).await;
+        let loc = sim.locations[0].id.clone();
+        assert_eq!(sync_to_end(&app, &loc, "FULL").await["state"], "SUCCEEDED");
+        app.sync
+            .client()
+            .set_credential(
+                &loc,
+                ghl_gateway::upstream::Credential::PrivateIntegration {
+                    token: "pit-revoked".into(),
+                },
+            )
+            .await
+            .unwrap();
+        let status = sync_to_end(&app, &loc, "INCREMENTAL").await;
+        assert_eq!(status["state"], "FAILED", "{status}");
+        assert!(
+            status["lastJob"]["error"]
+                .as_str()
+                .unwrap()
+                .contains("refused the credentials"),
+            "{status}"
+        );
+        assert_eq!(
+            status["freshness"]["stale"], true,
+            "recently synced, but its credentials are refused"
+        );
+        let page = app
+            .graphql(
+                r#"query($loc: ID!) { contacts(locationId: $loc) { totalCount freshness { stale } } }"#,
+                json!({ "loc": loc }),
+            )
+            .await;
+        assert_eq!(
+            page["data"]["contacts"]["totalCount"], 50,
+            "the cache is still served: {page}"
+        );
+        assert_eq!(page["data"]["contacts"]["freshness"]["stale"], true);
+    }
 }
 
 #[tokio::test]
 async fn max_age_waits_for_fresh_data_and_stale_reads_revalidate() {
-    let db = sqlite().await;
-    let sim = spawn_sim(40).await;
-    let app = spawn_app_with_sim(&db.url, &sim).await;
-    let loc = sim.locations[0].id.clone();
-    // Never synced: `maxAge: 0` waits for a sync and answers with its data.
-    let page = app
-        .graphql(r#"query($loc: ID!) { contacts(locationId: $loc, maxAge: 0) { totalCount freshness { stale syncing syncedAt } } }"#, json!({ "loc": loc }))
-        .await;
-    assert_eq!(page["data"]["contacts"]["totalCount"], 40, "{page}");
-    assert_eq!(
-        page["data"]["contacts"]["freshness"]["stale"], false,
-        "{page}"
-    );
-    assert!(page["data"]["contacts"]["freshness"]["syncedAt"].is_string());
+    for db in databases().await {
+        let sim = spawn_sim(40).await;
+        let app = spawn_app_with_sim(&db.url, &sim).await;
+        let loc = sim.locations[0].id.clone();
+        // Never synced: `maxAge: 0` waits for a sync and answers with its data.
+        let page = app
+            .graphql(r#"query($loc: ID!) { contacts(locationId: $loc, maxAge: 0) { totalCount freshness { stale syncing syncedAt } } }"#, json!({ "loc": loc }))
+            .await;
+        assert_eq!(page["data"]["contacts"]["totalCount"], 40, "{page}");
+        assert_eq!(
+            page["data"]["contacts"]["freshness"]["stale"], false,
+            "{page}"
+        );
+        assert!(page["data"]["contacts"]["freshness"]["syncedAt"].is_string());
 
-    // Data older than the max age (0 s here) is served at once and refreshed behind.
-    let stale = spawn_app_with(&db.url, |c| {
-        c.upstream.base_url = sim.base_url.clone();
-        c.graphql.max_age_secs = 0;
-    })
-    .await;
-    std::thread::sleep(Duration::from_millis(1_100));
-    let before = app.store.jobs(&loc, 10).await.unwrap().len();
-    let page = stale
-        .graphql(
-            r#"query($loc: ID!) { contacts(locationId: $loc) { totalCount freshness { stale } } }"#,
-            json!({ "loc": loc }),
-        )
+        // Data older than the max age (0 s here) is served at once and refreshed behind.
+        let stale = spawn_app_with(&db.url, |c| {
+            c.upstream.base_url = sim.base_url.clone();
+            c.graphql.max_age_secs = 0;
+        })
         .await;
-    assert_eq!(page["data"]["contacts"]["totalCount"], 40, "{page}");
-    assert!(stale.sync.wait_idle(&loc, Duration::from_secs(60)).await);
-    assert_eq!(
-        app.store.jobs(&loc, 10).await.unwrap().len(),
-        before + 1,
-        "one background refresh"
-    );
+        time_passes(&app.store, &loc, 2).await;
+        let before = app.store.jobs(&loc, 10).await.unwrap().len();
+        let page = stale
+            .graphql(
+                r#"query($loc: ID!) { contacts(locationId: $loc) { totalCount freshness { stale } } }"#,
+                json!({ "loc": loc }),
+            )
+            .await;
+        assert_eq!(page["data"]["contacts"]["totalCount"], 40, "{page}");
+        assert!(stale.sync.wait_idle(&loc, Duration::from_secs(60)).await);
+        assert_eq!(
+            app.store.jobs(&loc, 10).await.unwrap().len(),
+            before + 1,
+            "one background refresh"
+        );
+    }
 }
 
 #[tokio::test]
 async fn the_scheduler_runs_a_full_sync_first_then_incremental_ones() {
-    let db = sqlite().await;
-    let sim = spawn_sim(100).await;
-    let app = spawn_app_with_sim(&db.url, &sim).await;
-    let loc = sim.locations[0].id.clone();
-    for expected in [SyncMode::Full, SyncMode::Incremental, SyncMode::Incremental] {
-        assert_eq!(
-            app.sync.schedule_once().await.unwrap(),
-            1,
-            "one job per connected location"
+    for db in databases().await {
+        let sim = spawn_sim(100).await;
+        let app = spawn_app_with_sim(&db.url, &sim).await;
+        let loc = sim.locations[0].id.clone();
+        for expected in [SyncMode::Full, SyncMode::Incremental, SyncMode::Incremental] {
+            assert_eq!(
+                app.sync.schedule_once().await.unwrap(),
+                1,
+                "one job per connected location"
+            );
+            assert!(app.sync.wait_idle(&loc, Duration::from_secs(60)).await);
+            let job = app.store.last_job(&loc).await.unwrap().unwrap();
+            assert_eq!((job.mode, job.state), (expected, JobState::Succeeded));
+        }
+    }
+}
+
+/// A FULL job of `app` that fails (conversations answer 500), as its row says.
+async fn failing_full_job(
+    app: &TestApp,
+    sim: &ghl_gateway::sim::SimHandle,
+    loc: &str,
+) -> ghl_gateway::domain::SyncJob {
+    let spec = ghl_gateway::sim::FaultSpec {
+        error500: 1.0,
+        ..Default::default()
+    };
+    sim.set_faults(ghl_gateway::sim::FaultConfig {
+        default: Default::default(),
+        endpoints: [("conversations.search".to_owned(), spec)].into(),
+    })
+    .unwrap();
+    sim.reset_counters();
+    app.sync.refresh(loc, SyncMode::Full).await.unwrap();
+    assert!(app.sync.wait_idle(loc, Duration::from_secs(120)).await);
+    let job = app.store.last_job(loc).await.unwrap().unwrap();
+    assert_eq!(job.state, JobState::Failed, "{job:?}");
+    job
+}
+
+#[tokio::test]
+async fn the_resume_window_counts_from_the_first_attempt() {
+    for db in databases().await {
+        let sim = spawn_sim(300).await;
+        let app = spawn_app_with_sim_and(&db.url, &sim, |c| {
+            c.sync.resume_window_secs = 60;
+            c.sync.failure_cooldown_secs = 0;
+        })
+        .await;
+        let loc = sim.locations[0].id.clone();
+        let first = failing_full_job(&app, &sim, &loc).await;
+        time_passes(&app.store, &loc, 40).await;
+        // 40 s after the first attempt: resumed (its mark inherited, contacts not fetched again).
+        let second = failing_full_job(&app, &sim, &loc).await;
+        assert_ne!(second.id, first.id);
+        assert_eq!(second.mark, first.mark - 40_000, "{}: resumed", db.name);
+        assert_eq!(sim.requests("contacts.search"), 0);
+        // 70 s after the first attempt, 30 s after the latest: the window is over.
+        time_passes(&app.store, &loc, 30).await;
+        let third = failing_full_job(&app, &sim, &loc).await;
+        assert!(
+            third.mark > second.mark,
+            "{}: restarted, not resumed",
+            db.name
         );
-        assert!(app.sync.wait_idle(&loc, Duration::from_secs(60)).await);
-        let job = app.store.last_job(&loc).await.unwrap().unwrap();
-        assert_eq!((job.mode, job.state), (expected, JobState::Succeeded));
+        assert_eq!(sim.requests("contacts.search"), 1, "{}", db.name);
+    }
+}
+
+#[tokio::test]
+async fn a_resume_window_of_zero_never_resumes() {
+    for db in databases().await {
+        let sim = spawn_sim(300).await;
+        let app = spawn_app_with_sim_and(&db.url, &sim, |c| {
+            c.sync.resume_window_secs = 0;
+            c.sync.failure_cooldown_secs = 0;
+        })
+        .await;
+        let loc = sim.locations[0].id.clone();
+        let first = failing_full_job(&app, &sim, &loc).await;
+        time_passes(&app.store, &loc, 1).await;
+        let second = failing_full_job(&app, &sim, &loc).await;
+        assert!(
+            second.mark > first.mark,
+            "{}: restarted, not resumed",
+            db.name
+        );
+        assert_eq!(sim.requests("contacts.search"), 1, "{}", db.name);
     }
 }
