@@ -207,12 +207,22 @@ impl TestApp {
 /// A gateway whose GHL is `sim`, with the simulator's first location connected by its private
 /// integration token.
 pub async fn spawn_app_with_sim(url: &str, sim: &ghl_gateway::sim::SimHandle) -> TestApp {
+    spawn_app_with_sim_and(url, sim, |_| {}).await
+}
+
+/// [`spawn_app_with_sim`] with the gateway's settings changed by `tweak` first.
+pub async fn spawn_app_with_sim_and(
+    url: &str,
+    sim: &ghl_gateway::sim::SimHandle,
+    tweak: impl FnOnce(&mut ServeConfig),
+) -> TestApp {
     let base_url = sim.base_url.clone();
     let app = spawn_app_with(url, |c| {
         c.upstream.base_url = base_url;
         c.upstream.backoff_ms = 20;
         // The single-flight test sends 100 requests at once, over the default burst of 60.
         c.http.auth.rate_limit_burst = 200;
+        tweak(c);
     })
     .await;
     for location in &sim.locations {

@@ -293,6 +293,93 @@ fn calls_of(status: &Value) -> i64 {
         .sum()
 }
 
+/// FACTS.md §11's minimum of calls of a FULL sync of the location (without its own details).
+fn minimal_calls(sim: &ghl_gateway::sim::SimHandle, loc: &str) -> usize {
+    let truth = sim.dump(loc).unwrap();
+    let count = |key: &str| truth[key].as_array().unwrap().len();
+    3 + count("contacts").div_ceil(500)
+        + (count("tasks") / 500 + 1)
+        + count("conversations").div_ceil(100)
+        + count("opportunities").div_ceil(500)
+}
+
+fn sum_of(status: &Value, field: &str) -> i64 {
+    status["lastJob"]["stages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s[field].as_i64().unwrap())
+        .sum()
+}
+
+fn answered_429(sim: &ghl_gateway::sim::SimHandle) -> u64 {
+    sim.counters().values().filter_map(|m| m.get("429")).sum()
+}
+
+#[tokio::test]
+async fn another_client_spending_most_of_the_window_costs_no_429() {
+    let db = sqlite().await;
+    // GHL's limits scaled down: 20 per 10 s, of which another client of the same app and
+    // location (another process, another replica) spends 12 before the sync starts.
+    let sim = spawn_sim_with(ghl_gateway::sim::SimArgs {
+        contacts: 300,
+        burst_limit: 20,
+        ..Default::default()
+    })
+    .await;
+    let app = spawn_app_with_sim(&db.url, &sim).await;
+    let loc = sim.locations[0].clone();
+    assert_eq!(sim.spend_budget(&loc.pit_token, 12).unwrap(), 12);
+    let status = sync_to_end(&app, &loc.id, "FULL").await;
+    assert_eq!(status["lastJob"]["state"], "SUCCEEDED", "{status}");
+    let minimal = minimal_calls(&sim, &loc.id);
+    assert!(
+        minimal + 1 > 8,
+        "the sync needs more than the 8 left in the window"
+    );
+    assert_eq!(answered_429(&sim), 0, "{:?}", sim.counters());
+    assert_eq!(sum_of(&status, "rateLimited"), 0, "{status}");
+    // The location's details, then the minimum.
+    assert_eq!(sim.total_requests(), minimal as u64 + 1);
+    assert_eq!(calls_of(&status), minimal as i64, "{status}");
+}
+
+#[tokio::test]
+async fn spurious_429s_with_budget_left_are_retried_after_a_brief_backoff() {
+    let db = sqlite().await;
+    // A window of an hour: a 429 that paused the location for a window would hang the sync.
+    let sim = spawn_sim_with(ghl_gateway::sim::SimArgs {
+        contacts: 300,
+        burst_window_ms: 3_600_000,
+        fault_429: 0.4,
+        ..Default::default()
+    })
+    .await;
+    let app = spawn_app_with_sim_and(&db.url, &sim, |c| {
+        c.upstream.max_retries = 12;
+        c.upstream.spurious_backoff_ms = 10;
+    })
+    .await;
+    let loc = sim.locations[0].id.clone();
+    let status = tokio::time::timeout(Duration::from_secs(120), sync_to_end(&app, &loc, "FULL"))
+        .await
+        .expect("no 429 under the limit waits for the window");
+    assert_eq!(status["lastJob"]["state"], "SUCCEEDED", "{status}");
+    let limited = answered_429(&sim);
+    assert!(limited > 0, "the simulator answered spurious 429s");
+    // The job's stages count theirs; the location's details call may have met some too.
+    let staged = sum_of(&status, "rateLimited");
+    assert!(staged > 0 && staged as u64 <= limited, "{status}");
+    assert_eq!(sum_of(&status, "retries"), staged, "each 429 retried once");
+    let minimal = minimal_calls(&sim, &loc);
+    assert_eq!(calls_of(&status), minimal as i64 + staged, "{status}");
+    assert_eq!(
+        sim.total_requests(),
+        minimal as u64 + 1 + limited,
+        "every call once, plus one retry per 429"
+    );
+}
+
 #[tokio::test]
 async fn a_full_sync_makes_the_cache_equal_to_the_ground_truth() {
     for db in databases().await {
@@ -313,22 +400,10 @@ async fn a_full_sync_makes_the_cache_equal_to_the_ground_truth() {
 
         // FACTS.md §11's minimum of calls exactly: the location's details were read by the first
         // run (the 100-refresh test counts that one) and are not read again within a week.
-        let truth = sim.dump(&loc).unwrap();
-        let count = |key: &str| truth[key].as_array().unwrap().len();
-        let minimal = 3
-            + count("contacts").div_ceil(500)
-            + (count("tasks") / 500 + 1)
-            + count("conversations").div_ceil(100)
-            + count("opportunities").div_ceil(500);
+        let minimal = minimal_calls(&sim, &loc);
         assert_eq!(calls_of(&status), minimal as i64, "{}: {status}", db.name);
         assert_eq!(sim.total_requests(), minimal as u64, "{}", db.name);
-        assert_eq!(
-            sim.counters()
-                .values()
-                .filter_map(|m| m.get("429"))
-                .sum::<u64>(),
-            0
-        );
+        assert_eq!(answered_429(&sim), 0);
 
         // Served over GraphQL with the location's name.
         let page = app
