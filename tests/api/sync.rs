@@ -644,6 +644,105 @@ async fn a_sync_stopped_mid_way_resumes_from_its_checkpoints() {
 }
 
 #[tokio::test]
+async fn a_stop_during_hanging_ghl_calls_ends_at_once_and_resumes() {
+    let db = sqlite().await;
+    let sim = spawn_sim(1_500).await;
+    let app = spawn_app_with_sim(&db.url, &sim).await;
+    let loc = sim.locations[0].id.clone();
+    // After the third page of conversations, GHL hangs (for 5 minutes, then a 504).
+    let mut events = app.sync.subscribe();
+    refresh(&app, &loc, "FULL").await;
+    loop {
+        let event = events.recv().await.unwrap();
+        let conv = event
+            .job
+            .stages
+            .iter()
+            .find(|s| s.resource == Resource::Conversations);
+        if conv.is_some_and(|c| c.pages >= 3) {
+            let hang = ghl_gateway::sim::FaultSpec {
+                hang: 1.0,
+                ..Default::default()
+            };
+            sim.set_faults(ghl_gateway::sim::FaultConfig {
+                default: Default::default(),
+                endpoints: [("conversations.search".to_owned(), hang)].into(),
+            })
+            .unwrap();
+            break;
+        }
+    }
+    // Until the stage has written every page it got and waits on the hanging call.
+    let waiting = || {
+        let job = app.sync.running(&loc).unwrap();
+        let conv = job
+            .stages
+            .iter()
+            .find(|s| s.resource == Resource::Conversations);
+        sim.count("conversations.search", "hang") == 1
+            && conv.unwrap().pages as u64 == sim.count("conversations.search", "200")
+    };
+    while !waiting() {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    // SIGTERM: a stop that waited for GHL would wait for its timeout (30 s), then retry into
+    // the next hang. Not on a paused clock: tokio advances a paused clock whenever its tasks
+    // wait, and they wait here on sockets and SQLite's worker thread, which it cannot see.
+    tokio::time::timeout(Duration::from_secs(5), app.shutdown())
+        .await
+        .expect("the gateway stops within 5 s whatever GHL does");
+
+    // The next process finds the job stopped with its checkpoints.
+    sim.set_faults(Default::default()).unwrap();
+    let app = spawn_app_with_sim(&db.url, &sim).await;
+    let store = &app.store;
+    let stopped = store.last_job(&loc).await.unwrap().unwrap();
+    assert_eq!(stopped.state, JobState::Failed, "{stopped:?}");
+    assert!(
+        stopped.error.as_deref().unwrap().contains("interrupted"),
+        "{stopped:?}"
+    );
+    let stages = store
+        .stages_of_jobs(std::slice::from_ref(&stopped.id))
+        .await
+        .unwrap();
+    let conv = stages
+        .iter()
+        .find(|s| s.resource == Resource::Conversations)
+        .unwrap()
+        .clone();
+    assert!(conv.pages >= 3 && conv.checkpoint.is_some(), "{conv:?}");
+
+    // It resumes: only the pages the stop left are fetched.
+    sim.wait_idle().await;
+    sim.reset_counters();
+    let status = sync_to_end(&app, &loc, "FULL").await;
+    assert_eq!(status["state"], "SUCCEEDED", "{status}");
+    let total_pages = sim.dump(&loc).unwrap()["conversations"]
+        .as_array()
+        .unwrap()
+        .len()
+        .div_ceil(100) as u64;
+    assert_eq!(
+        sim.requests("conversations.search"),
+        total_pages - conv.pages as u64,
+        "the stopped stage resumes at its checkpoint"
+    );
+    for stage in stages.iter().filter(|s| s.state == JobState::Succeeded) {
+        let endpoint = match stage.resource {
+            Resource::Contacts => "contacts.search",
+            Resource::Tasks => "tasks.search",
+            Resource::Opportunities => "opportunities.search.post",
+            Resource::Users => "users.list",
+            _ => continue,
+        };
+        assert_eq!(sim.requests(endpoint), 0, "{endpoint} is not fetched again");
+    }
+    assert_cache_equals_truth(&app, &sim, &loc).await;
+}
+
+#[tokio::test]
 async fn a_process_killed_mid_sync_resumes_on_the_next_start() {
     let db = sqlite().await;
     let sim = spawn_sim(1_500).await;
