@@ -376,11 +376,34 @@ impl Client {
         since: Option<DateTime<Utc>>,
         cursor: Option<&Cursor>,
     ) -> Result<FetchedPage> {
-        let mut body = json!({ "locationId": location_id, "limit": OPPORTUNITIES_PAGE });
+        // Every key the official spec marks required, with neutral values (FACTS.md §5.2, §12:
+        // real GHL and its SDK need only `locationId`): no text, the first page unless a cursor
+        // says otherwise, no searchAfter, no extra details. The spec types `searchAfter` items as
+        // strings; GHL's search parses a numeric string as the number it stands for.
+        let mut body = json!({
+            "locationId": location_id,
+            "limit": OPPORTUNITIES_PAGE,
+            "query": "",
+            "page": 1,
+            "searchAfter": [],
+            "additionalDetails": {
+                "notes": false,
+                "tasks": false,
+                "calendarEvents": false,
+                "unReadConversations": false,
+            },
+        });
         if since.is_some() {
             body["sort"] = json!([{ "field": "date_updated", "direction": "desc" }]);
         }
         search_cursor(&mut body, cursor, "opportunities")?;
+        if let Some(Value::Array(after)) = body.get_mut("searchAfter") {
+            for item in after.iter_mut() {
+                if let Value::Number(n) = item {
+                    *item = Value::String(n.to_string());
+                }
+            }
+        }
         let answer = self
             .call(
                 location_id,
