@@ -61,6 +61,16 @@ impl Listing {
         }
     }
 
+    /// Rows per page GHL gives this list.
+    fn page_size(&self) -> usize {
+        match self {
+            Listing::Contacts(_) => CONTACTS_PAGE,
+            Listing::Tasks(_) => TASKS_PAGE,
+            Listing::Conversations(_) => CONVERSATIONS_PAGE,
+            Listing::Opportunities(_) => OPPORTUNITIES_PAGE,
+        }
+    }
+
     pub fn is_incremental(&self) -> bool {
         match self {
             Listing::Contacts(t)
@@ -500,6 +510,16 @@ impl Client {
                 page.next = None;
             }
             s.done = page.next.is_none();
+            // The pages still to fetch one after another: the rate limiter serves the longest
+            // chain first (one more when GHL gives no total).
+            let left = match (s.done, page.total) {
+                (true, _) => 0,
+                (false, Some(total)) => {
+                    (total.saturating_sub(s.fetched)).div_ceil(s.listing.page_size() as u64)
+                }
+                (false, None) => 1,
+            };
+            super::transport::Meter::set_chain(left);
             s.cursor = page.next.clone();
             s.previous_ids = ids;
             Ok(Some((page, s)))

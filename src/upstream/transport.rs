@@ -101,6 +101,11 @@ impl Meter {
         METER.scope(self, future).await
     }
 
+    /// Sets the chain of pages the current scope still has to fetch, if in a scope.
+    pub(super) fn set_chain(pages: u64) {
+        Meter::count(|m| m.chain.store(pages, Ordering::Relaxed));
+    }
+
     /// Counts on the meter of the current scope, if any.
     fn count(f: impl FnOnce(&Meter)) {
         let _ = METER.try_with(|m| f(m));
