@@ -553,6 +553,48 @@ async fn a_hundred_concurrent_refreshes_start_one_job() {
     );
 }
 
+/// Starts a FULL sync and, once its conversations stage has three pages, makes every further
+/// `conversations.search` fail as `spec` says.
+async fn full_sync_until_conversations_fail(
+    app: &TestApp,
+    sim: &ghl_gateway::sim::SimHandle,
+    loc: &str,
+    spec: ghl_gateway::sim::FaultSpec,
+) {
+    let mut events = app.sync.subscribe();
+    refresh(app, loc, "FULL").await;
+    loop {
+        let event = events.recv().await.unwrap();
+        let conv = event
+            .job
+            .stages
+            .iter()
+            .find(|s| s.resource == Resource::Conversations);
+        if conv.is_some_and(|c| c.pages >= 3) {
+            sim.set_faults(ghl_gateway::sim::FaultConfig {
+                default: Default::default(),
+                endpoints: [("conversations.search".to_owned(), spec)].into(),
+            })
+            .unwrap();
+            return;
+        }
+    }
+}
+
+/// The conversations stage resumed at its checkpoint: it fetched only the pages after `done`.
+fn assert_resumed_at(sim: &ghl_gateway::sim::SimHandle, loc: &str, done: i64) {
+    let total_pages = sim.dump(loc).unwrap()["conversations"]
+        .as_array()
+        .unwrap()
+        .len()
+        .div_ceil(100) as u64;
+    assert_eq!(
+        sim.requests("conversations.search"),
+        total_pages - done as u64,
+        "the interrupted stage resumes at its checkpoint"
+    );
+}
+
 #[tokio::test]
 async fn a_sync_stopped_mid_way_resumes_from_its_checkpoints() {
     let db = sqlite().await;
@@ -560,29 +602,16 @@ async fn a_sync_stopped_mid_way_resumes_from_its_checkpoints() {
     let app = spawn_app_with_sim(&db.url, &sim).await;
     let loc = sim.locations[0].id.clone();
     // Conversations start failing after their third page; the other stages finish.
-    let mut events = app.sync.subscribe();
-    refresh(&app, &loc, "FULL").await;
-    loop {
-        let event = events.recv().await.unwrap();
-        let conv = event
-            .job
-            .stages
-            .iter()
-            .find(|s| s.resource == Resource::Conversations)
-            .unwrap();
-        if conv.pages >= 3 {
-            let spec = ghl_gateway::sim::FaultSpec {
-                error500: 1.0,
-                ..Default::default()
-            };
-            sim.set_faults(ghl_gateway::sim::FaultConfig {
-                default: Default::default(),
-                endpoints: [("conversations.search".to_owned(), spec)].into(),
-            })
-            .unwrap();
-            break;
-        }
-    }
+    full_sync_until_conversations_fail(
+        &app,
+        &sim,
+        &loc,
+        ghl_gateway::sim::FaultSpec {
+            error500: 1.0,
+            ..Default::default()
+        },
+    )
+    .await;
     assert!(app.sync.wait_idle(&loc, Duration::from_secs(300)).await);
     let failed = app.store.last_job(&loc).await.unwrap().unwrap();
     assert_eq!(failed.state, JobState::Failed);
@@ -618,16 +647,7 @@ async fn a_sync_stopped_mid_way_resumes_from_its_checkpoints() {
         status["lastJob"]["mode"], "FULL",
         "a resumed FULL job stays FULL"
     );
-    let total_pages = sim.dump(&loc).unwrap()["conversations"]
-        .as_array()
-        .unwrap()
-        .len()
-        .div_ceil(100) as u64;
-    assert_eq!(
-        sim.requests("conversations.search"),
-        total_pages - conv.pages as u64,
-        "the failed stage resumes at its checkpoint"
-    );
+    assert_resumed_at(&sim, &loc, conv.pages);
     for endpoint in [
         "contacts.search",
         "tasks.search",
@@ -650,28 +670,16 @@ async fn a_stop_during_hanging_ghl_calls_ends_at_once_and_resumes() {
     let app = spawn_app_with_sim(&db.url, &sim).await;
     let loc = sim.locations[0].id.clone();
     // After the third page of conversations, GHL hangs (for 5 minutes, then a 504).
-    let mut events = app.sync.subscribe();
-    refresh(&app, &loc, "FULL").await;
-    loop {
-        let event = events.recv().await.unwrap();
-        let conv = event
-            .job
-            .stages
-            .iter()
-            .find(|s| s.resource == Resource::Conversations);
-        if conv.is_some_and(|c| c.pages >= 3) {
-            let hang = ghl_gateway::sim::FaultSpec {
-                hang: 1.0,
-                ..Default::default()
-            };
-            sim.set_faults(ghl_gateway::sim::FaultConfig {
-                default: Default::default(),
-                endpoints: [("conversations.search".to_owned(), hang)].into(),
-            })
-            .unwrap();
-            break;
-        }
-    }
+    full_sync_until_conversations_fail(
+        &app,
+        &sim,
+        &loc,
+        ghl_gateway::sim::FaultSpec {
+            hang: 1.0,
+            ..Default::default()
+        },
+    )
+    .await;
     // Until the stage has written every page it got and waits on the hanging call.
     let waiting = || {
         let job = app.sync.running(&loc).unwrap();
@@ -719,16 +727,7 @@ async fn a_stop_during_hanging_ghl_calls_ends_at_once_and_resumes() {
     sim.reset_counters();
     let status = sync_to_end(&app, &loc, "FULL").await;
     assert_eq!(status["state"], "SUCCEEDED", "{status}");
-    let total_pages = sim.dump(&loc).unwrap()["conversations"]
-        .as_array()
-        .unwrap()
-        .len()
-        .div_ceil(100) as u64;
-    assert_eq!(
-        sim.requests("conversations.search"),
-        total_pages - conv.pages as u64,
-        "the stopped stage resumes at its checkpoint"
-    );
+    assert_resumed_at(&sim, &loc, conv.pages);
     for stage in stages.iter().filter(|s| s.state == JobState::Succeeded) {
         let endpoint = match stage.resource {
             Resource::Contacts => "contacts.search",
