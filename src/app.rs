@@ -153,7 +153,7 @@ impl App {
             .with_graceful_shutdown(shutdown)
             .await
             .context("the HTTP server failed")?;
-        // Running syncs stop at their next page; their checkpoints let the next run resume.
+        // Running syncs stop at once (GHL calls dropped); their checkpoints let the next run resume.
         self.sync.shutdown().await;
         self.store.close().await;
         tracing::info!("stopped");

@@ -453,6 +453,14 @@ impl SimHandle {
         lock(&self.shared.limiter).reset();
     }
 
+    /// Spends up to `requests` of the rate-limit window of `token`'s bucket, as another client
+    /// of the same app and location would (like `POST /_sim/rate-limits/spend`); returns how
+    /// many were counted.
+    pub fn spend_budget(&self, token: &str, requests: u32) -> Result<u32, String> {
+        let answer = admin::spend(&self.shared, token, requests)?;
+        Ok(answer["spent"].as_u64().unwrap_or(0) as u32)
+    }
+
     pub fn settings(&self) -> Settings {
         read(&self.shared.settings).clone()
     }

@@ -425,7 +425,9 @@ impl SyncEngine {
             .is_ok()
     }
 
-    /// Stops scheduling, lets running jobs stop at their next page, and waits for them.
+    /// Stops scheduling and stops running jobs, and waits for them: GHL calls in flight, their
+    /// retries and backoff sleeps are dropped at once; a page being written is finished first,
+    /// so each stage keeps its last checkpoint and the next run resumes there.
     pub async fn shutdown(&self) {
         self.inner.cancel.cancel();
         self.inner.tracker.close();
@@ -568,7 +570,12 @@ impl SyncEngine {
                 || (mode == SyncMode::Full && job.mark - l.seen_at > DETAILS_MAX_AGE_MS)
         });
         if details_due {
-            match self.inner.client.location(location_id).await {
+            let details = tokio::select! {
+                biased;
+                _ = self.inner.cancel.cancelled() => return Err(StageError::Interrupted.into()),
+                details = self.inner.client.location(location_id) => details,
+            };
+            match details {
                 Ok(location) => store.upsert_location(&location, job.mark).await?,
                 Err(error) => return Err(self.fail_location(location_id, error).await),
             }

@@ -6,9 +6,11 @@
 //! [`CredentialStore`] it defines, which the app implements on the database.
 //!
 //! Every call goes: in-flight slot (fair FIFO) → access token (renewed when due, one renewal at a
-//! time per location) → rate-limit slot → HTTP → classification. 429s, 5xx, timeouts, connection
-//! errors and unparseable bodies are retried with exponential backoff and jitter (`Retry-After`
-//! wins when present); a 401 renews the token once and then fails; other 4xx fail at once.
+//! time per location) → rate-limit slot (the longest chain of pages first; GHL's `X-RateLimit-*`
+//! counters correct our own) → HTTP → classification. 429s, 5xx, timeouts, connection errors and
+//! unparseable bodies are retried with exponential backoff and jitter (`Retry-After` wins when
+//! present; a 429 under the limit backs off briefly, a 429 with nothing left waits a window); a
+//! 401 renews the token once and then fails; other 4xx fail at once.
 //!
 //! This file holds the [`Client`], its settings and errors, and the single-call endpoints;
 //! `tokens.rs` holds token handling, `transport.rs` the request path, `paging.rs` the listings.
@@ -28,7 +30,7 @@ use serde_json::Value;
 use tokio::sync::Semaphore;
 
 pub use credentials::{Credential, CredentialStore, CredentialStoreError, MemoryCredentials};
-pub use limiter::RateLimiter;
+pub use limiter::{RateLimiter, Window};
 pub use paging::{Cursor, FetchedPage, Listing, Records};
 pub use transport::{CallStats, Meter};
 
@@ -74,6 +76,15 @@ pub struct UpstreamConfig {
     /// First backoff delay in milliseconds (doubles on each retry, with jitter).
     #[arg(long = "ghl-backoff-ms", env = "GHL_BACKOFF_MS", default_value_t = 500)]
     pub backoff_ms: u64,
+    /// First backoff in milliseconds after a 429 that came while GHL's `X-RateLimit-Remaining`
+    /// said budget remained (a spurious 429; doubles on each retry, with jitter). A 429 with
+    /// nothing remaining waits for the window instead; `Retry-After` wins over both.
+    #[arg(
+        long = "ghl-429-backoff-ms",
+        env = "GHL_429_BACKOFF_MS",
+        default_value_t = 100
+    )]
+    pub spurious_backoff_ms: u64,
     /// Requests a location may have in flight at once.
     #[arg(
         long = "ghl-max-in-flight",
@@ -124,9 +135,14 @@ impl Default for UpstreamConfig {
 /// What went wrong with a GHL call, as the caller can act on it.
 #[derive(Clone, Debug, thiserror::Error)]
 pub enum UpstreamError {
-    /// 429s until the retry budget ran out; `retry_after` is GHL's last word on when to come back.
+    /// 429s until the retry budget ran out; `retry_after` is GHL's last word on when to come back,
+    /// `budget_left` whether its `X-RateLimit-Remaining` said the window still had budget (a
+    /// spurious 429, retried after a brief backoff rather than a window).
     #[error("GHL answered 429 Too Many Requests until the retry budget ran out")]
-    RateLimited { retry_after: Option<Duration> },
+    RateLimited {
+        retry_after: Option<Duration>,
+        budget_left: bool,
+    },
     /// 5xx, a timeout or a connection failure: worth trying again later.
     #[error("GHL is unavailable: {0}")]
     Transient(String),
@@ -401,6 +417,7 @@ mod tests {
             (8, 100, 10_000)
         );
         assert_eq!(config.daily_reserve, 1_000);
+        assert_eq!(config.spurious_backoff_ms, 100);
         assert!(config.client_id.is_none() && config.client_secret.is_none());
     }
 

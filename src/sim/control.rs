@@ -140,6 +140,19 @@ struct Bucket {
     day_count: u32,
 }
 
+impl Bucket {
+    fn info(&self, s: &Settings) -> RateInfo {
+        RateInfo {
+            limit_daily: s.daily_limit,
+            daily_remaining: s.daily_limit.saturating_sub(self.day_count),
+            interval_ms: s.burst_window_ms,
+            max: s.burst_limit,
+            remaining: s.burst_limit.saturating_sub(self.window_count),
+            retry_after: None,
+        }
+    }
+}
+
 /// The five `X-RateLimit-*` values for one response.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RateInfo {
@@ -184,8 +197,41 @@ pub struct RateLimiter {
 }
 
 impl RateLimiter {
+    /// Counts a request on `bucket`: its rate-limit headers, or the refusal's (a 429).
     pub fn check(&mut self, bucket: &str, s: &Settings) -> Result<RateInfo, RateInfo> {
         let now = Instant::now();
+        let window = Duration::from_millis(s.burst_window_ms.max(1));
+        let b = self.bucket(bucket, s, now);
+        let mut info = b.info(s);
+        if b.day_count >= s.daily_limit {
+            info.retry_after = Some(DAY.saturating_sub(now.duration_since(b.day_start)));
+            return Err(info);
+        }
+        if b.window_count >= s.burst_limit {
+            info.retry_after = Some(window.saturating_sub(now.duration_since(b.window_start)));
+            return Err(info);
+        }
+        b.window_count += 1;
+        b.day_count += 1;
+        Ok(b.info(s))
+    }
+
+    /// The headers `bucket` would answer with now, without counting a request: what a 429 that
+    /// GHL sends under the limit (a fault) carries.
+    pub fn peek(&mut self, bucket: &str, s: &Settings) -> RateInfo {
+        self.bucket(bucket, s, Instant::now()).info(s)
+    }
+
+    /// Spends up to `requests` of `bucket`'s window, as another client of the same app and
+    /// location would; returns how many were counted (a spent window refuses the rest).
+    pub fn spend(&mut self, bucket: &str, requests: u32, s: &Settings) -> u32 {
+        (0..requests)
+            .take_while(|_| self.check(bucket, s).is_ok())
+            .count() as u32
+    }
+
+    /// The bucket, its window and day restarted when they are over.
+    fn bucket(&mut self, bucket: &str, s: &Settings, now: Instant) -> &mut Bucket {
         let window = Duration::from_millis(s.burst_window_ms.max(1));
         let b = self.buckets.entry(bucket.to_string()).or_insert(Bucket {
             window_start: now,
@@ -201,27 +247,7 @@ impl RateLimiter {
             b.day_start = now;
             b.day_count = 0;
         }
-        let mut info = RateInfo {
-            limit_daily: s.daily_limit,
-            daily_remaining: s.daily_limit.saturating_sub(b.day_count),
-            interval_ms: s.burst_window_ms,
-            max: s.burst_limit,
-            remaining: s.burst_limit.saturating_sub(b.window_count),
-            retry_after: None,
-        };
-        if b.day_count >= s.daily_limit {
-            info.retry_after = Some(DAY.saturating_sub(now.duration_since(b.day_start)));
-            return Err(info);
-        }
-        if b.window_count >= s.burst_limit {
-            info.retry_after = Some(window.saturating_sub(now.duration_since(b.window_start)));
-            return Err(info);
-        }
-        b.window_count += 1;
-        b.day_count += 1;
-        info.remaining = s.burst_limit - b.window_count;
-        info.daily_remaining = s.daily_limit - b.day_count;
-        Ok(info)
+        b
     }
 
     pub fn reset(&mut self) {
@@ -265,6 +291,17 @@ mod tests {
         rl.check("b", &s).expect("5th of the day");
         let daily = rl.check("b", &s).expect_err("daily quota spent");
         assert_eq!(daily.daily_remaining, 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn another_client_spends_the_window_and_a_peek_counts_nothing() {
+        let s = settings();
+        let mut rl = RateLimiter::default();
+        assert_eq!(rl.spend("b", 2, &s), 2);
+        assert_eq!(rl.peek("b", &s).remaining, 1);
+        assert_eq!(rl.peek("b", &s).remaining, 1, "a peek is not a request");
+        assert_eq!(rl.spend("b", 5, &s), 1, "a spent window refuses the rest");
+        assert!(rl.check("b", &s).is_err());
     }
 
     #[test]

@@ -11,6 +11,7 @@ use chrono::{DateTime, Utc};
 use futures::stream::BoxStream;
 use futures::{StreamExt, TryStreamExt};
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::AbortOnDropHandle;
 
 use super::progress::Progress;
 use super::{causes, now};
@@ -42,7 +43,8 @@ pub(super) struct StageContext<'a> {
     pub store: &'a Store,
     /// Where the stage reports each change of itself.
     pub progress: &'a Progress,
-    /// Cancelled when the gateway shuts down; the stage stops at its next page.
+    /// Cancelled when the gateway shuts down; the stage stops at once unless it is writing a page
+    /// (then right after it).
     pub cancel: &'a CancellationToken,
     pub job: &'a SyncJob,
     /// The job's mode (the stage may still read an incremental list as a whole).
@@ -50,6 +52,17 @@ pub(super) struct StageContext<'a> {
 }
 
 impl StageContext<'_> {
+    /// Runs a GHL fetch until it ends or the gateway stops: a stop drops the call in flight, its
+    /// retries and their backoff sleeps at once. Only fetches are cut short, never a write, so a
+    /// stage's checkpoint is always the last page written.
+    async fn fetching<T>(&self, fetch: impl Future<Output = T>) -> Result<T, StageError> {
+        tokio::select! {
+            biased;
+            _ = self.cancel.cancelled() => Err(StageError::Interrupted),
+            done = fetch => Ok(done),
+        }
+    }
+
     /// Applies `update` to the stage, stamps it, and reports it.
     fn report(&self, stage: &mut SyncStage, update: impl FnOnce(&mut SyncStage)) {
         update(stage);
@@ -129,7 +142,7 @@ impl StageContext<'_> {
         };
         macro_rules! whole_list {
             ($fetch:expr, $page:path) => {{
-                let (records, skipped) = $fetch.await?;
+                let (records, skipped) = self.fetching($fetch).await??;
                 self.report(stage, |s| {
                     single(records.len())(s);
                     metered(s, start, meter);
@@ -167,10 +180,7 @@ impl StageContext<'_> {
         let mut first = true;
         let mut skipped = 0;
         loop {
-            if self.cancel.is_cancelled() {
-                return Err(StageError::Interrupted);
-            }
-            let page = match stream.try_next().await {
+            let page = match self.fetching(stream.try_next()).await? {
                 Ok(Some(page)) => page,
                 Ok(None) => break,
                 Err(UpstreamError::BadRequest { status, message })
@@ -247,14 +257,15 @@ fn metered(stage: &mut SyncStage, start: &SyncStage, meter: &Meter) {
 
 /// The pages of `pages`, fetched one ahead of the caller: the next page's request is in flight
 /// while the caller writes this one, so a stage's time is its slower half, not the sum of both.
-/// At most two pages wait in memory; dropping the stream stops the fetching.
+/// At most two pages wait in memory; dropping the stream aborts the fetching task, with its call
+/// in flight, retries and backoff sleeps (a stop must not wait for GHL).
 fn read_ahead(
     pages: BoxStream<'static, PageResult>,
     meter: Arc<Meter>,
 ) -> BoxStream<'static, PageResult> {
     let (sender, receiver) = tokio::sync::mpsc::channel(1);
     // The fetching task counts its calls on the stage's meter, as the stage itself would.
-    tokio::spawn(meter.scope(async move {
+    let fetching = AbortOnDropHandle::new(tokio::spawn(meter.scope(async move {
         let mut pages = pages;
         while let Some(page) = pages.next().await {
             let failed = page.is_err();
@@ -262,8 +273,14 @@ fn read_ahead(
                 break;
             }
         }
-    }));
-    tokio_stream::wrappers::ReceiverStream::new(receiver).boxed()
+    })));
+    tokio_stream::wrappers::ReceiverStream::new(receiver)
+        .map(move |page| {
+            // The stream owns the task: both end together.
+            let _owner = &fetching;
+            page
+        })
+        .boxed()
 }
 
 type PageResult = Result<upstream::FetchedPage, UpstreamError>;

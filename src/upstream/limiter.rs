@@ -1,206 +1,463 @@
-//! The rate limiter of one (app, location) bucket.
+//! The rate limiter of one (app, location) bucket: GHL's counters are the truth.
 //!
-//! GHL allows `max` requests per `interval` (100 per 10 s) and counts a request when it arrives.
-//! A token bucket (GCRA, as in `governor`) refills continuously and lets up to twice the burst
-//! through in one window after a burst, so it cannot promise "never the 101st request in a
-//! window". This limiter keeps `max` slots instead; a slot is reused only `interval` after the
-//! *response* of its previous request arrived. The server saw that request before it answered,
-//! and sees the next one after it is sent, so any two requests sharing a slot arrive at least
-//! `interval` apart, whatever the network latency: at most `max` requests in any window.
+//! GHL allows `max` requests per `interval` (100 per 10 s) per app and location, counts a request
+//! when it arrives, and says on every answer how much of the window is left
+//! (`X-RateLimit-Remaining`, with `-Max` and `-Interval-Milliseconds`). The location's budget is
+//! shared with whatever else spends it (another process, another replica, the app's other tools),
+//! so our own count is only half of the picture. This limiter keeps:
 //!
-//! It waits on `tokio::time`, so tests can pause the clock.
+//! - **our requests**, by send time: a slot is held for `interval` from the *request*, as GHL
+//!   counts it, plus a guard as wide as the spread of round trips seen (two requests sent exactly
+//!   one window apart may arrive less than one window apart when the first was slower);
+//! - **the others' requests**: each answer says GHL counted `max - remaining` requests in its
+//!   window; those that are not ours (our requests sent in the window up to that one) hold their
+//!   slots until one `interval` after the answered request was sent, the latest their window can
+//!   end. The highest estimate of the window is kept: requests that overtake each other on the
+//!   way make single answers under-count, but the last one to arrive sees all of ours before it.
+//!
+//! Until GHL has answered once, one request goes at a time (a probe): a burst sent blind could
+//! find the window spent elsewhere. A token bucket (GCRA, as in `governor`) lets twice the burst
+//! through in one window after a burst and cannot take the server's word, hence this type.
+//!
+//! Waiting requests are served by **priority** (the longest chain of dependent pages first), then
+//! in arrival order. It waits on `tokio::time`, so tests can pause the clock.
 
-use std::collections::VecDeque;
+use std::cmp::Reverse;
+use std::collections::{BTreeSet, VecDeque};
+use std::sync::Mutex;
 use std::time::Duration;
 
-use tokio::sync::{Mutex, Notify};
+use tokio::sync::Notify;
 use tokio::time::Instant;
 
+/// What one GHL answer said of the window (`X-RateLimit-*`); `None` when a header was absent.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Window {
+    /// `X-RateLimit-Max`: requests per window.
+    pub max: Option<u32>,
+    /// `X-RateLimit-Interval-Milliseconds`: the window's length.
+    pub interval: Option<Duration>,
+    /// `X-RateLimit-Remaining`: requests left in the window when GHL counted this one.
+    pub remaining: Option<u32>,
+}
+
 #[derive(Debug)]
-struct Slots {
-    /// When each free slot may be used again (oldest first).
-    free: VecDeque<Instant>,
-    /// Slots held by requests in flight.
-    in_flight: usize,
+struct State {
     max: usize,
     interval: Duration,
+    /// Send times of our requests still holding a slot, oldest first.
+    sent: VecDeque<Instant>,
+    /// Requests GHL counted that were not ours, and until when they hold their slots.
+    foreign: usize,
+    foreign_until: Instant,
+    /// Whether GHL has told us its counters yet.
+    known: bool,
+    /// Our requests sent and not answered yet.
+    in_flight: usize,
+    /// Shortest and longest round trip seen: their spread is the guard of each slot.
+    rtt: Option<(Duration, Duration)>,
+    /// Waiting callers: (higher priority first, then arrival order).
+    waiters: BTreeSet<(Reverse<u64>, u64)>,
+    next_ticket: u64,
 }
 
-/// A sliding-window limiter of `max` requests per `interval`.
+/// When a slot may be taken.
+enum Next {
+    Now,
+    At(Instant),
+    /// When an answer comes back (the probe is in flight).
+    Answer,
+}
+
+impl State {
+    fn guard(&self) -> Duration {
+        self.rtt
+            .map(|(low, high)| (high - low).min(self.interval / 20))
+            .unwrap_or_default()
+    }
+
+    /// Drops our requests whose slot is free again, and the others' once their window is over.
+    fn prune(&mut self, now: Instant) {
+        let hold = self.interval + self.guard();
+        while self.sent.front().is_some_and(|t| *t + hold <= now) {
+            self.sent.pop_front();
+        }
+        if self.foreign_until <= now {
+            self.foreign = 0;
+        }
+    }
+
+    fn next(&mut self, now: Instant) -> Next {
+        self.prune(now);
+        if !self.known && self.in_flight > 0 {
+            return Next::Answer;
+        }
+        if self.sent.len() + self.foreign < self.max {
+            return Next::Now;
+        }
+        let hold = self.interval + self.guard();
+        let ours = self.sent.front().map(|t| *t + hold);
+        let theirs = (self.foreign > 0).then_some(self.foreign_until);
+        match ours.into_iter().chain(theirs).min() {
+            Some(at) => Next::At(at),
+            // `max` is at least 1, so something holds a slot; this is only a fallback.
+            None => Next::Answer,
+        }
+    }
+}
+
+/// A sliding-window limiter of `max` requests per `interval`, corrected by GHL's counters.
 #[derive(Debug)]
 pub struct RateLimiter {
-    slots: Mutex<Slots>,
-    /// Signalled when a slot comes back from flight.
-    returned: Notify,
+    state: Mutex<State>,
+    /// Signalled when a slot is taken or an answer comes back.
+    changed: Notify,
 }
 
-/// A slot taken for one request; give it back with [`RateLimiter::release`].
+/// A slot taken for one request; give it back with [`RateLimiter::release`] when the answer
+/// arrives (dropping it counts the request as sent but unanswered).
 #[derive(Debug)]
 #[must_use = "release the permit when the response arrives"]
-pub struct Permit {
+pub struct Permit<'a> {
+    limiter: &'a RateLimiter,
     /// How long the caller waited for it.
     pub waited: Duration,
+    sent_at: Instant,
+}
+
+impl Drop for Permit<'_> {
+    fn drop(&mut self) {
+        let mut state = lock(&self.limiter.state);
+        state.in_flight = state.in_flight.saturating_sub(1);
+        drop(state);
+        self.limiter.changed.notify_waiters();
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // The state is plain counters and times: a panic elsewhere leaves it usable.
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Takes a caller off the waiting list however its wait ends (a cancelled call included).
+struct Ticket<'a> {
+    limiter: &'a RateLimiter,
+    key: (Reverse<u64>, u64),
+}
+
+impl Drop for Ticket<'_> {
+    fn drop(&mut self) {
+        let removed = lock(&self.limiter.state).waiters.remove(&self.key);
+        if removed {
+            self.limiter.changed.notify_waiters();
+        }
+    }
 }
 
 impl RateLimiter {
+    /// A limiter of `max` requests per `interval` until GHL says otherwise.
     pub fn new(max: u32, interval: Duration) -> Self {
-        let max = max.max(1) as usize;
-        let now = Instant::now();
         Self {
-            slots: Mutex::new(Slots {
-                free: std::iter::repeat_n(now, max).collect(),
-                in_flight: 0,
-                max,
+            state: Mutex::new(State {
+                max: max.max(1) as usize,
                 interval,
+                sent: VecDeque::new(),
+                foreign: 0,
+                foreign_until: Instant::now(),
+                known: false,
+                in_flight: 0,
+                rtt: None,
+                waiters: BTreeSet::new(),
+                next_ticket: 0,
             }),
-            returned: Notify::new(),
+            changed: Notify::new(),
         }
     }
 
-    /// Waits for a slot. Callers are served in arrival order (tokio's mutex is fair).
-    pub async fn acquire(&self) -> Permit {
+    /// Waits for a slot. The waiting caller with the highest `priority` goes first, then the
+    /// one that came first.
+    pub async fn acquire(&self, priority: u64) -> Permit<'_> {
         let start = Instant::now();
+        let key = {
+            let mut state = lock(&self.state);
+            let key = (Reverse(priority), state.next_ticket);
+            state.next_ticket += 1;
+            state.waiters.insert(key);
+            key
+        };
+        let ticket = Ticket { limiter: self, key };
         loop {
-            let mut slots = self.slots.lock().await;
-            if let Some(&ready_at) = slots.free.front() {
-                let now = Instant::now();
-                if ready_at <= now {
-                    slots.free.pop_front();
-                    slots.in_flight += 1;
-                    return Permit {
-                        waited: now - start,
-                    };
+            // Registered before the state is read, so that no signal falls between the two.
+            let changed = self.changed.notified();
+            tokio::pin!(changed);
+            changed.as_mut().enable();
+            let now = Instant::now();
+            let wake = {
+                let mut state = lock(&self.state);
+                if state.waiters.first() == Some(&key) {
+                    match state.next(now) {
+                        Next::Now => {
+                            state.waiters.remove(&key);
+                            state.sent.push_back(now);
+                            state.in_flight += 1;
+                            drop(state);
+                            std::mem::forget(ticket);
+                            self.changed.notify_waiters();
+                            return Permit {
+                                limiter: self,
+                                waited: now - start,
+                                sent_at: now,
+                            };
+                        }
+                        Next::At(at) => Some(at),
+                        Next::Answer => None,
+                    }
+                } else {
+                    None
                 }
-                // Holding the lock while sleeping keeps the order fair: the next caller waits
-                // behind this one.
-                tokio::time::sleep_until(ready_at).await;
-                continue;
+            };
+            match wake {
+                Some(at) => {
+                    tokio::select! {
+                        _ = tokio::time::sleep_until(at) => {}
+                        _ = &mut changed => {}
+                    }
+                }
+                None => changed.await,
             }
-            // Every slot is in flight: wait for one to come back (a permit stored by `Notify`
-            // covers a release between the unlock and the wait).
-            drop(slots);
-            self.returned.notified().await;
         }
     }
 
-    /// Returns the slot of a request whose response has arrived (or that failed).
-    pub async fn release(&self, _permit: Permit) {
-        let mut slots = self.slots.lock().await;
-        slots.in_flight = slots.in_flight.saturating_sub(1);
-        let ready_at = Instant::now() + slots.interval;
-        if slots.free.len() + slots.in_flight < slots.max {
-            slots.free.push_back(ready_at);
-        }
-        drop(slots);
-        self.returned.notify_one();
-    }
-
-    /// Adjusts to what the server says: its window (`X-RateLimit-Max`, `-Interval-Milliseconds`)
-    /// and, when it says nothing remains (`X-RateLimit-Remaining: 0`), that every slot is spent
-    /// until a full interval from now.
-    pub async fn observe(
-        &self,
-        max: Option<u32>,
-        interval: Option<Duration>,
-        remaining: Option<u32>,
-    ) {
-        let mut slots = self.slots.lock().await;
+    /// Gives back the slot of a request whose answer arrived, with what the answer said of the
+    /// window (all `None` when the request failed without an answer).
+    pub fn release(&self, permit: Permit<'_>, window: Window) {
         let now = Instant::now();
-        if let Some(interval) = interval.filter(|i| !i.is_zero()) {
-            slots.interval = interval;
-        }
-        if let Some(max) = max.map(|m| m.max(1) as usize) {
-            while slots.free.len() + slots.in_flight > max && !slots.free.is_empty() {
-                slots.free.pop_back();
+        let sent_at = permit.sent_at;
+        {
+            let mut state = lock(&self.state);
+            if let Some(interval) = window.interval.filter(|i| !i.is_zero()) {
+                state.interval = interval;
             }
-            while slots.free.len() + slots.in_flight < max {
-                let at = slots.free.back().copied().unwrap_or(now);
-                slots.free.push_back(at);
+            if let Some(max) = window.max {
+                state.max = max.max(1) as usize;
             }
-            slots.max = max;
-        }
-        if remaining == Some(0) {
-            let until = now + slots.interval;
-            for at in slots.free.iter_mut() {
-                *at = (*at).max(until);
+            if let Some(remaining) = window.remaining {
+                state.known = true;
+                let rtt = now - sent_at;
+                state.rtt = Some(match state.rtt {
+                    Some((low, high)) => (low.min(rtt), high.max(rtt)),
+                    None => (rtt, rtt),
+                });
+                let from = sent_at.checked_sub(state.interval);
+                let ours = state
+                    .sent
+                    .iter()
+                    .filter(|t| from.is_none_or(|from| **t > from) && **t <= sent_at)
+                    .count();
+                let foreign = state
+                    .max
+                    .saturating_sub(remaining as usize)
+                    .saturating_sub(ours);
+                state.prune(now);
+                if foreign >= state.foreign {
+                    state.foreign = foreign;
+                    state.foreign_until = sent_at + state.interval;
+                }
             }
         }
+        // Dropping the permit takes it out of flight and wakes the waiters.
+        drop(permit);
+    }
+
+    /// Requests GHL counted in the current window that were not ours, as last estimated.
+    pub fn foreign(&self) -> usize {
+        let mut state = lock(&self.state);
+        state.prune(Instant::now());
+        state.foreign
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+
     use super::*;
 
-    /// Sends `n` requests through the limiter, each answered after `latency`, and returns the
-    /// times the server would see them arrive (send time + half the latency).
-    async fn arrivals(
-        limiter: std::sync::Arc<RateLimiter>,
+    /// A fixed-window server like GHL's (and the simulator's): `max` per window, a window opening
+    /// at the first request after the previous one ended. Answers with what remains.
+    struct Server {
+        max: u32,
+        window: Duration,
+        start: Option<Instant>,
+        count: u32,
+        refused: u32,
+    }
+
+    impl Server {
+        fn new(max: u32, window: Duration) -> Self {
+            Self {
+                max,
+                window,
+                start: None,
+                count: 0,
+                refused: 0,
+            }
+        }
+
+        /// Counts a request arriving now; `None` when it is refused (a 429).
+        fn arrive(&mut self) -> Option<u32> {
+            let now = Instant::now();
+            if self.start.is_none_or(|s| now - s >= self.window) {
+                self.start = Some(now);
+                self.count = 0;
+            }
+            if self.count >= self.max {
+                self.refused += 1;
+                return None;
+            }
+            self.count += 1;
+            Some(self.max - self.count)
+        }
+    }
+
+    /// Sends `n` requests through the limiter to `server`, each arriving after `latency` and
+    /// answered at once. Returns the number of 429s.
+    async fn run(
+        limiter: Arc<RateLimiter>,
+        server: Arc<std::sync::Mutex<Server>>,
         n: usize,
         latency: Duration,
-    ) -> Vec<Instant> {
+    ) -> u32 {
         let mut tasks = Vec::new();
         for _ in 0..n {
-            let limiter = limiter.clone();
+            let (limiter, server) = (limiter.clone(), server.clone());
             tasks.push(tokio::spawn(async move {
-                let permit = limiter.acquire().await;
-                let arrived = Instant::now() + latency / 2;
+                let permit = limiter.acquire(0).await;
                 tokio::time::sleep(latency).await;
-                limiter.release(permit).await;
-                arrived
+                let remaining = server.lock().unwrap().arrive();
+                let window = Window {
+                    max: Some(server.lock().unwrap().max),
+                    interval: Some(Duration::from_secs(10)),
+                    remaining: Some(remaining.unwrap_or(0)),
+                };
+                limiter.release(permit, window);
             }));
         }
-        let mut times = Vec::new();
         for t in tasks {
-            times.push(t.await.unwrap());
+            t.await.unwrap();
         }
-        times.sort();
-        times
-    }
-
-    fn max_in_window(times: &[Instant], window: Duration) -> usize {
-        (0..times.len())
-            .map(|i| {
-                times[i..]
-                    .iter()
-                    .take_while(|t| **t < times[i] + window)
-                    .count()
-            })
-            .max()
-            .unwrap_or(0)
+        server.lock().unwrap().refused
     }
 
     #[tokio::test(start_paused = true)]
-    async fn never_more_than_max_in_any_window() {
+    async fn never_over_the_limit_and_a_window_after_the_request() {
         let window = Duration::from_secs(10);
-        let limiter = std::sync::Arc::new(RateLimiter::new(100, window));
+        let limiter = Arc::new(RateLimiter::new(100, window));
+        let server = Arc::new(std::sync::Mutex::new(Server::new(100, window)));
         let start = Instant::now();
-        let times = arrivals(limiter, 350, Duration::from_millis(150)).await;
-        assert_eq!(max_in_window(&times, window), 100);
-        // The first 100 go at once; the rest are paced one window (plus a response) apart.
-        assert!(times[99] - start < Duration::from_secs(1));
-        assert!(times[100] - times[0] >= window);
-        assert!(Instant::now() - start < Duration::from_secs(35));
+        let refused = run(limiter, server, 350, Duration::from_millis(150)).await;
+        assert_eq!(refused, 0);
+        // A probe, then 99 at once, then three windows counted from the requests: the old
+        // count from the answers would take at least 4 x 150 ms more.
+        let took = Instant::now() - start;
+        assert!(
+            took >= Duration::from_secs(30) && took < Duration::from_millis(30_500),
+            "{took:?}"
+        );
     }
 
     #[tokio::test(start_paused = true)]
-    async fn a_server_with_nothing_remaining_holds_every_slot() {
+    async fn budget_spent_elsewhere_is_respected() {
+        let window = Duration::from_secs(10);
+        let limiter = Arc::new(RateLimiter::new(100, window));
+        let server = Arc::new(std::sync::Mutex::new(Server::new(100, window)));
+        // Another client spends 60 of the window first.
+        for _ in 0..60 {
+            server.lock().unwrap().arrive();
+        }
+        let refused = run(limiter.clone(), server, 100, Duration::from_millis(50)).await;
+        assert_eq!(refused, 0, "our count alone would have sent 100 into 40");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_first_request_is_a_probe() {
+        let limiter = Arc::new(RateLimiter::new(100, Duration::from_secs(10)));
+        let first = limiter.acquire(0).await;
+        let waiting = {
+            let limiter = limiter.clone();
+            tokio::spawn(async move {
+                let permit = limiter.acquire(0).await;
+                permit.waited
+            })
+        };
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert!(!waiting.is_finished(), "no second request before an answer");
+        limiter.release(
+            first,
+            Window {
+                max: Some(100),
+                interval: Some(Duration::from_secs(10)),
+                remaining: Some(99),
+            },
+        );
+        assert_eq!(waiting.await.unwrap(), Duration::from_millis(300));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_server_with_nothing_remaining_holds_every_slot_for_a_window() {
         let window = Duration::from_secs(10);
         let limiter = RateLimiter::new(100, window);
-        limiter.observe(Some(100), Some(window), Some(0)).await;
+        let permit = limiter.acquire(0).await;
+        limiter.release(
+            permit,
+            Window {
+                remaining: Some(0),
+                ..Window::default()
+            },
+        );
+        assert_eq!(limiter.foreign(), 99);
         let start = Instant::now();
-        let permit = limiter.acquire().await;
-        assert!(permit.waited >= window && Instant::now() - start >= window);
-        limiter.release(permit).await;
+        let permit = limiter.acquire(0).await;
+        assert_eq!(Instant::now() - start, window);
+        drop(permit);
     }
 
     #[tokio::test(start_paused = true)]
     async fn the_window_follows_the_server_headers() {
-        let limiter = std::sync::Arc::new(RateLimiter::new(100, Duration::from_secs(10)));
-        limiter
-            .observe(Some(10), Some(Duration::from_secs(1)), None)
-            .await;
-        let times = arrivals(limiter, 30, Duration::from_millis(10)).await;
-        assert_eq!(max_in_window(&times, Duration::from_secs(1)), 10);
+        let limiter = Arc::new(RateLimiter::new(100, Duration::from_secs(10)));
+        let server = Arc::new(std::sync::Mutex::new(Server::new(
+            10,
+            Duration::from_secs(10),
+        )));
+        let refused = run(limiter, server, 30, Duration::from_millis(10)).await;
+        assert_eq!(refused, 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_highest_priority_goes_first() {
+        let limiter = Arc::new(RateLimiter::new(1, Duration::from_secs(1)));
+        let first = limiter.acquire(0).await;
+        limiter.release(
+            first,
+            Window {
+                remaining: Some(0),
+                ..Window::default()
+            },
+        );
+        let order = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let mut tasks = Vec::new();
+        for priority in [1, 5, 3, 5] {
+            let (limiter, order) = (limiter.clone(), order.clone());
+            tasks.push(tokio::spawn(async move {
+                let permit = limiter.acquire(priority).await;
+                order.lock().unwrap().push(priority);
+                limiter.release(permit, Window::default());
+            }));
+            tokio::task::yield_now().await;
+        }
+        for t in tasks {
+            t.await.unwrap();
+        }
+        assert_eq!(*order.lock().unwrap(), [5, 5, 3, 1]);
     }
 }

@@ -61,6 +61,16 @@ impl Listing {
         }
     }
 
+    /// Rows per page GHL gives this list.
+    fn page_size(&self) -> usize {
+        match self {
+            Listing::Contacts(_) => CONTACTS_PAGE,
+            Listing::Tasks(_) => TASKS_PAGE,
+            Listing::Conversations(_) => CONVERSATIONS_PAGE,
+            Listing::Opportunities(_) => OPPORTUNITIES_PAGE,
+        }
+    }
+
     pub fn is_incremental(&self) -> bool {
         match self {
             Listing::Contacts(t)
@@ -376,11 +386,34 @@ impl Client {
         since: Option<DateTime<Utc>>,
         cursor: Option<&Cursor>,
     ) -> Result<FetchedPage> {
-        let mut body = json!({ "locationId": location_id, "limit": OPPORTUNITIES_PAGE });
+        // Every key the official spec marks required, with neutral values (FACTS.md §5.2, §12:
+        // real GHL and its SDK need only `locationId`): no text, the first page unless a cursor
+        // says otherwise, no searchAfter, no extra details. The spec types `searchAfter` items as
+        // strings; GHL's search parses a numeric string as the number it stands for.
+        let mut body = json!({
+            "locationId": location_id,
+            "limit": OPPORTUNITIES_PAGE,
+            "query": "",
+            "page": 1,
+            "searchAfter": [],
+            "additionalDetails": {
+                "notes": false,
+                "tasks": false,
+                "calendarEvents": false,
+                "unReadConversations": false,
+            },
+        });
         if since.is_some() {
             body["sort"] = json!([{ "field": "date_updated", "direction": "desc" }]);
         }
         search_cursor(&mut body, cursor, "opportunities")?;
+        if let Some(Value::Array(after)) = body.get_mut("searchAfter") {
+            for item in after.iter_mut() {
+                if let Value::Number(n) = item {
+                    *item = Value::String(n.to_string());
+                }
+            }
+        }
         let answer = self
             .call(
                 location_id,
@@ -477,6 +510,16 @@ impl Client {
                 page.next = None;
             }
             s.done = page.next.is_none();
+            // The pages still to fetch one after another: the rate limiter serves the longest
+            // chain first (one more when GHL gives no total).
+            let left = match (s.done, page.total) {
+                (true, _) => 0,
+                (false, Some(total)) => {
+                    (total.saturating_sub(s.fetched)).div_ceil(s.listing.page_size() as u64)
+                }
+                (false, None) => 1,
+            };
+            super::transport::Meter::set_chain(left);
             s.cursor = page.next.clone();
             s.previous_ids = ids;
             Ok(Some((page, s)))

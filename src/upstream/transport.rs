@@ -15,7 +15,7 @@ use reqwest::{Method, StatusCode};
 use secrecy::ExposeSecret as _;
 use serde_json::Value;
 
-use super::{Client, LocationState, Result, UpstreamError, VERSION, lock};
+use super::{Client, LocationState, Result, UpstreamError, VERSION, Window, lock};
 use crate::config::Secret;
 
 /// One GHL request.
@@ -86,6 +86,9 @@ pub struct Meter {
     pub rate_limited: AtomicU64,
     /// Microseconds spent waiting for the rate limiter.
     pub waited_us: AtomicU64,
+    /// Pages the scope still has to fetch one after another (set by [`Client::pages`]): the
+    /// rate limiter serves the longest chain first.
+    pub chain: AtomicU64,
 }
 
 tokio::task_local! {
@@ -96,6 +99,11 @@ impl Meter {
     /// Runs `future` with its GHL calls counted on `self`.
     pub async fn scope<F: Future>(self: Arc<Self>, future: F) -> F::Output {
         METER.scope(self, future).await
+    }
+
+    /// Sets the chain of pages the current scope still has to fetch, if in a scope.
+    pub(super) fn set_chain(pages: u64) {
+        Meter::count(|m| m.chain.store(pages, Ordering::Relaxed));
     }
 
     /// Counts on the meter of the current scope, if any.
@@ -115,11 +123,13 @@ impl Client {
             .with_max_times(config.max_retries)
             .with_jitter();
         let interval = Duration::from_millis(config.burst_window_ms);
+        // A spurious 429 backs off on the same curve, scaled to its own first delay.
+        let spurious = config.spurious_backoff_ms as f64 / config.backoff_ms.max(1) as f64;
         (|| self.attempt(location_id, &state, &call))
             .retry(backoff)
             .sleep(tokio::time::sleep)
             .when(UpstreamError::is_retryable)
-            .adjust(|error, delay| retry_delay(error, delay, interval))
+            .adjust(|error, delay| retry_delay(error, delay, interval, spurious))
             .notify(|error, delay| {
                 lock(&state.stats).retries += 1;
                 Meter::count(|m| {
@@ -180,7 +190,11 @@ impl Client {
         if let Some(body) = &call.body {
             request = request.json(body);
         }
-        let permit = state.limiter.acquire().await;
+        // The stage's remaining chain of pages: the longest goes first.
+        let priority = METER
+            .try_with(|m| m.chain.load(Ordering::Relaxed))
+            .unwrap_or(0);
+        let permit = state.limiter.acquire(priority).await;
         {
             let mut stats = lock(&state.stats);
             stats.calls += 1;
@@ -199,7 +213,16 @@ impl Client {
             Ok::<_, reqwest::Error>((status, headers, body))
         }
         .await;
-        state.limiter.release(permit).await;
+        let window = match &outcome {
+            Ok((_, headers, _)) => Window {
+                max: header(headers, "x-ratelimit-max"),
+                interval: header::<u64>(headers, "x-ratelimit-interval-milliseconds")
+                    .map(Duration::from_millis),
+                remaining: header(headers, "x-ratelimit-remaining"),
+            },
+            Err(_) => Window::default(),
+        };
+        state.limiter.release(permit, window);
         let (status, headers, body) = outcome.map_err(|e| {
             let kind = if e.is_timeout() {
                 "timed out"
@@ -208,15 +231,6 @@ impl Client {
             };
             UpstreamError::Transient(format!("{} {kind}: {e}", call.endpoint))
         })?;
-        state
-            .limiter
-            .observe(
-                header(&headers, "x-ratelimit-max"),
-                header::<u64>(&headers, "x-ratelimit-interval-milliseconds")
-                    .map(Duration::from_millis),
-                header(&headers, "x-ratelimit-remaining"),
-            )
-            .await;
         let mut stats = lock(&state.stats);
         if let Some(daily) = header(&headers, "x-ratelimit-daily-remaining") {
             stats.daily_remaining = Some(daily);
@@ -231,20 +245,28 @@ impl Client {
     }
 }
 
-/// The wait before the next try: GHL's own word on when to come back wins; without one, a 429
-/// waits at least one rate-limit `window`, as GHL's limits reset per window.
+/// The wait before the next try, `None` once the retry budget is spent: GHL's own word on when
+/// to come back wins; a spurious 429 (GHL's headers said budget remained) backs off on the
+/// `spurious` scale of the backoff; any other 429 waits at least one rate-limit `window`, as
+/// GHL's limits reset per window.
 fn retry_delay(
     error: &UpstreamError,
     backoff: Option<Duration>,
     window: Duration,
+    spurious: f64,
 ) -> Option<Duration> {
-    match error {
+    let backoff = backoff?;
+    Some(match error {
         UpstreamError::RateLimited {
             retry_after: Some(after),
-        } => Some(*after),
-        UpstreamError::RateLimited { retry_after: None } => backoff.map(|d| d.max(window)),
+            ..
+        } => *after,
+        UpstreamError::RateLimited {
+            budget_left: true, ..
+        } => backoff.mul_f64(spurious),
+        UpstreamError::RateLimited { .. } => backoff.max(window),
         _ => backoff,
-    }
+    })
 }
 
 /// A header's value parsed as `T`; `None` when absent or malformed.
@@ -282,6 +304,7 @@ fn classify(endpoint: &str, status: StatusCode, headers: &HeaderMap, body: &str)
     Err(match status {
         StatusCode::TOO_MANY_REQUESTS => UpstreamError::RateLimited {
             retry_after: header::<u64>(headers, "retry-after").map(Duration::from_secs),
+            budget_left: header::<u32>(headers, "x-ratelimit-remaining").is_some_and(|r| r > 0),
         },
         StatusCode::UNAUTHORIZED => UpstreamError::Unauthorized(message),
         StatusCode::FORBIDDEN => UpstreamError::Forbidden(message),
@@ -333,7 +356,7 @@ mod tests {
             UpstreamError::BadRequest { status, message } => {
                 ("BadRequest", format!("{status} {message}"))
             }
-            UpstreamError::RateLimited { retry_after } => {
+            UpstreamError::RateLimited { retry_after, .. } => {
                 ("RateLimited", format!("{retry_after:?}"))
             }
             UpstreamError::Transient(m) => ("Transient", m.clone()),
@@ -386,13 +409,25 @@ mod tests {
         let error = classify("x", StatusCode::TOO_MANY_REQUESTS, &headers, "").unwrap_err();
         assert!(matches!(
             error,
-            UpstreamError::RateLimited { retry_after: Some(d) } if d == Duration::from_secs(7)
+            UpstreamError::RateLimited { retry_after: Some(d), budget_left: false } if d == Duration::from_secs(7)
         ));
         headers.insert("retry-after", "soon".parse().unwrap());
         let error = classify("x", StatusCode::TOO_MANY_REQUESTS, &headers, "").unwrap_err();
         assert!(matches!(
             error,
-            UpstreamError::RateLimited { retry_after: None }
+            UpstreamError::RateLimited {
+                retry_after: None,
+                budget_left: false
+            }
+        ));
+        headers.insert("x-ratelimit-remaining", "37".parse().unwrap());
+        let error = classify("x", StatusCode::TOO_MANY_REQUESTS, &headers, "").unwrap_err();
+        assert!(matches!(
+            error,
+            UpstreamError::RateLimited {
+                budget_left: true,
+                ..
+            }
         ));
     }
 
@@ -400,19 +435,28 @@ mod tests {
     fn the_retry_delay_honours_retry_after_and_the_window() {
         let window = Duration::from_secs(10);
         let backoff = Some(Duration::from_millis(500));
-        let limited = |after| UpstreamError::RateLimited { retry_after: after };
+        let limited = |after, budget_left| UpstreamError::RateLimited {
+            retry_after: after,
+            budget_left,
+        };
         assert_eq!(
-            retry_delay(&limited(Some(Duration::ZERO)), backoff, window),
+            retry_delay(&limited(Some(Duration::ZERO), true), backoff, window, 0.2),
             Some(Duration::ZERO)
         );
-        assert_eq!(retry_delay(&limited(None), backoff, window), Some(window));
         assert_eq!(
-            retry_delay(&limited(None), None, window),
-            None,
-            "budget spent"
+            retry_delay(&limited(None, false), backoff, window, 0.2),
+            Some(window)
         );
+        assert_eq!(
+            retry_delay(&limited(None, true), backoff, window, 0.2),
+            Some(Duration::from_millis(100)),
+            "a spurious 429 backs off briefly"
+        );
+        for error in [limited(None, false), limited(Some(Duration::ZERO), false)] {
+            assert_eq!(retry_delay(&error, None, window, 0.2), None, "budget spent");
+        }
         let transient = UpstreamError::Transient("x".into());
-        assert_eq!(retry_delay(&transient, backoff, window), backoff);
+        assert_eq!(retry_delay(&transient, backoff, window, 0.2), backoff);
     }
 
     #[test]

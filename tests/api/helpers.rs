@@ -211,7 +211,7 @@ pub async fn spawn_app_with_sim(url: &str, sim: &ghl_gateway::sim::SimHandle) ->
     spawn_app_with_sim_and(url, sim, |_| {}).await
 }
 
-/// [`spawn_app_with_sim`] whose config `tweak` adjusts further.
+/// [`spawn_app_with_sim`] with the gateway's settings changed by `tweak` first.
 pub async fn spawn_app_with_sim_and(
     url: &str,
     sim: &ghl_gateway::sim::SimHandle,

@@ -293,6 +293,93 @@ fn calls_of(status: &Value) -> i64 {
         .sum()
 }
 
+/// FACTS.md §11's minimum of calls of a FULL sync of the location (without its own details).
+fn minimal_calls(sim: &ghl_gateway::sim::SimHandle, loc: &str) -> usize {
+    let truth = sim.dump(loc).unwrap();
+    let count = |key: &str| truth[key].as_array().unwrap().len();
+    3 + count("contacts").div_ceil(500)
+        + (count("tasks") / 500 + 1)
+        + count("conversations").div_ceil(100)
+        + count("opportunities").div_ceil(500)
+}
+
+fn sum_of(status: &Value, field: &str) -> i64 {
+    status["lastJob"]["stages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s[field].as_i64().unwrap())
+        .sum()
+}
+
+fn answered_429(sim: &ghl_gateway::sim::SimHandle) -> u64 {
+    sim.counters().values().filter_map(|m| m.get("429")).sum()
+}
+
+#[tokio::test]
+async fn another_client_spending_most_of_the_window_costs_no_429() {
+    let db = sqlite().await;
+    // GHL's limits scaled down: 20 per 10 s, of which another client of the same app and
+    // location (another process, another replica) spends 12 before the sync starts.
+    let sim = spawn_sim_with(ghl_gateway::sim::SimArgs {
+        contacts: 300,
+        burst_limit: 20,
+        ..Default::default()
+    })
+    .await;
+    let app = spawn_app_with_sim(&db.url, &sim).await;
+    let loc = sim.locations[0].clone();
+    assert_eq!(sim.spend_budget(&loc.pit_token, 12).unwrap(), 12);
+    let status = sync_to_end(&app, &loc.id, "FULL").await;
+    assert_eq!(status["lastJob"]["state"], "SUCCEEDED", "{status}");
+    let minimal = minimal_calls(&sim, &loc.id);
+    assert!(
+        minimal + 1 > 8,
+        "the sync needs more than the 8 left in the window"
+    );
+    assert_eq!(answered_429(&sim), 0, "{:?}", sim.counters());
+    assert_eq!(sum_of(&status, "rateLimited"), 0, "{status}");
+    // The location's details, then the minimum.
+    assert_eq!(sim.total_requests(), minimal as u64 + 1);
+    assert_eq!(calls_of(&status), minimal as i64, "{status}");
+}
+
+#[tokio::test]
+async fn spurious_429s_with_budget_left_are_retried_after_a_brief_backoff() {
+    let db = sqlite().await;
+    // A window of an hour: a 429 that paused the location for a window would hang the sync.
+    let sim = spawn_sim_with(ghl_gateway::sim::SimArgs {
+        contacts: 300,
+        burst_window_ms: 3_600_000,
+        fault_429: 0.4,
+        ..Default::default()
+    })
+    .await;
+    let app = spawn_app_with_sim_and(&db.url, &sim, |c| {
+        c.upstream.max_retries = 12;
+        c.upstream.spurious_backoff_ms = 10;
+    })
+    .await;
+    let loc = sim.locations[0].id.clone();
+    let status = tokio::time::timeout(Duration::from_secs(120), sync_to_end(&app, &loc, "FULL"))
+        .await
+        .expect("no 429 under the limit waits for the window");
+    assert_eq!(status["lastJob"]["state"], "SUCCEEDED", "{status}");
+    let limited = answered_429(&sim);
+    assert!(limited > 0, "the simulator answered spurious 429s");
+    // The job's stages count theirs; the location's details call may have met some too.
+    let staged = sum_of(&status, "rateLimited");
+    assert!(staged > 0 && staged as u64 <= limited, "{status}");
+    assert_eq!(sum_of(&status, "retries"), staged, "each 429 retried once");
+    let minimal = minimal_calls(&sim, &loc);
+    assert_eq!(calls_of(&status), minimal as i64 + staged, "{status}");
+    assert_eq!(
+        sim.total_requests(),
+        minimal as u64 + 1 + limited,
+        "every call once, plus one retry per 429"
+    );
+}
+
 #[tokio::test]
 async fn a_full_sync_makes_the_cache_equal_to_the_ground_truth() {
     for db in databases().await {
@@ -313,22 +400,10 @@ async fn a_full_sync_makes_the_cache_equal_to_the_ground_truth() {
 
         // FACTS.md §11's minimum of calls exactly: the location's details were read by the first
         // run (the 100-refresh test counts that one) and are not read again within a week.
-        let truth = sim.dump(&loc).unwrap();
-        let count = |key: &str| truth[key].as_array().unwrap().len();
-        let minimal = 3
-            + count("contacts").div_ceil(500)
-            + (count("tasks") / 500 + 1)
-            + count("conversations").div_ceil(100)
-            + count("opportunities").div_ceil(500);
+        let minimal = minimal_calls(&sim, &loc);
         assert_eq!(calls_of(&status), minimal as i64, "{}: {status}", db.name);
         assert_eq!(sim.total_requests(), minimal as u64, "{}", db.name);
-        assert_eq!(
-            sim.counters()
-                .values()
-                .filter_map(|m| m.get("429"))
-                .sum::<u64>(),
-            0
-        );
+        assert_eq!(answered_429(&sim), 0);
 
         // Served over GraphQL with the location's name.
         let page = app
@@ -480,6 +555,48 @@ async fn a_hundred_concurrent_refreshes_start_one_job() {
     }
 }
 
+/// Starts a FULL sync and, once its conversations stage has three pages, makes every further
+/// `conversations.search` fail as `spec` says.
+async fn full_sync_until_conversations_fail(
+    app: &TestApp,
+    sim: &ghl_gateway::sim::SimHandle,
+    loc: &str,
+    spec: ghl_gateway::sim::FaultSpec,
+) {
+    let mut events = app.sync.subscribe();
+    refresh(app, loc, "FULL").await;
+    loop {
+        let event = events.recv().await.unwrap();
+        let conv = event
+            .job
+            .stages
+            .iter()
+            .find(|s| s.resource == Resource::Conversations);
+        if conv.is_some_and(|c| c.pages >= 3) {
+            sim.set_faults(ghl_gateway::sim::FaultConfig {
+                default: Default::default(),
+                endpoints: [("conversations.search".to_owned(), spec)].into(),
+            })
+            .unwrap();
+            return;
+        }
+    }
+}
+
+/// The conversations stage resumed at its checkpoint: it fetched only the pages after `done`.
+fn assert_resumed_at(sim: &ghl_gateway::sim::SimHandle, loc: &str, done: i64) {
+    let total_pages = sim.dump(loc).unwrap()["conversations"]
+        .as_array()
+        .unwrap()
+        .len()
+        .div_ceil(100) as u64;
+    assert_eq!(
+        sim.requests("conversations.search"),
+        total_pages - done as u64,
+        "the interrupted stage resumes at its checkpoint"
+    );
+}
+
 #[tokio::test]
 async fn a_sync_stopped_mid_way_resumes_from_its_checkpoints() {
     for db in databases().await {
@@ -487,29 +604,16 @@ async fn a_sync_stopped_mid_way_resumes_from_its_checkpoints() {
         let app = spawn_app_with_sim(&db.url, &sim).await;
         let loc = sim.locations[0].id.clone();
         // Conversations start failing after their third page; the other stages finish.
-        let mut events = app.sync.subscribe();
-        refresh(&app, &loc, "FULL").await;
-        loop {
-            let event = events.recv().await.unwrap();
-            let conv = event
-                .job
-                .stages
-                .iter()
-                .find(|s| s.resource == Resource::Conversations)
-                .unwrap();
-            if conv.pages >= 3 {
-                let spec = ghl_gateway::sim::FaultSpec {
-                    error500: 1.0,
-                    ..Default::default()
-                };
-                sim.set_faults(ghl_gateway::sim::FaultConfig {
-                    default: Default::default(),
-                    endpoints: [("conversations.search".to_owned(), spec)].into(),
-                })
-                .unwrap();
-                break;
-            }
-        }
+        full_sync_until_conversations_fail(
+            &app,
+            &sim,
+            &loc,
+            ghl_gateway::sim::FaultSpec {
+                error500: 1.0,
+                ..Default::default()
+            },
+        )
+        .await;
         assert!(app.sync.wait_idle(&loc, Duration::from_secs(300)).await);
         let failed = app.store.last_job(&loc).await.unwrap().unwrap();
         assert_eq!(failed.state, JobState::Failed);
@@ -545,16 +649,7 @@ async fn a_sync_stopped_mid_way_resumes_from_its_checkpoints() {
             status["lastJob"]["mode"], "FULL",
             "a resumed FULL job stays FULL"
         );
-        let total_pages = sim.dump(&loc).unwrap()["conversations"]
-            .as_array()
-            .unwrap()
-            .len()
-            .div_ceil(100) as u64;
-        assert_eq!(
-            sim.requests("conversations.search"),
-            total_pages - conv.pages as u64,
-            "the failed stage resumes at its checkpoint"
-        );
+        assert_resumed_at(&sim, &loc, conv.pages);
         for endpoint in [
             "contacts.search",
             "tasks.search",
@@ -569,6 +664,84 @@ async fn a_sync_stopped_mid_way_resumes_from_its_checkpoints() {
         }
         assert_cache_equals_truth(&app, &sim, &loc).await;
     }
+}
+
+#[tokio::test]
+async fn a_stop_during_hanging_ghl_calls_ends_at_once_and_resumes() {
+    let db = sqlite().await;
+    let sim = spawn_sim(1_500).await;
+    let app = spawn_app_with_sim(&db.url, &sim).await;
+    let loc = sim.locations[0].id.clone();
+    // After the third page of conversations, GHL hangs (for 5 minutes, then a 504).
+    full_sync_until_conversations_fail(
+        &app,
+        &sim,
+        &loc,
+        ghl_gateway::sim::FaultSpec {
+            hang: 1.0,
+            ..Default::default()
+        },
+    )
+    .await;
+    // Until the stage has written every page it got and waits on the hanging call.
+    let waiting = || {
+        let job = app.sync.running(&loc).unwrap();
+        let conv = job
+            .stages
+            .iter()
+            .find(|s| s.resource == Resource::Conversations);
+        sim.count("conversations.search", "hang") == 1
+            && conv.unwrap().pages as u64 == sim.count("conversations.search", "200")
+    };
+    while !waiting() {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    // SIGTERM: a stop that waited for GHL would wait for its timeout (30 s), then retry into
+    // the next hang. Not on a paused clock: tokio advances a paused clock whenever its tasks
+    // wait, and they wait here on sockets and SQLite's worker thread, which it cannot see.
+    tokio::time::timeout(Duration::from_secs(5), app.shutdown())
+        .await
+        .expect("the gateway stops within 5 s whatever GHL does");
+
+    // The next process finds the job stopped with its checkpoints.
+    sim.set_faults(Default::default()).unwrap();
+    let app = spawn_app_with_sim(&db.url, &sim).await;
+    let store = &app.store;
+    let stopped = store.last_job(&loc).await.unwrap().unwrap();
+    assert_eq!(stopped.state, JobState::Failed, "{stopped:?}");
+    assert!(
+        stopped.error.as_deref().unwrap().contains("interrupted"),
+        "{stopped:?}"
+    );
+    let stages = store
+        .stages_of_jobs(std::slice::from_ref(&stopped.id))
+        .await
+        .unwrap();
+    let conv = stages
+        .iter()
+        .find(|s| s.resource == Resource::Conversations)
+        .unwrap()
+        .clone();
+    assert!(conv.pages >= 3 && conv.checkpoint.is_some(), "{conv:?}");
+
+    // It resumes: only the pages the stop left are fetched.
+    sim.wait_idle().await;
+    sim.reset_counters();
+    let status = sync_to_end(&app, &loc, "FULL").await;
+    assert_eq!(status["state"], "SUCCEEDED", "{status}");
+    assert_resumed_at(&sim, &loc, conv.pages);
+    for stage in stages.iter().filter(|s| s.state == JobState::Succeeded) {
+        let endpoint = match stage.resource {
+            Resource::Contacts => "contacts.search",
+            Resource::Tasks => "tasks.search",
+            Resource::Opportunities => "opportunities.search.post",
+            Resource::Users => "users.list",
+            _ => continue,
+        };
+        assert_eq!(sim.requests(endpoint), 0, "{endpoint} is not fetched again");
+    }
+    assert_cache_equals_truth(&app, &sim, &loc).await;
 }
 
 #[tokio::test]

@@ -438,6 +438,99 @@ mod wiremock_edges {
         );
     }
 
+    /// Answers a POST search with a full page of 500 rows (each with its `searchAfter`) when the
+    /// body asks for the first page, and an empty page otherwise: two requests per list, the
+    /// first one and a cursor one.
+    struct TwoPages(&'static str);
+
+    impl wiremock::Respond for TwoPages {
+        fn respond(&self, request: &wiremock::Request) -> ResponseTemplate {
+            let body: Value = serde_json::from_slice(&request.body).unwrap_or_default();
+            let first = body["searchAfter"].as_array().is_none_or(Vec::is_empty)
+                && body["skip"].as_u64().unwrap_or(0) == 0
+                && body["page"].as_u64().unwrap_or(1) == 1;
+            let rows: Vec<Value> = (0..if first { 500 } else { 0 })
+                .map(|i| {
+                    json!({ "id": format!("r{i}"), "_id": format!("r{i}"), "dateAdded": "2024-01-01T00:00:00Z",
+                        "createdAt": "2024-01-01T00:00:00Z", "searchAfter": [1_704_067_200_000_i64 + i, format!("r{i}")] })
+                })
+                .collect();
+            ResponseTemplate::new(201).set_body_json(json!({ self.0: rows, "total": 1000 }))
+        }
+    }
+
+    /// Every POST body the sync sends validates against the official request schema
+    /// (`tests/fixtures/openapi`), first pages and cursor pages alike.
+    #[tokio::test]
+    async fn the_search_bodies_validate_against_the_official_request_schemas() {
+        let server = MockServer::start().await;
+        for (route, key) in [
+            ("/contacts/search", "contacts"),
+            ("/locations/loc/tasks/search", "tasks"),
+            ("/opportunities/search", "opportunities"),
+        ] {
+            Mock::given(method("POST"))
+                .and(path(route))
+                .respond_with(TwoPages(key))
+                .mount(&server)
+                .await;
+        }
+        let client = client_for(&server, |_| {}).await;
+        for listing in [
+            Listing::Contacts(None),
+            Listing::Tasks(None),
+            Listing::Opportunities(None),
+        ] {
+            let pages = all_pages(&client, "loc", listing.clone()).await.unwrap();
+            assert_eq!(pages.len(), 2, "{listing:?}");
+        }
+        let spec = |file: &str| -> Value {
+            let path = format!(
+                "{}/tests/fixtures/openapi/apps/{file}",
+                env!("CARGO_MANIFEST_DIR")
+            );
+            serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+        };
+        let schemas = [
+            (
+                "/contacts/search",
+                spec("contacts.json"),
+                "/contacts/search",
+            ),
+            (
+                "/locations/loc/tasks/search",
+                spec("locations.json"),
+                "/locations/{locationId}/tasks/search",
+            ),
+            (
+                "/opportunities/search",
+                spec("opportunities.json"),
+                "/opportunities/search",
+            ),
+        ];
+        let requests = server.received_requests().await.unwrap();
+        assert_eq!(requests.len(), 6);
+        for request in requests {
+            let (_, spec, spec_path) = schemas
+                .iter()
+                .find(|(route, _, _)| *route == request.url.path())
+                .unwrap();
+            let schema = &spec["paths"][spec_path]["post"]["requestBody"]["content"]["application/json"]
+                ["schema"];
+            let root = json!({ "$ref": schema["$ref"], "components": spec["components"] });
+            let validator = jsonschema::options()
+                .with_draft(jsonschema::Draft::Draft7)
+                .build(&root)
+                .unwrap();
+            let body: Value = serde_json::from_slice(&request.body).unwrap();
+            let errors: Vec<String> = validator
+                .iter_errors(&body)
+                .map(|e| format!("{e} at {}", e.instance_path()))
+                .collect();
+            assert!(errors.is_empty(), "{spec_path}: {errors:?}\n{body}");
+        }
+    }
+
     #[tokio::test]
     async fn a_429_storm_ends_with_rate_limited_after_the_retry_budget() {
         let server = MockServer::start().await;

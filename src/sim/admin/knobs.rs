@@ -1,5 +1,5 @@
 //! The knobs of `/_sim/`: request counters, run-time settings (latency, limits, webhook URL),
-//! faults, rate-limit resets, authorization codes, token expiry, custom webhooks and the webhook
+//! faults, rate-limit resets, budget spent by another client, authorization codes, token expiry, custom webhooks and the webhook
 //! signing key. It never touches records (`records`).
 
 use std::sync::Arc;
@@ -23,6 +23,7 @@ pub(super) fn routes() -> Router<Arc<Shared>> {
         .route("/_sim/settings", get(settings).patch(patch_settings))
         .route("/_sim/faults", get(faults).put(put_faults))
         .route("/_sim/rate-limits/reset", post(reset_limits))
+        .route("/_sim/rate-limits/spend", post(spend_route))
         .route("/_sim/oauth/codes", post(code_route))
         .route("/_sim/tokens/expire", post(expire_route))
         .route("/_sim/webhooks", post(webhook_route))
@@ -118,6 +119,35 @@ async fn put_faults(State(s): S, bytes: Bytes) -> Response {
 async fn reset_limits(State(s): S) -> Response {
     lock(&s.limiter).reset();
     ok(json!({"reset": true}))
+}
+
+/// Spends up to `requests` of the window of `token`'s bucket, as another client of the same app
+/// and location would (another process, another replica); answers what was counted and what
+/// the window has left.
+pub fn spend(s: &Shared, token: &str, requests: u32) -> Result<Value, String> {
+    let bucket = match lock(&s.auth).lookup(token) {
+        auth::Lookup::Valid(t) => t.bucket.clone(),
+        _ => return Err("not found: no such valid token".into()),
+    };
+    let settings = read(&s.settings).clone();
+    let mut limiter = lock(&s.limiter);
+    let spent = limiter.spend(&bucket, requests, &settings);
+    let remaining = limiter.peek(&bucket, &settings).remaining;
+    Ok(json!({"spent": spent, "remaining": remaining}))
+}
+
+async fn spend_route(State(s): S, bytes: Bytes) -> Response {
+    let body = match parse_json(&bytes) {
+        Ok(b) => b,
+        Err(m) => return fail(m),
+    };
+    let (Some(token), Some(requests)) = (
+        body.get("token").and_then(Value::as_str),
+        body.get("requests").and_then(Value::as_u64),
+    ) else {
+        return fail("body needs a token and a number of requests");
+    };
+    done(spend(&s, token, requests.min(u64::from(u32::MAX)) as u32))
 }
 
 async fn code_route(State(s): S, bytes: Bytes) -> Response {

@@ -75,6 +75,30 @@ impl Ctx {
     }
 }
 
+/// The bearer token of a request ("" when there is none).
+fn bearer(headers: &HeaderMap) -> &str {
+    headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| {
+            v.strip_prefix("Bearer ")
+                .or_else(|| v.strip_prefix("bearer "))
+        })
+        .map(str::trim)
+        .unwrap_or("")
+}
+
+/// The rate-limit headers of the request's bucket as they stand, without counting the request;
+/// `None` for an unknown token.
+pub(super) fn peek_rate(s: &Shared, headers: &HeaderMap) -> Option<RateInfo> {
+    let bucket = match lock(&s.auth).lookup(bearer(headers)) {
+        Lookup::Valid(t) => t.bucket.clone(),
+        _ => return None,
+    };
+    let settings = read(&s.settings).clone();
+    Some(lock(&s.limiter).peek(&bucket, &settings))
+}
+
 /// Lets a request through, or answers it: 400 without a valid `Version`, 401 for a missing,
 /// unknown, expired or wrong kind of token, 429 when its bucket is spent.
 pub(super) fn gate(s: &Shared, headers: &HeaderMap, need: Need) -> Result<Ctx, Response> {
@@ -85,16 +109,7 @@ pub(super) fn gate(s: &Shared, headers: &HeaderMap, need: Need) -> Result<Ctx, R
         }
         _ => {}
     }
-    let bearer = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| {
-            v.strip_prefix("Bearer ")
-                .or_else(|| v.strip_prefix("bearer "))
-        })
-        .map(str::trim)
-        .unwrap_or("");
-    let token = match lock(&s.auth).lookup(bearer) {
+    let token = match lock(&s.auth).lookup(bearer(headers)) {
         Lookup::Valid(t) => t.clone(),
         Lookup::Expired => return Err(unauthorized("Invalid JWT")),
         Lookup::Unknown => return Err(unauthorized("Invalid token: access token is invalid")),

@@ -104,14 +104,17 @@ pub(super) async fn ghl_layer(State(s): S, req: Request, next: Next) -> Response
             );
         }
         Some(Fault::RateLimit) => {
-            let info = RateInfo {
+            // GHL sometimes answers 429 under the limit: the headers say what the bucket really
+            // has left (a refused request is not counted), and `Retry-After` is brief.
+            let mut info = super::gate::peek_rate(&s, req.headers()).unwrap_or(RateInfo {
                 limit_daily: settings.daily_limit,
-                daily_remaining: settings.daily_limit / 2,
+                daily_remaining: settings.daily_limit,
                 interval_ms: settings.burst_window_ms,
                 max: settings.burst_limit,
-                remaining: 0,
-                retry_after: Some(Duration::from_millis(settings.burst_window_ms)),
-            };
+                remaining: settings.burst_limit,
+                retry_after: None,
+            });
+            info.retry_after = Some(Duration::from_secs(1));
             (too_many(&info, settings.retry_after), "429".to_string())
         }
         Some(f @ (Fault::Truncate | Fault::Malformed)) => {
