@@ -1,13 +1,14 @@
 //! ghl-gateway: a cache-first GraphQL gateway for HighLevel (GoHighLevel) CRM data.
 //!
 //! The map of the crate, top down (`shared/DESIGN.md` has the same map):
-//! `main -> cli -> { commands, app } -> { http, graphql, sync, upstream, auth, secrets, store,
+//! `main -> cli -> { commands, app } -> { http, graphql, cache, sync, upstream, auth, secrets, store,
 //! sim, bench, config, telemetry } -> domain`.
 //! - [`cli`]: the command line (clap): global flags, one subcommand per module of [`commands`].
 //! - [`commands`]: `serve`, `demo`, `sync`, `connect`, `keys`, `migrate`, `sim`, `bench`, `schema`.
 //! - [`app`]: builds the gateway from its settings ([`app::ServeConfig`]), binds, runs until stopped.
 //! - [`http`]: the axum router: GraphQL over HTTP and WebSocket, GraphiQL, dashboard, health checks.
 //! - [`graphql`]: the schema, DataLoaders, the read policy, error codes; reads only from [`store`].
+//! - [`cache`]: the response cache and the per-location data versions it is keyed on.
 //! - [`sync`]: the background sync behind a narrow `SyncHandle`: jobs, stages, checkpoints, events.
 //! - [`upstream`]: the GHL API client: tokens, rate limiting, retries, paging, DTOs -> domain.
 //! - [`auth`]: API keys (generated, hashed), the [`auth::Caller`], per-key rate and connections.
@@ -24,7 +25,8 @@
 //! 2. `graphql` reads `store` and asks `sync` only through `SyncHandle`; it never calls `upstream`.
 //! 3. `sync` uses `upstream` and `store`; `upstream` and `store` know nothing of each other or of
 //!    GraphQL (upstream persists credentials through its own trait, which `app` implements).
-//! 4. `sim` shares no code with the gateway path; `domain`, `config` and `telemetry` import nothing.
+//! 4. `sim` shares no code with the gateway path; `domain`, `config` and `telemetry` import nothing;
+//!    `cache` imports only `config` (the store bumps its versions, `http` serves from it).
 
 pub mod app;
 pub mod auth;
