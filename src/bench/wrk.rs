@@ -60,8 +60,8 @@ end
     lua
 }
 
-/// One `wrk` run of `duration` after a `warmup` run of its own; `concurrency` connections on
-/// up to two threads.
+/// One `wrk` run of `duration` after a `warmup` run of its own (both rounded up to whole
+/// seconds, wrk's unit); `concurrency` connections on up to two threads.
 pub async fn run(
     url: &str,
     headers: &[(&str, String)],
@@ -76,11 +76,12 @@ pub async fn run(
     std::fs::write(&path, script(headers, bodies))?;
     let threads = concurrency.clamp(1, 2);
     let once = |length: Duration| {
-        let millis = length.as_millis().max(100);
+        // wrk takes whole seconds (`2s`; no milliseconds).
+        let secs = length.as_secs_f64().ceil().max(1.0) as u64;
         tokio::process::Command::new("wrk")
             .arg(format!("-t{threads}"))
             .arg(format!("-c{concurrency}"))
-            .arg(format!("-d{millis}ms"))
+            .arg(format!("-d{secs}s"))
             .arg("--timeout")
             .arg("30s")
             .arg("-s")
