@@ -17,6 +17,7 @@
 mod key;
 mod versions;
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -24,6 +25,7 @@ use std::time::{Duration, Instant};
 use axum::body::Bytes;
 use chrono::{DateTime, Utc};
 use sha2::{Digest, Sha256};
+use tokio::sync::watch;
 
 pub use key::normalize_document;
 pub use versions::{DataVersions, VersionSnapshot};
@@ -205,6 +207,44 @@ pub struct ResponseCache {
     versions: DataVersions,
     ttl: Duration,
     stats: Arc<Stats>,
+    /// Keys being executed now: concurrent misses of one key wait for the first (no herd when
+    /// a popular entry expires).
+    flights: Arc<Mutex<HashMap<CacheKey, watch::Receiver<()>>>>,
+}
+
+/// A miss's part in executing its key: the one that executes, or one that waits for it.
+pub enum Flight {
+    /// Execute, fill the cache, then drop the guard (which wakes the followers).
+    Leader(FlightGuard),
+    /// Another request executes this key: wait for it ([`Flight::wait`]), then look again.
+    Follower(watch::Receiver<()>),
+}
+
+impl Flight {
+    /// For a follower: waits until the leader is done (its guard dropped), at most `timeout`.
+    pub async fn wait(self, timeout: Duration) {
+        if let Flight::Follower(mut done) = self {
+            // Err when the leader's sender is gone: that is the signal.
+            let _ = tokio::time::timeout(timeout, done.changed()).await;
+        }
+    }
+}
+
+/// Held by the request that executes a key; dropping it ends the flight and wakes the waiters,
+/// whatever happened (an answer kept, an error, a panic).
+pub struct FlightGuard {
+    key: CacheKey,
+    flights: Arc<Mutex<HashMap<CacheKey, watch::Receiver<()>>>>,
+    _done: watch::Sender<()>,
+}
+
+impl Drop for FlightGuard {
+    fn drop(&mut self) {
+        self.flights
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&self.key);
+    }
 }
 
 /// Lookups since start: served from the cache, or not (absent or out of date).
@@ -260,6 +300,7 @@ impl ResponseCache {
             versions,
             ttl,
             stats: Arc::default(),
+            flights: Arc::default(),
         }
     }
 
@@ -289,6 +330,22 @@ impl ResponseCache {
         };
         counter.fetch_add(1, Ordering::Relaxed);
         current
+    }
+
+    /// Joins the execution of `key` after a miss: the first miss leads (executes and fills the
+    /// cache), later ones follow (wait, then look again).
+    pub fn join_flight(&self, key: &CacheKey) -> Flight {
+        let mut flights = self.flights.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(done) = flights.get(key) {
+            return Flight::Follower(done.clone());
+        }
+        let (done, waiting) = watch::channel(());
+        flights.insert(key.clone(), waiting);
+        Flight::Leader(FlightGuard {
+            key: key.clone(),
+            flights: self.flights.clone(),
+            _done: done,
+        })
     }
 
     /// Keeps `body` as the answer of `key`, tagged with what `read` read. An answer already
@@ -389,6 +446,29 @@ mod tests {
         read.valid_until(Utc::now() + chrono::Duration::seconds(60));
         assert!(cache.insert(key(3), Bytes::from_static(b"{}"), etag_of(b"{}"), &read));
         assert!(cache.get(&key(3)).is_some());
+    }
+
+    #[tokio::test]
+    async fn concurrent_misses_of_a_key_wait_for_the_first() {
+        let cache = cache(1 << 20);
+        let Flight::Leader(guard) = cache.join_flight(&key(1)) else {
+            panic!("the first miss leads");
+        };
+        let follower = cache.join_flight(&key(1));
+        assert!(matches!(follower, Flight::Follower(_)));
+        assert!(matches!(cache.join_flight(&key(2)), Flight::Leader(_)));
+        let read = ReadSet::new(cache.versions().snapshot());
+        assert!(cache.insert(key(1), Bytes::from_static(b"{}"), etag_of(b"{}"), &read));
+        drop(guard);
+        // Woken at once (not after the timeout), and the answer is there.
+        tokio::time::timeout(
+            Duration::from_secs(5),
+            follower.wait(Duration::from_secs(60)),
+        )
+        .await
+        .expect("the leader's end wakes the follower");
+        assert!(cache.get(&key(1)).is_some());
+        assert!(matches!(cache.join_flight(&key(1)), Flight::Leader(_)));
     }
 
     #[test]

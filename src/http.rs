@@ -34,7 +34,7 @@ use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::{DefaultMakeSpan, TraceLayer};
 
 use crate::auth::{AuthConfig, Authenticator, Caller};
-use crate::cache::{self, CacheKey, ReadSet, ResponseCache};
+use crate::cache::{self, CacheKey, Flight, ReadSet, ResponseCache};
 use crate::graphql::AppSchema;
 use crate::store::Store;
 
@@ -286,6 +286,9 @@ fn render(media: MediaType, response: &BatchResponse) -> (StatusCode, Vec<u8>) {
     (status, body)
 }
 
+/// How long a miss waits for a concurrent execution of the same request before running its own.
+const FLIGHT_WAIT: Duration = Duration::from_secs(5);
+
 /// `x-cache` of an answer: served from the response cache, or executed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum CacheStatus {
@@ -395,6 +398,25 @@ async fn execute_single(
             if_none_match,
         );
     }
+    // Concurrent misses of one key (a popular answer that just expired) wait for the first
+    // instead of all executing it.
+    let _flight = match cache.join_flight(&key) {
+        Flight::Leader(guard) => Some(guard),
+        follower => {
+            follower.wait(FLIGHT_WAIT).await;
+            if let Some(hit) = cache.get(&key) {
+                return answer(
+                    StatusCode::OK,
+                    media,
+                    hit.body.clone(),
+                    Some(&hit.etag),
+                    CacheStatus::Hit,
+                    if_none_match,
+                );
+            }
+            None
+        }
+    };
     // The versions before anything is read: a write that lands while this executes makes the
     // answer out of date at once, so it is not kept.
     let reads = Arc::new(ReadSet::new(cache.versions().snapshot()));

@@ -65,8 +65,9 @@ pub struct Setup {
     /// The response cache of the gateway at `graphql_url` (warm and cold runs).
     pub cache: ResponseCache,
     pub graphql_url: String,
-    /// A second gateway on the same database with the response cache off.
+    /// A second gateway on the same database with the response cache off, and its store.
     pub graphql_off_url: String,
+    pub off_store: Store,
     pub baseline_url: String,
     /// A client API key of the location.
     pub key: String,
@@ -200,6 +201,7 @@ pub async fn setup(
     let graphql_url = format!("http://127.0.0.1:{}/graphql", app.port());
     tokio::spawn(app.run_until_stopped(std::future::pending()));
     let off = App::build(off).await?;
+    let off_store = off.store().clone();
     let graphql_off_url = format!("http://127.0.0.1:{}/graphql", off.port());
     tokio::spawn(off.run_until_stopped(std::future::pending()));
     let key = crate::auth::generate_key(
@@ -223,6 +225,7 @@ pub async fn setup(
         cache,
         graphql_url,
         graphql_off_url,
+        off_store,
         baseline_url,
         key: key.key,
         fill_secs,
@@ -338,11 +341,17 @@ impl Setup {
         for (k, v) in self.headers() {
             request = request.header(k, v);
         }
-        let before = self.store.statements();
+        // Each gateway counts the statements of its own store.
+        let store = if design == "off" {
+            &self.off_store
+        } else {
+            &self.store
+        };
+        let before = store.statements();
         let response = request.send().await?;
         let status = response.status();
         let bytes = response.bytes().await?;
-        let statements = self.store.statements() - before;
+        let statements = store.statements() - before;
         let value: Value = serde_json::from_slice(&bytes).context("a JSON answer")?;
         anyhow::ensure!(
             status.is_success() && value.get("errors").is_none(),
