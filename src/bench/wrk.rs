@@ -19,7 +19,8 @@ pub fn available() -> bool {
 
 /// The Lua script: headers, the bodies, a unique token per request when asked, and a `RESULT`
 /// line with requests, errors, duration (µs) and p50/p95/p99/max latency (µs).
-fn script(headers: &[(&str, String)], bodies: &Bodies) -> String {
+/// `tag` starts every token, so that the warm-up run and the measured run never send the same one.
+fn script(headers: &[(&str, String)], bodies: &Bodies, tag: &str) -> String {
     let (list, unique) = match bodies {
         Bodies::Same(body) => (vec![body.clone()], false),
         Bodies::Unique(list) => (list.clone(), true),
@@ -45,7 +46,7 @@ function request()
   counter = counter + 1
   local body = bodies[(counter % #bodies) + 1]
   if unique then
-    body = (string.gsub(body, "{NONCE}", tid .. "-" .. counter))
+    body = (string.gsub(body, "{NONCE}", "{tag}-" .. tid .. "-" .. counter))
   end
   return wrk.format(nil, nil, nil, body)
 end
@@ -72,13 +73,13 @@ pub async fn run(
 ) -> anyhow::Result<LoadResult> {
     let dir = std::env::temp_dir().join(format!("ghl-bench-wrk-{}", uuid::Uuid::new_v4().simple()));
     std::fs::create_dir_all(&dir)?;
-    let path = dir.join("load.lua");
-    std::fs::write(&path, script(headers, bodies))?;
     let threads = concurrency.clamp(1, 2);
-    let once = |length: Duration| {
+    let once = |length: Duration, tag: &str| {
+        let path = dir.join(format!("{tag}.lua"));
+        let written = std::fs::write(&path, script(headers, bodies, tag));
         // wrk takes whole seconds (`2s`; no milliseconds).
         let secs = length.as_secs_f64().ceil().max(1.0) as u64;
-        tokio::process::Command::new("wrk")
+        let output = tokio::process::Command::new("wrk")
             .arg(format!("-t{threads}"))
             .arg(format!("-c{concurrency}"))
             .arg(format!("-d{secs}s"))
@@ -87,12 +88,16 @@ pub async fn run(
             .arg("-s")
             .arg(&path)
             .arg(url)
-            .output()
+            .output();
+        async move {
+            written?;
+            output.await
+        }
     };
     if !warmup.is_zero() {
-        once(warmup).await.context("cannot run wrk")?;
+        once(warmup, "warmup").await.context("cannot run wrk")?;
     }
-    let output = once(duration).await.context("cannot run wrk")?;
+    let output = once(duration, "run").await.context("cannot run wrk")?;
     let _ = std::fs::remove_dir_all(&dir);
     let stdout = String::from_utf8_lossy(&output.stdout);
     let line = stdout
@@ -132,10 +137,12 @@ mod tests {
         let lua = script(
             &[("authorization", "Bearer k".into())],
             &Bodies::Unique(vec![format!("{{\"n\":\"{NONCE}\"}}")]),
+            "run",
         );
         assert!(lua.contains("wrk.headers[\"authorization\"] = [==[Bearer k]==]"));
         assert!(lua.contains("[==[{\"n\":\"__NONCE__\"}]==]"));
         assert!(lua.contains("local unique = true"));
-        assert!(script(&[], &Bodies::Same("{}".into())).contains("local unique = false"));
+        assert!(lua.contains("\"run-\" .. tid"));
+        assert!(script(&[], &Bodies::Same("{}".into()), "x").contains("local unique = false"));
     }
 }
