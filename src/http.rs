@@ -388,15 +388,18 @@ async fn execute_single(
         &caller.scope(),
         media.as_str(),
     );
-    if let Some(hit) = cache.get(&key) {
-        return answer(
+    let hit = |hit: Arc<cache::CachedAnswer>| {
+        answer(
             StatusCode::OK,
             media,
             hit.body.clone(),
             Some(&hit.etag),
             CacheStatus::Hit,
             if_none_match,
-        );
+        )
+    };
+    if let Some(cached) = cache.get(&key) {
+        return hit(cached);
     }
     // Concurrent misses of one key (a popular answer that just expired) wait for the first
     // instead of all executing it.
@@ -404,15 +407,8 @@ async fn execute_single(
         Flight::Leader(guard) => Some(guard),
         follower => {
             follower.wait(FLIGHT_WAIT).await;
-            if let Some(hit) = cache.get(&key) {
-                return answer(
-                    StatusCode::OK,
-                    media,
-                    hit.body.clone(),
-                    Some(&hit.etag),
-                    CacheStatus::Hit,
-                    if_none_match,
-                );
+            if let Some(cached) = cache.get(&key) {
+                return hit(cached);
             }
             None
         }
