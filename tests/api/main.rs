@@ -3,6 +3,7 @@
 mod cache;
 mod connect;
 mod cooldown;
+mod guards;
 mod helpers;
 mod http;
 mod layering;
