@@ -1,5 +1,6 @@
 //! Integration tests of the gateway: one binary, shared helpers.
 
+mod background;
 mod cache;
 mod connect;
 mod cooldown;
