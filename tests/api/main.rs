@@ -8,6 +8,7 @@ mod guards;
 mod helpers;
 mod http;
 mod layering;
+mod limiter;
 mod promises;
 mod reads;
 mod schema_file;
