@@ -4,6 +4,7 @@ mod background;
 mod cache;
 mod connect;
 mod cooldown;
+mod figures;
 mod guards;
 mod helpers;
 mod http;
