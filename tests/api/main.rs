@@ -1,11 +1,15 @@
 //! Integration tests of the gateway: one binary, shared helpers.
 
+mod background;
 mod cache;
 mod connect;
 mod cooldown;
+mod figures;
+mod guards;
 mod helpers;
 mod http;
 mod layering;
+mod limiter;
 mod promises;
 mod reads;
 mod schema_file;

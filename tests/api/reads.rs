@@ -47,7 +47,7 @@ async fn sql_statements_per_request_do_not_grow_with_the_page() {
         );
         // location, page, count, freshness, and one per relation (custom values, fields, users,
         // tasks, conversations, opportunities, pipelines, stages) whatever the page size.
-        assert!(counts[0] <= 14, "{}: {counts:?}", db.name);
+        assert_eq!(counts[0], 12, "{}: {counts:?}", db.name);
         eprintln!(
             "{}: SQL statements per dashboard request: {counts:?}",
             db.name

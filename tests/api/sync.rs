@@ -557,7 +557,7 @@ async fn a_hundred_concurrent_refreshes_start_one_job() {
 
 /// Starts a FULL sync and, once its conversations stage has three pages, makes every further
 /// `conversations.search` fail as `spec` says.
-async fn full_sync_until_conversations_fail(
+pub(crate) async fn full_sync_until_conversations_fail(
     app: &TestApp,
     sim: &ghl_gateway::sim::SimHandle,
     loc: &str,

@@ -1,0 +1,106 @@
+//! The README's figures, asserted exactly as the README states them: the SQL statements of its
+//! dashboard query through the whole gateway (HTTP, a client API key, the read policy, the
+//! response cache missing), counted on the app's own store.
+
+use reqwest::header::{ACCEPT, CONTENT_TYPE};
+use serde_json::{Value, json};
+
+use crate::helpers::*;
+
+/// The `query Dashboard` block of the README, as a reader copies it.
+fn readme_dashboard_query() -> String {
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md"))
+        .expect("the README is readable");
+    let start = readme
+        .find("```graphql\nquery Dashboard")
+        .expect("the README shows the dashboard query")
+        + "```graphql\n".len();
+    let len = readme[start..].find("```").expect("the block ends");
+    readme[start..start + len].to_owned()
+}
+
+#[tokio::test]
+async fn the_readme_dashboard_query_costs_the_statements_the_readme_states() {
+    let query = readme_dashboard_query();
+    assert!(query.contains("first: 50"), "{query}");
+    for db in databases().await {
+        let app = spawn_app_with(&db.url, |c| c.http.auth.allow_anonymous = false).await;
+        load_fixture(&app.store, "loc", 2_000).await;
+        // Synced a minute ago: fresh, so the read policy serves without starting a refresh.
+        let now = chrono::Utc::now();
+        app.store
+            .insert_job(&ghl_gateway::domain::SyncJob {
+                id: uuid::Uuid::new_v4().to_string(),
+                location_id: "loc".into(),
+                mode: ghl_gateway::domain::SyncMode::Full,
+                state: ghl_gateway::domain::JobState::Succeeded,
+                mark: 1,
+                started_at: now - chrono::Duration::seconds(65),
+                finished_at: Some(now - chrono::Duration::seconds(60)),
+                error: None,
+            })
+            .await
+            .unwrap();
+        let new = ghl_gateway::auth::generate_key(None, &["loc".to_owned()], 1);
+        let (id, key) = (new.row.id.clone(), new.key);
+        app.store.insert_api_key(new.row).await.unwrap();
+
+        // Returns `x-cache` and whether the page holds an opportunity.
+        let ask = |first: usize| {
+            let body = json!({
+                "query": query.replace("first: 50", &format!("first: {first}")),
+                "variables": { "loc": "loc" },
+            });
+            let request = app
+                .client
+                .post(format!("{}/graphql", app.base))
+                .bearer_auth(&key)
+                .header(CONTENT_TYPE, "application/json")
+                .header(ACCEPT, "application/json")
+                .body(body.to_string());
+            async move {
+                let response = request.send().await.unwrap();
+                let cache = response.headers()["x-cache"].to_str().unwrap().to_owned();
+                let json: Value = response.json().await.unwrap();
+                assert!(json.get("errors").is_none(), "{json}");
+                let nodes = json["data"]["contacts"]["nodes"].as_array().unwrap();
+                assert_eq!(nodes.len(), first);
+                assert_eq!(json["data"]["contacts"]["freshness"]["stale"], false);
+                let opportunities = nodes
+                    .iter()
+                    .any(|n| !n["opportunities"].as_array().unwrap().is_empty());
+                (cache, opportunities)
+            }
+        };
+        // A first request, so that the key's first use is written (once, off the request path)
+        // before anything is counted; no event says when it lands.
+        ask(1).await;
+        let mut touched = false;
+        for _ in 0..100 {
+            let keys = app.store.api_keys().await.unwrap();
+            if keys.iter().any(|k| k.id == id && k.last_used_at.is_some()) {
+                touched = true;
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        assert!(touched, "the key's use is recorded");
+
+        // Each page size is another document: a response-cache miss, a full execution.
+        for first in [10, 50, 100, 500] {
+            let before = app.store.statements();
+            let (cache, opportunities) = ask(first).await;
+            assert_eq!(cache, "miss");
+            let count = app.store.statements() - before;
+            // 1 for the API key, then 12 for the query: the read policy's freshness row (handed
+            // to the page's `freshness`), the location, the page, its count, and one batched
+            // statement per relation: tasks, conversations, opportunities, custom values, users,
+            // custom fields, pipelines, stages. A relation with nothing to load on the page costs
+            // nothing: the newest 10 contacts have no opportunity, so no pipeline or stage.
+            let expected = if opportunities { 1 + 12 } else { 1 + 10 };
+            assert_eq!(count, expected, "{} at first: {first}", db.name);
+            assert!(opportunities || first == 10);
+        }
+        app.shutdown().await;
+    }
+}
