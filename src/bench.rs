@@ -222,6 +222,7 @@ async fn read_backend(
         "bench: {backend} reads during FULL syncs ({syncs} ran): p99 {:.2} ms vs {:.2} ms idle",
         during.p99_ms, idle.p99_ms
     );
+    let cache_bytes = points.iter().map(|p| p.cache_bytes).max().unwrap_or(0);
     Ok(BackendResult {
         backend: backend.to_owned(),
         contacts: setup.contacts,
@@ -233,7 +234,7 @@ async fn read_backend(
         during_sync_hit_ratio: hit_ratio,
         external: setup.external,
         cache_bound_bytes: crate::cache::CacheConfig::default().response_cache_mb << 20,
-        cache_bytes: setup.cache.stats().bytes,
+        cache_bytes,
     })
 }
 

@@ -89,6 +89,8 @@ pub struct Point {
     pub hit_ratio: Option<f64>,
     /// The bench process's resident memory after the run (server and cache), KiB.
     pub rss_kib: u64,
+    /// Bytes the response cache held right after the run.
+    pub cache_bytes: u64,
 }
 
 /// The read-path results of one backend.
@@ -104,7 +106,7 @@ pub struct BackendResult {
     /// Response-cache hit ratio of the reads during the FULL syncs.
     pub during_sync_hit_ratio: f64,
     pub external: bool,
-    /// The response cache's bound and what it held after every run, bytes.
+    /// The response cache's bound and the most it held right after any run, bytes.
     pub cache_bound_bytes: u64,
     pub cache_bytes: u64,
 }
@@ -381,6 +383,7 @@ impl Setup {
         let load = self.load(self.url(design), bodies, concurrency, d).await?;
         let after = self.cache.stats();
         let hit_ratio = matches!(design, "warm" | "cold").then(|| hit_ratio(before, after));
+        let cache_bytes = after.bytes;
         Ok(Point {
             design,
             first,
@@ -389,6 +392,7 @@ impl Setup {
             bytes,
             hit_ratio,
             rss_kib: rss_kib(),
+            cache_bytes,
         })
     }
 

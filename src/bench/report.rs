@@ -211,7 +211,7 @@ impl Report {
             };
             let _ = writeln!(
                 s,
-                "| {b}: the cache within its bound ({} MiB) | {:.1} MiB held after the runs; process RSS at most {:.0} MiB (warm) / {:.0} MiB (cold) | {} |",
+                "| {b}: the cache within its bound ({} MiB) | at most {:.1} MiB held right after a run; process RSS at most {:.0} MiB (warm) / {:.0} MiB (cold) | {} |",
                 r.cache_bound_bytes >> 20,
                 r.cache_bytes as f64 / 1_048_576.0,
                 mib(rss("warm")),
