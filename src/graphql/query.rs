@@ -313,7 +313,12 @@ impl Query {
         reads::location(ctx, &location_id);
         known_location(store, &location_id).await?;
         let sync = ctx.data_opt::<crate::sync::SyncHandle>();
-        SyncStatus::load(store, sync, &location_id).await
+        let status = SyncStatus::load(store, sync, &location_id).await?;
+        // `nextAttemptAt` and `manualRetryAvailable` change when the cooldown ends.
+        if let Some(ends) = status.cooldown_ends() {
+            reads::until(ctx, ends);
+        }
+        Ok(status)
     }
 }
 

@@ -34,6 +34,13 @@ pub(super) fn everything(ctx: &Context<'_>) {
     }
 }
 
+/// The answer holds a value that changes at `at` (a cooldown ends).
+pub(super) fn until(ctx: &Context<'_>, at: DateTime<Utc>) {
+    if let Some(reads) = read_set(ctx) {
+        reads.valid_until(at);
+    }
+}
+
 /// The request answered (or decided on) `freshness`, computed at `now`.
 pub(super) fn freshness(ctx: &Context<'_>, freshness: &Freshness, now: DateTime<Utc>) {
     if let (Some(reads), Some(at)) = (read_set(ctx), next_tick(freshness, now)) {

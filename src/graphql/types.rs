@@ -599,6 +599,11 @@ impl SyncStatus {
         })
     }
 
+    /// When the cooldown shown ends (its fields change then), if one is on.
+    pub(super) fn cooldown_ends(&self) -> Option<DateTime<Utc>> {
+        self.active_cooldown().map(|c| c.next_attempt_at)
+    }
+
     /// The cooldown, if it is still on.
     fn active_cooldown(&self) -> Option<&domain::Cooldown> {
         self.cooldown.as_ref().filter(|c| c.active(Utc::now()))

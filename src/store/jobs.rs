@@ -253,6 +253,7 @@ impl Store {
             .and_where(Expr::col("id").eq(location_id))
             .to_owned();
         self.db.execute(&update).await?;
+        self.versions.bump(location_id);
         Ok(())
     }
 
