@@ -33,7 +33,7 @@ use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::{DefaultMakeSpan, TraceLayer};
 
-use crate::auth::{AuthConfig, Authenticator, Caller};
+use crate::auth::{AuthConfig, Authenticator, Caller, ConnectionLimiter};
 use crate::cache::{self, CacheKey, ReadSet, ResponseCache};
 use crate::graphql::AppSchema;
 use crate::store::Store;
@@ -62,6 +62,13 @@ pub struct HttpConfig {
         value_parser = parse_origin
     )]
     pub cors_origins: Vec<String>,
+    /// Seconds a WebSocket may stay open without `connection_init`; then it is closed (4408).
+    #[arg(
+        long = "ws-init-timeout",
+        env = "WS_INIT_TIMEOUT_SECS",
+        default_value_t = 10
+    )]
+    pub ws_init_timeout_secs: u64,
     #[command(flatten)]
     pub auth: AuthConfig,
 }
@@ -96,6 +103,10 @@ struct AppState {
     /// Authenticates callers; the WebSocket route calls it with the `connection_init` token.
     auth: Authenticator,
     max_batch_operations: usize,
+    /// WebSockets not yet past `connection_init`, counted process-wide.
+    ws_pending: ConnectionLimiter,
+    /// How long a WebSocket may wait before `connection_init`.
+    ws_init_timeout: Duration,
 }
 
 /// The gateway's router; `cache` (when on) serves unchanged query answers from memory.
@@ -125,6 +136,8 @@ pub fn router(
             cache,
             auth,
             max_batch_operations: config.max_batch_operations,
+            ws_pending: ConnectionLimiter::new(ws::MAX_PENDING_SOCKETS),
+            ws_init_timeout: Duration::from_secs(config.ws_init_timeout_secs),
         })
         .layer(RequestBodyLimitLayer::new(config.max_body_bytes))
         .layer(TimeoutLayer::with_status_code(

@@ -14,3 +14,4 @@ mod store;
 mod subscription;
 mod sync;
 mod upstream;
+mod ws_protocol;

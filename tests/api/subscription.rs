@@ -12,13 +12,13 @@ use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 use crate::helpers::*;
 
-type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
+pub(crate) type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
-const SUBSCRIPTION: &str = r#"subscription($loc: ID!) {
+pub(crate) const SUBSCRIPTION: &str = r#"subscription($loc: ID!) {
   syncStatus(locationId: $loc) { locationId job { id state mode stages { name state fetched } } freshness { stale syncing } }
 }"#;
 
-async fn open(app: &TestApp, protocol: &str) -> Socket {
+pub(crate) async fn open(app: &TestApp, protocol: &str) -> Socket {
     let url = app.base.replace("http://", "ws://") + "/graphql/ws";
     let mut request = url.into_client_request().unwrap();
     request
@@ -31,7 +31,7 @@ async fn open(app: &TestApp, protocol: &str) -> Socket {
     socket
 }
 
-async fn send(socket: &mut Socket, message: Value) {
+pub(crate) async fn send(socket: &mut Socket, message: Value) {
     socket
         .send(Message::Text(message.to_string().into()))
         .await
@@ -39,7 +39,7 @@ async fn send(socket: &mut Socket, message: Value) {
 }
 
 /// The next JSON message, skipping pings and keep-alives; `None` when the server closed.
-async fn next(socket: &mut Socket) -> Option<Value> {
+pub(crate) async fn next(socket: &mut Socket) -> Option<Value> {
     loop {
         let message = tokio::time::timeout(Duration::from_secs(60), socket.next())
             .await
