@@ -208,11 +208,12 @@ impl MediaType {
 }
 
 /// Picks the response media type from `Accept`: the acceptable type with the highest quality,
-/// `application/graphql-response+json` on ties, wildcards or no header. `None` if the client
-/// accepts neither.
+/// `application/graphql-response+json` when both are named at the same quality. No header or
+/// only a wildcard gets `application/json`, as GraphQL over HTTP asks for legacy clients (which
+/// know only that type and send `*/*` or nothing). `None` if the client accepts neither.
 pub fn negotiate(accept: Option<&str>) -> Option<MediaType> {
     let Some(accept) = accept.filter(|a| !a.trim().is_empty()) else {
-        return Some(MediaType::GraphqlResponseJson);
+        return Some(MediaType::Json);
     };
     let mut best: Option<(f32, MediaType)> = None;
     for range in accept.split(',') {
@@ -223,10 +224,8 @@ pub fn negotiate(accept: Option<&str>) -> Option<MediaType> {
             .find_map(|q| q.trim().parse::<f32>().ok())
             .unwrap_or(1.0);
         let candidate = match media.as_str() {
-            "application/graphql-response+json" | "application/*" | "*/*" => {
-                MediaType::GraphqlResponseJson
-            }
-            "application/json" => MediaType::Json,
+            "application/graphql-response+json" => MediaType::GraphqlResponseJson,
+            "application/json" | "application/*" | "*/*" => MediaType::Json,
             _ => continue,
         };
         if quality <= 0.0 {
@@ -572,8 +571,17 @@ mod tests {
     #[test]
     fn negotiation_follows_graphql_over_http() {
         use MediaType::*;
-        assert_eq!(negotiate(None), Some(GraphqlResponseJson));
-        assert_eq!(negotiate(Some("*/*")), Some(GraphqlResponseJson));
+        assert_eq!(negotiate(None), Some(Json));
+        assert_eq!(negotiate(Some("*/*")), Some(Json));
+        assert_eq!(negotiate(Some("application/*")), Some(Json));
+        assert_eq!(
+            negotiate(Some("application/graphql-response+json")),
+            Some(GraphqlResponseJson)
+        );
+        assert_eq!(
+            negotiate(Some("application/graphql-response+json, */*;q=0.5")),
+            Some(GraphqlResponseJson)
+        );
         assert_eq!(negotiate(Some("application/json")), Some(Json));
         assert_eq!(
             negotiate(Some(
