@@ -5,6 +5,7 @@ mod connect;
 mod cooldown;
 mod helpers;
 mod http;
+mod input_errors;
 mod layering;
 mod promises;
 mod reads;
