@@ -10,6 +10,7 @@ mod layering;
 mod promises;
 mod reads;
 mod schema_file;
+mod search;
 mod security;
 mod store;
 mod subscription;
