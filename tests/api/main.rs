@@ -8,6 +8,7 @@ mod http;
 mod input_errors;
 mod layering;
 mod promises;
+mod readme;
 mod reads;
 mod schema_file;
 mod search;
