@@ -281,8 +281,10 @@ impl Authenticator {
                 return Ok(Caller::Admin);
             }
         }
+        // The header was well formed (`Bearer <token>`); a token of the wrong shape is just
+        // another key this gateway does not know.
         if !is_well_formed_key(token) {
-            return Err(AuthError::Malformed);
+            return Err(AuthError::Invalid);
         }
         let Some(row) = self.store.api_key_by_hash(&hash_key(token)).await? else {
             tracing::info!(reason = "unknown key", "authentication failed");

@@ -75,6 +75,7 @@ pub fn builder(
     let mut builder = Schema::build(query::Query, mutation::Mutation, subscription::Subscription)
         .data(store.clone())
         .extension(limits::QueryLimits(settings.limits.clone()))
+        .extension(error::InputErrorCodes)
         .extension(RequestLoader(store));
     if settings.limits.disable_introspection {
         builder = builder.disable_introspection();

@@ -33,7 +33,7 @@ use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::{DefaultMakeSpan, TraceLayer};
 
-use crate::auth::{AuthConfig, Authenticator, Caller};
+use crate::auth::{AuthConfig, Authenticator, Caller, ConnectionLimiter};
 use crate::cache::{self, CacheKey, Flight, ReadSet, ResponseCache};
 use crate::graphql::AppSchema;
 use crate::store::Store;
@@ -62,6 +62,13 @@ pub struct HttpConfig {
         value_parser = parse_origin
     )]
     pub cors_origins: Vec<String>,
+    /// Seconds a WebSocket may stay open without `connection_init`; then it is closed (4408).
+    #[arg(
+        long = "ws-init-timeout",
+        env = "WS_INIT_TIMEOUT_SECS",
+        default_value_t = 10
+    )]
+    pub ws_init_timeout_secs: u64,
     #[command(flatten)]
     pub auth: AuthConfig,
 }
@@ -96,6 +103,10 @@ struct AppState {
     /// Authenticates callers; the WebSocket route calls it with the `connection_init` token.
     auth: Authenticator,
     max_batch_operations: usize,
+    /// WebSockets not yet past `connection_init`, counted process-wide.
+    ws_pending: ConnectionLimiter,
+    /// How long a WebSocket may wait before `connection_init`.
+    ws_init_timeout: Duration,
 }
 
 /// The gateway's router; `cache` (when on) serves unchanged query answers from memory.
@@ -125,6 +136,8 @@ pub fn router(
             cache,
             auth,
             max_batch_operations: config.max_batch_operations,
+            ws_pending: ConnectionLimiter::new(ws::MAX_PENDING_SOCKETS),
+            ws_init_timeout: Duration::from_secs(config.ws_init_timeout_secs),
         })
         .layer(RequestBodyLimitLayer::new(config.max_body_bytes))
         .layer(TimeoutLayer::with_status_code(
@@ -195,11 +208,12 @@ impl MediaType {
 }
 
 /// Picks the response media type from `Accept`: the acceptable type with the highest quality,
-/// `application/graphql-response+json` on ties, wildcards or no header. `None` if the client
-/// accepts neither.
+/// `application/graphql-response+json` when both are named at the same quality. No header or
+/// only a wildcard gets `application/json`, as GraphQL over HTTP asks for legacy clients (which
+/// know only that type and send `*/*` or nothing). `None` if the client accepts neither.
 pub fn negotiate(accept: Option<&str>) -> Option<MediaType> {
     let Some(accept) = accept.filter(|a| !a.trim().is_empty()) else {
-        return Some(MediaType::GraphqlResponseJson);
+        return Some(MediaType::Json);
     };
     let mut best: Option<(f32, MediaType)> = None;
     for range in accept.split(',') {
@@ -210,10 +224,8 @@ pub fn negotiate(accept: Option<&str>) -> Option<MediaType> {
             .find_map(|q| q.trim().parse::<f32>().ok())
             .unwrap_or(1.0);
         let candidate = match media.as_str() {
-            "application/graphql-response+json" | "application/*" | "*/*" => {
-                MediaType::GraphqlResponseJson
-            }
-            "application/json" => MediaType::Json,
+            "application/graphql-response+json" => MediaType::GraphqlResponseJson,
+            "application/json" | "application/*" | "*/*" => MediaType::Json,
             _ => continue,
         };
         if quality <= 0.0 {
@@ -577,8 +589,17 @@ mod tests {
     #[test]
     fn negotiation_follows_graphql_over_http() {
         use MediaType::*;
-        assert_eq!(negotiate(None), Some(GraphqlResponseJson));
-        assert_eq!(negotiate(Some("*/*")), Some(GraphqlResponseJson));
+        assert_eq!(negotiate(None), Some(Json));
+        assert_eq!(negotiate(Some("*/*")), Some(Json));
+        assert_eq!(negotiate(Some("application/*")), Some(Json));
+        assert_eq!(
+            negotiate(Some("application/graphql-response+json")),
+            Some(GraphqlResponseJson)
+        );
+        assert_eq!(
+            negotiate(Some("application/graphql-response+json, */*;q=0.5")),
+            Some(GraphqlResponseJson)
+        );
         assert_eq!(negotiate(Some("application/json")), Some(Json));
         assert_eq!(
             negotiate(Some(

@@ -4,7 +4,13 @@
 //! Also the error of a process that runs without a sync ([`sync_handle`]), since that is the one
 //! thing a resolver can miss in its schema data.
 
-use async_graphql::{Context, ErrorExtensions};
+use std::sync::Arc;
+
+use async_graphql::extensions::{
+    Extension, ExtensionContext, ExtensionFactory, NextRequest, NextSubscribe,
+};
+use async_graphql::futures_util::stream::{BoxStream, StreamExt};
+use async_graphql::{Context, ErrorExtensionValues, ErrorExtensions, Response};
 
 use crate::store::StoreError;
 use crate::sync::{SyncError, SyncHandle};
@@ -103,3 +109,79 @@ impl From<ApiError> for async_graphql::Error {
 }
 
 pub type ApiResult<T> = Result<T, ApiError>;
+
+/// Whether an error without a code is async-graphql's report of a value that failed to coerce:
+/// an argument or variable of the wrong type, an `Int` out of range, a bad `DateTime`. The
+/// library has no typed error for these, only its fixed messages.
+fn is_coercion_error(message: &str) -> bool {
+    message.starts_with("Failed to parse")
+        || message.starts_with("Invalid value for argument")
+        || message.starts_with("Invalid value for variable")
+        || message.starts_with("Expected input type")
+        || (message.starts_with("Variable \"") && message.contains("of type"))
+}
+
+/// Sets `extensions.code = BAD_USER_INPUT` on the errors of values that failed to coerce, which
+/// async-graphql reports without a code, so that every input error carries one.
+fn code_input_errors(mut response: Response) -> Response {
+    for error in &mut response.errors {
+        let coded = error
+            .extensions
+            .as_ref()
+            .is_some_and(|e| e.get("code").is_some());
+        if !coded && is_coercion_error(&error.message) {
+            error
+                .extensions
+                .get_or_insert_with(ErrorExtensionValues::default)
+                .set("code", ApiError::BadUserInput(String::new()).code());
+        }
+    }
+    response
+}
+
+/// The schema extension that gives coercion errors their code, over HTTP and WebSocket alike.
+pub(super) struct InputErrorCodes;
+
+impl ExtensionFactory for InputErrorCodes {
+    fn create(&self) -> Arc<dyn Extension> {
+        Arc::new(InputErrorCodes)
+    }
+}
+
+#[async_graphql::async_trait::async_trait]
+impl Extension for InputErrorCodes {
+    async fn request(&self, ctx: &ExtensionContext<'_>, next: NextRequest<'_>) -> Response {
+        code_input_errors(next.run(ctx).await)
+    }
+
+    fn subscribe<'s>(
+        &self,
+        ctx: &ExtensionContext<'_>,
+        stream: BoxStream<'s, Response>,
+        next: NextSubscribe<'_>,
+    ) -> BoxStream<'s, Response> {
+        next.run(ctx, stream).map(code_input_errors).boxed()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn coercion_messages_are_recognised() {
+        assert!(is_coercion_error(
+            "Failed to parse \"Int\": Only integers from -2147483648 to 2147483647 are accepted."
+        ));
+        assert!(is_coercion_error(
+            "Invalid value for argument \"first\", expected type \"Int\""
+        ));
+        assert!(is_coercion_error(
+            "Expected input type \"Int\", found \"ten\"."
+        ));
+        assert!(!is_coercion_error(
+            "Unknown field \"nope\" on type \"Query\"."
+        ));
+        assert!(!is_coercion_error("internal error"));
+    }
+}

@@ -1,22 +1,88 @@
 //! Subscriptions over WebSocket (`/graphql/ws`), in graphql-transport-ws and the legacy
-//! graphql-ws protocol, authenticated by the key in `connection_init`.
+//! graphql-ws protocol (subscriptions-transport-ws), authenticated by the key in
+//! `connection_init`.
+//!
+//! The protocol layer is ours, a small state machine per socket, because async-graphql's
+//! handler does not follow all of graphql-transport-ws's rules (close codes 4400/4401/4408/4409/
+//! 4429, a short close reason, silence after the client's `complete`); the operations still run on
+//! async-graphql's executor (`Schema::execute_stream`). The session also re-checks its key while
+//! open: a revoked key, or one whose locations shrank, is closed with 4403 before any further event.
+//! It owns nothing but its socket; the store is reached only through the [`Authenticator`].
 
-use async_graphql_axum::{GraphQLProtocol, GraphQLWebSocket};
+use std::time::Duration;
+
+use async_graphql::{Request, Response as GqlResponse};
 use axum::extract::State;
-use axum::response::Response;
-
-use axum::extract::ws::{CloseFrame, Message};
+use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use futures::stream::BoxStream;
 use futures::{SinkExt, StreamExt};
+use serde_json::{Value, json};
+use tokio::time::{Instant, MissedTickBehavior};
+use tokio_stream::StreamMap;
 
 use super::AppState;
+use crate::auth::{AuthError, Authenticator, Caller, ConnectionGuard};
 
-/// The prefix of the reason a refused `connection_init` carries.
-const REFUSED: &str = "forbidden: ";
+/// How often an open socket's key is checked again (revocation, scope), besides before each event.
+const RECHECK_INTERVAL: Duration = Duration::from_secs(2);
+/// How often the legacy protocol's `ka` keep-alive is sent.
+const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(10);
+/// Sockets not yet past `connection_init`, process-wide: idle ones cannot pile up.
+pub(super) const MAX_PENDING_SOCKETS: usize = 1024;
+/// The bucket of [`MAX_PENDING_SOCKETS`] in the pending-socket limiter.
+const PENDING: &str = "pending";
+
+/// The two subprotocols, chosen by the client's `Sec-WebSocket-Protocol`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Protocol {
+    /// graphql-transport-ws (the `graphql-ws` library).
+    TransportWs,
+    /// graphql-ws (the legacy subscriptions-transport-ws).
+    Legacy,
+}
+
+/// Why the server ends a connection: a close code for graphql-transport-ws (its reason is short,
+/// a close frame holds at most 123 bytes), a `connection_error` code for the legacy protocol.
+#[derive(Debug, PartialEq, Eq)]
+struct Violation {
+    close: u16,
+    reason: String,
+    code: &'static str,
+}
+
+impl Violation {
+    fn new(close: u16, reason: impl Into<String>, code: &'static str) -> Self {
+        let mut reason = reason.into();
+        if reason.len() > 123 {
+            let mut end = 120;
+            while !reason.is_char_boundary(end) {
+                end -= 1;
+            }
+            reason.truncate(end);
+            reason.push_str("...");
+        }
+        Self {
+            close,
+            reason,
+            code,
+        }
+    }
+
+    fn bad_request(reason: impl Into<String>) -> Self {
+        Self::new(4400, reason, "BAD_REQUEST")
+    }
+
+    fn forbidden(reason: impl Into<String>) -> Self {
+        Self::new(4403, reason, "FORBIDDEN")
+    }
+}
 
 /// The bearer token of a WebSocket `connection_init` payload: `{"Authorization": "Bearer <key>"}`
 /// (any case, also under `headers`), or `{"apiKey": "<key>"}`. `Err` for a malformed one.
-fn init_token(payload: &serde_json::Value) -> Result<Option<String>, crate::auth::AuthError> {
-    let find = |object: &serde_json::Value| {
+fn init_token(payload: &Value) -> Result<Option<String>, AuthError> {
+    let find = |object: &Value| {
         object.as_object().and_then(|map| {
             map.iter()
                 .find(|(k, _)| k.eq_ignore_ascii_case("authorization"))
@@ -37,54 +103,305 @@ fn init_token(payload: &serde_json::Value) -> Result<Option<String>, crate::auth
 /// (graphql-transport-ws closes with 4403; the legacy protocol sends `connection_error`).
 pub(super) async fn graphql_ws(
     State(state): State<AppState>,
-    protocol: GraphQLProtocol,
-    upgrade: axum::extract::WebSocketUpgrade,
+    upgrade: WebSocketUpgrade,
 ) -> Response {
-    upgrade
-        .protocols(async_graphql::http::ALL_WEBSOCKET_PROTOCOLS)
-        .on_upgrade(move |socket| {
-            let auth = state.auth.clone();
-            let (sink, stream) = socket.split();
-            // async-graphql closes a refused connection_init with 1002; graphql-transport-ws
-            // asks for 4403 Forbidden, which clients read as "do not retry with this key".
-            let sink = sink.with(|message: Message| async move {
-                Ok::<_, axum::Error>(match message {
-                    Message::Close(Some(frame))
-                        if frame.code == 1002 && frame.reason.starts_with(REFUSED) =>
-                    {
-                        Message::Close(Some(CloseFrame {
-                            code: 4403,
-                            reason: "Forbidden".into(),
-                        }))
+    let upgrade = upgrade.protocols(async_graphql::http::ALL_WEBSOCKET_PROTOCOLS);
+    let protocol = match upgrade.selected_protocol().and_then(|p| p.to_str().ok()) {
+        Some("graphql-transport-ws") => Protocol::TransportWs,
+        Some("graphql-ws") => Protocol::Legacy,
+        _ => {
+            return (
+                StatusCode::BAD_REQUEST,
+                "expected the WebSocket subprotocol graphql-transport-ws or graphql-ws",
+            )
+                .into_response();
+        }
+    };
+    let Some(pending) = state.ws_pending.try_acquire(PENDING) else {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "too many WebSocket connections awaiting connection_init",
+        )
+            .into_response();
+    };
+    let session = Session {
+        schema: state.schema.clone(),
+        auth: state.auth.clone(),
+        protocol,
+        init_timeout: state.ws_init_timeout,
+        pending: Some(pending),
+        caller: None,
+        token: None,
+        slot: None,
+    };
+    upgrade.on_upgrade(move |socket| session.run(socket))
+}
+
+/// One socket's state: before `connection_init` (`caller` is `None`), then authenticated.
+struct Session {
+    schema: crate::graphql::AppSchema,
+    auth: Authenticator,
+    protocol: Protocol,
+    init_timeout: Duration,
+    /// The pending-socket slot, dropped at `connection_init`.
+    pending: Option<ConnectionGuard>,
+    caller: Option<Caller>,
+    /// The key the caller sent, checked again while the socket is open.
+    token: Option<String>,
+    /// The per-key connection slot, freed when the session ends, however it ends.
+    slot: Option<ConnectionGuard>,
+}
+
+/// What the loop does after a client frame.
+enum Step {
+    Continue,
+    /// Send these frames, then go on.
+    Send(Vec<Value>),
+    /// End the connection: a protocol violation, refusal, or revocation.
+    End(Violation),
+    /// The client left (`connection_terminate`, a close frame, or the socket dropped).
+    Gone,
+}
+
+type Subscriptions = StreamMap<String, BoxStream<'static, Option<GqlResponse>>>;
+
+impl Session {
+    /// Runs the socket until either side ends it.
+    async fn run(mut self, socket: WebSocket) {
+        let (mut sink, mut incoming) = socket.split();
+        let mut subscriptions = Subscriptions::new();
+        let init_deadline = tokio::time::sleep(self.init_timeout);
+        tokio::pin!(init_deadline);
+        let mut recheck =
+            tokio::time::interval_at(Instant::now() + RECHECK_INTERVAL, RECHECK_INTERVAL);
+        recheck.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        let mut keepalive =
+            tokio::time::interval_at(Instant::now() + KEEPALIVE_INTERVAL, KEEPALIVE_INTERVAL);
+        keepalive.set_missed_tick_behavior(MissedTickBehavior::Delay);
+
+        let end = loop {
+            let step = tokio::select! {
+                frame = incoming.next() => match frame {
+                    Some(Ok(Message::Text(text))) => self.on_text(text.as_str(), &mut subscriptions).await,
+                    Some(Ok(Message::Binary(_))) => {
+                        Step::End(Violation::bad_request("binary frames are not part of the protocol"))
                     }
-                    other => other,
-                })
-            });
-            GraphQLWebSocket::new_with_pair(sink, stream, state.schema.clone(), protocol)
-                .on_connection_init(move |payload| async move {
-                    let refused =
-                        |message: &str| async_graphql::Error::new(format!("{REFUSED}{message}"));
-                    let token = init_token(&payload).map_err(|e| refused(&e.to_string()))?;
-                    let caller = match auth.authenticate(token.as_deref()).await {
-                        Ok(caller) => caller,
-                        Err(crate::auth::AuthError::Store(error)) => {
-                            tracing::error!(error = %error, "cannot check a WebSocket key");
-                            return Err(refused("internal error"));
+                    Some(Ok(Message::Close(_))) | None | Some(Err(_)) => Step::Gone,
+                    Some(Ok(_)) => Step::Continue,
+                },
+                () = &mut init_deadline, if self.caller.is_none() => {
+                    Step::End(Violation::new(4408, "Connection initialisation timeout", "TIMEOUT"))
+                }
+                Some((id, response)) = subscriptions.next(), if !subscriptions.is_empty() => {
+                    match response {
+                        Some(response) => match self.recheck().await {
+                            Ok(()) => Step::Send(vec![self.event(&id, response)]),
+                            Err(violation) => Step::End(violation),
+                        },
+                        // The stream ended on the server's side: say so once.
+                        None => Step::Send(vec![json!({ "type": "complete", "id": id })]),
+                    }
+                }
+                _ = recheck.tick(), if self.caller.is_some() => match self.recheck().await {
+                    Ok(()) => Step::Continue,
+                    Err(violation) => Step::End(violation),
+                },
+                _ = keepalive.tick(), if self.caller.is_some() && self.protocol == Protocol::Legacy => {
+                    Step::Send(vec![json!({ "type": "ka" })])
+                }
+            };
+            match step {
+                Step::Continue => {}
+                Step::Send(frames) => {
+                    for frame in frames {
+                        if sink
+                            .send(Message::Text(frame.to_string().into()))
+                            .await
+                            .is_err()
+                        {
+                            break;
                         }
-                        Err(error) => return Err(refused(&error.to_string())),
-                    };
-                    let slot = auth
-                        .connections()
-                        .try_acquire(caller.limit_key())
-                        .ok_or_else(|| refused("too many WebSocket connections for this key"))?;
-                    let mut data = async_graphql::Data::default();
-                    data.insert(caller);
-                    // Held for the life of the connection.
-                    data.insert(std::sync::Arc::new(slot));
-                    Ok(data)
-                })
-                .serve()
-        })
+                    }
+                }
+                Step::End(violation) => break Some(violation),
+                Step::Gone => break None,
+            }
+        };
+        if let Some(violation) = end {
+            tracing::info!(
+                close = violation.close,
+                code = violation.code,
+                key_id = self.caller.as_ref().and_then(Caller::key_id),
+                "WebSocket connection ended by the server"
+            );
+            let frame = match self.protocol {
+                Protocol::TransportWs => CloseFrame {
+                    code: violation.close,
+                    reason: violation.reason.into(),
+                },
+                Protocol::Legacy => {
+                    let error = json!({
+                        "type": "connection_error",
+                        "payload": { "message": violation.reason, "extensions": { "code": violation.code } },
+                    });
+                    // Best effort: the close below follows either way.
+                    let _ = sink.send(Message::Text(error.to_string().into())).await;
+                    CloseFrame {
+                        code: 1000,
+                        reason: "".into(),
+                    }
+                }
+            };
+            let _ = sink.send(Message::Close(Some(frame))).await;
+        }
+        // `self.slot` drops here: the key's connection slot is free again.
+    }
+
+    /// One text frame from the client.
+    async fn on_text(&mut self, text: &str, subscriptions: &mut Subscriptions) -> Step {
+        let Ok(message) = serde_json::from_str::<Value>(text) else {
+            return Step::End(Violation::bad_request("Invalid message received: not JSON"));
+        };
+        let kind = message.get("type").and_then(Value::as_str).unwrap_or("");
+        let id = message.get("id").and_then(Value::as_str);
+        match (self.protocol, kind) {
+            (_, "connection_init") => {
+                if self.caller.is_some() {
+                    return Step::End(Violation::new(
+                        4429,
+                        "Too many initialisation requests",
+                        "BAD_REQUEST",
+                    ));
+                }
+                let payload = message.get("payload").cloned().unwrap_or(Value::Null);
+                match self.init(&payload).await {
+                    Ok(()) if self.protocol == Protocol::Legacy => Step::Send(vec![
+                        json!({ "type": "connection_ack" }),
+                        json!({ "type": "ka" }),
+                    ]),
+                    Ok(()) => Step::Send(vec![json!({ "type": "connection_ack" })]),
+                    Err(violation) => Step::End(violation),
+                }
+            }
+            (Protocol::TransportWs, "subscribe") | (Protocol::Legacy, "start") => {
+                if self.caller.is_none() {
+                    return Step::End(Violation::new(4401, "Unauthorized", "UNAUTHENTICATED"));
+                }
+                let Some(id) = id.filter(|id| !id.is_empty()) else {
+                    return Step::End(Violation::bad_request("Invalid message received: no id"));
+                };
+                if subscriptions.contains_key(id) {
+                    return Step::End(Violation::new(
+                        4409,
+                        format!("Subscriber for {id} already exists"),
+                        "BAD_REQUEST",
+                    ));
+                }
+                let request = message
+                    .get("payload")
+                    .cloned()
+                    .map(serde_json::from_value::<Request>);
+                let Some(Ok(request)) = request else {
+                    return Step::End(Violation::bad_request(
+                        "Invalid message received: bad payload",
+                    ));
+                };
+                self.subscribe(id.to_owned(), request, subscriptions);
+                Step::Continue
+            }
+            (Protocol::TransportWs, "complete") | (Protocol::Legacy, "stop") => {
+                // The client is done with it: nothing more is sent for this id.
+                if let Some(id) = id {
+                    subscriptions.remove(id);
+                }
+                Step::Continue
+            }
+            (Protocol::TransportWs, "ping") => Step::Send(vec![json!({ "type": "pong" })]),
+            (Protocol::TransportWs, "pong") => Step::Continue,
+            (Protocol::Legacy, "connection_terminate") => Step::Gone,
+            _ => Step::End(Violation::bad_request(
+                "Invalid message received: unknown type",
+            )),
+        }
+    }
+
+    /// Authenticates `connection_init` and takes a connection slot of the key.
+    async fn init(&mut self, payload: &Value) -> Result<(), Violation> {
+        let refused = |error: AuthError| Violation::new(4403, error.to_string(), "UNAUTHENTICATED");
+        let token = init_token(payload).map_err(refused)?;
+        let caller = match self.auth.authenticate(token.as_deref()).await {
+            Ok(caller) => caller,
+            Err(AuthError::Store(error)) => {
+                tracing::error!(error = %error, "cannot check a WebSocket key");
+                return Err(Violation::new(
+                    4500,
+                    "Internal error",
+                    "INTERNAL_SERVER_ERROR",
+                ));
+            }
+            Err(error) => return Err(refused(error)),
+        };
+        let slot = self
+            .auth
+            .connections()
+            .try_acquire(caller.limit_key())
+            .ok_or_else(|| Violation::forbidden("too many WebSocket connections for this key"))?;
+        self.slot = Some(slot);
+        self.pending = None;
+        self.token = token;
+        self.caller = Some(caller);
+        Ok(())
+    }
+
+    /// Starts an operation on async-graphql's executor; its end shows as a final `None`.
+    fn subscribe(&self, id: String, request: Request, subscriptions: &mut Subscriptions) {
+        let mut request = request;
+        if let Some(caller) = &self.caller {
+            request = request.data(caller.clone());
+        }
+        let stream = self
+            .schema
+            .execute_stream(request)
+            .map(Some)
+            .chain(futures::stream::once(async { None }))
+            .boxed();
+        subscriptions.insert(id, stream);
+    }
+
+    /// Whether the key still holds, with at least the locations it had: `Err` (4403) once it was
+    /// revoked or lost a location. The operator key and anonymous callers are not re-checked.
+    async fn recheck(&self) -> Result<(), Violation> {
+        let Some(Caller::Key { locations, .. }) = &self.caller else {
+            return Ok(());
+        };
+        match self.auth.authenticate(self.token.as_deref()).await {
+            Ok(Caller::Key { locations: now, .. }) if locations.is_subset(&now) => Ok(()),
+            Ok(_) => Err(Violation::forbidden("the key's locations changed")),
+            Err(AuthError::Store(error)) => {
+                // The check will run again; a database hiccup does not drop every socket.
+                tracing::warn!(error = %error, "cannot re-check a WebSocket key");
+                Ok(())
+            }
+            Err(_) => Err(Violation::new(
+                4403,
+                "the key was revoked",
+                "UNAUTHENTICATED",
+            )),
+        }
+    }
+
+    /// An operation's result as the protocol's `next` (or legacy `data`) frame.
+    fn event(&self, id: &str, response: GqlResponse) -> Value {
+        let kind = match self.protocol {
+            Protocol::TransportWs => "next",
+            Protocol::Legacy => "data",
+        };
+        let payload = serde_json::to_value(&response).unwrap_or_else(|error| {
+            tracing::error!(error = %error, "cannot serialise a subscription event");
+            json!({ "errors": [{ "message": "internal error", "extensions": { "code": "INTERNAL_SERVER_ERROR" } }] })
+        });
+        json!({ "type": kind, "id": id, "payload": payload })
+    }
 }
 
 #[cfg(test)]

@@ -88,6 +88,8 @@ pub mod contact {
         pub date_updated: i64,
         pub deleted: bool,
         pub seen_at: i64,
+        /// Name, e-mail and phone folded by [`crate::store::fold`], one per line: the text filter.
+        pub search_text: String,
     }
     no_relations!();
 }

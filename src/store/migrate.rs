@@ -14,6 +14,8 @@ mod m20261128_000002_api_keys;
 mod m20261128_000003_sync_metrics;
 #[path = "../../migrations/m20261201_000004_failures_reset.rs"]
 mod m20261201_000004_failures_reset;
+#[path = "../../migrations/m20261202_000005_contact_search_text.rs"]
+mod m20261202_000005_contact_search_text;
 
 struct Migrator;
 
@@ -24,6 +26,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261128_000002_api_keys::Migration),
             Box::new(m20261128_000003_sync_metrics::Migration),
             Box::new(m20261201_000004_failures_reset::Migration),
+            Box::new(m20261202_000005_contact_search_text::Migration),
         ]
     }
 }

@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 
-use sea_orm::sea_query::{Expr, ExprTrait, Func, JoinType, LikeExpr, Query};
+use sea_orm::sea_query::{Expr, ExprTrait, JoinType, LikeExpr, Query};
 use sea_orm::{
     ColumnTrait, Condition, EntityTrait, FromQueryResult, PaginatorTrait, QueryFilter, QueryOrder,
     QuerySelect,
@@ -110,8 +110,7 @@ pub struct Freshness {
 }
 
 fn like_pattern(text: &str) -> LikeExpr {
-    let escaped = text
-        .to_lowercase()
+    let escaped = super::fold(text)
         .replace('\\', "\\\\")
         .replace('%', "\\%")
         .replace('_', "\\_");
@@ -128,12 +127,9 @@ fn contact_condition(location_id: &str, filter: &ContactFilter) -> Condition {
         .map(str::trim)
         .filter(|t| !t.is_empty())
     {
-        cond = cond.add(
-            Condition::any()
-                .add(Expr::col(contact::Column::SortName).like(like_pattern(text)))
-                .add(Func::lower(Expr::col(contact::Column::Email)).like(like_pattern(text)))
-                .add(Expr::col(contact::Column::Phone).like(like_pattern(text))),
-        );
+        // Both sides folded in Rust: the database's own case rules (ASCII only in SQLite) play
+        // no part.
+        cond = cond.add(Expr::col(contact::Column::SearchText).like(like_pattern(text)));
     }
     if let Some(tag) = &filter.tag {
         let tagged = Query::select()

@@ -157,6 +157,7 @@ const CONTACT_COLS: &[&str] = &[
     "date_updated",
     "deleted",
     "seen_at",
+    "search_text",
 ];
 const TASK_COLS: &[&str] = &[
     "id",
@@ -391,6 +392,7 @@ async fn write_contacts<C: ConnectionTrait>(
             to_ms(c.date_updated).into(),
             false.into(),
             mark.into(),
+            search_text(&display, c.email.as_deref(), c.phone.as_deref()).into(),
         ]);
         let mut seen_tags = std::collections::HashSet::new();
         for tag in c.tags.iter().filter(|t| seen_tags.insert(t.as_str())) {
@@ -532,4 +534,12 @@ impl Store {
         }
         Ok(marked)
     }
+}
+
+/// A contact's `search_text`: its display name, e-mail and phone, each [`super::fold`]ed, one per
+/// line (a query never holds a line break, so it cannot match across two of them).
+fn search_text(display: &str, email: Option<&str>, phone: Option<&str>) -> String {
+    [display, email.unwrap_or(""), phone.unwrap_or("")]
+        .map(super::fold)
+        .join("\n")
 }

@@ -16,6 +16,7 @@ async fn nested_contacts_over_http_with_a_second_page() {
         let post = |vars: Value| {
             app.client
                 .post(format!("{}/graphql", app.base))
+                .header(ACCEPT, GQL_JSON)
                 .json(&json!({ "query": DASHBOARD_QUERY, "variables": vars }))
                 .send()
         };
@@ -94,6 +95,7 @@ async fn graphql_over_http_rules() {
     // A document that does not parse: 400 and no `data` entry with graphql-response+json...
     let response = client
         .post(&url)
+        .header(ACCEPT, GQL_JSON)
         .json(&json!({ "query": "{ locations { id " }))
         .send()
         .await
@@ -107,6 +109,7 @@ async fn graphql_over_http_rules() {
     // ...and one that fails validation, too.
     let response = client
         .post(&url)
+        .header(ACCEPT, GQL_JSON)
         .json(&json!({ "query": "{ nope }" }))
         .send()
         .await
@@ -254,4 +257,56 @@ async fn the_gateway_shuts_down_cleanly_and_stops_answering() {
     // A fresh connection: the listener is closed once the gateway has stopped.
     let refused = reqwest::Client::new().get(&health).send().await;
     assert!(refused.is_err(), "still answering: {refused:?}");
+}
+
+/// The status line, `Content-Type` and body of a raw HTTP/1.1 POST of `body` with these extra
+/// header lines: reqwest always adds `Accept`, and this needs a request without one.
+async fn raw_post(base: &str, extra: &str, body: &str) -> (u16, String, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let address = base.trim_start_matches("http://");
+    let mut stream = tokio::net::TcpStream::connect(address).await.unwrap();
+    let request = format!(
+        "POST /graphql HTTP/1.1\r\nHost: {address}\r\nContent-Type: application/json\r\n{extra}\
+         Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).await.unwrap();
+    let (head, body) = answer.split_once("\r\n\r\n").unwrap();
+    let status = head[9..12].parse().unwrap();
+    let content_type = head
+        .lines()
+        .find_map(|l| {
+            let (name, value) = l.split_once(':')?;
+            name.eq_ignore_ascii_case("content-type")
+                .then(|| value.trim().to_owned())
+        })
+        .unwrap_or_default();
+    (status, content_type, body.to_owned())
+}
+
+#[tokio::test]
+async fn legacy_clients_get_application_json() {
+    let db = sqlite().await;
+    let app = spawn_app(&db.url).await;
+    let invalid = json!({ "query": "{ nope }" }).to_string();
+    // No Accept, or only a wildcard: application/json, where a refused document is still a 200.
+    for extra in ["", "Accept: */*\r\n", "Accept: application/*\r\n"] {
+        let (status, content_type, body) = raw_post(&app.base, extra, &invalid).await;
+        assert_eq!(status, 200, "{extra:?}: {body}");
+        assert!(
+            content_type.starts_with("application/json"),
+            "{extra:?}: {content_type}"
+        );
+    }
+    // Asked for: application/graphql-response+json, and its 400.
+    let (status, content_type, _) = raw_post(
+        &app.base,
+        "Accept: application/graphql-response+json\r\n",
+        &invalid,
+    )
+    .await;
+    assert_eq!(status, 400);
+    assert!(content_type.starts_with(GQL_JSON), "{content_type}");
 }

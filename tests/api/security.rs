@@ -10,7 +10,7 @@ use ghl_gateway::auth::{self, AuthConfig};
 use ghl_gateway::domain::{Contact, CustomFieldValue, Opportunity, Task};
 use ghl_gateway::store::{Page, Store};
 use reqwest::StatusCode;
-use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, RETRY_AFTER};
+use reqwest::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE, RETRY_AFTER};
 use serde_json::{Value, json};
 
 use crate::helpers::*;
@@ -46,6 +46,8 @@ async fn post(app: &TestApp, authorization: Option<&str>, body: &Value) -> Reply
         .client
         .post(format!("{}/graphql", app.base))
         .header(CONTENT_TYPE, "application/json")
+        // The media type whose status codes say what happened (400 for a refused document).
+        .header(ACCEPT, "application/graphql-response+json")
         .body(body.to_string());
     if let Some(value) = authorization {
         request = request.header(AUTHORIZATION, value);

@@ -14,7 +14,7 @@ use crate::helpers::*;
 
 pub(crate) type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
-const SUBSCRIPTION: &str = r#"subscription($loc: ID!) {
+pub(crate) const SUBSCRIPTION: &str = r#"subscription($loc: ID!) {
   syncStatus(locationId: $loc) { locationId job { id state mode stages { name state fetched } } freshness { stale syncing } }
 }"#;
 
