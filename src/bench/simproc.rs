@@ -143,6 +143,26 @@ impl SimProcess {
         totals(&self.base_url).await
     }
 
+    /// The simulator's ground truth of its location (`GET /_sim/locations/{id}`): how many
+    /// contacts, tasks, conversations and opportunities it holds.
+    pub async fn truth_counts(&self) -> anyhow::Result<[u64; 4]> {
+        let truth: serde_json::Value = reqwest::get(format!(
+            "{}/_sim/locations/{}",
+            self.base_url, self.location_id
+        ))
+        .await?
+        .error_for_status()?
+        .json()
+        .await?;
+        let count = |key: &str| truth[key].as_array().map_or(0, |a| a.len() as u64);
+        Ok([
+            count("contacts"),
+            count("tasks"),
+            count("conversations"),
+            count("opportunities"),
+        ])
+    }
+
     pub async fn stop(mut self) {
         let _ = self.child.kill().await;
     }

@@ -314,6 +314,10 @@ pub async fn full_case(contacts: usize, incremental: bool) -> anyhow::Result<Ful
     };
     let worker = spawn_worker(&worker_spec).await?;
     let (sim_calls, sim_429) = (worker.full_sim_calls, worker.full_sim_429);
+    // The minimum comes from what GHL holds, not from what the sync says it fetched; the two must
+    // agree, or the run is wrong. (The INCREMENTAL runs after the FULL one change records but
+    // neither add nor remove any.)
+    let [n, t, c, o] = sim.truth_counts().await?;
     sim.stop().await;
     let fetched = |name: &str| {
         worker
@@ -323,11 +327,17 @@ pub async fn full_case(contacts: usize, incremental: bool) -> anyhow::Result<Ful
             .map(|s| s.fetched.max(0) as u64)
             .unwrap_or(0)
     };
-    let (n, t, c, o) = (
+    let fetched = [
         fetched("contacts"),
         fetched("tasks"),
         fetched("conversations"),
         fetched("opportunities"),
+    ];
+    anyhow::ensure!(
+        fetched == [n, t, c, o],
+        "the FULL sync of {contacts} fetched {fetched:?} (contacts, tasks, conversations, \
+         opportunities) but the simulator holds {:?}",
+        [n, t, c, o]
     );
     let minimum = minimum_calls(n, t, c, o);
     let chain = [
