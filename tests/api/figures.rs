@@ -1,6 +1,7 @@
 //! The README's figures, asserted exactly as the README states them: the SQL statements of its
 //! dashboard query through the whole gateway (HTTP, a client API key, the read policy, the
-//! response cache missing), counted on the app's own store.
+//! response cache missing), counted on the app's own store; and FACTS.md §11's minimum number of
+//! GHL calls for a FULL sync of 10,000 contacts, made by the sync engine itself.
 
 use reqwest::header::{ACCEPT, CONTENT_TYPE};
 use serde_json::{Value, json};
@@ -102,5 +103,49 @@ async fn the_readme_dashboard_query_costs_the_statements_the_readme_states() {
             assert!(opportunities || first == 10);
         }
         app.shutdown().await;
+    }
+}
+
+#[tokio::test]
+async fn a_full_sync_of_10k_contacts_makes_facts_minimum_calls() {
+    for db in databases().await {
+        // GHL's shapes and paging; a burst limit the sync never reaches, so the test is quick.
+        let sim = spawn_sim_with(ghl_gateway::sim::SimArgs {
+            contacts: 10_000,
+            locations: 1,
+            burst_limit: 1_000_000,
+            ..Default::default()
+        })
+        .await;
+        let app = spawn_app_with_sim(&db.url, &sim).await;
+        let loc = sim.locations[0].id.clone();
+        sim.reset_counters();
+        app.sync
+            .refresh(&loc, ghl_gateway::sync::SyncMode::Full)
+            .await
+            .unwrap();
+        assert!(
+            app.sync
+                .wait_idle(&loc, std::time::Duration::from_secs(600))
+                .await
+        );
+        let truth = sim.dump(&loc).unwrap();
+        let count = |key: &str| truth[key].as_array().unwrap().len() as u64;
+        let minimum = ghl_gateway::bench::sync::minimum_calls(
+            count("contacts"),
+            count("tasks"),
+            count("conversations"),
+            count("opportunities"),
+        );
+        // + 1: a location's first FULL sync also reads its details (`GET /locations/{id}`),
+        // which §11 does not count (the README says so).
+        assert_eq!(
+            sim.total_requests(),
+            minimum + 1,
+            "{}: calls of a FULL sync of {} contacts",
+            db.name,
+            count("contacts")
+        );
+        assert_eq!(sim.count("contacts.search", "429"), 0);
     }
 }
