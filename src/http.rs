@@ -69,6 +69,10 @@ pub struct HttpConfig {
         default_value_t = 10
     )]
     pub ws_init_timeout_secs: u64,
+    /// WebSocket connections that have not sent `connection_init` yet, across every client; an
+    /// upgrade beyond it gets 503, so idle unauthenticated sockets cannot pile up.
+    #[arg(long, env = "MAX_WS_PENDING", default_value_t = 1024)]
+    pub max_ws_pending: usize,
     #[command(flatten)]
     pub auth: AuthConfig,
 }
@@ -136,7 +140,7 @@ pub fn router(
             cache,
             auth,
             max_batch_operations: config.max_batch_operations,
-            ws_pending: ConnectionLimiter::new(ws::MAX_PENDING_SOCKETS),
+            ws_pending: ConnectionLimiter::new(config.max_ws_pending),
             ws_init_timeout: Duration::from_secs(config.ws_init_timeout_secs),
         })
         .layer(RequestBodyLimitLayer::new(config.max_body_bytes))

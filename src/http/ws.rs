@@ -29,9 +29,8 @@ use crate::auth::{AuthError, Authenticator, Caller, ConnectionGuard};
 const RECHECK_INTERVAL: Duration = Duration::from_secs(2);
 /// How often the legacy protocol's `ka` keep-alive is sent.
 const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(10);
-/// Sockets not yet past `connection_init`, process-wide: idle ones cannot pile up.
-pub(super) const MAX_PENDING_SOCKETS: usize = 1024;
-/// The bucket of [`MAX_PENDING_SOCKETS`] in the pending-socket limiter.
+/// The bucket of the sockets not yet past `connection_init` (process-wide, `--max-ws-pending`)
+/// in the pending-socket limiter.
 const PENDING: &str = "pending";
 
 /// The two subprotocols, chosen by the client's `Sec-WebSocket-Protocol`.

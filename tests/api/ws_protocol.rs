@@ -437,3 +437,55 @@ async fn eventually_acked(app: &TestApp, key: &str) -> Socket {
     }
     panic!("the slot was never freed");
 }
+
+#[tokio::test]
+async fn sockets_without_connection_init_count_against_a_global_cap() {
+    let db = sqlite().await;
+    let app = spawn_app_with(&db.url, |c| c.http.max_ws_pending = 2).await;
+    let (_, key) = new_key(&app, &["loc-a"]).await;
+    // Two idle sockets fill the cap, whoever opens them.
+    let first = open(&app, "graphql-transport-ws").await;
+    let _second = open(&app, "graphql-ws").await;
+    let url = app.base.replace("http://", "ws://") + "/graphql/ws";
+    let refused = |url: String| async move {
+        use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
+        let mut request = url.into_client_request().unwrap();
+        request.headers_mut().insert(
+            "Sec-WebSocket-Protocol",
+            "graphql-transport-ws".parse().unwrap(),
+        );
+        match tokio_tungstenite::connect_async(request).await {
+            Err(tokio_tungstenite::tungstenite::Error::Http(response)) => response.status(),
+            other => panic!(
+                "the upgrade was not refused: {:?}",
+                other.map(|(_, r)| r.status())
+            ),
+        }
+    };
+    assert_eq!(refused(url.clone()).await, 503);
+    // A socket past `connection_init` no longer counts; one that closes gives its place back.
+    let mut first = first;
+    send(&mut first, init(&key)).await;
+    assert_eq!(
+        message(&mut first).await,
+        Frame::Json(json!({ "type": "connection_ack" }))
+    );
+    let _third = open(&app, "graphql-transport-ws").await;
+    assert_eq!(refused(url.clone()).await, 503);
+    drop(_second);
+    // The server sees the close a moment later: poll the upgrade until it is accepted.
+    let mut accepted = false;
+    for _ in 0..50 {
+        use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
+        let mut request = url.clone().into_client_request().unwrap();
+        request
+            .headers_mut()
+            .insert("Sec-WebSocket-Protocol", "graphql-ws".parse().unwrap());
+        if tokio_tungstenite::connect_async(request).await.is_ok() {
+            accepted = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(accepted, "a closed idle socket frees its place");
+}
