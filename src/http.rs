@@ -379,22 +379,21 @@ async fn execute_single(
     request: async_graphql::Request,
     if_none_match: Option<&HeaderValue>,
 ) -> Response {
-    let cache = state
-        .cache
-        .as_ref()
-        .filter(|_| is_cacheable_document(&request.query, request.operation_name.as_deref()));
-    let Some(cache) = cache else {
+    let uncached = |request: async_graphql::Request, caller: Caller| async move {
         let response = BatchResponse::Single(state.schema.execute(request.data(caller)).await);
         let (status, body) = render(media, &response);
         let etag = (status == StatusCode::OK).then(|| cache::etag_of(&body));
-        return answer(
+        answer(
             status,
             media,
             body.into(),
             etag.as_deref(),
             CacheStatus::Miss,
             if_none_match,
-        );
+        )
+    };
+    let Some(cache) = state.cache.as_ref() else {
+        return uncached(request, caller).await;
     };
     let variables = serde_json::to_string(&request.variables).unwrap_or_default();
     let key = CacheKey::new(
@@ -416,6 +415,11 @@ async fn execute_single(
     };
     if let Some(cached) = cache.get(&key) {
         return hit(cached);
+    }
+    // Only a miss parses the document to see whether its answer may be kept: a mutation or an
+    // introspection is never inserted, so it never hits either.
+    if !is_cacheable_document(&request.query, request.operation_name.as_deref()) {
+        return uncached(request, caller).await;
     }
     // Concurrent misses of one key (a popular answer that just expired) wait for the first
     // instead of all executing it.
