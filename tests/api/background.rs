@@ -178,24 +178,18 @@ async fn a_record_deleted_before_a_full_job_resumes_is_marked_deleted_when_it_co
             (SyncMode::Full, JobState::Failed)
         );
         // Conversations it has not listed again yet still carry the first job's mark.
-        let unseen: Vec<String> = conversation::Entity::find()
+        // The ids of the location's conversations, split by whether this job has seen them.
+        let (seen, unseen): (Vec<_>, Vec<_>) = conversation::Entity::find()
             .filter(conversation::Column::LocationId.eq(loc.as_str()))
-            .filter(conversation::Column::SeenAt.lt(failed.mark))
             .all(app.store.connection())
             .await
             .unwrap()
             .into_iter()
-            .map(|c| c.id)
-            .collect();
-        let seen: Vec<String> = conversation::Entity::find()
-            .filter(conversation::Column::LocationId.eq(loc.as_str()))
-            .filter(conversation::Column::SeenAt.gte(failed.mark))
-            .all(app.store.connection())
-            .await
-            .unwrap()
-            .into_iter()
-            .map(|c| c.id)
-            .collect();
+            .partition(|c| c.seen_at >= failed.mark);
+        let ids = |rows: Vec<conversation::Model>| -> Vec<String> {
+            rows.into_iter().map(|c| c.id).collect()
+        };
+        let (seen, unseen) = (ids(seen), ids(unseen));
         assert!(
             unseen.len() > 2 && seen.len() > 2,
             "{}: {} unseen, {} seen",
