@@ -380,18 +380,6 @@ impl ResponseCache {
             entries: self.entries.entry_count(),
         }
     }
-
-    /// Bytes held (bodies plus per-entry overhead), after pending evictions are applied.
-    pub fn bytes_held(&self) -> u64 {
-        self.entries.run_pending_tasks();
-        self.entries.weighted_size()
-    }
-
-    /// Entries held, after pending evictions are applied.
-    pub fn entry_count(&self) -> u64 {
-        self.entries.run_pending_tasks();
-        self.entries.entry_count()
-    }
 }
 
 #[cfg(test)]
@@ -481,9 +469,9 @@ mod tests {
             read.read("a");
             cache.insert(key(n), body.clone(), etag_of(&body), &read);
         }
-        let held = cache.bytes_held();
-        assert!(held <= capacity, "{held} bytes held, bound {capacity}");
-        assert!(cache.entry_count() >= 10, "it still caches: {cache:?}");
+        let stats = cache.stats();
+        assert!(stats.bytes <= capacity, "{stats:?}, bound {capacity}");
+        assert!(stats.entries >= 10, "it still caches: {stats:?}");
     }
 
     #[test]

@@ -24,16 +24,21 @@ impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Captured {
     }
 }
 
-// One thread: the app's tasks run where the capturing subscriber is installed.
-#[tokio::test(flavor = "current_thread")]
-async fn failed_logins_log_no_key_or_header() {
+/// Every log line of this thread, at every level, into a buffer; logging stops with the guard.
+fn capture_logs() -> (Captured, tracing::subscriber::DefaultGuard) {
     let captured = Captured::default();
     let subscriber = tracing_subscriber::fmt()
         .with_max_level(tracing::Level::TRACE)
         .with_writer(captured.clone())
         .with_ansi(false)
         .finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
+    (captured, tracing::subscriber::set_default(subscriber))
+}
+
+// One thread: the app's tasks run where the capturing subscriber is installed.
+#[tokio::test(flavor = "current_thread")]
+async fn failed_logins_log_no_key_or_header() {
+    let (captured, _guard) = capture_logs();
 
     let db = sqlite().await;
     let app = spawn_app_with(&db.url, |c| c.http.auth.allow_anonymous = false).await;
@@ -82,13 +87,7 @@ async fn failed_logins_log_no_key_or_header() {
 // One thread: the sync's tasks run where the capturing subscriber is installed.
 #[tokio::test(flavor = "current_thread")]
 async fn a_full_sync_with_retries_and_a_token_refresh_logs_no_token() {
-    let captured = Captured::default();
-    let subscriber = tracing_subscriber::fmt()
-        .with_max_level(tracing::Level::TRACE)
-        .with_writer(captured.clone())
-        .with_ansi(false)
-        .finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
+    let (captured, _guard) = capture_logs();
 
     let db = sqlite().await;
     let sim = spawn_sim(700).await;
