@@ -8,6 +8,7 @@
 mod credentials;
 pub mod entities;
 mod jobs;
+mod json_rows;
 pub mod keys;
 mod migrate;
 mod read;

@@ -1,4 +1,7 @@
 //! sea-orm entities, one module per table of `migrations/`. Times are UTC milliseconds.
+//!
+//! The models the GraphQL reads load also derive `Deserialize`, with the column names as field
+//! names: [`super::json_rows`] reads them as one JSON array per statement.
 
 macro_rules! no_relations {
     () => {
@@ -29,7 +32,7 @@ pub mod location {
 
 pub mod user {
     use sea_orm::entity::prelude::*;
-    #[derive(Clone, Debug, PartialEq, DeriveEntityModel)]
+    #[derive(Clone, Debug, PartialEq, DeriveEntityModel, serde::Deserialize)]
     #[sea_orm(table_name = "users")]
     pub struct Model {
         #[sea_orm(primary_key, auto_increment = false)]
@@ -48,7 +51,7 @@ pub mod user {
 
 pub mod custom_field {
     use sea_orm::entity::prelude::*;
-    #[derive(Clone, Debug, PartialEq, DeriveEntityModel)]
+    #[derive(Clone, Debug, PartialEq, DeriveEntityModel, serde::Deserialize)]
     #[sea_orm(table_name = "custom_fields")]
     pub struct Model {
         #[sea_orm(primary_key, auto_increment = false)]
@@ -67,7 +70,7 @@ pub mod custom_field {
 
 pub mod contact {
     use sea_orm::entity::prelude::*;
-    #[derive(Clone, Debug, PartialEq, DeriveEntityModel)]
+    #[derive(Clone, Debug, PartialEq, DeriveEntityModel, serde::Deserialize)]
     #[sea_orm(table_name = "contacts")]
     pub struct Model {
         #[sea_orm(primary_key, auto_increment = false)]
@@ -110,7 +113,7 @@ pub mod contact_tag {
 
 pub mod contact_custom_value {
     use sea_orm::entity::prelude::*;
-    #[derive(Clone, Debug, PartialEq, DeriveEntityModel)]
+    #[derive(Clone, Debug, PartialEq, DeriveEntityModel, serde::Deserialize)]
     #[sea_orm(table_name = "contact_custom_values")]
     pub struct Model {
         #[sea_orm(primary_key, auto_increment = false)]
@@ -126,7 +129,7 @@ pub mod contact_custom_value {
 
 pub mod task {
     use sea_orm::entity::prelude::*;
-    #[derive(Clone, Debug, PartialEq, DeriveEntityModel)]
+    #[derive(Clone, Debug, PartialEq, DeriveEntityModel, serde::Deserialize)]
     #[sea_orm(table_name = "tasks")]
     pub struct Model {
         #[sea_orm(primary_key, auto_increment = false)]
@@ -148,7 +151,7 @@ pub mod task {
 
 pub mod conversation {
     use sea_orm::entity::prelude::*;
-    #[derive(Clone, Debug, PartialEq, DeriveEntityModel)]
+    #[derive(Clone, Debug, PartialEq, DeriveEntityModel, serde::Deserialize)]
     #[sea_orm(table_name = "conversations")]
     pub struct Model {
         #[sea_orm(primary_key, auto_increment = false)]
@@ -156,6 +159,7 @@ pub mod conversation {
         pub location_id: String,
         pub contact_id: Option<String>,
         #[sea_orm(column_name = "type")]
+        #[serde(rename = "type")]
         pub kind: Option<String>,
         pub last_message_body: Option<String>,
         pub last_message_type: Option<String>,
@@ -172,7 +176,7 @@ pub mod conversation {
 
 pub mod pipeline {
     use sea_orm::entity::prelude::*;
-    #[derive(Clone, Debug, PartialEq, DeriveEntityModel)]
+    #[derive(Clone, Debug, PartialEq, DeriveEntityModel, serde::Deserialize)]
     #[sea_orm(table_name = "pipelines")]
     pub struct Model {
         #[sea_orm(primary_key, auto_increment = false)]
@@ -187,7 +191,7 @@ pub mod pipeline {
 
 pub mod pipeline_stage {
     use sea_orm::entity::prelude::*;
-    #[derive(Clone, Debug, PartialEq, DeriveEntityModel)]
+    #[derive(Clone, Debug, PartialEq, DeriveEntityModel, serde::Deserialize)]
     #[sea_orm(table_name = "pipeline_stages")]
     pub struct Model {
         #[sea_orm(primary_key, auto_increment = false)]
@@ -204,7 +208,7 @@ pub mod pipeline_stage {
 
 pub mod opportunity {
     use sea_orm::entity::prelude::*;
-    #[derive(Clone, Debug, PartialEq, DeriveEntityModel)]
+    #[derive(Clone, Debug, PartialEq, DeriveEntityModel, serde::Deserialize)]
     #[sea_orm(table_name = "opportunities")]
     pub struct Model {
         #[sea_orm(primary_key, auto_increment = false)]

@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 
-use sea_orm::sea_query::{Expr, ExprTrait, JoinType, LikeExpr, Query};
+use sea_orm::sea_query::{Expr, ExprTrait, JoinType, LikeExpr, Order, Query};
 use sea_orm::{
     ColumnTrait, Condition, EntityTrait, FromQueryResult, PaginatorTrait, QueryFilter, QueryOrder,
     QuerySelect,
@@ -150,11 +150,12 @@ fn contact_condition(location_id: &str, filter: &ContactFilter) -> Condition {
 }
 
 /// Runs `query` once per [`IN_CHUNK`] of `keys` and concatenates the rows.
-pub(super) async fn chunked<K, T, F, Fut>(keys: &[K], mut query: F) -> Result<Vec<T>, StoreError>
+pub(super) async fn chunked<K, T, E, F, Fut>(keys: &[K], mut query: F) -> Result<Vec<T>, StoreError>
 where
     F: FnMut(Vec<K>) -> Fut,
     K: Clone,
-    Fut: Future<Output = Result<Vec<T>, sea_orm::DbErr>>,
+    Fut: Future<Output = Result<Vec<T>, E>>,
+    StoreError: From<E>,
 {
     let mut rows = Vec::new();
     for chunk in keys.chunks(IN_CHUNK) {
@@ -206,16 +207,23 @@ impl Store {
                 SortDirection::Desc => here.lt(there),
             });
         }
-        let select = contact::Entity::find().filter(cond);
-        let select = match order.direction {
-            SortDirection::Asc => select
-                .order_by_asc(sort_col)
-                .order_by_asc(contact::Column::Id),
-            SortDirection::Desc => select
-                .order_by_desc(sort_col)
-                .order_by_desc(contact::Column::Id),
+        let direction = match order.direction {
+            SortDirection::Asc => Order::Asc,
+            SortDirection::Desc => Order::Desc,
         };
-        Ok(select.limit(limit).all(&self.db).await?)
+        let select = contact::Entity::find()
+            .filter(cond)
+            .order_by(sort_col, direction.clone())
+            .order_by(contact::Column::Id, direction.clone())
+            .limit(limit);
+        self.all_as_json(
+            select,
+            &[
+                (sort_col, direction.clone()),
+                (contact::Column::Id, direction),
+            ],
+        )
+        .await
     }
 
     pub async fn count_contacts(
@@ -231,10 +239,12 @@ impl Store {
 
     pub async fn contacts_by_ids(&self, ids: &[String]) -> Result<Vec<contact::Model>, StoreError> {
         chunked(ids, |chunk| {
-            contact::Entity::find()
-                .filter(contact::Column::Id.is_in(chunk))
-                .filter(contact::Column::Deleted.eq(false))
-                .all(&self.db)
+            self.all_as_json(
+                contact::Entity::find()
+                    .filter(contact::Column::Id.is_in(chunk))
+                    .filter(contact::Column::Deleted.eq(false)),
+                &[(contact::Column::Id, Order::Asc)],
+            )
         })
         .await
     }
@@ -245,11 +255,12 @@ impl Store {
         contact_ids: &[String],
     ) -> Result<Vec<task::Model>, StoreError> {
         chunked(contact_ids, |chunk| {
-            task::Entity::find()
-                .filter(task::Column::ContactId.is_in(chunk))
-                .filter(task::Column::Deleted.eq(false))
-                .order_by_asc(task::Column::Id)
-                .all(&self.db)
+            self.all_as_json(
+                task::Entity::find()
+                    .filter(task::Column::ContactId.is_in(chunk))
+                    .filter(task::Column::Deleted.eq(false)),
+                &[(task::Column::Id, Order::Asc)],
+            )
         })
         .await
     }
@@ -259,11 +270,12 @@ impl Store {
         contact_ids: &[String],
     ) -> Result<Vec<conversation::Model>, StoreError> {
         chunked(contact_ids, |chunk| {
-            conversation::Entity::find()
-                .filter(conversation::Column::ContactId.is_in(chunk))
-                .filter(conversation::Column::Deleted.eq(false))
-                .order_by_asc(conversation::Column::Id)
-                .all(&self.db)
+            self.all_as_json(
+                conversation::Entity::find()
+                    .filter(conversation::Column::ContactId.is_in(chunk))
+                    .filter(conversation::Column::Deleted.eq(false)),
+                &[(conversation::Column::Id, Order::Asc)],
+            )
         })
         .await
     }
@@ -273,11 +285,12 @@ impl Store {
         contact_ids: &[String],
     ) -> Result<Vec<opportunity::Model>, StoreError> {
         chunked(contact_ids, |chunk| {
-            opportunity::Entity::find()
-                .filter(opportunity::Column::ContactId.is_in(chunk))
-                .filter(opportunity::Column::Deleted.eq(false))
-                .order_by_asc(opportunity::Column::Id)
-                .all(&self.db)
+            self.all_as_json(
+                opportunity::Entity::find()
+                    .filter(opportunity::Column::ContactId.is_in(chunk))
+                    .filter(opportunity::Column::Deleted.eq(false)),
+                &[(opportunity::Column::Id, Order::Asc)],
+            )
         })
         .await
     }
@@ -287,10 +300,11 @@ impl Store {
         contact_ids: &[String],
     ) -> Result<Vec<contact_custom_value::Model>, StoreError> {
         chunked(contact_ids, |chunk| {
-            contact_custom_value::Entity::find()
-                .filter(contact_custom_value::Column::ContactId.is_in(chunk))
-                .order_by_asc(contact_custom_value::Column::FieldId)
-                .all(&self.db)
+            self.all_as_json(
+                contact_custom_value::Entity::find()
+                    .filter(contact_custom_value::Column::ContactId.is_in(chunk)),
+                &[(contact_custom_value::Column::FieldId, Order::Asc)],
+            )
         })
         .await
     }
@@ -300,9 +314,10 @@ impl Store {
         ids: &[String],
     ) -> Result<Vec<custom_field::Model>, StoreError> {
         chunked(ids, |chunk| {
-            custom_field::Entity::find()
-                .filter(custom_field::Column::Id.is_in(chunk))
-                .all(&self.db)
+            self.all_as_json(
+                custom_field::Entity::find().filter(custom_field::Column::Id.is_in(chunk)),
+                &[(custom_field::Column::Id, Order::Asc)],
+            )
         })
         .await
     }
@@ -318,11 +333,13 @@ impl Store {
         let ids: Vec<String> = keys.iter().map(|(_, u)| u.clone()).collect();
         let wanted: std::collections::HashSet<&(String, String)> = keys.iter().collect();
         let rows = chunked(&ids, |chunk| {
-            user::Entity::find()
-                .filter(user::Column::LocationId.is_in(locations.clone()))
-                .filter(user::Column::Id.is_in(chunk))
-                .filter(user::Column::Deleted.eq(false))
-                .all(&self.db)
+            self.all_as_json(
+                user::Entity::find()
+                    .filter(user::Column::LocationId.is_in(locations.clone()))
+                    .filter(user::Column::Id.is_in(chunk))
+                    .filter(user::Column::Deleted.eq(false)),
+                &[(user::Column::Id, Order::Asc)],
+            )
         })
         .await?;
         Ok(rows
@@ -348,10 +365,15 @@ impl Store {
         ids: &[String],
     ) -> Result<Vec<pipeline::Model>, StoreError> {
         chunked(ids, |chunk| {
-            pipeline::Entity::find()
-                .filter(pipeline::Column::Id.is_in(chunk))
-                .filter(pipeline::Column::Deleted.eq(false))
-                .all(&self.db)
+            self.all_as_json(
+                pipeline::Entity::find()
+                    .filter(pipeline::Column::Id.is_in(chunk))
+                    .filter(pipeline::Column::Deleted.eq(false)),
+                &[
+                    (pipeline::Column::Name, Order::Asc),
+                    (pipeline::Column::Id, Order::Asc),
+                ],
+            )
         })
         .await
     }
@@ -361,11 +383,15 @@ impl Store {
         location_ids: &[String],
     ) -> Result<Vec<pipeline::Model>, StoreError> {
         chunked(location_ids, |chunk| {
-            pipeline::Entity::find()
-                .filter(pipeline::Column::LocationId.is_in(chunk))
-                .filter(pipeline::Column::Deleted.eq(false))
-                .order_by_asc(pipeline::Column::Name)
-                .all(&self.db)
+            self.all_as_json(
+                pipeline::Entity::find()
+                    .filter(pipeline::Column::LocationId.is_in(chunk))
+                    .filter(pipeline::Column::Deleted.eq(false)),
+                &[
+                    (pipeline::Column::Name, Order::Asc),
+                    (pipeline::Column::Id, Order::Asc),
+                ],
+            )
         })
         .await
     }
@@ -375,10 +401,15 @@ impl Store {
         ids: &[String],
     ) -> Result<Vec<pipeline_stage::Model>, StoreError> {
         chunked(ids, |chunk| {
-            pipeline_stage::Entity::find()
-                .filter(pipeline_stage::Column::Id.is_in(chunk))
-                .filter(pipeline_stage::Column::Deleted.eq(false))
-                .all(&self.db)
+            self.all_as_json(
+                pipeline_stage::Entity::find()
+                    .filter(pipeline_stage::Column::Id.is_in(chunk))
+                    .filter(pipeline_stage::Column::Deleted.eq(false)),
+                &[
+                    (pipeline_stage::Column::Position, Order::Asc),
+                    (pipeline_stage::Column::Id, Order::Asc),
+                ],
+            )
         })
         .await
     }
@@ -388,11 +419,15 @@ impl Store {
         pipeline_ids: &[String],
     ) -> Result<Vec<pipeline_stage::Model>, StoreError> {
         chunked(pipeline_ids, |chunk| {
-            pipeline_stage::Entity::find()
-                .filter(pipeline_stage::Column::PipelineId.is_in(chunk))
-                .filter(pipeline_stage::Column::Deleted.eq(false))
-                .order_by_asc(pipeline_stage::Column::Position)
-                .all(&self.db)
+            self.all_as_json(
+                pipeline_stage::Entity::find()
+                    .filter(pipeline_stage::Column::PipelineId.is_in(chunk))
+                    .filter(pipeline_stage::Column::Deleted.eq(false)),
+                &[
+                    (pipeline_stage::Column::Position, Order::Asc),
+                    (pipeline_stage::Column::Id, Order::Asc),
+                ],
+            )
         })
         .await
     }
