@@ -19,14 +19,14 @@ mod reads;
 pub mod subscription;
 pub mod types;
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use async_graphql::dataloader::{DataLoader, HashMapCache};
-use async_graphql::extensions::{
-    Extension, ExtensionContext, ExtensionFactory, NextPrepareRequest,
+use async_graphql::{
+    BatchRequest, BatchResponse, Request, Response, Schema, SchemaBuilder, ServerError,
 };
-use async_graphql::{Request, Schema, SchemaBuilder, ServerResult};
+use futures::StreamExt;
+use futures::stream::BoxStream;
 
 use crate::store::Store;
 use loaders::CacheLoader;
@@ -68,50 +68,127 @@ pub fn build(store: Store, settings: Settings, sync: Option<crate::sync::SyncHan
 }
 
 /// The schema's builder, for callers that add schema-wide data (tests add a `Caller`).
+///
+/// The schema has no extension. With any extension installed, async-graphql routes every field
+/// through the extension chain (a registry lookup and a boxed future per extension and field);
+/// a dashboard page resolves some 2,000 fields. What extensions would do runs around the
+/// executor instead, in [`execute`], [`execute_batch`] and [`execute_stream`]: the document's
+/// limits ([`limits`]), a DataLoader per request, and the codes of input errors.
 pub fn builder(
     store: Store,
     settings: Settings,
 ) -> SchemaBuilder<query::Query, mutation::Mutation, subscription::Subscription> {
     let mut builder = Schema::build(query::Query, mutation::Mutation, subscription::Subscription)
-        .data(store.clone())
-        .extension(limits::QueryLimits(settings.limits.clone()))
-        .extension(error::InputErrorCodes)
-        .extension(RequestLoader(store));
+        .data(store)
+        .limit_depth(settings.limits.max_query_depth)
+        .limit_complexity(settings.limits.max_query_complexity)
+        .data(limits::Measure::new(&settings.limits));
     if settings.limits.disable_introspection {
         builder = builder.disable_introspection();
     }
     builder.data(settings)
 }
 
-/// Gives every request its own DataLoader. Its cache lives as long as the request, so a request
-/// sees one consistent view and reuses what the prefetch of a page loaded; nothing outlives it.
-struct RequestLoader(Store);
-
-impl ExtensionFactory for RequestLoader {
-    fn create(&self) -> Arc<dyn Extension> {
-        Arc::new(RequestLoader(self.0.clone()))
+/// Runs one request: checks its document's limits, gives it its own DataLoader, and codes its
+/// errors. Every query and mutation goes through here (HTTP, WebSocket, tests), never through
+/// `Schema::execute` alone, which would run without a DataLoader.
+pub async fn execute(schema: &AppSchema, request: Request) -> Response {
+    let document = limits::Document {
+        query: request.query.clone(),
+        operation_name: request.operation_name.clone(),
+        variables: request.variables.clone(),
+    };
+    match prepare(schema, request) {
+        Ok(request) => finish(schema, document, schema.execute(request).await).await,
+        Err(error) => Response::from_errors(vec![error]),
     }
 }
 
-#[async_graphql::async_trait::async_trait]
-impl Extension for RequestLoader {
-    async fn prepare_request(
-        &self,
-        ctx: &ExtensionContext<'_>,
-        request: Request,
-        next: NextPrepareRequest<'_>,
-    ) -> ServerResult<Request> {
-        // The short delay lets siblings outside a prefetched page (e.g. a list of locations)
-        // enqueue their keys together; pages themselves are prefetched in whole batches.
-        let loader = DataLoader::with_cache(
-            CacheLoader::new(self.0.clone()),
-            tokio::spawn,
-            HashMapCache::default(),
-        )
-        .delay(Duration::from_millis(1))
-        .max_batch_size(10_000);
-        next.run(ctx, request.data(loader)).await
+/// Runs a batch, one request after the other, each as [`execute`] does.
+pub async fn execute_batch(schema: &AppSchema, batch: BatchRequest) -> BatchResponse {
+    match batch {
+        BatchRequest::Single(request) => BatchResponse::Single(execute(schema, request).await),
+        BatchRequest::Batch(requests) => {
+            let mut responses = Vec::with_capacity(requests.len());
+            for request in requests {
+                responses.push(execute(schema, request).await);
+            }
+            BatchResponse::Batch(responses)
+        }
     }
+}
+
+/// Runs a subscription (or any operation, as the WebSocket protocols allow), as [`execute`] does.
+pub fn execute_stream(schema: &AppSchema, request: Request) -> BoxStream<'static, Response> {
+    let document = limits::Document {
+        query: request.query.clone(),
+        operation_name: request.operation_name.clone(),
+        variables: request.variables.clone(),
+    };
+    match prepare(schema, request) {
+        Ok(request) => {
+            let finishing = schema.clone();
+            let mut document = Some(document);
+            schema
+                .execute_stream(request)
+                .then(move |response| {
+                    // A limit fails the first (and only) response; later ones have nothing to measure.
+                    let document = document
+                        .take()
+                        .filter(|_| limits::failed_a_limit(&response));
+                    let schema = finishing.clone();
+                    async move {
+                        match document {
+                            Some(document) => finish(&schema, document, response).await,
+                            None => error::code_input_errors(response),
+                        }
+                    }
+                })
+                .boxed()
+        }
+        Err(error) => {
+            futures::stream::once(async move { Response::from_errors(vec![error]) }).boxed()
+        }
+    }
+}
+
+/// Parses the document (kept in the request for the executor), checks the limits a parsed
+/// document shows, and adds the request's DataLoader.
+fn prepare(schema: &AppSchema, mut request: Request) -> Result<Request, ServerError> {
+    let settings = schema
+        .data::<Settings>()
+        .expect("graphql::builder puts the settings in the schema");
+    limits::check_document(&settings.limits, request.parsed_query()?)?;
+    let store = schema
+        .data::<Store>()
+        .expect("graphql::builder puts the store in the schema")
+        .clone();
+    // The short delay lets siblings outside a prefetched page (e.g. a list of locations)
+    // enqueue their keys together; pages themselves are prefetched in whole batches. Its cache
+    // lives as long as the request, so a request sees one consistent view and nothing outlives it.
+    let loader = DataLoader::with_cache(
+        CacheLoader::new(store),
+        tokio::spawn,
+        HashMapCache::default(),
+    )
+    .delay(Duration::from_millis(1))
+    .max_batch_size(10_000);
+    Ok(request.data(loader))
+}
+
+/// Gives the executor's own errors the codes the API promises: depth and complexity limits
+/// (measured again to give the figures), and values that failed to coerce.
+async fn finish(schema: &AppSchema, document: limits::Document, response: Response) -> Response {
+    let response = if limits::failed_a_limit(&response) {
+        schema
+            .data::<limits::Measure>()
+            .expect("graphql::builder puts the measure in the schema")
+            .code_errors(document, response)
+            .await
+    } else {
+        response
+    };
+    error::code_input_errors(response)
 }
 
 /// The SDL of the schema, as committed in `schema.graphql`.

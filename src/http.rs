@@ -35,7 +35,7 @@ use tower_http::trace::{DefaultMakeSpan, TraceLayer};
 
 use crate::auth::{AuthConfig, Authenticator, Caller, ConnectionLimiter};
 use crate::cache::{self, CacheKey, Flight, ReadSet, ResponseCache};
-use crate::graphql::AppSchema;
+use crate::graphql::{self, AppSchema};
 use crate::store::Store;
 
 /// Settings of the HTTP server.
@@ -380,7 +380,8 @@ async fn execute_single(
     if_none_match: Option<&HeaderValue>,
 ) -> Response {
     let uncached = |request: async_graphql::Request, caller: Caller| async move {
-        let response = BatchResponse::Single(state.schema.execute(request.data(caller)).await);
+        let response =
+            BatchResponse::Single(graphql::execute(&state.schema, request.data(caller)).await);
         let (status, body) = render(media, &response);
         let etag = (status == StatusCode::OK).then(|| cache::etag_of(&body));
         answer(
@@ -436,10 +437,7 @@ async fn execute_single(
     // The versions before anything is read: a write that lands while this executes makes the
     // answer out of date at once, so it is not kept.
     let reads = Arc::new(ReadSet::new(cache.versions().snapshot()));
-    let response = state
-        .schema
-        .execute(request.data(caller).data(reads.clone()))
-        .await;
+    let response = graphql::execute(&state.schema, request.data(caller).data(reads.clone())).await;
     let keep = response.is_ok();
     let response = BatchResponse::Single(response);
     let (status, body) = render(media, &response);
@@ -520,7 +518,7 @@ async fn graphql_post(
     match request {
         BatchRequest::Single(request) => execute_single(&state, caller, media, request, None).await,
         batch @ BatchRequest::Batch(_) => {
-            let response = state.schema.execute_batch(batch.data(caller)).await;
+            let response = graphql::execute_batch(&state.schema, batch.data(caller)).await;
             let (status, body) = render(media, &response);
             answer(status, media, body.into(), None, CacheStatus::Miss, None)
         }

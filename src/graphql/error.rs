@@ -4,12 +4,6 @@
 //! Also the error of a process that runs without a sync ([`sync_handle`]), since that is the one
 //! thing a resolver can miss in its schema data.
 
-use std::sync::Arc;
-
-use async_graphql::extensions::{
-    Extension, ExtensionContext, ExtensionFactory, NextRequest, NextSubscribe,
-};
-use async_graphql::futures_util::stream::{BoxStream, StreamExt};
 use async_graphql::{Context, ErrorExtensionValues, ErrorExtensions, Response};
 
 use crate::store::StoreError;
@@ -123,7 +117,7 @@ fn is_coercion_error(message: &str) -> bool {
 
 /// Sets `extensions.code = BAD_USER_INPUT` on the errors of values that failed to coerce, which
 /// async-graphql reports without a code, so that every input error carries one.
-fn code_input_errors(mut response: Response) -> Response {
+pub(super) fn code_input_errors(mut response: Response) -> Response {
     for error in &mut response.errors {
         let coded = error
             .extensions
@@ -137,31 +131,6 @@ fn code_input_errors(mut response: Response) -> Response {
         }
     }
     response
-}
-
-/// The schema extension that gives coercion errors their code, over HTTP and WebSocket alike.
-pub(super) struct InputErrorCodes;
-
-impl ExtensionFactory for InputErrorCodes {
-    fn create(&self) -> Arc<dyn Extension> {
-        Arc::new(InputErrorCodes)
-    }
-}
-
-#[async_graphql::async_trait::async_trait]
-impl Extension for InputErrorCodes {
-    async fn request(&self, ctx: &ExtensionContext<'_>, next: NextRequest<'_>) -> Response {
-        code_input_errors(next.run(ctx).await)
-    }
-
-    fn subscribe<'s>(
-        &self,
-        ctx: &ExtensionContext<'_>,
-        stream: BoxStream<'s, Response>,
-        next: NextSubscribe<'_>,
-    ) -> BoxStream<'s, Response> {
-        next.run(ctx, stream).map(code_input_errors).boxed()
-    }
 }
 
 #[cfg(test)]

@@ -5,17 +5,16 @@
 //! `FORBIDDEN`.
 //!
 //! Depth and complexity are async-graphql's own measures (a field counts 1, `contacts` counts its
-//! selection times `first`); they are checked here rather than with `limit_depth` /
-//! `limit_complexity` so the error can say what was found. Operations per batch, `first`, body
+//! selection times `first`), checked by the schema's `limit_depth` / `limit_complexity`; a
+//! document that fails one is measured again by [`Measure`] to give its error the figures.
+//! Aliases and introspection are checked on the parsed document before it runs. Operations per batch, `first`, body
 //! size, timeout and the per-key rate are enforced elsewhere (`http`, `query`, `auth`).
 
 use std::sync::Arc;
 
-use async_graphql::extensions::{
-    Extension, ExtensionContext, ExtensionFactory, NextParseQuery, NextValidation,
-};
+use async_graphql::extensions::{Extension, ExtensionContext, ExtensionFactory, NextValidation};
 use async_graphql::parser::types::{ExecutableDocument, Selection, SelectionSet};
-use async_graphql::{ErrorExtensionValues, ServerError, ServerResult, ValidationResult, Variables};
+use async_graphql::{ErrorExtensionValues, Response, ServerError, ValidationResult, Variables};
 
 /// Query limits. The defaults admit GraphiQL's introspection query (depth 15 with graphql-js's
 /// `typeDepth: 9`) and a dashboard page of 500 contacts with everything nested.
@@ -56,46 +55,115 @@ fn coded_error(code: &str, limit: &str, message: String) -> ServerError {
     error
 }
 
-/// Checks depth, complexity and aliases of every document.
-pub(super) struct QueryLimits(pub Limits);
+/// Checks what a parsed document shows before it is validated: introspection when it is turned
+/// off (`FORBIDDEN`; async-graphql's own switch answers `__schema` with a silent null, this says
+/// why) and the number of aliases (`BAD_USER_INPUT`, limit `aliases`).
+pub(super) fn check_document(
+    limits: &Limits,
+    document: &ExecutableDocument,
+) -> Result<(), ServerError> {
+    if limits.disable_introspection && introspects(document) {
+        return Err(coded_error(
+            "FORBIDDEN",
+            "introspection",
+            "introspection is turned off on this gateway (--disable-introspection)".into(),
+        ));
+    }
+    let aliases = count_aliases(document);
+    if aliases > limits.max_query_aliases {
+        return Err(limit_error(
+            "aliases",
+            format!(
+                "the query has {aliases} aliases; the limit is {} (--max-query-aliases)",
+                limits.max_query_aliases
+            ),
+        ));
+    }
+    Ok(())
+}
 
-impl ExtensionFactory for QueryLimits {
+/// async-graphql's messages for its depth and complexity limits (`limit_depth`,
+/// `limit_complexity` on the schema), which measure as the library does (a field counts 1, a
+/// `contacts` page counts its selection times `first`) but carry no code and no figure.
+const TOO_DEEP: &str = "Query is nested too deep.";
+const TOO_COMPLEX: &str = "Query is too complex.";
+
+/// Whether `response` failed one of async-graphql's depth or complexity limits.
+pub(super) fn failed_a_limit(response: &Response) -> bool {
+    response
+        .errors
+        .iter()
+        .any(|e| e.message == TOO_DEEP || e.message == TOO_COMPLEX)
+}
+
+/// What [`Measure`] needs of a request to measure it again.
+pub(super) struct Document {
+    pub query: String,
+    pub operation_name: Option<String>,
+    pub variables: Variables,
+}
+
+/// Measures a document that failed a limit, to say by how much: a schema of the same types
+/// whose one extension reads depth and complexity at validation and never lets the document run.
+/// Only requests that failed a limit pay for it; the schema that executes has no extension (see
+/// [`super::builder`]).
+#[derive(Clone)]
+pub(super) struct Measure(super::AppSchema);
+
+impl Measure {
+    pub(super) fn new(limits: &Limits) -> Self {
+        Self(
+            async_graphql::Schema::build(
+                super::query::Query,
+                super::mutation::Mutation,
+                super::subscription::Subscription,
+            )
+            .extension(Measuring(limits.clone()))
+            .finish(),
+        )
+    }
+
+    /// `response` with async-graphql's depth and complexity errors replaced by coded ones that
+    /// give the figure found, the limit and the flag that sets it.
+    pub(super) async fn code_errors(&self, document: Document, mut response: Response) -> Response {
+        if !failed_a_limit(&response) {
+            return response;
+        }
+        let request = async_graphql::Request::new(document.query).variables(document.variables);
+        let request = match document.operation_name {
+            Some(name) => request.operation_name(name),
+            None => request,
+        };
+        let measured = self.0.execute(request).await;
+        let coded: Vec<ServerError> = measured
+            .errors
+            .into_iter()
+            .filter(|e| {
+                e.extensions
+                    .as_ref()
+                    .is_some_and(|x| x.get("limit").is_some())
+            })
+            .collect();
+        if !coded.is_empty() {
+            response.errors = coded;
+        }
+        response
+    }
+}
+
+/// The extension of [`Measure`]'s schema: turns the validation result into the limit's error, and
+/// fails every document (one within the limits gets a plain error, and [`Measure`] keeps the
+/// executor's own).
+struct Measuring(Limits);
+
+impl ExtensionFactory for Measuring {
     fn create(&self) -> Arc<dyn Extension> {
-        Arc::new(QueryLimits(self.0.clone()))
+        Arc::new(Measuring(self.0.clone()))
     }
 }
 
 #[async_graphql::async_trait::async_trait]
-impl Extension for QueryLimits {
-    async fn parse_query(
-        &self,
-        ctx: &ExtensionContext<'_>,
-        query: &str,
-        variables: &Variables,
-        next: NextParseQuery<'_>,
-    ) -> ServerResult<ExecutableDocument> {
-        let document = next.run(ctx, query, variables).await?;
-        // async-graphql's own switch answers `__schema` with a silent null; say why instead.
-        if self.0.disable_introspection && introspects(&document) {
-            return Err(coded_error(
-                "FORBIDDEN",
-                "introspection",
-                "introspection is turned off on this gateway (--disable-introspection)".into(),
-            ));
-        }
-        let aliases = count_aliases(&document);
-        if aliases > self.0.max_query_aliases {
-            return Err(limit_error(
-                "aliases",
-                format!(
-                    "the query has {aliases} aliases; the limit is {} (--max-query-aliases)",
-                    self.0.max_query_aliases
-                ),
-            ));
-        }
-        Ok(document)
-    }
-
+impl Extension for Measuring {
     async fn validation(
         &self,
         ctx: &ExtensionContext<'_>,
@@ -121,7 +189,7 @@ impl Extension for QueryLimits {
                 ),
             )]);
         }
-        Ok(result)
+        Err(vec![ServerError::new("within the limits", None)])
     }
 }
 

@@ -358,9 +358,7 @@ impl Session {
         if let Some(caller) = &self.caller {
             request = request.data(caller.clone());
         }
-        let stream = self
-            .schema
-            .execute_stream(request)
+        let stream = crate::graphql::execute_stream(&self.schema, request)
             .map(Some)
             .chain(futures::stream::once(async { None }))
             .boxed();

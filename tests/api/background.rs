@@ -32,9 +32,12 @@ async fn a_slow_subscriber_skips_events_and_never_holds_the_sync_back() {
             .data(app.sync.handle())
             .data(Caller::Admin)
             .finish();
-        let mut stream = schema.execute_stream(async_graphql::Request::new(format!(
-            r#"subscription {{ syncStatus(locationId: "{loc}") {{ job {{ id state }} }} }}"#
-        )));
+        let mut stream = ghl_gateway::graphql::execute_stream(
+            &schema,
+            async_graphql::Request::new(format!(
+                r#"subscription {{ syncStatus(locationId: "{loc}") {{ job {{ id state }} }} }}"#
+            )),
+        );
         let current = stream.next().await.unwrap().data.into_json().unwrap();
         assert_eq!(
             current["syncStatus"]["job"]["state"], "SUCCEEDED",

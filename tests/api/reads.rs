@@ -1,4 +1,4 @@
-//! GraphQL reads through `schema.execute`: nested data, keyset pages, filters, error codes, and the
+//! GraphQL reads through `graphql::execute`: nested data, keyset pages, filters, error codes, and the
 //! number of SQL statements per request.
 
 use std::collections::HashSet;
@@ -9,9 +9,11 @@ use serde_json::{Value, json};
 use crate::helpers::*;
 
 async fn run(schema: &ghl_gateway::graphql::AppSchema, query: &str, vars: Value) -> Value {
-    let response = schema
-        .execute(Request::new(query).variables(Variables::from_json(vars)))
-        .await;
+    let response = ghl_gateway::graphql::execute(
+        schema,
+        Request::new(query).variables(Variables::from_json(vars)),
+    )
+    .await;
     serde_json::to_value(&response).unwrap()
 }
 
