@@ -188,6 +188,11 @@ impl Store {
         self.changes.subscribe()
     }
 
+    /// How many `changes` subscribers (receivers of [`Store::subscribe_changes`]) are listening.
+    pub fn change_subscribers(&self) -> usize {
+        self.changes.receiver_count()
+    }
+
     /// Bumps `location_id`'s data version after a committed write of `ids`, then tells the
     /// `changes` subscribers (none listening is fine). An empty batch bumps only.
     fn committed(
