@@ -721,3 +721,62 @@ async fn the_response_cache_misses_after_an_event() {
         app.shutdown().await;
     }
 }
+
+#[tokio::test]
+async fn a_simulator_write_reaches_graphql_without_a_sync() {
+    for db in databases().await {
+        let sim = spawn_sim(20).await;
+        let pem = sim.webhook_public_key_pem.clone();
+        let app = spawn_app_with_sim_and(&db.url, &sim, |c| {
+            c.http.webhooks.webhook_public_key = pem;
+        })
+        .await;
+        let loc = sim.locations[0].id.clone();
+        full_sync_to_end(&app, &loc).await;
+        let last_job = app.store.last_job(&loc).await.unwrap().unwrap().id;
+        let admin = |path: String| format!("{}/_sim/{path}", sim.base_url);
+        app.client
+            .patch(admin("settings".into()))
+            .json(&json!({ "webhookUrl": format!("{}/webhooks/ghl", app.base) }))
+            .send()
+            .await
+            .unwrap()
+            .error_for_status()
+            .unwrap();
+        let created: Value = app
+            .client
+            .post(admin(format!("locations/{loc}/contacts")))
+            .json(&json!({ "firstName": "Hooked", "email": "hooked@example.com" }))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let id = created["id"]
+            .as_str()
+            .or(created["contact"]["id"].as_str())
+            .unwrap_or_else(|| panic!("the simulator names the new contact: {created}"))
+            .to_owned();
+        // The simulator delivers on its own task: wait (bounded) until the contact shows.
+        let mut shown = Value::Null;
+        for _ in 0..400 {
+            shown = contact(&app, &id).await;
+            if !shown.is_null() {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+        }
+        assert_eq!(
+            shown["email"], "hooked@example.com",
+            "{}: {created}",
+            db.name
+        );
+        assert_eq!(
+            app.store.last_job(&loc).await.unwrap().unwrap().id,
+            last_job,
+            "no sync ran"
+        );
+        app.shutdown().await;
+    }
+}
