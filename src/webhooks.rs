@@ -245,7 +245,7 @@ impl Receiver {
             location_id: envelope.location_id.as_deref(),
         };
         let write = match &action {
-            Action::Write(write) => Some(write),
+            Action::Write(write) => Some(write.as_ref()),
             Action::Install | Action::Ignore => None,
         };
         let outcome = match self.inner.store.apply_webhook(receipt, write).await {
@@ -255,7 +255,11 @@ impl Receiver {
             Ok(Applied::Unchanged) => match action {
                 Action::Ignore => Outcome::Ignored,
                 // An uninstall changes credentials, not records: it is applied all the same.
-                Action::Write(crate::store::EventWrite::Uninstalled { .. }) => Outcome::Applied,
+                Action::Write(write)
+                    if matches!(*write, crate::store::EventWrite::Uninstalled { .. }) =>
+                {
+                    Outcome::Applied
+                }
                 Action::Install => match self.install(envelope.location_id.as_deref()).await {
                     Ok(outcome) => outcome,
                     Err(error) => {
