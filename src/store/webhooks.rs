@@ -134,6 +134,15 @@ impl Store {
             return Ok(Applied::Unchanged);
         };
         let mark = to_ms(receipt.received_at);
+        if let EventWrite::Uninstalled { at } = write {
+            let revoked = revoke(&txn, location_id, *at).await?;
+            txn.commit().await?;
+            if revoked {
+                // A credential state change: the location's sync state (and answers) move.
+                self.versions.bump(location_id);
+            }
+            return Ok(Applied::Unchanged);
+        }
         let changed = apply(&txn, location_id, mark, write).await?;
         txn.commit().await?;
         Ok(match changed {
@@ -328,19 +337,25 @@ async fn apply(
                 .then(|| op(conversation_id, ChangeKind::Conversation))
                 .flatten()
         }
-        EventWrite::Uninstalled { at } => {
-            let update = Query::update()
-                .table("credentials")
-                .value("revoked_at", to_ms(*at))
-                .and_where(Expr::col("location_id").eq(location_id))
-                .and_where(Expr::col("revoked_at").is_null())
-                .to_owned();
-            txn.execute(&update).await?;
-            // No cached record changed: the caller reports the uninstall itself.
-            None
-        }
+        // Handled by `revoke`: no cached record changes.
+        EventWrite::Uninstalled { .. } => None,
     };
     Ok(changed)
+}
+
+/// Marks the location's credential revoked (an `UNINSTALL`); whether it was live.
+async fn revoke(
+    txn: &DatabaseTransaction,
+    location_id: &str,
+    at: DateTime<Utc>,
+) -> Result<bool, DbErr> {
+    let update = Query::update()
+        .table("credentials")
+        .value("revoked_at", to_ms(at))
+        .and_where(Expr::col("location_id").eq(location_id))
+        .and_where(Expr::col("revoked_at").is_null())
+        .to_owned();
+    Ok(txn.execute(&update).await?.rows_affected() > 0)
 }
 
 /// Replaces the value of column `col` in `row` (laid out as `cols`).

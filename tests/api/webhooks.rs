@@ -10,6 +10,7 @@ use ed25519_dalek::Signer as _;
 use ed25519_dalek::pkcs8::EncodePublicKey as _;
 use rsa::pkcs8::DecodePrivateKey as _;
 use rsa::signature::{SignatureEncoding as _, Signer as _};
+use sea_orm::ConnectionTrait as _;
 use serde_json::{Value, json};
 
 use crate::helpers::*;
@@ -778,5 +779,78 @@ async fn a_simulator_write_reaches_graphql_without_a_sync() {
             "no sync ran"
         );
         app.shutdown().await;
+    }
+}
+
+#[tokio::test]
+async fn a_failed_write_answers_503_and_the_retry_is_applied() {
+    let keys = Keys::new();
+    for db in databases().await {
+        let app = spawn(&db, &keys).await;
+        let create = event(
+            "ContactCreate",
+            Duration::seconds(5),
+            json!({ "id": "retried-1" }),
+        );
+        // The replay table is gone: the event's transaction fails before anything is written.
+        app.store
+            .connection()
+            .execute_unprepared("ALTER TABLE webhook_events RENAME TO webhook_events_away")
+            .await
+            .unwrap();
+        assert_eq!(
+            deliver(&app, &keys, &create).await,
+            (503, "STORE_UNAVAILABLE".into()),
+            "{}",
+            db.name
+        );
+        assert_eq!(contact(&app, "retried-1").await, Value::Null);
+        app.store
+            .connection()
+            .execute_unprepared("ALTER TABLE webhook_events_away RENAME TO webhook_events")
+            .await
+            .unwrap();
+        // GHL retries the same delivery: not a duplicate, since nothing was recorded.
+        assert_eq!(deliver(&app, &keys, &create).await, (200, "applied".into()));
+        assert_eq!(contact(&app, "retried-1").await["id"], "retried-1");
+        app.shutdown().await;
+    }
+}
+
+#[tokio::test]
+async fn seen_webhook_ids_are_pruned_after_the_window() {
+    use ghl_gateway::store::{Applied, Receipt};
+    for db in databases().await {
+        let store = &db.store;
+        let receipt = |at| Receipt {
+            webhook_id: "wh-old",
+            received_at: at,
+            location_id: None,
+        };
+        let long_ago = Utc::now() - Duration::hours(1);
+        assert_eq!(
+            store.apply_webhook(receipt(long_ago), None).await.unwrap(),
+            Applied::Unchanged
+        );
+        assert_eq!(
+            store
+                .apply_webhook(receipt(Utc::now()), None)
+                .await
+                .unwrap(),
+            Applied::Duplicate
+        );
+        // Ten minutes (twice the default window) before now: the hour-old id goes.
+        let pruned = store
+            .prune_webhook_ids(Utc::now() - Duration::minutes(10))
+            .await
+            .unwrap();
+        assert_eq!(pruned, 1, "{}", db.name);
+        assert_eq!(
+            store
+                .apply_webhook(receipt(Utc::now()), None)
+                .await
+                .unwrap(),
+            Applied::Unchanged
+        );
     }
 }
