@@ -26,6 +26,7 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use chrono::Utc;
+use tracing::Instrument as _;
 
 pub use event::{Action, Envelope, EventError};
 pub use verify::{
@@ -225,17 +226,22 @@ impl Receiver {
             record_id = %record_id,
             webhook_id = %envelope.webhook_id,
         );
-        let _entered = span.enter();
+        let outcome = self.accept(envelope, value).instrument(span).await;
+        self.count(&kind, outcome)
+    }
+
+    /// The part of [`Receiver::receive`] after the envelope is read, in the event's span.
+    async fn accept(&self, envelope: Envelope, value: serde_json::Value) -> Outcome {
         let now = Utc::now();
         if (now - envelope.timestamp).abs() > self.inner.tolerance {
             tracing::warn!(timestamp = %envelope.timestamp, "webhook refused: outside the timestamp window");
-            return self.count(&kind, Outcome::StaleTimestamp);
+            return Outcome::StaleTimestamp;
         }
         let action = match event::action(&envelope, value) {
             Ok(action) => action,
             Err(error) => {
                 tracing::warn!(reason = %error, "webhook refused: malformed event");
-                return self.count(&kind, Outcome::BadEvent);
+                return Outcome::BadEvent;
             }
         };
         self.prune(now).await;
@@ -275,7 +281,7 @@ impl Receiver {
             }
         };
         tracing::info!(outcome = outcome.as_str(), "webhook received");
-        self.count(&kind, outcome)
+        outcome
     }
 
     /// `INSTALL` of a location: credentials the gateway can still use (an agency credential,

@@ -176,9 +176,10 @@ pub fn action(envelope: &Envelope, value: Value) -> Result<Action, EventError> {
     let kind = envelope.kind.as_str();
     let at = envelope.timestamp;
     let location_id = envelope.location_id.clone().unwrap_or_default();
-    let malformed = |e: serde_json::Error| EventError::Malformed {
+    // serde's message may quote a value of the body, which must not reach the logs.
+    let malformed = |_: serde_json::Error| EventError::Malformed {
         kind: kind.to_owned(),
-        reason: e.to_string(),
+        reason: "a field is missing or has the wrong type".into(),
     };
     let needs_location = || {
         envelope
@@ -412,6 +413,16 @@ mod tests {
             let action = parse(example(name));
             assert_ne!(action, Action::Ignore, "{name}");
         }
+    }
+
+    #[test]
+    fn a_malformed_event_names_no_value_of_its_body() {
+        let mut value = example("ConversationUnreadWebhook");
+        value["unreadCount"] = "secret-value".into();
+        let (envelope, value) = super::envelope(value.to_string().as_bytes()).unwrap();
+        let error = action(&envelope, value).unwrap_err();
+        assert!(matches!(error, EventError::Malformed { .. }));
+        assert!(!error.to_string().contains("secret-value"), "{error}");
     }
 
     #[test]
