@@ -586,19 +586,29 @@ impl Store {
         };
         let txn = self.db.begin().await?;
         let mut marked = 0;
-        for table in tables {
+        // The ids of the resource's own rows (a pipeline's, not its stages'), for `changes`.
+        let mut ids = Vec::new();
+        for (at, table) in tables.iter().enumerate() {
             let update = Query::update()
                 .table(*table)
                 .value("deleted", true)
                 .and_where(Expr::col("location_id").eq(location_id))
                 .and_where(Expr::col("seen_at").lt(mark))
                 .and_where(Expr::col("deleted").eq(false))
+                .returning_col("id")
                 .to_owned();
-            marked += txn.execute(&update).await?.rows_affected();
+            let rows = txn.query_all(&update).await?;
+            marked += rows.len() as u64;
+            if at == 0 {
+                for row in rows {
+                    ids.push(row.try_get::<String>("", "id")?);
+                }
+            }
         }
         txn.commit().await?;
         if marked > 0 {
-            self.versions.bump(location_id);
+            let kind = ChangeKind::of(resource);
+            self.committed(location_id, kind, ChangeOp::Delete, ids, ChangeSource::Sync);
         }
         Ok(marked)
     }

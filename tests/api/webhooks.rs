@@ -670,7 +670,32 @@ async fn changes_reach_subscribers_of_the_location_only() {
             (&json!("USER"), &json!(["u-new"]), &json!("SYNC"))
         );
 
-        // The loc2 subscriber's first event is loc2's: it never saw the two changes of LOC.
+        // A FULL sync's reconciliation publishes the rows it marked deleted.
+        let marked = app
+            .store
+            .mark_unseen_deleted(LOC, ghl_gateway::domain::Resource::Users, 3)
+            .await
+            .unwrap();
+        assert_eq!(marked, 5, "the fixture's 4 users and u-new");
+        let change = next(&mut admin).await.unwrap()["payload"]["data"]["changes"].clone();
+        let mut ids: Vec<String> = serde_json::from_value(change["ids"].clone()).unwrap();
+        ids.sort();
+        assert_eq!(
+            (&change["kind"], &change["op"], &change["source"]),
+            (&json!("USER"), &json!("DELETE"), &json!("SYNC"))
+        );
+        assert_eq!(
+            ids,
+            [
+                "loc-user-0",
+                "loc-user-1",
+                "loc-user-2",
+                "loc-user-3",
+                "u-new"
+            ]
+        );
+
+        // The loc2 subscriber's first event is loc2's: it never saw the changes of LOC.
         let mut delete = event(
             "ContactDelete",
             Duration::seconds(5),
