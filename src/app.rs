@@ -83,7 +83,9 @@ impl App {
             .context("cannot start the sync engine")?;
         let schema = graphql::build(store.clone(), config.graphql.clone(), Some(sync.handle()));
         let cache = ResponseCache::new(&config.cache, store.versions().clone());
-        let router = http::router(schema, store.clone(), cache.clone(), &config.http);
+        let webhooks = crate::webhooks::Receiver::new(store.clone(), &config.http.webhooks)
+            .context("cannot read the webhook keys")?;
+        let router = http::router(schema, store.clone(), cache.clone(), webhooks, &config.http);
         let listener = TcpListener::bind(&config.http.listen)
             .await
             .with_context(|| format!("cannot listen on {} (LISTEN_ADDR)", config.http.listen))?;
@@ -134,6 +136,7 @@ impl App {
         println!("graphql-ws: ws://{}/graphql/ws", self.local_addr());
         println!("graphiql: {base}/graphiql");
         println!("health:   {base}/healthz {base}/readyz");
+        println!("webhooks: {base}/webhooks/ghl");
         if self.allow_anonymous {
             println!("auth:     none required (--allow-anonymous)");
         } else {

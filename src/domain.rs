@@ -345,6 +345,65 @@ pub struct SyncEvent {
     pub job: JobSnapshot,
 }
 
+/// What kind of record a [`ChangeEvent`] is about.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ChangeKind {
+    Contact,
+    Task,
+    Conversation,
+    Opportunity,
+    User,
+    Pipeline,
+    CustomField,
+}
+
+impl ChangeKind {
+    /// The kind of the records of `resource`.
+    pub fn of(resource: Resource) -> Self {
+        match resource {
+            Resource::Users => ChangeKind::User,
+            Resource::CustomFields => ChangeKind::CustomField,
+            Resource::Pipelines => ChangeKind::Pipeline,
+            Resource::Contacts => ChangeKind::Contact,
+            Resource::Tasks => ChangeKind::Task,
+            Resource::Conversations => ChangeKind::Conversation,
+            Resource::Opportunities => ChangeKind::Opportunity,
+        }
+    }
+}
+
+/// Whether the records of a [`ChangeEvent`] were written or marked deleted.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ChangeOp {
+    Upsert,
+    Delete,
+}
+
+/// Who wrote the records of a [`ChangeEvent`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ChangeSource {
+    /// A page of a sync job.
+    Sync,
+    /// A GHL webhook event.
+    Webhook,
+}
+
+/// One committed batch of changes to a location's cached records: what the `changes`
+/// subscription streams. The store publishes it after the transaction commits and the
+/// location's data version is bumped, so a reader that refetches sees at least this version.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ChangeEvent {
+    pub location_id: String,
+    pub kind: ChangeKind,
+    pub op: ChangeOp,
+    /// GHL ids of the records written (or marked deleted).
+    pub ids: Vec<String>,
+    pub source: ChangeSource,
+    pub at: DateTime<Utc>,
+    /// The location's data version once the batch committed.
+    pub data_version: u64,
+}
+
 /// Milliseconds since the epoch, the store's time unit.
 pub fn to_ms(t: DateTime<Utc>) -> i64 {
     t.timestamp_millis()

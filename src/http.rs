@@ -75,6 +75,9 @@ pub struct HttpConfig {
     pub max_ws_pending: usize,
     #[command(flatten)]
     pub auth: AuthConfig,
+    /// `POST /webhooks/ghl`: its keys, timestamp window and body limit.
+    #[command(flatten)]
+    pub webhooks: crate::webhooks::WebhookConfig,
 }
 
 /// An origin as browsers send it: `scheme://host[:port]`, nothing after.
@@ -113,11 +116,13 @@ struct AppState {
     ws_init_timeout: Duration,
 }
 
-/// The gateway's router; `cache` (when on) serves unchanged query answers from memory.
+/// The gateway's router; `cache` (when on) serves unchanged query answers from memory;
+/// `webhooks` takes GHL's signed events.
 pub fn router(
     schema: AppSchema,
     store: Store,
     cache: Option<ResponseCache>,
+    webhooks: crate::webhooks::Receiver,
     config: &HttpConfig,
 ) -> Router {
     let auth = Authenticator::new(store.clone(), &config.auth);
@@ -134,6 +139,15 @@ pub fn router(
         .merge(dashboard::routes())
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
+        // Signed by GHL, not by an API key; the raw body is verified, so its own body limit.
+        .route(
+            "/webhooks/ghl",
+            axum::routing::post(crate::webhooks::receive)
+                .layer(axum::extract::DefaultBodyLimit::max(
+                    webhooks.max_body_bytes(),
+                ))
+                .with_state(webhooks),
+        )
         .with_state(AppState {
             schema,
             store,

@@ -1,14 +1,15 @@
 //! ghl-gateway: a cache-first GraphQL gateway for HighLevel (GoHighLevel) CRM data.
 //!
 //! The map of the crate, top down (`shared/DESIGN.md` has the same map):
-//! `main -> cli -> { commands, app } -> { http, graphql, cache, sync, upstream, auth, secrets, store,
-//! sim, bench, config, telemetry } -> domain`.
+//! `main -> cli -> { commands, app } -> { http, graphql, cache, webhooks, sync, upstream, auth,
+//! secrets, store, sim, bench, config, telemetry } -> domain`.
 //! - [`cli`]: the command line (clap): global flags, one subcommand per module of [`commands`].
 //! - [`commands`]: `serve`, `demo`, `sync`, `connect`, `keys`, `migrate`, `sim`, `bench`, `schema`.
 //! - [`app`]: builds the gateway from its settings ([`app::ServeConfig`]), binds, runs until stopped.
 //! - [`http`]: the axum router: GraphQL over HTTP and WebSocket, GraphiQL, dashboard, health checks.
 //! - [`graphql`]: the schema, DataLoaders, the read policy, error codes; reads only from [`store`].
 //! - [`cache`]: the response cache and the per-location data versions it is keyed on.
+//! - [`webhooks`]: GHL's signed webhook events: verified, de-duplicated, applied through [`store`].
 //! - [`sync`]: the background sync behind a narrow `SyncHandle`: jobs, stages, checkpoints, events.
 //! - [`upstream`]: the GHL API client: tokens, rate limiting, retries, paging, DTOs -> domain.
 //! - [`auth`]: API keys (generated, hashed), the [`auth::Caller`], per-key rate and connections.
@@ -44,3 +45,4 @@ pub mod store;
 pub mod sync;
 pub mod telemetry;
 pub mod upstream;
+pub mod webhooks;

@@ -12,6 +12,7 @@ mod json_rows;
 pub mod keys;
 mod migrate;
 mod read;
+mod webhooks;
 mod write;
 
 use std::sync::Arc;
@@ -20,12 +21,16 @@ use std::time::Duration;
 
 use sea_orm::{ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DbBackend, DbErr};
 
+use tokio::sync::broadcast;
+
 use crate::cache::DataVersions;
+use crate::domain::{ChangeEvent, ChangeKind, ChangeOp, ChangeSource};
 
 pub use jobs::{Watermarks, job_state_name, sync_mode_name};
 pub use read::{
     ContactFilter, ContactKey, ContactOrder, ContactOrderField, Freshness, SortDirection,
 };
+pub use webhooks::{Applied, EventWrite, Receipt};
 pub use write::Page;
 
 /// Folds text for the contacts' text filter: Unicode lower case, then the two full case foldings
@@ -112,6 +117,9 @@ pub struct Store {
     /// Bumped after every committed change to a location's data or sync state: the store's
     /// write paths are the only ones that bump it.
     versions: DataVersions,
+    /// Committed batches of record changes, for the `changes` subscription. Bounded: a slow
+    /// subscriber lags and skips events rather than holding a write back.
+    changes: broadcast::Sender<ChangeEvent>,
 }
 
 impl std::fmt::Debug for Store {
@@ -151,6 +159,7 @@ impl Store {
             db,
             statements,
             versions: DataVersions::default(),
+            changes: broadcast::channel(1024).0,
         })
     }
 
@@ -173,6 +182,41 @@ impl Store {
     /// response cache checks its entries against them).
     pub fn versions(&self) -> &DataVersions {
         &self.versions
+    }
+
+    /// Every committed batch of record changes from now on (sync pages and webhook events).
+    pub fn subscribe_changes(&self) -> broadcast::Receiver<ChangeEvent> {
+        self.changes.subscribe()
+    }
+
+    /// How many `changes` subscribers (receivers of [`Store::subscribe_changes`]) are listening.
+    pub fn change_subscribers(&self) -> usize {
+        self.changes.receiver_count()
+    }
+
+    /// Bumps `location_id`'s data version after a committed write of `ids`, then tells the
+    /// `changes` subscribers (none listening is fine). An empty batch bumps only.
+    fn committed(
+        &self,
+        location_id: &str,
+        kind: ChangeKind,
+        op: ChangeOp,
+        ids: Vec<String>,
+        source: ChangeSource,
+    ) {
+        self.versions.bump(location_id);
+        if ids.is_empty() {
+            return;
+        }
+        let _ = self.changes.send(ChangeEvent {
+            location_id: location_id.to_owned(),
+            kind,
+            op,
+            ids,
+            source,
+            at: chrono::Utc::now(),
+            data_version: self.versions.snapshot().location(location_id),
+        });
     }
 
     /// SQL statements executed through this store so far (tests diff it around a request).

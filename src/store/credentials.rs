@@ -1,19 +1,20 @@
 //! The GHL credentials of each location. One row per location; a refresh replaces the row in one
 //! statement, so the new refresh token is durable before the new access token is used.
 
-use sea_orm::sea_query::OnConflict;
-use sea_orm::{ActiveValue, EntityTrait};
+use sea_orm::sea_query::{Expr, ExprTrait, OnConflict, Query};
+use sea_orm::{ActiveValue, ConnectionTrait, EntityTrait, QueryFilter};
 
 use super::entities::credential;
 use super::{Store, StoreError};
 
 impl Store {
-    /// The stored credential of a location.
+    /// The stored credential of a location; none once an `UNINSTALL` revoked it.
     pub async fn credential(
         &self,
         location_id: &str,
     ) -> Result<Option<credential::Model>, StoreError> {
         Ok(credential::Entity::find_by_id(location_id.to_owned())
+            .filter(Expr::col("revoked_at").is_null())
             .one(&self.db)
             .await?)
     }
@@ -45,13 +46,23 @@ impl Store {
             )
             .exec(&self.db)
             .await?;
+        // New credentials connect the location again, whatever an `UNINSTALL` revoked before.
+        let reconnect = Query::update()
+            .table("credentials")
+            .value("revoked_at", Option::<i64>::None)
+            .and_where(Expr::col("location_id").eq(location_id.as_str()))
+            .and_where(Expr::col("revoked_at").is_not_null())
+            .to_owned();
+        self.db.execute(&reconnect).await?;
         self.versions.bump(&location_id);
         Ok(())
     }
 
-    /// The ids of the locations that have credentials (the ones a sync can reach).
+    /// The ids of the locations that have credentials (the ones a sync can reach), revoked ones
+    /// excepted.
     pub async fn credentialed_locations(&self) -> Result<Vec<String>, StoreError> {
         Ok(credential::Entity::find()
+            .filter(Expr::col("revoked_at").is_null())
             .all(&self.db)
             .await?
             .into_iter()

@@ -16,6 +16,8 @@ mod m20261128_000003_sync_metrics;
 mod m20261201_000004_failures_reset;
 #[path = "../../migrations/m20261202_000005_contact_search_text.rs"]
 mod m20261202_000005_contact_search_text;
+#[path = "../../migrations/m20261203_000006_webhook_events.rs"]
+mod m20261203_000006_webhook_events;
 
 struct Migrator;
 
@@ -27,6 +29,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261128_000003_sync_metrics::Migration),
             Box::new(m20261201_000004_failures_reset::Migration),
             Box::new(m20261202_000005_contact_search_text::Migration),
+            Box::new(m20261203_000006_webhook_events::Migration),
         ]
     }
 }

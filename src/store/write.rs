@@ -7,8 +7,8 @@ use sea_orm::{ConnectionTrait, DbErr, TransactionTrait};
 
 use super::{IN_CHUNK, Store, StoreError, rows_per_insert};
 use crate::domain::{
-    Contact, Conversation, CustomField, Location, Opportunity, Pipeline, Resource, SyncStage, Task,
-    User, to_ms,
+    ChangeKind, ChangeOp, ChangeSource, Contact, Conversation, CustomField, Location, Opportunity,
+    Pipeline, Resource, SyncStage, Task, User, to_ms,
 };
 
 /// One page of records of one resource, as fetched from GHL.
@@ -39,11 +39,27 @@ impl Page<'_> {
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
+
+    /// The kind of the page's records and their ids, for the `changes` subscription.
+    fn changed(&self) -> (ChangeKind, Vec<String>) {
+        fn ids<T>(rows: &[T], id: impl Fn(&T) -> &String) -> Vec<String> {
+            rows.iter().map(|r| id(r).clone()).collect()
+        }
+        match self {
+            Page::Users(r) => (ChangeKind::User, ids(r, |x| &x.id)),
+            Page::CustomFields(r) => (ChangeKind::CustomField, ids(r, |x| &x.id)),
+            Page::Pipelines(r) => (ChangeKind::Pipeline, ids(r, |x| &x.id)),
+            Page::Contacts(r) => (ChangeKind::Contact, ids(r, |x| &x.id)),
+            Page::Tasks(r) => (ChangeKind::Task, ids(r, |x| &x.id)),
+            Page::Conversations(r) => (ChangeKind::Conversation, ids(r, |x| &x.id)),
+            Page::Opportunities(r) => (ChangeKind::Opportunity, ids(r, |x| &x.id)),
+        }
+    }
 }
 
-type Row = Vec<Value>;
+pub(super) type Row = Vec<Value>;
 
-fn ms(t: Option<chrono::DateTime<chrono::Utc>>) -> Value {
+pub(super) fn ms(t: Option<chrono::DateTime<chrono::Utc>>) -> Value {
     t.map(to_ms).into()
 }
 
@@ -57,6 +73,26 @@ async fn upsert<C: ConnectionTrait>(
     rows: Vec<Row>,
 ) -> Result<(), DbErr> {
     let update: Vec<&'static str> = cols.iter().copied().filter(|c| !key.contains(c)).collect();
+    upsert_where(conn, table, cols, key, &update, &[], None, rows)
+        .await
+        .map(|_| ())
+}
+
+/// [`upsert`] that overwrites only the `update` columns of an existing row (and the `keep`
+/// columns where the new value is not NULL), and only where `condition` holds (it may name the
+/// row as `table.col` and the new values as `excluded.col`). Returns the rows inserted or updated.
+#[allow(clippy::too_many_arguments)]
+pub(super) async fn upsert_where<C: ConnectionTrait>(
+    conn: &C,
+    table: &'static str,
+    cols: &[&'static str],
+    key: &[&'static str],
+    update: &[&'static str],
+    keep: &[&'static str],
+    condition: Option<&str>,
+    rows: Vec<Row>,
+) -> Result<u64, DbErr> {
+    let mut written = 0;
     let per_statement = rows_per_insert(cols.len());
     let mut rows = rows.into_iter().peekable();
     while rows.peek().is_some() {
@@ -72,15 +108,24 @@ async fn upsert<C: ConnectionTrait>(
             insert.values_panic(row.into_iter().map(Expr::val));
         }
         let mut on_conflict = OnConflict::columns(key.iter().copied());
-        if update.is_empty() {
+        if update.is_empty() && keep.is_empty() {
             on_conflict.do_nothing();
         } else {
             on_conflict.update_columns(update.iter().copied());
+            for col in keep {
+                on_conflict.value(
+                    *col,
+                    Expr::cust(format!("COALESCE(excluded.{col}, {table}.{col})")),
+                );
+            }
+        }
+        if let Some(condition) = condition {
+            on_conflict.action_and_where(Expr::cust(condition.to_owned()));
         }
         insert.on_conflict(on_conflict);
-        conn.execute(&insert).await?;
+        written += conn.execute(&insert).await?.rows_affected();
     }
-    Ok(())
+    Ok(written)
 }
 
 /// Deletes the rows of `table` whose `column` is one of `ids` (child rows replaced by a page).
@@ -140,7 +185,7 @@ const STAGE_COLS: &[&str] = &[
     "deleted",
     "seen_at",
 ];
-const CONTACT_COLS: &[&str] = &[
+pub(super) const CONTACT_COLS: &[&str] = &[
     "id",
     "location_id",
     "first_name",
@@ -159,7 +204,7 @@ const CONTACT_COLS: &[&str] = &[
     "seen_at",
     "search_text",
 ];
-const TASK_COLS: &[&str] = &[
+pub(super) const TASK_COLS: &[&str] = &[
     "id",
     "location_id",
     "contact_id",
@@ -173,7 +218,7 @@ const TASK_COLS: &[&str] = &[
     "deleted",
     "seen_at",
 ];
-const CONVERSATION_COLS: &[&str] = &[
+pub(super) const CONVERSATION_COLS: &[&str] = &[
     "id",
     "location_id",
     "contact_id",
@@ -188,7 +233,7 @@ const CONVERSATION_COLS: &[&str] = &[
     "deleted",
     "seen_at",
 ];
-const OPPORTUNITY_COLS: &[&str] = &[
+pub(super) const OPPORTUNITY_COLS: &[&str] = &[
     "id",
     "location_id",
     "contact_id",
@@ -293,22 +338,7 @@ async fn write_records<C: ConnectionTrait>(
         Page::Tasks(tasks) => {
             let rows = tasks
                 .iter()
-                .map(|t| {
-                    let mut r: Row = vec![
-                        t.id.clone().into(),
-                        loc(),
-                        t.contact_id.clone().into(),
-                        t.title.clone().into(),
-                        t.body.clone().into(),
-                        ms(t.due_date),
-                        t.completed.into(),
-                        t.assigned_to.clone().into(),
-                        ms(t.date_added),
-                        ms(t.date_updated),
-                    ];
-                    r.extend(live());
-                    r
-                })
+                .map(|t| task_row(t, location_id, mark))
                 .collect();
             upsert(conn, "tasks", TASK_COLS, &["id"], rows).await
         }
@@ -338,27 +368,48 @@ async fn write_records<C: ConnectionTrait>(
         Page::Opportunities(opportunities) => {
             let rows = opportunities
                 .iter()
-                .map(|o| {
-                    let mut r: Row = vec![
-                        o.id.clone().into(),
-                        loc(),
-                        o.contact_id.clone().into(),
-                        o.pipeline_id.clone().into(),
-                        o.stage_id.clone().into(),
-                        o.name.clone().into(),
-                        o.status.clone().into(),
-                        o.monetary_value.into(),
-                        o.assigned_to.clone().into(),
-                        ms(o.created_at),
-                        ms(o.updated_at),
-                    ];
-                    r.extend(live());
-                    r
-                })
+                .map(|o| opportunity_row(o, location_id, mark))
                 .collect();
             upsert(conn, "opportunities", OPPORTUNITY_COLS, &["id"], rows).await
         }
     }
+}
+
+/// A task's row in [`TASK_COLS`] order, live (not deleted) and stamped with `mark`.
+pub(super) fn task_row(t: &Task, location_id: &str, mark: i64) -> Row {
+    vec![
+        t.id.clone().into(),
+        location_id.to_owned().into(),
+        t.contact_id.clone().into(),
+        t.title.clone().into(),
+        t.body.clone().into(),
+        ms(t.due_date),
+        t.completed.into(),
+        t.assigned_to.clone().into(),
+        ms(t.date_added),
+        ms(t.date_updated),
+        false.into(),
+        mark.into(),
+    ]
+}
+
+/// An opportunity's row in [`OPPORTUNITY_COLS`] order, live and stamped with `mark`.
+pub(super) fn opportunity_row(o: &Opportunity, location_id: &str, mark: i64) -> Row {
+    vec![
+        o.id.clone().into(),
+        location_id.to_owned().into(),
+        o.contact_id.clone().into(),
+        o.pipeline_id.clone().into(),
+        o.stage_id.clone().into(),
+        o.name.clone().into(),
+        o.status.clone().into(),
+        o.monetary_value.into(),
+        o.assigned_to.clone().into(),
+        ms(o.created_at),
+        ms(o.updated_at),
+        false.into(),
+        mark.into(),
+    ]
 }
 
 /// Contacts, then their tags and custom field values, which the page replaces wholesale.
@@ -368,32 +419,49 @@ async fn write_contacts<C: ConnectionTrait>(
     mark: i64,
     contacts: &[Contact],
 ) -> Result<(), DbErr> {
+    let rows = contacts
+        .iter()
+        .map(|c| contact_row(c, location_id, mark, false))
+        .collect();
+    upsert(conn, "contacts", CONTACT_COLS, &["id"], rows).await?;
+    replace_contact_children(conn, location_id, contacts).await
+}
+
+/// A contact's row in [`CONTACT_COLS`] order, stamped with `mark`.
+pub(super) fn contact_row(c: &Contact, location_id: &str, mark: i64, deleted: bool) -> Row {
+    let display = c.display_name();
+    let tags = serde_json::to_string(&c.tags).unwrap_or_else(|_| "[]".to_owned());
+    vec![
+        c.id.clone().into(),
+        location_id.to_owned().into(),
+        c.first_name.clone().into(),
+        c.last_name.clone().into(),
+        (!display.is_empty()).then_some(display.clone()).into(),
+        display.to_lowercase().into(),
+        c.email.clone().into(),
+        c.phone.clone().into(),
+        c.company_name.clone().into(),
+        c.source.clone().into(),
+        c.assigned_to.clone().into(),
+        tags.into(),
+        to_ms(c.date_added).into(),
+        to_ms(c.date_updated).into(),
+        deleted.into(),
+        mark.into(),
+        search_text(&display, c.email.as_deref(), c.phone.as_deref()).into(),
+    ]
+}
+
+/// Replaces the tags and custom field values of `contacts` (whose rows are written) with theirs.
+pub(super) async fn replace_contact_children<C: ConnectionTrait>(
+    conn: &C,
+    location_id: &str,
+    contacts: &[Contact],
+) -> Result<(), DbErr> {
     let loc = || Value::from(location_id.to_owned());
-    let mut rows = Vec::with_capacity(contacts.len());
     let mut tag_rows = Vec::new();
     let mut value_rows = Vec::new();
     for c in contacts {
-        let display = c.display_name();
-        let tags = serde_json::to_string(&c.tags).unwrap_or_else(|_| "[]".to_owned());
-        rows.push(vec![
-            c.id.clone().into(),
-            loc(),
-            c.first_name.clone().into(),
-            c.last_name.clone().into(),
-            (!display.is_empty()).then_some(display.clone()).into(),
-            display.to_lowercase().into(),
-            c.email.clone().into(),
-            c.phone.clone().into(),
-            c.company_name.clone().into(),
-            c.source.clone().into(),
-            c.assigned_to.clone().into(),
-            tags.into(),
-            to_ms(c.date_added).into(),
-            to_ms(c.date_updated).into(),
-            false.into(),
-            mark.into(),
-            search_text(&display, c.email.as_deref(), c.phone.as_deref()).into(),
-        ]);
         let mut seen_tags = std::collections::HashSet::new();
         for tag in c.tags.iter().filter(|t| seen_tags.insert(t.as_str())) {
             tag_rows.push(vec![c.id.clone().into(), tag.clone().into(), loc()]);
@@ -412,7 +480,6 @@ async fn write_contacts<C: ConnectionTrait>(
             ]);
         }
     }
-    upsert(conn, "contacts", CONTACT_COLS, &["id"], rows).await?;
     let ids: Vec<String> = contacts.iter().map(|c| c.id.clone()).collect();
     delete_in(conn, "contact_tags", "contact_id", &ids).await?;
     delete_in(conn, "contact_custom_values", "contact_id", &ids).await?;
@@ -495,7 +562,8 @@ impl Store {
             save_checkpoint(&txn, checkpoint).await?;
         }
         txn.commit().await?;
-        self.versions.bump(location_id);
+        let (kind, ids) = page.changed();
+        self.committed(location_id, kind, ChangeOp::Upsert, ids, ChangeSource::Sync);
         Ok(())
     }
 
@@ -518,19 +586,29 @@ impl Store {
         };
         let txn = self.db.begin().await?;
         let mut marked = 0;
-        for table in tables {
+        // The ids of the resource's own rows (a pipeline's, not its stages'), for `changes`.
+        let mut ids = Vec::new();
+        for (at, table) in tables.iter().enumerate() {
             let update = Query::update()
                 .table(*table)
                 .value("deleted", true)
                 .and_where(Expr::col("location_id").eq(location_id))
                 .and_where(Expr::col("seen_at").lt(mark))
                 .and_where(Expr::col("deleted").eq(false))
+                .returning_col("id")
                 .to_owned();
-            marked += txn.execute(&update).await?.rows_affected();
+            let rows = txn.query_all(&update).await?;
+            marked += rows.len() as u64;
+            if at == 0 {
+                for row in rows {
+                    ids.push(row.try_get::<String>("", "id")?);
+                }
+            }
         }
         txn.commit().await?;
         if marked > 0 {
-            self.versions.bump(location_id);
+            let kind = ChangeKind::of(resource);
+            self.committed(location_id, kind, ChangeOp::Delete, ids, ChangeSource::Sync);
         }
         Ok(marked)
     }

@@ -21,4 +21,5 @@ mod store;
 mod subscription;
 mod sync;
 mod upstream;
+mod webhooks;
 mod ws_protocol;
