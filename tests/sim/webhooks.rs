@@ -719,3 +719,37 @@ async fn webhook_knobs_are_settings_and_stats_are_readable() {
     assert_eq!(stats["pending"], 0);
     assert_eq!(rx.deliveries().len(), 1);
 }
+
+#[tokio::test]
+async fn a_delayed_event_is_held_back_and_still_pending() {
+    let rx = receiver(&[]).await;
+    let sim = sim_for(
+        &rx,
+        WebhookKnobs {
+            delay_ms: 3_600_000,
+            ..Default::default()
+        },
+    )
+    .await;
+    sim.create(
+        &sim.locations[0].id.clone(),
+        "contacts",
+        json!({"firstName": "Later"}),
+    )
+    .expect("create");
+    // Not a timing assertion: an event due in an hour must not arrive now, however slow the
+    // machine; a broken delay delivers it at once.
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert!(rx.deliveries().is_empty(), "delivered before its delay");
+    let st = sim.webhook_stats();
+    assert_eq!((st.queued, st.attempts), (1, 0));
+    let stats: Value = client()
+        .get(format!("{}/_sim/webhooks/stats", sim.base_url))
+        .send()
+        .await
+        .expect("answered")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(stats["pending"], 1);
+}
