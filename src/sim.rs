@@ -106,6 +106,9 @@ pub struct SimArgs {
     /// Wait before the first webhook retry, in milliseconds; doubles for each next one.
     #[arg(long, env = "SIM_WEBHOOK_RETRY_BASE_MS", default_value_t = 1000)]
     pub webhook_retry_base_ms: u64,
+    /// Webhook deliveries in flight at once (1: one at a time, in order).
+    #[arg(long, env = "SIM_WEBHOOK_CONCURRENCY", default_value_t = 1)]
+    pub webhook_concurrency: u32,
     /// Fraction of requests answered 500.
     #[arg(long, env = "SIM_FAULT_500", default_value_t = 0.0)]
     pub fault_500: f64,
@@ -194,6 +197,7 @@ impl SimArgs {
                 delay_ms: self.webhook_delay_ms,
                 max_attempts: self.webhook_max_attempts,
                 retry_base_ms: self.webhook_retry_base_ms,
+                concurrency: self.webhook_concurrency,
                 ..WebhookKnobs::default()
             },
             faults,
@@ -669,6 +673,7 @@ mod tests {
         assert_eq!(d.webhook_redeliver, 0.0);
         assert_eq!((d.webhook_reorder, d.webhook_delay_ms), (1, 0));
         assert_eq!((d.webhook_max_attempts, d.webhook_retry_base_ms), (1, 1000));
+        assert_eq!(d.webhook_concurrency, 1);
         let fractions = [
             d.fault_500,
             d.fault_502,

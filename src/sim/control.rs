@@ -163,7 +163,7 @@ pub struct WebhookKnobs {
     /// Signature headers to send.
     pub signatures: Signatures,
     /// Fraction (0 to 1) of events delivered a second time: the same bytes, `webhookId` and
-    /// signatures, right after the first delivery (after the rest of its group when reordering).
+    /// signatures, right after the first delivery.
     pub redeliver: f64,
     /// Events are delivered in groups of this many, newest first (1: in order, up to 1000).
     pub reorder: u32,
@@ -176,6 +176,9 @@ pub struct WebhookKnobs {
     pub max_attempts: u32,
     /// Wait before the first retry, in milliseconds; it doubles for each next one (no jitter).
     pub retry_base_ms: u64,
+    /// Deliveries in flight at once (1: one at a time, in order; up to 64). Above 1, events
+    /// may also arrive out of order on their own, as concurrent senders make them.
+    pub concurrency: u32,
 }
 
 impl Default for WebhookKnobs {
@@ -188,6 +191,7 @@ impl Default for WebhookKnobs {
             delay_ms: 0,
             max_attempts: 1,
             retry_base_ms: 1000,
+            concurrency: 1,
         }
     }
 }
@@ -210,6 +214,12 @@ impl WebhookKnobs {
             return Err(format!(
                 "webhooks.maxAttempts must be between 1 and 20, got {}",
                 self.max_attempts
+            ));
+        }
+        if !(1..=64).contains(&self.concurrency) {
+            return Err(format!(
+                "webhooks.concurrency must be between 1 and 64, got {}",
+                self.concurrency
             ));
         }
         let hour = 3_600_000;
@@ -447,6 +457,10 @@ mod tests {
             },
             WebhookKnobs {
                 delay_ms: 3_600_001,
+                ..Default::default()
+            },
+            WebhookKnobs {
+                concurrency: 65,
                 ..Default::default()
             },
         ];

@@ -162,15 +162,18 @@ pub fn emit(
 }
 
 /// Delivers queued events until the simulator stops: in groups when `reorder` > 1 (newest
-/// first), each after `delayMs`, redelivered by chance, retried after a failure. Deliveries are
-/// sequential, so a retrying event holds back the ones after it, as a single GHL worker would.
-/// Outcomes are counted in `WebhookStats` and, per attempt, under the `webhook` endpoint
-/// ("200", "500", "error", "skipped").
+/// first), each after `delayMs`, retried after a failure, redelivered by chance right after its
+/// first delivery. Up to `concurrency` events are in flight at once; at 1 (the default) they go
+/// one at a time, in order, so a retrying event holds back the ones after it. Outcomes are
+/// counted in `WebhookStats` and, per attempt, under the `webhook` endpoint ("200", "500",
+/// "error", "skipped").
 pub async fn deliver(shared: Arc<Shared>, mut rx: Receiver<Outgoing>) {
     let client = reqwest::Client::builder()
         .timeout(Duration::from_secs(10))
         .build()
         .unwrap_or_default();
+    // Dropped (and its tasks aborted) when the simulator stops.
+    let mut in_flight = tokio::task::JoinSet::new();
     loop {
         let first = tokio::select! {
             _ = shared.shutdown.cancelled() => return,
@@ -194,21 +197,21 @@ pub async fn deliver(shared: Arc<Shared>, mut rx: Receiver<Outgoing>) {
                 lock(&shared.webhook_stats).reordered_groups += 1;
             }
         }
-        let mut copies = Vec::new();
         for out in group {
-            tokio::time::sleep_until(out.at + Duration::from_millis(knobs.delay_ms)).await;
-            let signed = Arc::new(sign(&shared, out, knobs.signatures).await);
-            send_with_retries(&shared, &client, &signed, &knobs, false).await;
-            let roll: f64 = lock(&shared.rng).random();
-            if roll < knobs.redeliver {
-                copies.push(signed);
-            } else {
-                shared.webhooks_pending.send_modify(|n| *n -= 1);
+            while in_flight.len() >= knobs.concurrency.max(1) as usize {
+                in_flight.join_next().await;
             }
-        }
-        for signed in copies {
-            send_with_retries(&shared, &client, &signed, &knobs, true).await;
-            shared.webhooks_pending.send_modify(|n| *n -= 1);
+            let (shared, client, knobs) = (shared.clone(), client.clone(), knobs.clone());
+            in_flight.spawn(async move {
+                tokio::time::sleep_until(out.at + Duration::from_millis(knobs.delay_ms)).await;
+                let signed = sign(&shared, out, knobs.signatures).await;
+                send_with_retries(&shared, &client, &signed, &knobs, false).await;
+                let roll: f64 = lock(&shared.rng).random();
+                if roll < knobs.redeliver {
+                    send_with_retries(&shared, &client, &signed, &knobs, true).await;
+                }
+                shared.webhooks_pending.send_modify(|n| *n -= 1);
+            });
         }
     }
 }
