@@ -11,7 +11,8 @@
 //! - `control`: run-time settings, the rate limiter, faults, request counters
 //! - `api`: GHL's routes (paths, keys, quirks, status codes) and the fault/latency layer
 //! - `admin`: the `/_sim/` API (records, ground truth, counters, settings, webhooks)
-//! - `webhooks`: Ed25519-signed delivery of change events
+//! - `webhooks`: GHL's event payloads, signed (Ed25519 and legacy RSA) and delivered with the
+//!   knobs a receiver must survive (redelivery, disorder, delay, retries)
 //!
 //! Of the crate it uses only `config` (the one source of `SimArgs`' defaults).
 //!
@@ -39,7 +40,9 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 pub use auth::TokenKind;
-pub use control::{Counters, FaultConfig, FaultSpec, Settings};
+pub use control::{
+    Counters, FaultConfig, FaultSpec, Settings, Signatures, WebhookKnobs, WebhookStats,
+};
 pub use endpoints::ENDPOINTS;
 
 /// Settings of the simulator; every flag has an environment variable too.
@@ -85,6 +88,27 @@ pub struct SimArgs {
     /// URL that receives signed webhooks for changes made through the admin API.
     #[arg(long, env = "SIM_WEBHOOK_URL")]
     pub webhook_url: Option<String>,
+    /// Signature headers on webhooks: both (as GHL's app events), ed25519 or legacy (RSA).
+    #[arg(long, env = "SIM_WEBHOOK_SIGNATURES", value_enum, default_value_t = Signatures::Both)]
+    pub webhook_signatures: Signatures,
+    /// Fraction of webhook events delivered twice (same bytes, same `webhookId`).
+    #[arg(long, env = "SIM_WEBHOOK_REDELIVER", default_value_t = 0.0)]
+    pub webhook_redeliver: f64,
+    /// Deliver webhooks in groups of this many, newest first (1: in order).
+    #[arg(long, env = "SIM_WEBHOOK_REORDER", default_value_t = 1)]
+    pub webhook_reorder: u32,
+    /// Delay of each webhook after its change, in milliseconds.
+    #[arg(long, env = "SIM_WEBHOOK_DELAY_MS", default_value_t = 0)]
+    pub webhook_delay_ms: u64,
+    /// Attempts per webhook when the receiver answers non-2xx or is unreachable (1: no retry).
+    #[arg(long, env = "SIM_WEBHOOK_MAX_ATTEMPTS", default_value_t = 1)]
+    pub webhook_max_attempts: u32,
+    /// Wait before the first webhook retry, in milliseconds; doubles for each next one.
+    #[arg(long, env = "SIM_WEBHOOK_RETRY_BASE_MS", default_value_t = 1000)]
+    pub webhook_retry_base_ms: u64,
+    /// Webhook deliveries in flight at once (1: one at a time, in order).
+    #[arg(long, env = "SIM_WEBHOOK_CONCURRENCY", default_value_t = 1)]
+    pub webhook_concurrency: u32,
     /// Fraction of requests answered 500.
     #[arg(long, env = "SIM_FAULT_500", default_value_t = 0.0)]
     pub fault_500: f64,
@@ -157,8 +181,7 @@ impl SimArgs {
                     .collect(),
             }
         };
-        faults.validate().map_err(anyhow::Error::msg)?;
-        Ok(Settings {
+        let settings = Settings {
             latency_ms: self.latency_ms,
             jitter_ms: self.jitter_ms,
             burst_limit: self.burst_limit,
@@ -167,8 +190,20 @@ impl SimArgs {
             retry_after: self.retry_after,
             hang_ms: self.fault_hang_ms,
             webhook_url: self.webhook_url.clone(),
+            webhooks: WebhookKnobs {
+                signatures: self.webhook_signatures,
+                redeliver: self.webhook_redeliver,
+                reorder: self.webhook_reorder,
+                delay_ms: self.webhook_delay_ms,
+                max_attempts: self.webhook_max_attempts,
+                retry_base_ms: self.webhook_retry_base_ms,
+                concurrency: self.webhook_concurrency,
+                ..WebhookKnobs::default()
+            },
             faults,
-        })
+        };
+        settings.validate().map_err(anyhow::Error::msg)?;
+        Ok(settings)
     }
 }
 
@@ -209,7 +244,12 @@ pub(crate) struct Shared {
     pub in_flight: tokio::sync::watch::Sender<usize>,
     pub rng: Mutex<ChaCha8Rng>,
     pub signer: webhooks::Signer,
-    pub webhooks: tokio::sync::mpsc::Sender<Value>,
+    pub webhooks: tokio::sync::mpsc::Sender<webhooks::Outgoing>,
+    /// Webhook events queued and not yet done with (delivered, given up or skipped).
+    pub webhooks_pending: tokio::sync::watch::Sender<usize>,
+    pub webhook_stats: Mutex<WebhookStats>,
+    /// Locations whose app was uninstalled (`POST /_sim/app/uninstall`) and not installed again.
+    pub uninstalled: Mutex<std::collections::HashSet<String>>,
     pub shutdown: CancellationToken,
 }
 
@@ -256,7 +296,8 @@ impl Sim {
         let client_id = format!("{}-{}", data::gen_id(&mut rng), "sim");
         let client_secret = auth::random_token(&mut rng, "sim-secret-");
         let app_id = data::gen_id(&mut rng);
-        let version_id = app_id.clone();
+        // From its own stream, so the ids and tokens drawn after it stay what they were.
+        let version_id = data::gen_id(&mut ChaCha8Rng::seed_from_u64(args.seed ^ 0x007E_251D));
         let signer = webhooks::Signer::from_seed(&mut rng);
 
         // Generation is CPU-bound: one blocking task per location, in parallel.
@@ -325,7 +366,7 @@ impl Sim {
         let agency_refresh_token = store.mint_refresh(&mut rng, agency_grant);
 
         let shutdown = CancellationToken::new();
-        let (tx, rx) = tokio::sync::mpsc::channel(1024);
+        let (tx, rx) = tokio::sync::mpsc::channel(webhooks::QUEUE);
         let shared = Arc::new(Shared {
             base_url: base_url.clone(),
             company_id: company_id.clone(),
@@ -343,6 +384,9 @@ impl Sim {
             rng: Mutex::new(ChaCha8Rng::seed_from_u64(args.seed ^ 0xFA17)),
             signer,
             webhooks: tx,
+            webhooks_pending: tokio::sync::watch::Sender::new(0),
+            webhook_stats: Mutex::new(WebhookStats::default()),
+            uninstalled: Mutex::new(Default::default()),
             shutdown: shutdown.clone(),
         });
         let webhook_task = tokio::spawn(webhooks::deliver(shared.clone(), rx));
@@ -367,6 +411,7 @@ impl Sim {
             agency_token,
             agency_refresh_token,
             webhook_public_key_pem: shared.signer.public_pem(),
+            webhook_legacy_public_key_pem: shared.signer.legacy_public_pem(),
             locations: sim_locations,
             shared,
             task: Some(task),
@@ -396,8 +441,10 @@ pub struct SimHandle {
     pub agency_token: String,
     /// The refresh token paired with `agency_token`.
     pub agency_refresh_token: String,
-    /// The Ed25519 public key webhooks are signed with (SPKI PEM).
+    /// The Ed25519 public key of `X-GHL-Signature` (SPKI PEM).
     pub webhook_public_key_pem: String,
+    /// The RSA public key of the legacy `X-WH-Signature` (SPKI PEM; a fixed test-only key).
+    pub webhook_legacy_public_key_pem: String,
     pub locations: Vec<SimLocation>,
     shared: Arc<Shared>,
     task: Option<JoinHandle<()>>,
@@ -465,11 +512,11 @@ impl SimHandle {
         read(&self.shared.settings).clone()
     }
 
-    /// Changes run-time settings; invalid fault fractions are refused.
+    /// Changes run-time settings; invalid fault fractions and webhook knobs are refused.
     pub fn update_settings(&self, f: impl FnOnce(&mut Settings)) -> Result<(), String> {
         let mut s = self.settings();
         f(&mut s);
-        s.faults.validate()?;
+        s.validate()?;
         *write(&self.shared.settings) = s;
         Ok(())
     }
@@ -514,6 +561,35 @@ impl SimHandle {
     /// "Company").
     pub fn auth_code(&self, user_type: &str, location_id: Option<&str>) -> Result<String, String> {
         admin::auth_code(&self.shared, user_type, location_id)
+    }
+
+    /// Webhook delivery outcomes (like `GET /_sim/webhooks/stats`).
+    pub fn webhook_stats(&self) -> WebhookStats {
+        lock(&self.shared.webhook_stats).clone()
+    }
+
+    pub fn reset_webhook_stats(&self) {
+        *lock(&self.shared.webhook_stats) = WebhookStats::default();
+    }
+
+    /// Waits until every webhook emitted so far is done with: delivered (with its redelivered
+    /// copy and retries), given up, or skipped. Tests wait for this instead of sleeping.
+    pub async fn webhooks_idle(&self) {
+        let mut pending = self.shared.webhooks_pending.subscribe();
+        // The sender lives in `shared`, which `self` holds: the channel cannot close.
+        let _ = pending.wait_for(|n| *n == 0).await;
+    }
+
+    /// Installs the app on a location (`Some`) or on the agency (`None`) and sends `INSTALL`,
+    /// like `POST /_sim/app/install`; returns the `webhookId` when an event was queued.
+    pub fn install(&self, location_id: Option<&str>) -> Result<Option<String>, String> {
+        admin::install(&self.shared, location_id, true)
+    }
+
+    /// Uninstalls the app from a location (`Some`) or the agency (`None`) and sends `UNINSTALL`,
+    /// like `POST /_sim/app/uninstall`.
+    pub fn uninstall(&self, location_id: Option<&str>) -> Result<Option<String>, String> {
+        admin::install(&self.shared, location_id, false)
     }
 
     /// Makes a token expire now; returns whether it existed.
@@ -562,6 +638,12 @@ pub async fn run(
         "sim webhook public key (Ed25519): {}",
         h.webhook_public_key_pem.replace('\n', " ")
     );
+    println!(
+        "sim webhook legacy public key (RSA, test-only): {}",
+        h.webhook_legacy_public_key_pem
+            .trim_end()
+            .replace('\n', " ")
+    );
     shutdown.await;
     h.shutdown().await;
     Ok(())
@@ -587,6 +669,11 @@ mod tests {
         assert!(!d.retry_after);
         assert_eq!(d.token_ttl_secs, 86_399);
         assert!(d.webhook_url.is_none());
+        assert_eq!(d.webhook_signatures, Signatures::Both);
+        assert_eq!(d.webhook_redeliver, 0.0);
+        assert_eq!((d.webhook_reorder, d.webhook_delay_ms), (1, 0));
+        assert_eq!((d.webhook_max_attempts, d.webhook_retry_base_ms), (1, 1000));
+        assert_eq!(d.webhook_concurrency, 1);
         let fractions = [
             d.fault_500,
             d.fault_502,

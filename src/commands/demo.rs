@@ -1,5 +1,6 @@
 //! `ghl-gateway demo`: everything on one machine: the simulator, the gateway on SQLite, the
-//! simulator's credentials, an API key, and a first FULL sync of every location.
+//! simulator's credentials, an API key, a first FULL sync of every location, and the
+//! simulator's signed webhooks pointed at the gateway's `/webhooks/ghl`.
 
 use anyhow::Context as _;
 
@@ -67,7 +68,19 @@ pub async fn run(mut config: DemoConfig) -> anyhow::Result<()> {
         );
         serve.secrets.secret_key = Some(DEMO_SECRET_KEY.into());
     }
+    // The demo's webhooks come from its own simulator, signed with the simulator's keys, not GHL's.
+    serve.http.webhooks.webhook_public_key = sim.webhook_public_key_pem.clone();
+    serve.http.webhooks.webhook_legacy_public_key = sim.webhook_legacy_public_key_pem.clone();
     let app = App::build(config.serve).await?;
+    // The simulator's admin writes reach the gateway as signed webhooks (both signatures, as GHL's
+    // app events), retried after a failure as a receiver must expect.
+    let webhook_url = format!("http://{}/webhooks/ghl", app.local_addr());
+    sim.update_settings(|s| {
+        s.webhook_url = Some(webhook_url.clone());
+        s.webhooks.max_attempts = 3;
+    })
+    .map_err(anyhow::Error::msg)
+    .context("cannot point the simulator's webhooks at the gateway")?;
     let locations: Vec<String> = sim.locations.iter().map(|l| l.id.clone()).collect();
     for location in &sim.locations {
         app.sync()
@@ -99,6 +112,9 @@ pub async fn run(mut config: DemoConfig) -> anyhow::Result<()> {
     println!(
         "simulator:  {} (GHL API v2, admin API at /_sim/)",
         sim.base_url
+    );
+    println!(
+        "webhooks:   simulator -> {webhook_url} (signed; the simulator's admin writes are sent here)"
     );
     for location in &sim.locations {
         println!("location:   {} ({})", location.id, location.name);

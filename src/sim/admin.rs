@@ -4,7 +4,8 @@
 //! - `records`: the record API: ground truth dumps, and writes of records (moving `dateUpdated`)
 //!   with the webhooks GHL would send for them
 //! - `knobs`: counters, run-time settings, faults, rate-limit resets, budget spent by another
-//!   client, authorization codes, token expiry and custom webhooks
+//!   client, authorization codes, token expiry, custom webhooks, app install/uninstall and
+//!   webhook delivery stats
 //!
 //! This module holds the router, the admin answer envelope and `GET /_sim/` (what the simulator
 //! serves); it never touches GHL's routes (`api`).
@@ -25,7 +26,7 @@ use serde_json::{Map, Value, json};
 use super::endpoints::ENDPOINTS;
 use super::{Location, Shared};
 
-pub use knobs::{auth_code, spend};
+pub use knobs::{auth_code, install, spend};
 pub use records::{create, delete, dump, update};
 
 /// What every admin answer says of itself.

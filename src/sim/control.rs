@@ -1,5 +1,5 @@
-//! Run-time knobs of the simulator (latency, rate limits, faults), the rate limiter itself and
-//! the request counters. All of it can be changed while the simulator serves, through the admin
+//! Run-time knobs of the simulator (latency, rate limits, faults, webhook delivery), the rate
+//! limiter itself and the request counters. All of it can be changed while the simulator serves, through the admin
 //! API or `SimHandle`.
 
 use std::collections::{BTreeMap, HashMap};
@@ -125,7 +125,141 @@ pub struct Settings {
     pub retry_after: bool,
     pub hang_ms: u64,
     pub webhook_url: Option<String>,
+    /// How webhooks are delivered: signatures, redelivery, order, delay, retries.
+    #[serde(default)]
+    pub webhooks: WebhookKnobs,
     pub faults: FaultConfig,
+}
+
+impl Settings {
+    /// Refuses fault fractions and webhook knobs out of their ranges, with a message.
+    pub fn validate(&self) -> Result<(), String> {
+        self.faults.validate()?;
+        self.webhooks.validate()
+    }
+}
+
+/// Which signature headers a webhook carries. GHL sends both on OAuth app events and only
+/// `X-GHL-Signature` to conversation-provider URLs (FACTS.md §9.2); `legacy` alone lets a
+/// receiver's fallback path be tested.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Signatures {
+    /// `X-GHL-Signature` (Ed25519) and `X-WH-Signature` (RSA-SHA256), as app events carry.
+    #[default]
+    Both,
+    /// `X-GHL-Signature` only.
+    Ed25519,
+    /// `X-WH-Signature` only.
+    Legacy,
+}
+
+/// What a webhook receiver must survive, as knobs: redelivery, disorder, delay, retries. GHL
+/// documents no retry policy (FACTS.md §9.2), so the defaults deliver each event once, in order,
+/// at once, without retries.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct WebhookKnobs {
+    /// Signature headers to send.
+    pub signatures: Signatures,
+    /// Fraction (0 to 1) of events delivered a second time: the same bytes, `webhookId` and
+    /// signatures, right after the first delivery.
+    pub redeliver: f64,
+    /// Events are delivered in groups of this many, newest first (1: in order, up to 1000).
+    pub reorder: u32,
+    /// How long a group waits to fill before what it holds is delivered, in milliseconds.
+    pub reorder_wait_ms: u64,
+    /// Each delivery waits this long after its change was made, in milliseconds.
+    pub delay_ms: u64,
+    /// Attempts per delivery when the receiver answers non-2xx or cannot be reached (1: no
+    /// retry; up to 20).
+    pub max_attempts: u32,
+    /// Wait before the first retry, in milliseconds; it doubles for each next one (no jitter).
+    pub retry_base_ms: u64,
+    /// Deliveries in flight at once (1: one at a time, in order; up to 64). Above 1, events
+    /// may also arrive out of order on their own, as concurrent senders make them.
+    pub concurrency: u32,
+}
+
+impl Default for WebhookKnobs {
+    fn default() -> Self {
+        WebhookKnobs {
+            signatures: Signatures::Both,
+            redeliver: 0.0,
+            reorder: 1,
+            reorder_wait_ms: 1000,
+            delay_ms: 0,
+            max_attempts: 1,
+            retry_base_ms: 1000,
+            concurrency: 1,
+        }
+    }
+}
+
+impl WebhookKnobs {
+    pub fn validate(&self) -> Result<(), String> {
+        if !(0.0..=1.0).contains(&self.redeliver) || self.redeliver.is_nan() {
+            return Err(format!(
+                "webhooks.redeliver must be between 0 and 1, got {}",
+                self.redeliver
+            ));
+        }
+        if !(1..=1000).contains(&self.reorder) {
+            return Err(format!(
+                "webhooks.reorder must be between 1 and 1000, got {}",
+                self.reorder
+            ));
+        }
+        if !(1..=20).contains(&self.max_attempts) {
+            return Err(format!(
+                "webhooks.maxAttempts must be between 1 and 20, got {}",
+                self.max_attempts
+            ));
+        }
+        if !(1..=64).contains(&self.concurrency) {
+            return Err(format!(
+                "webhooks.concurrency must be between 1 and 64, got {}",
+                self.concurrency
+            ));
+        }
+        let hour = 3_600_000;
+        for (name, v) in [
+            ("reorderWaitMs", self.reorder_wait_ms),
+            ("delayMs", self.delay_ms),
+            ("retryBaseMs", self.retry_base_ms),
+        ] {
+            if v > hour {
+                return Err(format!("webhooks.{name} must be at most {hour}, got {v}"));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Outcomes of webhook delivery since start (or the last reset), at `GET /_sim/webhooks/stats`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct WebhookStats {
+    /// Events queued for delivery (one per event emitted while a URL is set).
+    pub queued: u64,
+    /// Deliveries started: queued events plus redelivered copies.
+    pub deliveries: u64,
+    /// Of those, the redelivered copies.
+    pub redeliveries: u64,
+    /// HTTP requests sent: first tries and retries.
+    pub attempts: u64,
+    /// Of those, the retries.
+    pub retries: u64,
+    /// Deliveries the receiver answered 2xx.
+    pub delivered: u64,
+    /// Attempts answered non-2xx or that could not reach the receiver.
+    pub failed_attempts: u64,
+    /// Deliveries given up after their last attempt failed.
+    pub failures: u64,
+    /// Events not queued because the queue (1024) was full.
+    pub dropped: u64,
+    /// Groups delivered newest first by the `reorder` knob (groups of two or more).
+    pub reordered_groups: u64,
 }
 
 /// Counters of answered requests: endpoint -> status ("200", "429", "reset", "hang") -> count.
@@ -269,6 +403,7 @@ mod tests {
             retry_after: false,
             hang_ms: 0,
             webhook_url: None,
+            webhooks: WebhookKnobs::default(),
             faults: FaultConfig::default(),
         }
     }
@@ -302,6 +437,36 @@ mod tests {
         assert_eq!(rl.peek("b", &s).remaining, 1, "a peek is not a request");
         assert_eq!(rl.spend("b", 5, &s), 1, "a spent window refuses the rest");
         assert!(rl.check("b", &s).is_err());
+    }
+
+    #[test]
+    fn webhook_knobs_out_of_range_are_refused() {
+        assert!(WebhookKnobs::default().validate().is_ok());
+        let bad = [
+            WebhookKnobs {
+                redeliver: 1.5,
+                ..Default::default()
+            },
+            WebhookKnobs {
+                reorder: 0,
+                ..Default::default()
+            },
+            WebhookKnobs {
+                max_attempts: 0,
+                ..Default::default()
+            },
+            WebhookKnobs {
+                delay_ms: 3_600_001,
+                ..Default::default()
+            },
+            WebhookKnobs {
+                concurrency: 65,
+                ..Default::default()
+            },
+        ];
+        for k in bad {
+            assert!(k.validate().is_err(), "{k:?} accepted");
+        }
     }
 
     #[test]

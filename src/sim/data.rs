@@ -14,7 +14,8 @@ mod seed;
 
 pub use index::{ID_MAX, Index, Key, MsRange, Page, page};
 pub use records::{
-    Contact, Conversation, LocationMeta, Opportunity, Records, SEED_EPOCH_MS, Task, gen_id, iso,
-    parse_time,
+    Contact, Conversation, DND_CHANNELS, DndChannel, LocationMeta, Opportunity, Records,
+    SEED_EPOCH_MS, Task, gen_id, iso, parse_time,
 };
+pub use render::put;
 pub use seed::generate;

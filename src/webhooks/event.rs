@@ -328,9 +328,11 @@ mod tests {
             "{}/tests/fixtures/webhooks/{name}.json",
             env!("CARGO_MANIFEST_DIR")
         );
-        let mut value: Value =
+        let file: Value =
             serde_json::from_str(&std::fs::read_to_string(path).expect("the example exists"))
                 .expect("the example is JSON");
+        // The files hold GHL's `schema` and `example` of each event.
+        let mut value = file["example"].clone();
         value["webhookId"] = "wh-1".into();
         value["timestamp"] = "2026-11-29T20:00:00.000Z".into();
         value

@@ -74,7 +74,9 @@ fn event(name: &str, age: Duration, fields: Value) -> Value {
         "{}/tests/fixtures/webhooks/{name}.json",
         env!("CARGO_MANIFEST_DIR")
     );
-    let mut value: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let file: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    // The files hold GHL's `schema` and `example` of each event.
+    let mut value = file["example"].clone();
     value["locationId"] = LOC.into();
     value["webhookId"] = uuid::Uuid::new_v4().to_string().into();
     value["timestamp"] = (Utc::now() - age)

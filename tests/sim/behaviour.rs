@@ -550,12 +550,7 @@ async fn webhooks_are_signed_with_the_printed_ed25519_key() {
     let loc = &sim.locations[0];
     sim.create(&loc.id, "contacts", json!({"firstName": "Hook"}))
         .expect("create");
-    for _ in 0..200 {
-        if !got.lock().expect("lock").is_empty() {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-    }
+    sim.webhooks_idle().await;
     let (sig, body) = got
         .lock()
         .expect("lock")

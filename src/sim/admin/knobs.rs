@@ -1,6 +1,7 @@
-//! The knobs of `/_sim/`: request counters, run-time settings (latency, limits, webhook URL),
-//! faults, rate-limit resets, budget spent by another client, authorization codes, token expiry, custom webhooks and the webhook
-//! signing key. It never touches records (`records`).
+//! The knobs of `/_sim/`: request counters, run-time settings (latency, limits, webhook URL and
+//! delivery knobs), faults, rate-limit resets, budget spent by another client, authorization
+//! codes, token expiry, custom webhooks, app install/uninstall (`INSTALL`/`UNINSTALL` events),
+//! webhook delivery stats and the webhook public keys. It never touches records (`records`).
 
 use std::sync::Arc;
 
@@ -13,8 +14,9 @@ use axum::routing::{get, post};
 use serde_json::{Value, json};
 
 use super::{S, done, fail, location, object, ok, parse_json, reply};
-use crate::sim::control::{FaultConfig, Settings};
-use crate::sim::{Shared, auth, lock, read, webhooks, write};
+use crate::sim::control::{FaultConfig, Settings, WebhookStats};
+use crate::sim::webhooks::{self, events};
+use crate::sim::{Shared, auth, lock, read, write};
 
 /// The knob routes of `/_sim/`.
 pub(super) fn routes() -> Router<Arc<Shared>> {
@@ -28,6 +30,13 @@ pub(super) fn routes() -> Router<Arc<Shared>> {
         .route("/_sim/tokens/expire", post(expire_route))
         .route("/_sim/webhooks", post(webhook_route))
         .route("/_sim/webhooks/public-key", get(public_key))
+        .route("/_sim/webhooks/legacy-public-key", get(legacy_public_key))
+        .route(
+            "/_sim/webhooks/stats",
+            get(webhook_stats).delete(reset_webhook_stats),
+        )
+        .route("/_sim/app/install", post(install_route))
+        .route("/_sim/app/uninstall", post(uninstall_route))
 }
 
 /// Mints a single-use authorization code: `user_type` "Location" with a location id, or
@@ -76,7 +85,8 @@ async fn settings(State(s): S) -> Response {
     ok(json!({"settings": *read(&s.settings)}))
 }
 
-/// Merges the given top-level keys into the current settings.
+/// Merges the given top-level keys into the current settings; `webhooks` is merged key by key
+/// too, so `{"webhooks":{"redeliver":1}}` leaves the other webhook knobs as they are.
 async fn patch_settings(State(s): S, bytes: Bytes) -> Response {
     let patch = match parse_json(&bytes).and_then(|v| object(&v).cloned()) {
         Ok(p) => p,
@@ -87,13 +97,18 @@ async fn patch_settings(State(s): S, bytes: Bytes) -> Response {
         _ => return fail("settings could not be read"),
     };
     for (k, v) in patch {
-        current.insert(k, v);
+        match (current.get_mut(&k), v) {
+            (Some(Value::Object(old)), Value::Object(new)) if k == "webhooks" => old.extend(new),
+            (_, v) => {
+                current.insert(k, v);
+            }
+        }
     }
     let new: Settings = match serde_json::from_value(Value::Object(current)) {
         Ok(n) => n,
         Err(e) => return fail(format!("invalid settings: {e}")),
     };
-    if let Err(m) = new.faults.validate() {
+    if let Err(m) = new.validate() {
         return fail(m);
     }
     *write(&s.settings) = new.clone();
@@ -197,15 +212,105 @@ async fn webhook_route(State(s): S, bytes: Bytes) -> Response {
         return fail("no webhook URL configured (--webhook-url or PATCH /_sim/settings)");
     }
     let (kind, loc) = (kind.to_string(), loc.to_string());
-    webhooks::emit(&s, &kind, &loc, body);
-    reply(StatusCode::ACCEPTED, json!({"queued": true}))
+    let id = webhooks::emit(&s, &kind, Some(&loc), body);
+    reply(
+        StatusCode::ACCEPTED,
+        json!({"queued": id.is_some(), "webhookId": id}),
+    )
 }
 
-async fn public_key(State(s): S) -> Response {
-    let mut r = s.signer.public_pem().into_response();
+/// A PEM as plain text, marked as an admin answer.
+fn pem(text: String) -> Response {
+    let mut r = text.into_response();
     r.headers_mut().insert(
         "x-sim-admin",
         header::HeaderValue::from_static("not part of the GHL API"),
     );
     r
+}
+
+async fn public_key(State(s): S) -> Response {
+    pem(s.signer.public_pem())
+}
+
+async fn legacy_public_key(State(s): S) -> Response {
+    pem(s.signer.legacy_public_pem())
+}
+
+async fn webhook_stats(State(s): S) -> Response {
+    let stats: WebhookStats = lock(&s.webhook_stats).clone();
+    ok(json!({"stats": stats, "pending": *s.webhooks_pending.borrow()}))
+}
+
+async fn reset_webhook_stats(State(s): S) -> Response {
+    *lock(&s.webhook_stats) = WebhookStats::default();
+    ok(json!({"reset": true}))
+}
+
+/// Installs (`installed`) or uninstalls the app on one location, or without one on the agency
+/// (every location), and sends `INSTALL` or `UNINSTALL` (AppInstall.json, AppUninstall.json):
+/// a location event carries `locationId`, an agency one `companyId` alone. The state shows in
+/// `GET /oauth/installedLocations` (`isInstalled`). Returns the event's `webhookId`, or `None`
+/// when no webhook URL is set.
+pub fn install(
+    s: &Shared,
+    loc_id: Option<&str>,
+    installed: bool,
+) -> Result<Option<String>, String> {
+    let ids: Vec<String> = match loc_id {
+        Some(l) => vec![location(s, l)?.meta.id.clone()],
+        None => s.locations.iter().map(|l| l.meta.id.clone()).collect(),
+    };
+    {
+        let mut gone = lock(&s.uninstalled);
+        for id in ids {
+            if installed {
+                gone.remove(&id);
+            } else {
+                gone.insert(id);
+            }
+        }
+    }
+    let (kind, payload) = if installed {
+        let owner = s
+            .locations
+            .first()
+            .and_then(|l| l.meta.users.first())
+            .map(|u| u.id.clone())
+            .unwrap_or_default();
+        (
+            "INSTALL",
+            events::install(&s.company_id, "Simulated Agency", &owner),
+        )
+    } else {
+        let company = loc_id.is_none().then_some(s.company_id.as_str());
+        ("UNINSTALL", events::uninstall(company))
+    };
+    Ok(webhooks::emit(s, kind, loc_id, payload))
+}
+
+/// `POST /_sim/app/install` and `/_sim/app/uninstall`: body `{"locationId": ...}` for one
+/// location, `{}` for the agency.
+async fn app_route(s: &Shared, bytes: &Bytes, installed: bool) -> Response {
+    let body = match parse_json(bytes) {
+        Ok(b) => b,
+        Err(m) => return fail(m),
+    };
+    let loc = match body.get("locationId") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(l)) => Some(l.as_str()),
+        Some(_) => return fail("locationId must be a string"),
+    };
+    match install(s, loc, installed) {
+        Ok(id) => ok(json!({"installed": installed, "locationId": loc, "webhookId": id})),
+        Err(m) => done(Err(m)),
+    }
+}
+
+async fn install_route(State(s): S, bytes: Bytes) -> Response {
+    app_route(&s, &bytes, true).await
+}
+
+async fn uninstall_route(State(s): S, bytes: Bytes) -> Response {
+    app_route(&s, &bytes, false).await
 }

@@ -13,8 +13,12 @@ use axum::routing::{get, patch, post};
 use serde_json::{Map, Value, json};
 
 use super::{S, done, fail, location, object, parse_json};
-use crate::sim::data::{self, Contact, Conversation, Opportunity, Records, Task, iso, parse_time};
-use crate::sim::{Location, Shared, lock, read, webhooks, write};
+use crate::sim::data::{
+    self, Contact, Conversation, DND_CHANNELS, DndChannel, Opportunity, Records, Task, iso,
+    parse_time,
+};
+use crate::sim::webhooks::{self, events};
+use crate::sim::{Location, Shared, lock, read, write};
 
 /// The record routes of `/_sim/`.
 pub(super) fn routes() -> Router<Arc<Shared>> {
@@ -132,6 +136,7 @@ fn apply_contact(c: &mut Contact, body: &Map<String, Value>, creating: bool) -> 
             "timezone" => c.timezone = opt_str(k, v)?,
             "dateOfBirth" => c.date_of_birth = opt_str(k, v)?,
             "dnd" => c.dnd = bool_of(k, v)?,
+            "dndSettings" => c.dnd_channels.extend(dnd_settings_of(v)?),
             "tags" => {
                 c.tags = v
                     .as_array()
@@ -280,47 +285,51 @@ fn contact_of(body: &Map<String, Value>, rec: &Records) -> Result<String, String
     Ok(id)
 }
 
-fn contact_event(c: &Contact) -> Value {
-    json!({
-        "id": c.id, "firstName": c.first_name, "lastName": c.last_name, "name": c.name(),
-        "email": c.email, "phone": c.phone, "companyName": c.company_name, "address1": c.address1,
-        "city": c.city, "state": c.state, "country": c.country, "postalCode": c.postal_code,
-        "website": c.website, "source": c.source, "dateAdded": iso(c.date_added),
-        "dateOfBirth": c.date_of_birth, "dnd": c.dnd, "tags": c.tags, "attachments": [],
-        "assignedTo": c.assigned_to,
-        "customFields": c.custom_fields.iter().map(|(id, v)| json!({"id": id, "value": v})).collect::<Vec<_>>(),
-    })
-}
-
-fn task_event(t: &Task) -> Value {
-    json!({"id": t.id, "assignedTo": t.assigned_to, "body": t.body, "contactId": t.contact_id,
-           "title": t.title, "dateAdded": iso(t.date_added), "dueDate": iso(t.due), "completed": t.completed})
-}
-
-fn opp_event(o: &Opportunity) -> Value {
-    json!({"id": o.id, "assignedTo": o.assigned_to, "contactId": o.contact_id, "monetaryValue": o.monetary_value,
-           "name": o.name, "pipelineId": o.pipeline_id, "pipelineStageId": o.stage_id, "source": o.source,
-           "status": o.status, "dateAdded": iso(o.created)})
-}
-
-fn message_event(c: &Conversation) -> (String, Value) {
-    let kind = if c.last_message_direction == "inbound" {
-        "InboundMessage"
-    } else {
-        "OutboundMessage"
+/// The message event of a conversation's last message, with fresh message and thread ids.
+fn message_event(s: &Shared, c: &Conversation, rec: &Records) -> (String, Value) {
+    let ids = {
+        let mut rng = lock(&s.rng);
+        (data::gen_id(&mut rng), data::gen_id(&mut rng))
     };
-    let msg_type = c
-        .last_message_type
-        .strip_prefix("TYPE_")
-        .unwrap_or(&c.last_message_type)
-        .to_string();
-    (
-        kind.to_string(),
-        json!({"conversationId": c.id, "contactId": c.contact_id, "messageId": uuid::Uuid::new_v4().simple().to_string(),
-               "messageType": msg_type, "direction": c.last_message_direction, "status": "delivered",
-               "body": c.last_message_body, "contentType": "text/plain", "attachments": [],
-               "dateAdded": iso(c.last_message_date)}),
-    )
+    let email = rec
+        .contacts
+        .get(&c.contact_id)
+        .and_then(|k| k.email.as_deref());
+    let (kind, v) = events::message(c, email, ids);
+    (kind.to_string(), v)
+}
+
+/// `dndSettings` of an admin write: `{Channel: {status, message?, code?}}` for the channels of
+/// `DND_CHANNELS`; each given channel replaces that channel's setting.
+fn dnd_settings_of(v: &Value) -> Result<Vec<(String, DndChannel)>, String> {
+    let m = v
+        .as_object()
+        .ok_or_else(|| "dndSettings must be an object of channels".to_string())?;
+    m.iter()
+        .map(|(ch, x)| {
+            if !DND_CHANNELS.contains(&ch.as_str()) {
+                return Err(format!(
+                    "unknown DND channel {ch} (one of {})",
+                    DND_CHANNELS.join(", ")
+                ));
+            }
+            let field = |k: &str| x.get(k).and_then(Value::as_str).unwrap_or("").to_string();
+            let status = field("status");
+            if !["active", "inactive", "permanent"].contains(&status.as_str()) {
+                return Err(format!(
+                    "dndSettings.{ch}.status must be active, inactive or permanent"
+                ));
+            }
+            Ok((
+                ch.clone(),
+                DndChannel {
+                    status,
+                    message: field("message"),
+                    code: field("code"),
+                },
+            ))
+        })
+        .collect()
 }
 
 /// Creates a record; `kind` is contacts, tasks, conversations or opportunities.
@@ -345,7 +354,7 @@ pub fn create(s: &Shared, loc_id: &str, kind: &str, body: &Value) -> Result<Valu
             };
             apply_contact(&mut c, body, true)?;
             let out = c.to_json(loc_id);
-            let ev = contact_event(&c);
+            let ev = events::contact(&c);
             rec.insert_contact(c);
             ("ContactCreate".to_string(), ev, out)
         }
@@ -362,7 +371,7 @@ pub fn create(s: &Shared, loc_id: &str, kind: &str, body: &Value) -> Result<Valu
             };
             apply_task(&mut t, body, true)?;
             let out = task_json(&t);
-            let ev = task_event(&t);
+            let ev = events::task_create(&t);
             rec.insert_task(t);
             ("TaskCreate".to_string(), ev, out)
         }
@@ -384,7 +393,7 @@ pub fn create(s: &Shared, loc_id: &str, kind: &str, body: &Value) -> Result<Valu
             apply_conversation(&mut c, body, true)?;
             rec.insert_conversation(c.clone());
             let stored = rec.conversations.get(&c.id).cloned().unwrap_or(c);
-            let (ev_kind, ev) = message_event(&stored);
+            let (ev_kind, ev) = message_event(s, &stored, &rec);
             (ev_kind, ev, conv_json(&stored))
         }
         "opportunities" => {
@@ -413,7 +422,7 @@ pub fn create(s: &Shared, loc_id: &str, kind: &str, body: &Value) -> Result<Valu
             };
             apply_opportunity(&mut o, body, true, loc)?;
             let out = o.to_json(loc_id, rec.contacts.get(&o.contact_id));
-            let ev = opp_event(&o);
+            let ev = events::opportunity(&o);
             rec.insert_opportunity(o);
             ("OpportunityCreate".to_string(), ev, out)
         }
@@ -424,7 +433,7 @@ pub fn create(s: &Shared, loc_id: &str, kind: &str, body: &Value) -> Result<Valu
         }
     };
     drop(rec);
-    webhooks::emit(s, &event, loc_id, payload);
+    webhooks::emit(s, &event, Some(loc_id), payload);
     Ok(out)
 }
 
@@ -441,20 +450,20 @@ pub fn update(
     let mut rec = write(&loc.records);
     let now = rec.tick();
     let missing = || format!("not found: no {kind} record {id}");
-    let mut events: Vec<(String, Value)> = Vec::new();
+    let mut queued: Vec<(String, Value)> = Vec::new();
     let out = match kind {
         "contacts" => {
             let mut c = rec.contacts.get(id).cloned().ok_or_else(missing)?;
             let old = c.clone();
             apply_contact(&mut c, body, false)?;
             c.date_updated = now;
-            if c.dnd != old.dnd {
-                events.push(("ContactDndUpdate".into(), contact_event(&c)));
+            if c.dnd != old.dnd || c.dnd_channels != old.dnd_channels {
+                queued.push(("ContactDndUpdate".into(), events::contact_dnd(&c)));
             }
             if c.tags != old.tags {
-                events.push(("ContactTagUpdate".into(), contact_event(&c)));
+                queued.push(("ContactTagUpdate".into(), events::contact(&c)));
             }
-            events.push(("ContactUpdate".into(), contact_event(&c)));
+            queued.push(("ContactUpdate".into(), events::contact(&c)));
             let out = c.to_json(loc_id);
             rec.insert_contact(c);
             out
@@ -466,7 +475,7 @@ pub fn update(
             t.date_updated = now;
             // GHL has no TaskUpdate event; completing a task is the one edit it reports.
             if t.completed && !was_done {
-                events.push(("TaskComplete".into(), task_event(&t)));
+                queued.push(("TaskComplete".into(), events::task(&t)));
             }
             let out = task_json(&t);
             rec.insert_task(t);
@@ -483,13 +492,12 @@ pub fn update(
             rec.insert_conversation(c.clone());
             let stored = rec.conversations.get(id).cloned().unwrap_or(c);
             if moved {
-                events.push(message_event(&stored));
+                queued.push(message_event(s, &stored, &rec));
             }
             if stored.unread_count != old_unread {
-                events.push((
+                queued.push((
                     "ConversationUnreadUpdate".into(),
-                    json!({"id": stored.id, "contactId": stored.contact_id, "unreadCount": stored.unread_count,
-                           "inbox": stored.inbox, "starred": stored.starred, "deleted": false}),
+                    events::conversation_unread(&stored, false),
                 ));
             }
             conv_json(&stored)
@@ -501,19 +509,25 @@ pub fn update(
             o.updated = now;
             if o.stage_id != old.stage_id {
                 o.last_stage_change = now;
-                events.push(("OpportunityStageUpdate".into(), opp_event(&o)));
+                queued.push(("OpportunityStageUpdate".into(), events::opportunity(&o)));
             }
             if o.status != old.status {
                 o.last_status_change = now;
-                events.push(("OpportunityStatusUpdate".into(), opp_event(&o)));
+                queued.push(("OpportunityStatusUpdate".into(), events::opportunity(&o)));
             }
             if o.monetary_value != old.monetary_value {
-                events.push(("OpportunityMonetaryValueUpdate".into(), opp_event(&o)));
+                queued.push((
+                    "OpportunityMonetaryValueUpdate".into(),
+                    events::opportunity(&o),
+                ));
             }
             if o.assigned_to != old.assigned_to {
-                events.push(("OpportunityAssignedToUpdate".into(), opp_event(&o)));
+                queued.push((
+                    "OpportunityAssignedToUpdate".into(),
+                    events::opportunity(&o),
+                ));
             }
-            events.push(("OpportunityUpdate".into(), opp_event(&o)));
+            queued.push(("OpportunityUpdate".into(), events::opportunity(&o)));
             let out = o.to_json(loc_id, rec.contacts.get(&o.contact_id));
             rec.insert_opportunity(o);
             out
@@ -521,8 +535,8 @@ pub fn update(
         other => return Err(format!("unknown record kind {other}")),
     };
     drop(rec);
-    for (k, p) in events {
-        webhooks::emit(s, &k, loc_id, p);
+    for (k, p) in queued {
+        webhooks::emit(s, &k, Some(loc_id), p);
     }
     Ok(out)
 }
@@ -532,13 +546,13 @@ pub fn delete(s: &Shared, loc_id: &str, kind: &str, id: &str) -> Result<Value, S
     let loc = location(s, loc_id)?;
     let mut rec = write(&loc.records);
     let missing = || format!("not found: no {kind} record {id}");
-    let mut events: Vec<(String, Value)> = Vec::new();
+    let mut queued: Vec<(String, Value)> = Vec::new();
     match kind {
         "contacts" => {
             let c = rec.remove_contact(id).ok_or_else(missing)?;
             for t in rec.tasks_by_contact.remove(id).unwrap_or_default() {
                 if let Some(t) = rec.remove_task(&t) {
-                    events.push(("TaskDelete".into(), task_event(&t)));
+                    queued.push(("TaskDelete".into(), events::task(&t)));
                 }
             }
             let convs: Vec<String> = rec
@@ -558,27 +572,27 @@ pub fn delete(s: &Shared, loc_id: &str, kind: &str, id: &str) -> Result<Value, S
                 .collect();
             for oid in opps {
                 if let Some(o) = rec.remove_opportunity(&oid) {
-                    events.push(("OpportunityDelete".into(), opp_event(&o)));
+                    queued.push(("OpportunityDelete".into(), events::opportunity(&o)));
                 }
             }
-            events.push(("ContactDelete".into(), contact_event(&c)));
+            queued.push(("ContactDelete".into(), events::contact(&c)));
         }
         "tasks" => {
             let t = rec.remove_task(id).ok_or_else(missing)?;
-            events.push(("TaskDelete".into(), task_event(&t)));
+            queued.push(("TaskDelete".into(), events::task(&t)));
         }
         "conversations" => {
             rec.remove_conversation(id).ok_or_else(missing)?;
         }
         "opportunities" => {
             let o = rec.remove_opportunity(id).ok_or_else(missing)?;
-            events.push(("OpportunityDelete".into(), opp_event(&o)));
+            queued.push(("OpportunityDelete".into(), events::opportunity(&o)));
         }
         other => return Err(format!("unknown record kind {other}")),
     }
     drop(rec);
-    for (k, p) in events {
-        webhooks::emit(s, &k, loc_id, p);
+    for (k, p) in queued {
+        webhooks::emit(s, &k, Some(loc_id), p);
     }
     Ok(json!({"deleted": true, "id": id}))
 }

@@ -236,15 +236,17 @@ pub(super) async fn installed_locations(State(s): S, headers: HeaderMap, Query(q
         .filter(|v| !v.is_empty())
         .map(|v| v.to_lowercase());
     let only = q.get("locationId").filter(|v| !v.is_empty());
+    // Locations uninstalled through `/_sim/app/uninstall` are listed with `isInstalled: false`.
+    let gone = lock(&s.uninstalled).clone();
     let rows: Vec<Value> = s
         .locations
         .iter()
-        .filter(|_| installed != Some(false))
+        .filter(|l| installed.is_none_or(|want| want != gone.contains(&l.meta.id)))
         .filter(|l| text.as_deref().is_none_or(|t| l.meta.name.to_lowercase().contains(t)))
         .filter(|l| only.is_none_or(|o| *o == l.meta.id))
         .map(|l| json!({
             "_id": l.meta.id, "name": l.meta.name, "address": format!("1 Main St, {}, {}", l.meta.city, l.meta.state),
-            "isInstalled": true, "versionId": s.version_id, "installedAt": iso(data::SEED_EPOCH_MS),
+            "isInstalled": !gone.contains(&l.meta.id), "versionId": s.version_id, "installedAt": iso(data::SEED_EPOCH_MS),
         }))
         .collect();
     let count = rows.len();

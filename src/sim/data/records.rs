@@ -3,7 +3,7 @@
 //! formats records use. What the searches read of a record (`field`, `matches_text`) is here too;
 //! GHL's JSON shapes are in `render`, generation in `seed`.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
 use chrono::{DateTime, SecondsFormat, Utc};
 use rand::Rng;
@@ -110,10 +110,25 @@ pub struct Contact {
     pub timezone: Option<String>,
     pub date_of_birth: Option<String>,
     pub dnd: bool,
+    /// Per-channel DND set through the admin API (channel name, e.g. `SMS`, to its setting);
+    /// a channel not here follows `dnd` (see [`Contact::dnd_channel`]).
+    pub dnd_channels: BTreeMap<String, DndChannel>,
     pub tags: Vec<String>,
     pub custom_fields: Vec<(String, Value)>,
     pub date_added: i64,
     pub date_updated: i64,
+}
+
+/// The DND channels of `dndSettings`: the six `GET /contacts/{id}` renders (FACTS.md §2.3) and
+/// `RCS`, which real `ContactDndUpdate` webhooks also carry (FACTS.md §9.1).
+pub const DND_CHANNELS: [&str; 7] = ["Call", "Email", "SMS", "WhatsApp", "GMB", "FB", "RCS"];
+
+/// One channel's DND setting: `status` is `active`, `inactive` or `permanent`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DndChannel {
+    pub status: String,
+    pub message: String,
+    pub code: String,
 }
 
 /// A task of a contact.
@@ -307,6 +322,33 @@ impl Contact {
             (None, Some(l)) => Some(l.clone()),
             (None, None) => None,
         }
+    }
+
+    /// The DND setting of `channel`: the one set through the admin API, else the one `dnd`
+    /// implies (the seeded rule: `dnd` covers calls, email and SMS; other channels are off).
+    pub fn dnd_channel(&self, channel: &str) -> DndChannel {
+        if let Some(c) = self.dnd_channels.get(channel) {
+            return c.clone();
+        }
+        let on = self.dnd && matches!(channel, "Call" | "Email" | "SMS");
+        DndChannel {
+            status: if on { "active" } else { "inactive" }.into(),
+            message: String::new(),
+            code: String::new(),
+        }
+    }
+
+    /// `dndSettings` over `channels`: `{Channel: {status, message, code}}`.
+    pub fn dnd_settings_json(&self, channels: &[&str]) -> Value {
+        let mut m = serde_json::Map::new();
+        for ch in channels {
+            let c = self.dnd_channel(ch);
+            m.insert(
+                (*ch).to_string(),
+                json!({"status": c.status, "message": c.message, "code": c.code}),
+            );
+        }
+        Value::Object(m)
     }
 
     /// Searchable fields for `POST /contacts/search` filters (times as ms).

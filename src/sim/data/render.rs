@@ -3,10 +3,10 @@
 
 use serde_json::{Map, Value, json};
 
-use super::records::{Contact, CustomField, Opportunity, Pipeline, Task, User, iso};
+use super::records::{Contact, CustomField, DND_CHANNELS, Opportunity, Pipeline, Task, User, iso};
 
 /// Sets `k` when `v` is some: GHL leaves empty fields out rather than sending null.
-fn put(m: &mut Map<String, Value>, k: &str, v: &Option<String>) {
+pub fn put(m: &mut Map<String, Value>, k: &str, v: &Option<String>) {
     if let Some(v) = v {
         m.insert(k.to_string(), Value::String(v.clone()));
     }
@@ -57,17 +57,10 @@ impl Contact {
         put(&mut m, "timezone", &self.timezone);
         put(&mut m, "dateOfBirth", &self.date_of_birth);
         m.insert("dnd".into(), json!(self.dnd));
-        let status = if self.dnd { "active" } else { "inactive" };
+        // GET renders the six channels FACTS.md §2.3 lists; webhooks add RCS (`webhooks::events`).
         m.insert(
             "dndSettings".into(),
-            json!({
-                "Call": {"status": status, "message": "", "code": ""},
-                "Email": {"status": status, "message": "", "code": ""},
-                "SMS": {"status": status, "message": "", "code": ""},
-                "WhatsApp": {"status": "inactive", "message": "", "code": ""},
-                "GMB": {"status": "inactive", "message": "", "code": ""},
-                "FB": {"status": "inactive", "message": "", "code": ""}
-            }),
+            self.dnd_settings_json(&DND_CHANNELS[..6]),
         );
         m.insert("tags".into(), json!(self.tags));
         m.insert(

@@ -356,6 +356,7 @@ pub fn generate(
             timezone: Some(tz.to_string()),
             date_of_birth: None,
             dnd: rng.random_bool(0.05),
+            dnd_channels: Default::default(),
             tags,
             custom_fields: cfs,
             date_added: added,
