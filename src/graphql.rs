@@ -11,6 +11,7 @@ pub mod auth;
 pub mod error;
 pub mod limits;
 pub mod loaders;
+mod metrics;
 pub mod mutation;
 mod prefetch;
 pub mod query;
@@ -76,6 +77,7 @@ pub fn builder(
         .data(store.clone())
         .extension(limits::QueryLimits(settings.limits.clone()))
         .extension(error::InputErrorCodes)
+        .extension(metrics::OperationMetrics)
         .extension(RequestLoader(store));
     if settings.limits.disable_introspection {
         builder = builder.disable_introspection();

@@ -14,7 +14,10 @@
 
 mod dashboard;
 mod guard;
+mod observe;
 mod ws;
+
+pub use observe::metrics_router;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -31,7 +34,6 @@ use axum::routing::get;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::timeout::TimeoutLayer;
-use tower_http::trace::{DefaultMakeSpan, TraceLayer};
 
 use crate::auth::{AuthConfig, Authenticator, Caller, ConnectionLimiter};
 use crate::cache::{self, CacheKey, Flight, ReadSet, ResponseCache};
@@ -73,6 +75,10 @@ pub struct HttpConfig {
     /// upgrade beyond it gets 503, so idle unauthenticated sockets cannot pile up.
     #[arg(long, env = "MAX_WS_PENDING", default_value_t = 1024)]
     pub max_ws_pending: usize,
+    /// Serve `/metrics` on this address of its own (e.g. `127.0.0.1:9100`, kept internal)
+    /// instead of on `--listen`; port 0 picks a free port.
+    #[arg(long = "metrics-listen", env = "METRICS_LISTEN")]
+    pub metrics_listen: Option<String>,
     #[command(flatten)]
     pub auth: AuthConfig,
 }
@@ -122,7 +128,12 @@ pub fn router(
 ) -> Router {
     let auth = Authenticator::new(store.clone(), &config.auth);
     let guard = axum::middleware::from_fn_with_state(auth.clone(), guard::require_caller);
-    Router::new()
+    // `/metrics` here unless it has a listener of its own.
+    let metrics = match config.metrics_listen {
+        None => observe::metrics_router(store.clone(), cache.clone()),
+        Some(_) => Router::new(),
+    };
+    let router = Router::new()
         .route(
             "/graphql",
             get(graphql_get).post(graphql_post).route_layer(guard),
@@ -143,17 +154,15 @@ pub fn router(
             ws_pending: ConnectionLimiter::new(config.max_ws_pending),
             ws_init_timeout: Duration::from_secs(config.ws_init_timeout_secs),
         })
+        .merge(metrics)
         .layer(RequestBodyLimitLayer::new(config.max_body_bytes))
         .layer(TimeoutLayer::with_status_code(
             StatusCode::SERVICE_UNAVAILABLE,
             Duration::from_secs(config.request_timeout_secs),
         ))
-        .layer(cors(&config.cors_origins))
-        // Spans carry method, URI and version; headers stay out (they hold the API key).
-        .layer(
-            TraceLayer::new_for_http()
-                .make_span_with(DefaultMakeSpan::new().include_headers(false)),
-        )
+        .layer(cors(&config.cors_origins));
+    // Request ids, trace spans (never headers: they hold the API key), request metrics.
+    observe::layers(router)
 }
 
 /// CORS for the configured origins only; with none, no CORS headers (same origin only).
@@ -404,6 +413,10 @@ async fn execute_single(
         media.as_str(),
     );
     let hit = |hit: Arc<cache::CachedAnswer>| {
+        crate::telemetry::request::served_from_cache(
+            &request.query,
+            request.operation_name.as_deref(),
+        );
         answer(
             StatusCode::OK,
             media,

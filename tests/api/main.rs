@@ -11,6 +11,7 @@ mod http;
 mod input_errors;
 mod layering;
 mod limiter;
+mod metrics;
 mod promises;
 mod readme;
 mod reads;
