@@ -107,7 +107,8 @@ impl Extension for RequestLoader {
         // enqueue their keys together; pages themselves are prefetched in whole batches.
         let loader = DataLoader::with_cache(
             CacheLoader::new(self.0.clone()),
-            tokio::spawn,
+            // Loads run in tasks of their own; they keep the request's span (its request id).
+            |load| tokio::spawn(tracing::Instrument::in_current_span(load)),
             HashMapCache::default(),
         )
         .delay(Duration::from_millis(1))

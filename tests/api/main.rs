@@ -15,6 +15,7 @@ mod metrics;
 mod promises;
 mod readme;
 mod reads;
+mod request_id;
 mod schema_file;
 mod search;
 mod security;

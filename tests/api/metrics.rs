@@ -22,17 +22,19 @@ use tokio::io::{AsyncBufReadExt as _, BufReader};
 use crate::helpers::*;
 
 /// A `ghl-gateway serve` process over `db`, its GHL the simulator; killed when dropped.
-struct Gateway {
-    base: String,
+pub(crate) struct Gateway {
+    pub(crate) base: String,
     /// Where `/metrics` is: the main listener, or `--metrics-listen`'s.
-    metrics: String,
-    client: reqwest::Client,
+    pub(crate) metrics: String,
+    pub(crate) client: reqwest::Client,
+    /// What the process wrote to stderr (its logs) so far.
+    pub(crate) logs: Arc<std::sync::Mutex<String>>,
     _child: tokio::process::Child,
 }
 
 /// Stores the simulator's first location's private integration token in `db`, encrypted as the
 /// gateway will read it.
-async fn connect_location(db: &TestDb, sim: &SimHandle) {
+pub(crate) async fn connect_location(db: &TestDb, sim: &SimHandle) {
     let cipher = Cipher::from_config(&SecretsConfig {
         secret_key: Some(TEST_SECRET_KEY.into()),
     })
@@ -49,7 +51,9 @@ async fn connect_location(db: &TestDb, sim: &SimHandle) {
         .expect("stores the credential");
 }
 
-async fn spawn_gateway(db: &TestDb, sim: &SimHandle, env: &[(&str, &str)]) -> Gateway {
+/// Starts `ghl-gateway serve` on a free port over `db` and `sim`, the operator key
+/// [`ADMIN_KEY`], `env` added to its environment; returns once it printed its banner.
+pub(crate) async fn spawn_gateway(db: &TestDb, sim: &SimHandle, env: &[(&str, &str)]) -> Gateway {
     let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_ghl-gateway"));
     command
         .args(["serve", "--listen", "127.0.0.1:0"])
@@ -61,17 +65,32 @@ async fn spawn_gateway(db: &TestDb, sim: &SimHandle, env: &[(&str, &str)]) -> Ga
         .env("GHL_BACKOFF_MS", "20")
         .env("RUST_LOG", "warn")
         .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
+        .stderr(Stdio::piped())
         .kill_on_drop(true);
     for (name, value) in env {
         command.env(name, value);
     }
     let mut child = command.spawn().expect("the binary starts");
+    let logs = Arc::new(std::sync::Mutex::new(String::new()));
+    let mut stderr = BufReader::new(child.stderr.take().expect("stderr is piped")).lines();
+    let sink = logs.clone();
+    tokio::spawn(async move {
+        while let Ok(Some(line)) = stderr.next_line().await {
+            let mut logs = sink.lock().unwrap();
+            logs.push_str(&line);
+            logs.push('\n');
+        }
+    });
     let mut lines = BufReader::new(child.stdout.take().expect("stdout is piped")).lines();
     let mut banner = HashMap::new();
     while let Some(line) = tokio::time::timeout(Duration::from_secs(60), lines.next_line())
         .await
-        .expect("the banner comes within a minute")
+        .unwrap_or_else(|_| {
+            panic!(
+                "no banner within a minute; stderr:\n{}",
+                logs.lock().unwrap()
+            )
+        })
         .expect("stdout reads")
     {
         if let Some((label, value)) = line.split_once(':') {
@@ -92,12 +111,14 @@ async fn spawn_gateway(db: &TestDb, sim: &SimHandle, env: &[(&str, &str)]) -> Ga
         base,
         metrics,
         client: reqwest::Client::new(),
+        logs,
         _child: child,
     }
 }
 
 impl Gateway {
-    async fn graphql(&self, query: &str, variables: Json) -> Json {
+    /// POSTs a GraphQL request with the operator key; the answer must carry `x-request-id`.
+    pub(crate) async fn graphql(&self, query: &str, variables: Json) -> Json {
         let response = self
             .client
             .post(format!("{}/graphql", self.base))
