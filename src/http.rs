@@ -13,6 +13,7 @@
 //! headers (so never `Authorization`).
 
 mod dashboard;
+mod graphiql;
 mod guard;
 mod observe;
 mod ws;
@@ -22,14 +23,13 @@ pub use observe::metrics_router;
 use std::sync::Arc;
 use std::time::Duration;
 
-use async_graphql::http::GraphiQLSource;
 use async_graphql::parser::types::OperationType;
 use async_graphql::{BatchRequest, BatchResponse, Value};
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{Extension, RawQuery, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
-use axum::response::{Html, IntoResponse, Response};
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::limit::RequestBodyLimitLayer;
@@ -140,7 +140,8 @@ pub fn router(
         )
         // graphql-transport-ws and the legacy graphql-ws, chosen by the client's subprotocol.
         .route("/graphql/ws", get(ws::graphql_ws))
-        .route("/graphiql", get(graphiql))
+        // GraphiQL and its assets, compiled in (works offline).
+        .merge(graphiql::routes())
         // The dashboard page (`/`, `/dashboard.css`, `/dashboard.js`), compiled in.
         .merge(dashboard::routes())
         .route("/healthz", get(|| async { "ok" }))
@@ -182,16 +183,6 @@ fn cors(origins: &[String]) -> CorsLayer {
         .allow_methods([axum::http::Method::GET, axum::http::Method::POST])
         .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE, header::ACCEPT])
         .max_age(Duration::from_secs(600))
-}
-
-async fn graphiql() -> Html<String> {
-    Html(
-        GraphiQLSource::build()
-            .endpoint("/graphql")
-            .subscription_endpoint("/graphql/ws")
-            .title("ghl-gateway")
-            .finish(),
-    )
 }
 
 async fn readyz(State(state): State<AppState>) -> Response {
