@@ -4,6 +4,7 @@ mod background;
 mod cache;
 mod connect;
 mod cooldown;
+mod demo;
 mod figures;
 mod guards;
 mod helpers;
