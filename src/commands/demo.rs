@@ -103,6 +103,10 @@ pub async fn run(mut config: DemoConfig) -> anyhow::Result<()> {
     println!("graphiql:   {base}/graphiql");
     println!("graphql:    {base}/graphql");
     println!("graphql-ws: ws://{}/graphql/ws", app.local_addr());
+    match app.metrics_addr() {
+        Some(address) => println!("metrics:    http://{address}/metrics"),
+        None => println!("metrics:    {base}/metrics"),
+    }
     println!(
         "simulator:  {} (GHL API v2, admin API at /_sim/)",
         sim.base_url
