@@ -453,3 +453,121 @@ async fn metrics_listen_moves_metrics_off_the_main_listener() {
         "HELP lines"
     );
 }
+
+/// Scrapes until `metric{labels}` reads `want` (a socket's end is counted by the server a moment
+/// after the client's frame); fails after 10 s.
+async fn settles(gateway: &Gateway, metric: &str, labels: &[(&str, &str)], want: f64) {
+    for _ in 0..200 {
+        if value(&gateway.scrape().await, metric, labels) == want {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("{metric}{labels:?} never read {want}");
+}
+
+#[tokio::test]
+async fn websocket_connections_and_subscriptions_are_counted_by_protocol() {
+    use crate::subscription::{Socket, next, send};
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
+
+    let db = sqlite().await;
+    let sim = spawn_sim(5).await;
+    connect_location(&db, &sim).await;
+    let loc = sim.locations[0].id.clone();
+    let gateway = spawn_gateway(&db, &sim, &[]).await;
+    let url = gateway.base.replace("http://", "ws://") + "/graphql/ws";
+    let subscription = json!({
+        "query": "subscription($loc: ID!) { syncStatus(locationId: $loc) { locationId } }",
+        "variables": { "loc": loc },
+    });
+    for (protocol, start, stop, event, other) in [
+        (
+            "graphql-transport-ws",
+            "subscribe",
+            "complete",
+            "next",
+            "graphql-ws",
+        ),
+        (
+            "graphql-ws",
+            "start",
+            "stop",
+            "data",
+            "graphql-transport-ws",
+        ),
+    ] {
+        let mut request = url.as_str().into_client_request().unwrap();
+        request
+            .headers_mut()
+            .insert("Sec-WebSocket-Protocol", protocol.parse().unwrap());
+        let (mut socket, _) = tokio_tungstenite::connect_async(request)
+            .await
+            .expect("the upgrade succeeds");
+        // The next frame of `kind`, skipping others (keep-alives, the legacy ack's `ka`).
+        async fn next_of(socket: &mut Socket, kind: &str) -> Json {
+            loop {
+                let frame = next(socket).await.expect("the socket is open");
+                if frame["type"] == kind {
+                    return frame;
+                }
+            }
+        }
+        send(
+            &mut socket,
+            json!({ "type": "connection_init", "payload": { "Authorization": format!("Bearer {ADMIN_KEY}") } }),
+        )
+        .await;
+        next_of(&mut socket, "connection_ack").await;
+        let scrape = gateway.scrape().await;
+        let open = [("protocol", protocol)];
+        assert_eq!(
+            value(&scrape, "ghl_gateway_websocket_connections", &open),
+            1.0,
+            "{protocol}"
+        );
+        assert_eq!(
+            value(&scrape, "ghl_gateway_websocket_subscriptions", &open),
+            0.0
+        );
+        assert_eq!(
+            value(
+                &scrape,
+                "ghl_gateway_websocket_connections",
+                &[("protocol", other)]
+            ),
+            0.0
+        );
+
+        send(
+            &mut socket,
+            json!({ "type": start, "id": "1", "payload": subscription }),
+        )
+        .await;
+        // A never-synced location has no job to show yet: a sync gives the stream its events.
+        let started = gateway
+            .graphql(
+                "mutation($loc: ID!) { refreshLocation(locationId: $loc) { id } }",
+                json!({ "loc": loc }),
+            )
+            .await;
+        assert!(started["errors"].is_null(), "{started}");
+        let first = next_of(&mut socket, event).await;
+        assert_eq!(
+            first["payload"]["data"]["syncStatus"]["locationId"],
+            loc.as_str(),
+            "{first}"
+        );
+        let scrape = gateway.scrape().await;
+        assert_eq!(
+            value(&scrape, "ghl_gateway_websocket_subscriptions", &open),
+            1.0,
+            "{protocol}"
+        );
+
+        send(&mut socket, json!({ "type": stop, "id": "1" })).await;
+        settles(&gateway, "ghl_gateway_websocket_subscriptions", &open, 0.0).await;
+        socket.close(None).await.unwrap();
+        settles(&gateway, "ghl_gateway_websocket_connections", &open, 0.0).await;
+    }
+}
