@@ -8,7 +8,9 @@
 //! over GET.
 //!
 //! Access control: `/graphql` sits behind [`guard`] (API key, per-key rate); `/graphiql`, the
-//! dashboard page ([`dashboard`], which holds no key of its own) and the health checks are open.
+//! dashboard page ([`dashboard`], which holds no key of its own), the health checks and
+//! `/metrics` (no data, only counts; `--metrics-listen` moves it off the public listener) are
+//! open. [`observe`] wraps every route: request ids, trace spans, request metrics.
 //! CORS answers only the configured origins. The trace layer logs method, path and status, never
 //! headers (so never `Authorization`).
 
