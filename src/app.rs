@@ -41,6 +41,8 @@ pub struct ServeConfig {
 pub struct App {
     listener: TcpListener,
     router: axum::Router,
+    /// `/metrics` on a listener of its own (`--metrics-listen`), when set.
+    metrics: Option<(TcpListener, axum::Router)>,
     store: Store,
     sync: SyncEngine,
     cache: Option<ResponseCache>,
@@ -89,9 +91,19 @@ impl App {
         let listener = TcpListener::bind(&config.http.listen)
             .await
             .with_context(|| format!("cannot listen on {} (LISTEN_ADDR)", config.http.listen))?;
+        let metrics = match &config.http.metrics_listen {
+            Some(address) => {
+                let listener = TcpListener::bind(address)
+                    .await
+                    .with_context(|| format!("cannot listen on {address} (METRICS_LISTEN)"))?;
+                Some((listener, http::metrics_router(store.clone(), cache.clone())))
+            }
+            None => None,
+        };
         Ok(Self {
             listener,
             router,
+            metrics,
             store,
             sync,
             cache,
@@ -113,6 +125,13 @@ impl App {
 
     pub fn port(&self) -> u16 {
         self.local_addr().port()
+    }
+
+    /// Where `/metrics` is served when it has a listener of its own (`--metrics-listen`).
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics
+            .as_ref()
+            .map(|(l, _)| l.local_addr().expect("a bound listener has an address"))
     }
 
     /// The response cache, when it is on (`RESPONSE_CACHE_MB` > 0).
@@ -137,6 +156,10 @@ impl App {
         println!("graphiql: {base}/graphiql");
         println!("health:   {base}/healthz {base}/readyz");
         println!("webhooks: {base}/webhooks/ghl");
+        match self.metrics_addr() {
+            Some(address) => println!("metrics:  http://{address}/metrics"),
+            None => println!("metrics:  {base}/metrics"),
+        }
         if self.allow_anonymous {
             println!("auth:     none required (--allow-anonymous)");
         } else {
@@ -152,10 +175,28 @@ impl App {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
         tracing::info!(address = %self.local_addr(), "listening");
-        axum::serve(self.listener, self.router)
-            .with_graceful_shutdown(shutdown)
-            .await
-            .context("the HTTP server failed")?;
+        // One shutdown signal for both listeners.
+        let stop = tokio_util::sync::CancellationToken::new();
+        let metrics = self.metrics.map(|(listener, router)| {
+            tracing::info!(address = %listener.local_addr().map(|a| a.to_string()).unwrap_or_default(), "serving /metrics");
+            tokio::spawn(
+                axum::serve(listener, router)
+                    .with_graceful_shutdown(stop.clone().cancelled_owned())
+                    .into_future(),
+            )
+        });
+        let stopping = stop.clone();
+        let served = axum::serve(self.listener, self.router)
+            .with_graceful_shutdown(async move {
+                shutdown.await;
+                stopping.cancel();
+            })
+            .await;
+        stop.cancel();
+        if let Some(metrics) = metrics {
+            let _ = metrics.await;
+        }
+        served.context("the HTTP server failed")?;
         // Running syncs stop at once (GHL calls dropped); their checkpoints let the next run resume.
         self.sync.shutdown().await;
         self.store.close().await;

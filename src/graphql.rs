@@ -11,6 +11,7 @@ pub mod auth;
 pub mod error;
 pub mod limits;
 pub mod loaders;
+mod metrics;
 pub mod mutation;
 mod prefetch;
 pub mod query;
@@ -98,8 +99,17 @@ pub async fn execute(schema: &AppSchema, request: Request) -> Response {
         operation_name: request.operation_name.clone(),
         variables: request.variables.clone(),
     };
+    let mut request = request;
+    let operation = match request.parsed_query() {
+        Ok(parsed) => metrics::operation_name(parsed, document.operation_name.as_deref()),
+        Err(_) => None,
+    };
     match prepare(schema, request) {
-        Ok(request) => finish(schema, document, schema.execute(request).await).await,
+        Ok(request) => {
+            let response = schema.execute(request).await;
+            metrics::report(&document.query, operation.as_deref(), &response);
+            finish(schema, document, response).await
+        }
         Err(error) => Response::from_errors(vec![error]),
     }
 }
@@ -168,7 +178,8 @@ fn prepare(schema: &AppSchema, mut request: Request) -> Result<Request, ServerEr
     // lives as long as the request, so a request sees one consistent view and nothing outlives it.
     let loader = DataLoader::with_cache(
         CacheLoader::new(store),
-        tokio::spawn,
+        // Loads run in tasks of their own; they keep the request's span (its request id).
+        |load| tokio::spawn(tracing::Instrument::in_current_span(load)),
         HashMapCache::default(),
     )
     .delay(Duration::from_millis(1))

@@ -8,30 +8,34 @@
 //! over GET.
 //!
 //! Access control: `/graphql` sits behind [`guard`] (API key, per-key rate); `/graphiql`, the
-//! dashboard page ([`dashboard`], which holds no key of its own) and the health checks are open.
+//! dashboard page ([`dashboard`], which holds no key of its own), the health checks and
+//! `/metrics` (no data, only counts; `--metrics-listen` moves it off the public listener) are
+//! open. [`observe`] wraps every route: request ids, trace spans, request metrics.
 //! CORS answers only the configured origins. The trace layer logs method, path and status, never
 //! headers (so never `Authorization`).
 
 mod dashboard;
+mod graphiql;
 mod guard;
+mod observe;
 mod ws;
+
+pub use observe::metrics_router;
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use async_graphql::http::GraphiQLSource;
 use async_graphql::parser::types::OperationType;
 use async_graphql::{BatchRequest, BatchResponse, Value};
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{Extension, RawQuery, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
-use axum::response::{Html, IntoResponse, Response};
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::timeout::TimeoutLayer;
-use tower_http::trace::{DefaultMakeSpan, TraceLayer};
 
 use crate::auth::{AuthConfig, Authenticator, Caller, ConnectionLimiter};
 use crate::cache::{self, CacheKey, Flight, ReadSet, ResponseCache};
@@ -73,6 +77,10 @@ pub struct HttpConfig {
     /// upgrade beyond it gets 503, so idle unauthenticated sockets cannot pile up.
     #[arg(long, env = "MAX_WS_PENDING", default_value_t = 1024)]
     pub max_ws_pending: usize,
+    /// Serve `/metrics` on this address of its own (e.g. `127.0.0.1:9100`, kept internal)
+    /// instead of on `--listen`; port 0 picks a free port.
+    #[arg(long = "metrics-listen", env = "METRICS_LISTEN")]
+    pub metrics_listen: Option<String>,
     #[command(flatten)]
     pub auth: AuthConfig,
     /// `POST /webhooks/ghl`: its keys, timestamp window and body limit.
@@ -127,14 +135,20 @@ pub fn router(
 ) -> Router {
     let auth = Authenticator::new(store.clone(), &config.auth);
     let guard = axum::middleware::from_fn_with_state(auth.clone(), guard::require_caller);
-    Router::new()
+    // `/metrics` here unless it has a listener of its own.
+    let metrics = match config.metrics_listen {
+        None => observe::metrics_router(store.clone(), cache.clone()),
+        Some(_) => Router::new(),
+    };
+    let router = Router::new()
         .route(
             "/graphql",
             get(graphql_get).post(graphql_post).route_layer(guard),
         )
         // graphql-transport-ws and the legacy graphql-ws, chosen by the client's subprotocol.
         .route("/graphql/ws", get(ws::graphql_ws))
-        .route("/graphiql", get(graphiql))
+        // GraphiQL and its assets, compiled in (works offline).
+        .merge(graphiql::routes())
         // The dashboard page (`/`, `/dashboard.css`, `/dashboard.js`), compiled in.
         .merge(dashboard::routes())
         .route("/healthz", get(|| async { "ok" }))
@@ -157,17 +171,15 @@ pub fn router(
             ws_pending: ConnectionLimiter::new(config.max_ws_pending),
             ws_init_timeout: Duration::from_secs(config.ws_init_timeout_secs),
         })
+        .merge(metrics)
         .layer(RequestBodyLimitLayer::new(config.max_body_bytes))
         .layer(TimeoutLayer::with_status_code(
             StatusCode::SERVICE_UNAVAILABLE,
             Duration::from_secs(config.request_timeout_secs),
         ))
-        .layer(cors(&config.cors_origins))
-        // Spans carry method, URI and version; headers stay out (they hold the API key).
-        .layer(
-            TraceLayer::new_for_http()
-                .make_span_with(DefaultMakeSpan::new().include_headers(false)),
-        )
+        .layer(cors(&config.cors_origins));
+    // Request ids, trace spans (never headers: they hold the API key), request metrics.
+    observe::layers(router)
 }
 
 /// CORS for the configured origins only; with none, no CORS headers (same origin only).
@@ -187,16 +199,6 @@ fn cors(origins: &[String]) -> CorsLayer {
         .allow_methods([axum::http::Method::GET, axum::http::Method::POST])
         .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE, header::ACCEPT])
         .max_age(Duration::from_secs(600))
-}
-
-async fn graphiql() -> Html<String> {
-    Html(
-        GraphiQLSource::build()
-            .endpoint("/graphql")
-            .subscription_endpoint("/graphql/ws")
-            .title("ghl-gateway")
-            .finish(),
-    )
 }
 
 async fn readyz(State(state): State<AppState>) -> Response {
@@ -419,6 +421,10 @@ async fn execute_single(
         media.as_str(),
     );
     let hit = |hit: Arc<cache::CachedAnswer>| {
+        crate::telemetry::request::served_from_cache(
+            &request.query,
+            request.operation_name.as_deref(),
+        );
         answer(
             StatusCode::OK,
             media,

@@ -18,7 +18,7 @@
 //! - [`sim`]: a simulator of the GHL API v2, independent of everything else here.
 //! - [`bench`]: the benchmark suite (`ghl-gateway bench`): read and sync paths against the seed.
 //! - [`config`]: settings plumbing: one source of defaults, one secret type.
-//! - [`telemetry`]: tracing set-up in one place.
+//! - [`telemetry`]: tracing set-up, the metrics (names, helpers, recorder) and the request scope.
 //! - [`domain`]: plain records, ids, job and stage states; no I/O.
 //!
 //! The layering rules (checked by `tests/api/layering.rs`, no import cycle between modules):

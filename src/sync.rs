@@ -469,6 +469,7 @@ impl SyncEngine {
         snapshot.job.state = JobState::Failed;
         snapshot.job.error = Some(error.to_string());
         snapshot.job.finished_at = Some(now());
+        crate::telemetry::metrics::sync_job(sync_mode_name(snapshot.job.mode), "failed");
         let _ = self.inner.store.update_job(&snapshot.job).await;
         running.progress.publish(|s| *s = snapshot);
     }
@@ -544,6 +545,12 @@ impl SyncEngine {
             }
         }
         store.update_job(&finished).await?;
+        let ended = if outcome.is_ok() {
+            "succeeded"
+        } else {
+            "failed"
+        };
+        crate::telemetry::metrics::sync_job(sync_mode_name(mode), ended);
         let finished = running.progress.publish(|s| s.job = finished);
         let calls: i64 = finished.stages.iter().map(|s| s.calls).sum();
         tracing::info!(location_id, job_id = %job.id, state = crate::store::job_state_name(finished.job.state), calls, "sync finished");

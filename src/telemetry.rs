@@ -1,5 +1,9 @@
-//! Tracing set-up, in one place. `RUST_LOG` overrides the default filter. Imports nothing of
-//! this crate.
+//! Tracing set-up, in one place, and the metrics and request scope ([`metrics`], [`request`]).
+//! `RUST_LOG` overrides the default filter. Imports nothing of this crate: every other module
+//! may call it.
+
+pub mod metrics;
+pub mod request;
 
 use tracing_subscriber::EnvFilter;
 

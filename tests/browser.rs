@@ -254,3 +254,135 @@ async fn the_page_is_served_from_the_binary_and_loads_nothing_from_elsewhere() {
         .unwrap();
     assert_eq!(data.status(), 401);
 }
+
+/// GraphiQL in headless Chromium with the outside network cut (`tests/browser/graphiql.mjs`):
+/// the page loads from the gateway alone, a query with a key in its Headers tab shows data, and
+/// a subscription runs over the WebSocket with the same key.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn graphiql_works_offline_in_a_real_browser() {
+    if let Some(why) = missing_prerequisite() {
+        if std::env::var_os("REQUIRE_BROWSER_TEST").is_some() {
+            panic!("REQUIRE_BROWSER_TEST is set but the browser test cannot run: {why}");
+        }
+        say(&format!(
+            "SKIPPED graphiql_works_offline_in_a_real_browser: {why}"
+        ));
+        return;
+    }
+    let sim = Sim::spawn(SimArgs {
+        contacts: 40,
+        ..SimArgs::default()
+    })
+    .await
+    .expect("the simulator starts");
+    let location = sim.locations[0].id.clone();
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let database_url = format!(
+        "sqlite://{}?mode=rwc",
+        dir.path().join("cache.db").display()
+    );
+    let (base, store, sync) = spawn_gateway(&sim, &database_url).await;
+    sync.refresh(&location, SyncMode::Full)
+        .await
+        .expect("the sync starts");
+    assert!(
+        sync.wait_idle(&location, Duration::from_secs(120)).await,
+        "the sync ends"
+    );
+    let key = ghl_gateway::auth::generate_key(
+        Some("graphiql test".into()),
+        std::slice::from_ref(&location),
+        chrono::Utc::now().timestamp_millis(),
+    );
+    store.insert_api_key(key.row).await.expect("stores the key");
+
+    let screenshot = Path::new(env!("CARGO_TARGET_TMPDIR")).join("graphiql.png");
+    let run = tokio::process::Command::new("node")
+        .arg(driver_dir().join("graphiql.mjs"))
+        .args([&base, &key.key, &location])
+        .arg(&screenshot)
+        .kill_on_drop(true)
+        .output();
+    let output = tokio::time::timeout(Duration::from_secs(120), run)
+        .await
+        .expect("the browser test ends within 2 minutes")
+        .expect("node starts");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success(),
+        "the GraphiQL browser test failed ({}):\n--- stdout\n{stdout}\n--- stderr\n{stderr}",
+        output.status
+    );
+    say(&format!("GraphiQL browser test passed\n{stdout}"));
+}
+
+/// GraphiQL's page and assets come from the binary: the page names only this origin's files,
+/// the vendored builds are served whole with long-lived caching, and the policy keeps scripts
+/// and connections on this origin.
+#[tokio::test]
+async fn graphiql_is_served_from_the_binary() {
+    let sim = Sim::spawn(SimArgs::default())
+        .await
+        .expect("the simulator starts");
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let database_url = format!(
+        "sqlite://{}?mode=rwc",
+        dir.path().join("cache.db").display()
+    );
+    let (base, _, _) = spawn_gateway(&sim, &database_url).await;
+    let client = reqwest::Client::new();
+    let page = client.get(format!("{base}/graphiql")).send().await.unwrap();
+    assert_eq!(page.status(), 200);
+    let csp = page.headers()["content-security-policy"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(csp.contains("script-src 'self';") && csp.contains("connect-src 'self';"));
+    let html = page.text().await.unwrap();
+    for scheme in ["http://", "https://", "//unpkg", "//cdn"] {
+        assert!(!html.contains(scheme), "the page refers to {scheme}…");
+    }
+    let vendored = Path::new(env!("CARGO_MANIFEST_DIR")).join("assets/graphiql");
+    let mut served = 0;
+    for src in html
+        .split(['"', '\''])
+        .filter(|s| s.starts_with("/graphiql/assets/"))
+    {
+        let response = client.get(format!("{base}{src}")).send().await.unwrap();
+        assert_eq!(response.status(), 200, "{src}");
+        let name = src.trim_start_matches("/graphiql/assets/");
+        let cache = response.headers()["cache-control"]
+            .to_str()
+            .unwrap()
+            .to_owned();
+        let body = response.bytes().await.unwrap();
+        if let Ok(file) = std::fs::read(vendored.join(name)) {
+            assert_eq!(body.as_ref(), file.as_slice(), "{name} is served unchanged");
+            assert!(cache.contains("immutable"), "{name}: {cache}");
+        } else {
+            let text = String::from_utf8_lossy(&body);
+            assert!(
+                !text.contains("http://") && !text.contains("https://"),
+                "{name}"
+            );
+        }
+        served += 1;
+    }
+    assert_eq!(
+        served, 6,
+        "React, ReactDOM, GraphiQL's JS and CSS, our script and style"
+    );
+    for licence in ["LICENSE-graphiql", "LICENSE-react", "LICENSE-react-dom"] {
+        assert!(
+            vendored.join(licence).exists(),
+            "{licence} is kept beside the builds"
+        );
+    }
+    let missing = client
+        .get(format!("{base}/graphiql/assets/nope.js"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(missing.status(), 404);
+}

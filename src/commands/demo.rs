@@ -49,7 +49,7 @@ pub struct DemoConfig {
 
 /// `ghl-gateway demo`.
 pub async fn run(mut config: DemoConfig) -> anyhow::Result<()> {
-    let sim = Sim::spawn(SimArgs {
+    let sim_args = SimArgs {
         listen: config.sim_listen,
         seed: config.seed,
         locations: config.locations.max(1),
@@ -57,9 +57,11 @@ pub async fn run(mut config: DemoConfig) -> anyhow::Result<()> {
         latency_ms: config.latency_ms,
         jitter_ms: config.jitter_ms,
         ..SimArgs::default()
-    })
-    .await
-    .context("cannot start the simulator")?;
+    };
+    let token_ttl_secs = sim_args.token_ttl_secs;
+    let sim = Sim::spawn(sim_args)
+        .await
+        .context("cannot start the simulator")?;
     let serve = &mut config.serve;
     serve.upstream.base_url = sim.base_url.clone();
     if serve.secrets.secret_key.is_none() {
@@ -71,6 +73,7 @@ pub async fn run(mut config: DemoConfig) -> anyhow::Result<()> {
     // The demo's webhooks come from its own simulator, signed with the simulator's keys, not GHL's.
     serve.http.webhooks.webhook_public_key = sim.webhook_public_key_pem.clone();
     serve.http.webhooks.webhook_legacy_public_key = sim.webhook_legacy_public_key_pem.clone();
+    let database_url = config.serve.database.database_url.clone();
     let app = App::build(config.serve).await?;
     // The simulator's admin writes reach the gateway as signed webhooks (both signatures, as GHL's
     // app events), retried after a failure as a receiver must expect.
@@ -82,6 +85,10 @@ pub async fn run(mut config: DemoConfig) -> anyhow::Result<()> {
     .map_err(anyhow::Error::msg)
     .context("cannot point the simulator's webhooks at the gateway")?;
     let locations: Vec<String> = sim.locations.iter().map(|l| l.id.clone()).collect();
+    // Read before this run writes anything: what an earlier run left in the database.
+    let reused = earlier_run(app.store(), &locations)
+        .await
+        .context("cannot read what the database holds")?;
     for location in &sim.locations {
         app.sync()
             .client()
@@ -109,6 +116,10 @@ pub async fn run(mut config: DemoConfig) -> anyhow::Result<()> {
     println!("graphiql:   {base}/graphiql");
     println!("graphql:    {base}/graphql");
     println!("graphql-ws: ws://{}/graphql/ws", app.local_addr());
+    match app.metrics_addr() {
+        Some(address) => println!("metrics:    http://{address}/metrics"),
+        None => println!("metrics:    {base}/metrics"),
+    }
     println!(
         "simulator:  {} (GHL API v2, admin API at /_sim/)",
         sim.base_url
@@ -116,9 +127,19 @@ pub async fn run(mut config: DemoConfig) -> anyhow::Result<()> {
     println!(
         "webhooks:   simulator -> {webhook_url} (signed; the simulator's admin writes are sent here)"
     );
+    println!("sim company id:   {}", sim.company_id);
+    println!(
+        "sim agency token: {} (Company scope, expires in {token_ttl_secs} s; refresh token {})",
+        sim.agency_token, sim.agency_refresh_token
+    );
     for location in &sim.locations {
         println!("location:   {} ({})", location.id, location.name);
+        println!(
+            "  pit:      {} (its private integration token: `Authorization: Bearer <pit>` and `Version: 2021-07-28` on the simulator)",
+            location.pit_token
+        );
     }
+    println!("database:   {database_url} ({reused})");
     println!("api key:    {}", key.key);
     println!("            (send `Authorization: Bearer <key>`; GraphiQL: add it under Headers)");
     println!(
@@ -127,4 +148,49 @@ pub async fn run(mut config: DemoConfig) -> anyhow::Result<()> {
     let result = app.run_until_stopped(shutdown_signal()).await;
     sim.shutdown().await;
     result
+}
+
+/// What an earlier run left in the database, in words for the banner: `new` when nothing.
+async fn earlier_run(store: &crate::store::Store, locations: &[String]) -> anyhow::Result<String> {
+    let mut cached = Vec::new();
+    for location in locations {
+        if let Some(job) = store.last_job(location).await? {
+            cached.push(job.finished_at.unwrap_or(job.started_at));
+        }
+    }
+    let others = store
+        .credentialed_locations()
+        .await?
+        .into_iter()
+        .filter(|l| !locations.contains(l))
+        .count();
+    let keys = store
+        .api_keys()
+        .await?
+        .iter()
+        .filter(|k| k.revoked_at.is_none())
+        .count();
+    if cached.is_empty() && others == 0 && keys == 0 {
+        return Ok("new".into());
+    }
+    let mut parts = vec![format!(
+        "reused from an earlier run: {} of {} locations cached",
+        cached.len(),
+        locations.len()
+    )];
+    if let Some(last) = cached.iter().max() {
+        parts.push(format!(
+            "last synced {}, refreshed now",
+            last.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+        ));
+    }
+    if keys > 0 {
+        parts.push(format!("{keys} earlier API key(s) still valid"));
+    }
+    if others > 0 {
+        parts.push(format!(
+            "{others} location(s) of another simulator seed kept, not synced"
+        ));
+    }
+    Ok(parts.join("; "))
 }

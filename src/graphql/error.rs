@@ -116,18 +116,26 @@ fn is_coercion_error(message: &str) -> bool {
 }
 
 /// Sets `extensions.code = BAD_USER_INPUT` on the errors of values that failed to coerce, which
-/// async-graphql reports without a code, so that every input error carries one.
+/// async-graphql reports without a code, so that every input error carries one; gives
+/// `INTERNAL` errors the request's id (`extensions.requestId`, the `x-request-id` of the HTTP
+/// request and of its log lines) so that a user can quote it.
 pub(super) fn code_input_errors(mut response: Response) -> Response {
+    let request_id = crate::telemetry::request::request_id();
     for error in &mut response.errors {
-        let coded = error
-            .extensions
-            .as_ref()
-            .is_some_and(|e| e.get("code").is_some());
-        if !coded && is_coercion_error(&error.message) {
+        let code = error.extensions.as_ref().and_then(|e| e.get("code"));
+        let internal =
+            matches!(code, Some(async_graphql::Value::String(c)) if c == ApiError::Internal.code());
+        if code.is_none() && is_coercion_error(&error.message) {
             error
                 .extensions
                 .get_or_insert_with(ErrorExtensionValues::default)
                 .set("code", ApiError::BadUserInput(String::new()).code());
+        }
+        if let (true, Some(id)) = (internal, &request_id) {
+            error
+                .extensions
+                .get_or_insert_with(ErrorExtensionValues::default)
+                .set("requestId", id.as_str());
         }
     }
     response

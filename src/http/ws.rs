@@ -42,6 +42,16 @@ enum Protocol {
     Legacy,
 }
 
+impl Protocol {
+    /// The subprotocol's name, as the client asks for it (the `protocol` label of metrics).
+    fn name(self) -> &'static str {
+        match self {
+            Protocol::TransportWs => "graphql-transport-ws",
+            Protocol::Legacy => "graphql-ws",
+        }
+    }
+}
+
 /// Why the server ends a connection: a close code for graphql-transport-ws (its reason is short,
 /// a close frame holds at most 123 bytes), a `connection_error` code for the legacy protocol.
 #[derive(Debug, PartialEq, Eq)]
@@ -133,7 +143,9 @@ pub(super) async fn graphql_ws(
         token: None,
         slot: None,
     };
-    upgrade.on_upgrade(move |socket| session.run(socket))
+    // The socket's log lines keep the upgrade request's span (its request id).
+    let span = tracing::Span::current();
+    upgrade.on_upgrade(move |socket| tracing::Instrument::instrument(session.run(socket), span))
 }
 
 /// One socket's state: before `connection_init` (`caller` is `None`), then authenticated.
@@ -167,6 +179,7 @@ type Subscriptions = StreamMap<String, BoxStream<'static, Option<GqlResponse>>>;
 impl Session {
     /// Runs the socket until either side ends it.
     async fn run(mut self, socket: WebSocket) {
+        let _open = crate::telemetry::metrics::ws_connection(self.protocol.name());
         let (mut sink, mut incoming) = socket.split();
         let mut subscriptions = Subscriptions::new();
         let init_deadline = tokio::time::sleep(self.init_timeout);
@@ -358,8 +371,13 @@ impl Session {
         if let Some(caller) = &self.caller {
             request = request.data(caller.clone());
         }
+        // Counted while the stream lives: it ends, or the client stops it, or the socket closes.
+        let running = crate::telemetry::metrics::ws_subscription(self.protocol.name());
         let stream = crate::graphql::execute_stream(&self.schema, request)
-            .map(Some)
+            .map(move |response| {
+                let _ = &running;
+                Some(response)
+            })
             .chain(futures::stream::once(async { None }))
             .boxed();
         subscriptions.insert(id, stream);

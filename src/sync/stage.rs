@@ -80,6 +80,7 @@ impl StageContext<'_> {
         let resource = stage.resource;
         let location_id = self.job.location_id.as_str();
         let meter = Arc::new(Meter::default());
+        let started = tokio::time::Instant::now();
         self.report(&mut stage, |s| s.state = JobState::Running);
         self.store.save_stage(&self.job.location_id, &stage).await?;
         let result = meter
@@ -109,6 +110,12 @@ impl StageContext<'_> {
         if let Err(error) = &result {
             tracing::warn!(location_id, stage = resource.as_str(), error = %error, causes = ?causes(error), "sync stage failed");
         }
+        let outcome = if result.is_ok() {
+            "succeeded"
+        } else {
+            "failed"
+        };
+        crate::telemetry::metrics::sync_stage(resource.as_str(), outcome, started.elapsed());
         self.report(&mut stage, |s| {
             s.state = match &result {
                 Ok(()) => JobState::Succeeded,
@@ -150,6 +157,7 @@ impl StageContext<'_> {
                 store
                     .write_page(location_id, mark, $page(&records), Some(stage))
                     .await?;
+                crate::telemetry::metrics::sync_rows(resource.as_str(), records.len());
                 return Ok(complete(skipped.len()));
             }};
         }
@@ -230,6 +238,7 @@ impl StageContext<'_> {
                 }
             };
             written.await?;
+            crate::telemetry::metrics::sync_rows(resource.as_str(), page.records.len());
         }
         Ok(self.mode == SyncMode::Full && !listing.is_incremental() && complete(skipped))
     }

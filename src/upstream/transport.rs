@@ -132,6 +132,7 @@ impl Client {
             .adjust(|error, delay| retry_delay(error, delay, interval, spurious))
             .notify(|error, delay| {
                 lock(&state.stats).retries += 1;
+                crate::telemetry::metrics::ghl_retry(call.endpoint);
                 Meter::count(|m| {
                     m.retries.fetch_add(1, Ordering::Relaxed);
                 });
@@ -163,6 +164,11 @@ impl Client {
                 .access_token(location_id, state, rejected.as_ref())
                 .await?;
             let (status, headers, body) = self.send(state, call, &token).await?;
+            crate::telemetry::metrics::ghl_budget(
+                location_id,
+                header(&headers, "x-ratelimit-remaining"),
+                header(&headers, "x-ratelimit-daily-remaining"),
+            );
             if status == StatusCode::UNAUTHORIZED && rejected.is_none() {
                 rejected = Some(token);
                 continue;
@@ -222,6 +228,8 @@ impl Client {
             },
             Err(_) => Window::default(),
         };
+        let answered = outcome.as_ref().ok().map(|(status, _, _)| status.as_u16());
+        crate::telemetry::metrics::ghl_request(call.endpoint, answered, permit.waited);
         state.limiter.release(permit, window);
         let (status, headers, body) = outcome.map_err(|e| {
             let kind = if e.is_timeout() {
