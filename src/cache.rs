@@ -143,9 +143,32 @@ pub struct CachedAnswer {
     pub body: Bytes,
     /// `"<hex>"`: a strong validator of the body (RFC 9110 §8.8.3).
     pub etag: String,
+    /// Other representations of the body (the HTTP layer's content codings), made on first use
+    /// and kept when they are at most a quarter of the body, so the byte bound holds (the weigher
+    /// counts half the body for them).
+    alternates: [std::sync::OnceLock<Option<Bytes>>; ALTERNATES],
     tag: Tag,
     /// When moka should drop it at the latest (std clock: moka's own).
     expires: Instant,
+}
+
+/// How many other representations an entry keeps room for ([`CachedAnswer::alternate`]).
+pub const ALTERNATES: usize = 2;
+
+impl CachedAnswer {
+    /// Representation `slot` (below [`ALTERNATES`]) of the body, as `make` builds it from the
+    /// body: built once and kept when it is at most a quarter of the body's size, else built
+    /// again on each call.
+    pub fn alternate(&self, slot: usize, make: impl Fn(&[u8]) -> Bytes) -> Bytes {
+        let kept = self.alternates[slot].get_or_init(|| {
+            let made = make(&self.body);
+            (made.len() <= self.body.len() / 4).then_some(made)
+        });
+        match kept {
+            Some(bytes) => bytes.clone(),
+            None => make(&self.body),
+        }
+    }
 }
 
 /// The strong entity tag of a body: the first 16 bytes of its SHA-256, in hex, quoted.
@@ -252,6 +275,8 @@ impl Drop for FlightGuard {
 struct Stats {
     hits: AtomicU64,
     misses: AtomicU64,
+    /// Entries removed to keep the byte bound (not those that expired or were replaced).
+    evictions: AtomicU64,
 }
 
 /// What the cache did so far (for benchmarks and metrics).
@@ -262,6 +287,8 @@ pub struct CacheStats {
     /// Bytes held now (bodies plus per-entry overhead).
     pub bytes: u64,
     pub entries: u64,
+    /// Entries removed to keep the byte bound since start.
+    pub evictions: u64,
 }
 
 impl std::fmt::Debug for ResponseCache {
@@ -288,18 +315,27 @@ impl ResponseCache {
 
     /// A cache of `bytes` bytes whose entries live at most `ttl`.
     pub fn with_capacity(bytes: u64, ttl: Duration, versions: DataVersions) -> Self {
+        let stats = Arc::<Stats>::default();
+        let counted = stats.clone();
         let entries = moka::sync::Cache::builder()
             .max_capacity(bytes)
             .weigher(|_key: &CacheKey, answer: &Arc<CachedAnswer>| {
-                u32::try_from(answer.body.len() + ENTRY_OVERHEAD).unwrap_or(u32::MAX)
+                // The body, room for its kept alternates (a quarter of it each), the rest.
+                let body = answer.body.len();
+                u32::try_from(body + body / 4 * ALTERNATES + ENTRY_OVERHEAD).unwrap_or(u32::MAX)
             })
             .expire_after(EntryExpiry)
+            .eviction_listener(move |_key, _answer, cause| {
+                if cause == moka::notification::RemovalCause::Size {
+                    counted.evictions.fetch_add(1, Ordering::Relaxed);
+                }
+            })
             .build();
         Self {
             entries,
             versions,
             ttl,
-            stats: Arc::default(),
+            stats,
             flights: Arc::default(),
         }
     }
@@ -363,6 +399,7 @@ impl ResponseCache {
         let answer = CachedAnswer {
             body,
             etag,
+            alternates: Default::default(),
             tag,
             expires: Instant::now() + life,
         };
@@ -378,6 +415,7 @@ impl ResponseCache {
             misses: self.stats.misses.load(Ordering::Relaxed),
             bytes: self.entries.weighted_size(),
             entries: self.entries.entry_count(),
+            evictions: self.stats.evictions.load(Ordering::Relaxed),
         }
     }
 }
@@ -472,6 +510,11 @@ mod tests {
         let stats = cache.stats();
         assert!(stats.bytes <= capacity, "{stats:?}, bound {capacity}");
         assert!(stats.entries >= 10, "it still caches: {stats:?}");
+        assert_eq!(
+            stats.evictions + stats.entries,
+            200,
+            "every answer that did not stay was evicted for the bound: {stats:?}"
+        );
     }
 
     #[test]

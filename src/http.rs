@@ -15,9 +15,11 @@
 //! headers (so never `Authorization`).
 
 mod dashboard;
+mod encoding;
 mod graphiql;
 mod guard;
 mod observe;
+mod persisted;
 mod ws;
 
 pub use observe::metrics_router;
@@ -33,7 +35,10 @@ use axum::extract::{Extension, RawQuery, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use tower_http::compression::CompressionLayer;
+use tower_http::compression::predicate::{DefaultPredicate, Predicate, SizeAbove};
 use tower_http::cors::{AllowOrigin, CorsLayer};
+use tower_http::decompression::RequestDecompressionLayer;
 use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::timeout::TimeoutLayer;
 
@@ -41,6 +46,7 @@ use crate::auth::{AuthConfig, Authenticator, Caller, ConnectionLimiter};
 use crate::cache::{self, CacheKey, Flight, ReadSet, ResponseCache};
 use crate::graphql::{self, AppSchema};
 use crate::store::Store;
+use encoding::Coding;
 
 /// Settings of the HTTP server.
 #[derive(Clone, Debug, clap::Args)]
@@ -81,6 +87,10 @@ pub struct HttpConfig {
     /// instead of on `--listen`; port 0 picks a free port.
     #[arg(long = "metrics-listen", env = "METRICS_LISTEN")]
     pub metrics_listen: Option<String>,
+    /// Memory for automatic persisted queries' documents, in MiB (Apollo's protocol: clients send
+    /// a document's SHA-256 instead of the document); 0 turns them off.
+    #[arg(long, env = "PERSISTED_QUERIES_MB", default_value_t = 16)]
+    pub persisted_queries_mb: u64,
     #[command(flatten)]
     pub auth: AuthConfig,
     /// `POST /webhooks/ghl`: its keys, timestamp window and body limit.
@@ -118,6 +128,10 @@ struct AppState {
     /// Authenticates callers; the WebSocket route calls it with the `connection_init` token.
     auth: Authenticator,
     max_batch_operations: usize,
+    /// Largest `/graphql` request body once decoded (`Content-Encoding: gzip` or `br`).
+    max_body_bytes: usize,
+    /// Documents of automatic persisted queries; `None` when turned off.
+    persisted: Option<persisted::PersistedQueries>,
     /// WebSockets not yet past `connection_init`, counted process-wide.
     ws_pending: ConnectionLimiter,
     /// How long a WebSocket may wait before `connection_init`.
@@ -143,14 +157,23 @@ pub fn router(
     let router = Router::new()
         .route(
             "/graphql",
-            get(graphql_get).post(graphql_post).route_layer(guard),
+            get(graphql_get)
+                .post(graphql_post)
+                .route_layer(guard)
+                // Request bodies in gzip or brotli are decoded before `graphql_post` reads them
+                // (and applies the body limit to what they decode to); others get 415.
+                .route_layer(RequestDecompressionLayer::new()),
         )
         // graphql-transport-ws and the legacy graphql-ws, chosen by the client's subprotocol.
         .route("/graphql/ws", get(ws::graphql_ws))
-        // GraphiQL and its assets, compiled in (works offline).
-        .merge(graphiql::routes())
-        // The dashboard page (`/`, `/dashboard.css`, `/dashboard.js`), compiled in.
-        .merge(dashboard::routes())
+        // GraphiQL and its assets, and the dashboard page (`/`, `/dashboard.css`,
+        // `/dashboard.js`), compiled in (they work offline); compressed when the browser asks.
+        // `/graphql` answers encode themselves (`encoding`), so that cached ones stay encoded.
+        .merge(graphiql::routes().merge(dashboard::routes()).layer(
+            CompressionLayer::new().compress_when(
+                DefaultPredicate::new().and(SizeAbove::new(encoding::MIN_BYTES as u16)),
+            ),
+        ))
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
         // Signed by GHL, not by an API key; the raw body is verified, so its own body limit.
@@ -168,6 +191,12 @@ pub fn router(
             cache,
             auth,
             max_batch_operations: config.max_batch_operations,
+            max_body_bytes: config.max_body_bytes,
+            persisted: (config.persisted_queries_mb > 0).then(|| {
+                persisted::PersistedQueries::new(
+                    config.persisted_queries_mb.saturating_mul(1 << 20),
+                )
+            }),
             ws_pending: ConnectionLimiter::new(config.max_ws_pending),
             ws_init_timeout: Duration::from_secs(config.ws_init_timeout_secs),
         })
@@ -328,33 +357,102 @@ enum CacheStatus {
     Miss,
 }
 
-/// An answer of `/graphql`: its body, its validator, and the headers that keep shared caches
-/// (CDNs, proxies) from serving one caller's answer to another (DESIGN.md, pitfalls).
+/// What a request says of the answer it wants: its method, its `If-None-Match` (GET only) and
+/// the content coding its `Accept-Encoding` prefers.
+#[derive(Clone, Copy, Debug)]
+struct Wanted<'a> {
+    /// A GET: it may not run a mutation, and may be conditional.
+    get: bool,
+    if_none_match: Option<&'a HeaderValue>,
+    coding: Coding,
+}
+
+impl<'a> Wanted<'a> {
+    fn of(headers: &'a HeaderMap, get: bool) -> Self {
+        Self {
+            get,
+            if_none_match: headers.get(header::IF_NONE_MATCH).filter(|_| get),
+            coding: encoding::negotiate(
+                headers
+                    .get(header::ACCEPT_ENCODING)
+                    .and_then(|v| v.to_str().ok()),
+            ),
+        }
+    }
+}
+
+/// An answer's body: as executed, or a cached entry (which keeps its encoded forms).
+enum Body {
+    Fresh(Bytes),
+    Cached(Arc<cache::CachedAnswer>),
+}
+
+impl Body {
+    fn identity(&self) -> &Bytes {
+        match self {
+            Body::Fresh(body) => body,
+            Body::Cached(cached) => &cached.body,
+        }
+    }
+
+    /// The body in `coding`; a cached entry encodes once and keeps the result.
+    fn encoded(&self, coding: Coding) -> Bytes {
+        let slot = match coding {
+            Coding::Identity => return self.identity().clone(),
+            Coding::Gzip => 0,
+            Coding::Brotli => 1,
+        };
+        match self {
+            Body::Fresh(body) => coding.encode(body),
+            Body::Cached(cached) => cached.alternate(slot, |body| coding.encode(body)),
+        }
+    }
+}
+
+/// An answer of `/graphql`: its body in the coding the client prefers (bodies of at least
+/// [`encoding::MIN_BYTES`]), its validator (one per coding), and the headers that keep shared
+/// caches (CDNs, proxies) from serving one caller's answer to another (DESIGN.md, pitfalls).
 fn answer(
     status: StatusCode,
     media: MediaType,
-    body: Bytes,
+    body: Body,
     etag: Option<&str>,
     cache: CacheStatus,
-    if_none_match: Option<&HeaderValue>,
+    wanted: Wanted<'_>,
 ) -> Response {
+    let coding = if body.identity().len() >= encoding::MIN_BYTES {
+        wanted.coding
+    } else {
+        Coding::Identity
+    };
+    let etag = etag.map(|etag| coding.etag(etag));
     let not_modified = status == StatusCode::OK
-        && etag.is_some_and(|etag| if_none_match.is_some_and(|inm| etag_matches(inm, etag)));
+        && etag.as_deref().is_some_and(|etag| {
+            wanted
+                .if_none_match
+                .is_some_and(|inm| etag_matches(inm, etag))
+        });
     let mut response = if not_modified {
         StatusCode::NOT_MODIFIED.into_response()
     } else {
-        (
+        let mut response = (
             status,
             [(
                 header::CONTENT_TYPE,
                 HeaderValue::from_static(media.as_str()),
             )],
-            body,
+            body.encoded(coding),
         )
-            .into_response()
+            .into_response();
+        if let Some(name) = coding.header() {
+            response
+                .headers_mut()
+                .insert(header::CONTENT_ENCODING, HeaderValue::from_static(name));
+        }
+        response
     };
     let headers = response.headers_mut();
-    if let Some(etag) = etag.and_then(|e| HeaderValue::from_str(e).ok()) {
+    if let Some(etag) = etag.and_then(|e| HeaderValue::from_str(&e).ok()) {
         headers.insert(header::ETAG, etag);
     }
     headers.insert(
@@ -377,36 +475,92 @@ fn answer(
 }
 
 /// Whether `If-None-Match` names `etag` (RFC 9110 §13.1.2: weak comparison, `*` matches any).
+/// A tag of another coding of the same answer matches too: the client's copy is current, and
+/// decoding it gives the same answer.
 fn etag_matches(if_none_match: &HeaderValue, etag: &str) -> bool {
     let Ok(list) = if_none_match.to_str() else {
         return false;
     };
-    let opaque = |tag: &str| tag.trim().trim_start_matches("W/").to_owned();
+    let answer = |tag: &str| {
+        let tag = tag
+            .trim()
+            .trim_start_matches("W/")
+            .trim_matches('"')
+            .to_owned();
+        ["-gzip", "-br"]
+            .iter()
+            .find_map(|suffix| tag.strip_suffix(suffix).map(str::to_owned))
+            .unwrap_or(tag)
+    };
     list.split(',')
-        .any(|tag| tag.trim() == "*" || opaque(tag) == opaque(etag))
+        .any(|tag| tag.trim() == "*" || answer(tag) == answer(etag))
 }
 
 /// Runs one GraphQL request, from the response cache when it holds a current answer; keeps the
-/// answer when it is a successful query.
+/// answer when it is a successful query. Resolves automatic persisted queries first.
 async fn execute_single(
     state: &AppState,
     caller: Caller,
     media: MediaType,
-    request: async_graphql::Request,
-    if_none_match: Option<&HeaderValue>,
+    mut request: async_graphql::Request,
+    wanted: Wanted<'_>,
 ) -> Response {
+    let persisted = match &state.persisted {
+        Some(store) => match store.resolve(&mut request) {
+            Ok(persisted) => persisted,
+            Err(refusal) => return refuse_persisted(media, &refusal),
+        },
+        None if request.extensions.contains_key("persistedQuery") => {
+            return guard::coded_error(
+                StatusCode::BAD_REQUEST,
+                media,
+                "PERSISTED_QUERY_NOT_SUPPORTED",
+                "PersistedQueryNotSupported (--persisted-queries-mb is 0)",
+            );
+        }
+        None => persisted::Persisted::No,
+    };
+    if request.query.is_empty() {
+        let message = if wanted.get {
+            "missing `query` parameter"
+        } else {
+            "missing `query`"
+        };
+        return error_response(StatusCode::BAD_REQUEST, media, message);
+    }
+    if wanted.get && is_mutation(&request.query, request.operation_name.as_deref()) {
+        let mut response = error_response(
+            StatusCode::METHOD_NOT_ALLOWED,
+            media,
+            "mutations are not allowed over GET: use POST",
+        );
+        response
+            .headers_mut()
+            .insert(header::ALLOW, HeaderValue::from_static("POST"));
+        return response;
+    }
+    // A document offered with its hash is kept once it proved valid: it parsed and validated.
+    let keep_document = |request_error: bool, query: &str| {
+        if let (false, persisted::Persisted::Offered(hash), Some(store)) =
+            (request_error, &persisted, &state.persisted)
+        {
+            store.keep(hash.clone(), query);
+        }
+    };
     let uncached = |request: async_graphql::Request, caller: Caller| async move {
-        let response =
-            BatchResponse::Single(graphql::execute(&state.schema, request.data(caller)).await);
+        let query = request.query.clone();
+        let response = graphql::execute(&state.schema, request.data(caller)).await;
+        keep_document(is_request_error(&response), &query);
+        let response = BatchResponse::Single(response);
         let (status, body) = render(media, &response);
         let etag = (status == StatusCode::OK).then(|| cache::etag_of(&body));
         answer(
             status,
             media,
-            body.into(),
+            Body::Fresh(body.into()),
             etag.as_deref(),
             CacheStatus::Miss,
-            if_none_match,
+            wanted,
         )
     };
     let Some(cache) = state.cache.as_ref() else {
@@ -425,13 +579,16 @@ async fn execute_single(
             &request.query,
             request.operation_name.as_deref(),
         );
+        // Only valid documents' answers are cached.
+        keep_document(false, &request.query);
+        let etag = hit.etag.clone();
         answer(
             StatusCode::OK,
             media,
-            hit.body.clone(),
-            Some(&hit.etag),
+            Body::Cached(hit),
+            Some(&etag),
             CacheStatus::Hit,
-            if_none_match,
+            wanted,
         )
     };
     if let Some(cached) = cache.get(&key) {
@@ -457,7 +614,9 @@ async fn execute_single(
     // The versions before anything is read: a write that lands while this executes makes the
     // answer out of date at once, so it is not kept.
     let reads = Arc::new(ReadSet::new(cache.versions().snapshot()));
+    let query = request.query.clone();
     let response = graphql::execute(&state.schema, request.data(caller).data(reads.clone())).await;
+    keep_document(is_request_error(&response), &query);
     let keep = response.is_ok();
     let response = BatchResponse::Single(response);
     let (status, body) = render(media, &response);
@@ -469,11 +628,22 @@ async fn execute_single(
     answer(
         status,
         media,
-        body,
+        Body::Fresh(body),
         etag.as_deref(),
         CacheStatus::Miss,
-        if_none_match,
+        wanted,
     )
+}
+
+/// The answer to a refused persisted query: `PersistedQueryNotFound` is a 200 (the client's
+/// next step, as Apollo Server answers it); a bad extension is a 400 `BAD_USER_INPUT`.
+fn refuse_persisted(media: MediaType, refusal: &persisted::Refusal) -> Response {
+    let (message, code) = refusal.message_and_code();
+    let status = match refusal {
+        persisted::Refusal::NotFound => StatusCode::OK,
+        persisted::Refusal::BadInput(_) => StatusCode::BAD_REQUEST,
+    };
+    guard::coded_error(status, media, code, message)
 }
 
 /// Whether an answer to this document may be cached: a query (not a mutation or subscription)
@@ -494,10 +664,34 @@ async fn graphql_post(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
     headers: HeaderMap,
-    body: Bytes,
+    body: axum::body::Body,
 ) -> Response {
     let Some(media) = accept(&headers) else {
         return not_acceptable();
+    };
+    // The limit applies to the body as decoded (a gzip or brotli body was decoded by the route's
+    // layer), so a small compressed body cannot expand past it.
+    let body = match axum::body::to_bytes(body, state.max_body_bytes).await {
+        Ok(body) => body,
+        Err(error) => {
+            let too_large = error.into_inner().is::<http_body_util::LengthLimitError>();
+            return if too_large {
+                error_response(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    media,
+                    &format!(
+                        "the request body is larger than {} bytes (--max-body-bytes), once decoded",
+                        state.max_body_bytes
+                    ),
+                )
+            } else {
+                error_response(
+                    StatusCode::BAD_REQUEST,
+                    media,
+                    "the request body could not be read (a Content-Encoding that does not decode?)",
+                )
+            };
+        }
     };
     let content_type = headers
         .get(header::CONTENT_TYPE)
@@ -536,11 +730,20 @@ async fn graphql_post(
         );
     }
     match request {
-        BatchRequest::Single(request) => execute_single(&state, caller, media, request, None).await,
+        BatchRequest::Single(request) => {
+            execute_single(&state, caller, media, request, Wanted::of(&headers, false)).await
+        }
         batch @ BatchRequest::Batch(_) => {
             let response = graphql::execute_batch(&state.schema, batch.data(caller)).await;
             let (status, body) = render(media, &response);
-            answer(status, media, body.into(), None, CacheStatus::Miss, None)
+            answer(
+                status,
+                media,
+                Body::Fresh(body.into()),
+                None,
+                CacheStatus::Miss,
+                Wanted::of(&headers, false),
+            )
         }
     }
 }
@@ -554,11 +757,10 @@ async fn graphql_get(
     let Some(media) = accept(&headers) else {
         return not_acceptable();
     };
+    // An empty `query` is the hash-only request of a persisted query, or a missing one
+    // (`execute_single` tells them apart).
     let request = match async_graphql::http::parse_query_string(query.as_deref().unwrap_or("")) {
-        Ok(request) if !request.query.is_empty() => request,
-        Ok(_) => {
-            return error_response(StatusCode::BAD_REQUEST, media, "missing `query` parameter");
-        }
+        Ok(request) => request,
         Err(error) => {
             return error_response(
                 StatusCode::BAD_REQUEST,
@@ -567,25 +769,7 @@ async fn graphql_get(
             );
         }
     };
-    if is_mutation(&request.query, request.operation_name.as_deref()) {
-        let mut response = error_response(
-            StatusCode::METHOD_NOT_ALLOWED,
-            media,
-            "mutations are not allowed over GET: use POST",
-        );
-        response
-            .headers_mut()
-            .insert(header::ALLOW, HeaderValue::from_static("POST"));
-        return response;
-    }
-    execute_single(
-        &state,
-        caller,
-        media,
-        request,
-        headers.get(header::IF_NONE_MATCH),
-    )
-    .await
+    execute_single(&state, caller, media, request, Wanted::of(&headers, true)).await
 }
 
 /// Whether the operation a GET would run is a mutation. A document that does not parse is left

@@ -86,6 +86,21 @@ pub enum Outcome {
 }
 
 impl Outcome {
+    /// The `outcome` label of `ghl_gateway_webhook_events_total`: the answer in fewer values.
+    fn metric_label(self) -> &'static str {
+        match self {
+            Outcome::MissingSignature
+            | Outcome::BadSignature
+            | Outcome::StaleTimestamp
+            | Outcome::BadEvent => "refused",
+            Outcome::Duplicate => "duplicate",
+            Outcome::UnknownLocation | Outcome::Ignored => "ignored",
+            Outcome::Unchanged => "unchanged",
+            Outcome::Applied => "applied",
+            Outcome::StoreUnavailable => "failed",
+        }
+    }
+
     /// The name in answers and counts.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -179,6 +194,7 @@ impl Receiver {
     }
 
     fn count(&self, kind: &str, outcome: Outcome) -> Outcome {
+        crate::telemetry::metrics::webhook_event(kind, outcome.metric_label());
         *self
             .inner
             .counts

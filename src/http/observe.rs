@@ -79,7 +79,13 @@ pub fn metrics_router(store: Store, cache: Option<ResponseCache>) -> Router {
 async fn scrape(State(scrape): State<Scrape>) -> impl IntoResponse {
     if let Some(cache) = &scrape.cache {
         let stats = cache.stats();
-        metrics::response_cache(stats.hits, stats.misses, stats.bytes, stats.entries);
+        metrics::response_cache(
+            stats.hits,
+            stats.misses,
+            stats.evictions,
+            stats.bytes,
+            stats.entries,
+        );
     }
     let (size, idle) = pool_size(&scrape.store);
     metrics::db_pool(size.saturating_sub(idle), idle);

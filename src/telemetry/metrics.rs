@@ -23,6 +23,8 @@ pub const HTTP_DURATION: &str = "ghl_gateway_http_request_duration_seconds";
 pub const CACHE_HITS: &str = "ghl_gateway_response_cache_hits_total";
 /// `ghl_gateway_response_cache_misses_total`: lookups the cache could not serve.
 pub const CACHE_MISSES: &str = "ghl_gateway_response_cache_misses_total";
+/// `ghl_gateway_response_cache_evictions_total`: entries removed to keep the byte bound.
+pub const CACHE_EVICTIONS: &str = "ghl_gateway_response_cache_evictions_total";
 /// `ghl_gateway_response_cache_bytes`: bytes the response cache holds now.
 pub const CACHE_BYTES: &str = "ghl_gateway_response_cache_bytes";
 /// `ghl_gateway_response_cache_entries`: answers the response cache holds now.
@@ -132,6 +134,10 @@ fn describe() {
     );
     describe_counter!(CACHE_HITS, "response cache lookups served from memory");
     describe_counter!(CACHE_MISSES, "response cache lookups that executed");
+    describe_counter!(
+        CACHE_EVICTIONS,
+        "response cache entries removed to keep its byte bound"
+    );
     describe_gauge!(CACHE_BYTES, Unit::Bytes, "bytes the response cache holds");
     describe_gauge!(CACHE_ENTRIES, "answers the response cache holds");
     describe_counter!(SYNC_JOBS, "sync jobs ended, by mode and outcome");
@@ -224,7 +230,8 @@ pub fn http_request(route: &str, status: u16, operation: &str, elapsed: Duration
 }
 
 /// What the response cache says of itself (`cache::CacheStats`), set at scrape time.
-pub fn response_cache(hits: u64, misses: u64, bytes: u64, entries: u64) {
+pub fn response_cache(hits: u64, misses: u64, evictions: u64, bytes: u64, entries: u64) {
+    counter!(CACHE_EVICTIONS).absolute(evictions);
     counter!(CACHE_HITS).absolute(hits);
     counter!(CACHE_MISSES).absolute(misses);
     gauge!(CACHE_BYTES).set(bytes as f64);
@@ -294,8 +301,10 @@ pub fn ws_subscription(protocol: &'static str) -> GaugeGuard {
 }
 
 /// One webhook event handled: `event_type` is GHL's `type` (e.g. `ContactCreate`; bounded to
-/// [`MAX_WEBHOOK_TYPES`] distinct values), `outcome` one of `applied`, `duplicate`, `refused`,
-/// `ignored`. For the webhook route (DESIGN.md, Webhooks) to call once per event.
+/// [`MAX_WEBHOOK_TYPES`] distinct values), `outcome` one of `applied`, `unchanged` (older than
+/// what the cache holds), `duplicate`, `ignored` (a location not connected, a type not applied),
+/// `refused` (signature, timestamp or body) and `failed` (the write failed; GHL retries). The
+/// webhook route calls it once per delivery.
 pub fn webhook_event(event_type: &str, outcome: &'static str) {
     counter!(
         WEBHOOK_EVENTS,

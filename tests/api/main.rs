@@ -5,6 +5,7 @@ mod cache;
 mod connect;
 mod cooldown;
 mod demo;
+mod encoding;
 mod figures;
 mod guards;
 mod helpers;
