@@ -113,6 +113,8 @@ pub const CONCURRENCIES: [usize; 4] = [1, 8, 32, 128];
 pub const PAGE_SIZES: [usize; 2] = [50, 500];
 /// Concurrency of the reads measured during a sync.
 pub const DURING_SYNC_CONCURRENCY: usize = 8;
+/// Concurrency of the warm runs by content coding.
+pub const CODINGS_CONCURRENCY: usize = 32;
 const READ_CONTACTS: usize = 10_000;
 
 /// The PostgreSQL admin URL to use, if any.
@@ -222,6 +224,17 @@ async fn read_backend(
         "bench: {backend} reads during FULL syncs ({syncs} ran): p99 {:.2} ms vs {:.2} ms idle",
         during.p99_ms, idle.p99_ms
     );
+    let codings = setup.codings(CODINGS_CONCURRENCY, d).await?;
+    for c in &codings {
+        eprintln!(
+            "bench: {backend} warm {:8}: {} / {} bytes (50 / 500 contacts), {:.1} req/s p99 {:.2} ms",
+            c.coding,
+            c.bytes_50,
+            c.bytes_500,
+            c.load.rps(),
+            c.load.p99_ms
+        );
+    }
     let cache_bytes = points.iter().map(|p| p.cache_bytes).max().unwrap_or(0);
     Ok(BackendResult {
         backend: backend.to_owned(),
@@ -235,6 +248,7 @@ async fn read_backend(
         external: setup.external,
         cache_bound_bytes: crate::cache::CacheConfig::default().response_cache_mb << 20,
         cache_bytes,
+        codings,
     })
 }
 

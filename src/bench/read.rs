@@ -107,7 +107,26 @@ pub struct BackendResult {
     /// The response cache's bound and the most it held right after any run, bytes.
     pub cache_bound_bytes: u64,
     pub cache_bytes: u64,
+    /// Warm answers by content coding (issue 21): identity, gzip, br.
+    pub codings: Vec<CodingPoint>,
 }
+
+/// The warm dashboard answer in one content coding: bytes on the wire at `first: 50` and
+/// `first: 500`, and a load run at `first: 50`.
+#[derive(Clone, Debug)]
+pub struct CodingPoint {
+    pub coding: &'static str,
+    pub bytes_50: usize,
+    pub bytes_500: usize,
+    pub load: LoadResult,
+}
+
+/// The codings the bench asks for, with their `Accept-Encoding`.
+pub const CODINGS: [(&str, Option<&str>); 3] = [
+    ("identity", None),
+    ("gzip", Some("gzip")),
+    ("br", Some("br")),
+];
 
 pub struct Durations {
     pub warmup: Duration,
@@ -309,11 +328,73 @@ impl Setup {
         concurrency: usize,
         d: &Durations,
     ) -> anyhow::Result<LoadResult> {
+        self.load_with(&self.headers(), url, bodies, concurrency, d)
+            .await
+    }
+
+    async fn load_with(
+        &self,
+        headers: &[(&'static str, String)],
+        url: &str,
+        bodies: Bodies,
+        concurrency: usize,
+        d: &Durations,
+    ) -> anyhow::Result<LoadResult> {
         if self.external {
-            super::wrk::run(url, &self.headers(), &bodies, concurrency, d.warmup, d.run).await
+            super::wrk::run(url, headers, &bodies, concurrency, d.warmup, d.run).await
         } else {
-            Ok(load::run(url, &self.headers(), bodies, concurrency, d.warmup, d.run).await)
+            Ok(load::run(url, headers, bodies, concurrency, d.warmup, d.run).await)
         }
+    }
+
+    /// The warm dashboard answer in each of [`CODINGS`]: its bytes on the wire (one request, the
+    /// body as sent) at 50 and 500 contacts, and a load run at 50 and `concurrency`.
+    pub async fn codings(
+        &self,
+        concurrency: usize,
+        d: &Durations,
+    ) -> anyhow::Result<Vec<CodingPoint>> {
+        let client = reqwest::Client::new();
+        let mut points = Vec::new();
+        for (coding, accept) in CODINGS {
+            let mut headers = self.headers();
+            if let Some(accept) = accept {
+                headers.push(("accept-encoding", accept.to_owned()));
+            }
+            let mut bytes = [0usize; 2];
+            for (slot, first) in [50, 500].into_iter().enumerate() {
+                let mut request = client
+                    .post(&self.graphql_url)
+                    .body(self.body("warm", first, None, false));
+                for (k, v) in &headers {
+                    request = request.header(*k, v);
+                }
+                let response = request.send().await?;
+                let encoding = response
+                    .headers()
+                    .get("content-encoding")
+                    .and_then(|v| v.to_str().ok())
+                    .map(str::to_owned);
+                anyhow::ensure!(
+                    response.status().is_success() && encoding.as_deref() == accept,
+                    "{coding} first={first}: {} with coding {encoding:?}",
+                    response.status()
+                );
+                bytes[slot] = response.bytes().await?.len();
+            }
+            self.quiesce().await;
+            let warm = Bodies::Same(self.body("warm", 50, None, false));
+            let load = self
+                .load_with(&headers, &self.graphql_url, warm, concurrency, d)
+                .await?;
+            points.push(CodingPoint {
+                coding,
+                bytes_50: bytes[0],
+                bytes_500: bytes[1],
+                load,
+            });
+        }
+        Ok(points)
     }
 
     /// Waits until the server is idle: requests a previous point abandoned still run to their

@@ -7,7 +7,7 @@ use std::time::Duration;
 use super::load::LoadResult;
 use super::read::{BackendResult, Point};
 use super::sync::{self, FullCase, SeedResult};
-use super::{CONCURRENCIES, DURING_SYNC_CONCURRENCY, PAGE_SIZES};
+use super::{CODINGS_CONCURRENCY, CONCURRENCIES, DURING_SYNC_CONCURRENCY, PAGE_SIZES};
 
 /// The machine, as the report describes it.
 pub(super) fn machine() -> String {
@@ -218,6 +218,27 @@ impl Report {
                 mib(rss("cold")),
                 yes(r.cache_bytes <= r.cache_bound_bytes)
             );
+            if let [identity, compressed @ ..] = r.codings.as_slice() {
+                let worst = compressed
+                    .iter()
+                    .map(|c| c.load.rps() / identity.load.rps().max(f64::MIN_POSITIVE))
+                    .fold(f64::INFINITY, f64::min);
+                let _ = writeln!(
+                    s,
+                    "| {b}: compression keeps the warm gain (gzip and br warm req/s ≥ 0.8x identity, c={CODINGS_CONCURRENCY}) | {}; bytes at 50 contacts: {} | {} |",
+                    r.codings
+                        .iter()
+                        .map(|c| format!("{} {:.0} req/s", c.coding, c.load.rps()))
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                    r.codings
+                        .iter()
+                        .map(|c| format!("{} {}", c.coding, c.bytes_50))
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                    yes(worst >= 0.8)
+                );
+            }
             let ratio = r.during_sync.p99_ms / r.idle.p99_ms.max(f64::MIN_POSITIVE);
             let _ = writeln!(
                 s,
@@ -362,6 +383,30 @@ impl Report {
                     l.max_ms
                 )
             };
+            if !r.codings.is_empty() {
+                let _ = writeln!(
+                    s,
+                    "\nWarm answers by content coding (`Accept-Encoding`; the cached entry keeps its encoded forms), first 50, concurrency {CODINGS_CONCURRENCY}:\n"
+                );
+                let _ = writeln!(
+                    s,
+                    "| coding | bytes on the wire (50 contacts) | bytes (500 contacts) | req/s | p50 ms | p99 ms | / identity req/s |\n| --- | --- | --- | --- | --- | --- | --- |"
+                );
+                let identity = r.codings.first().map_or(0.0, |c| c.load.rps());
+                for c in &r.codings {
+                    let _ = writeln!(
+                        s,
+                        "| {} | {} | {} | {:.0} | {:.2} | {:.2} | {} |",
+                        c.coding,
+                        c.bytes_50,
+                        c.bytes_500,
+                        c.load.rps(),
+                        c.load.p50_ms,
+                        c.load.p99_ms,
+                        ratio(c.load.rps(), identity)
+                    );
+                }
+            }
             let _ = writeln!(
                 s,
                 "\nReads (first 50, concurrency {DURING_SYNC_CONCURRENCY}) while FULL syncs of the same location write it back to back ({} syncs ran during the measurement):\n",
