@@ -67,6 +67,23 @@ async fn the_readme_curl_examples_run_as_written() {
         if block.contains("if-none-match") {
             assert!(stdout.contains("x-cache: miss"), "{context}");
             assert!(stdout.contains("304"), "{context}");
+        } else if block.contains("persistedQuery") {
+            // Not found first (a line of its own), then two answers: the document with its hash,
+            // and the hash alone over GET.
+            let (first, rest) = stdout.split_once('\n').expect("several outputs");
+            assert_eq!(first, r#""code":"PERSISTED_QUERY_NOT_FOUND""#, "{context}");
+            let answers: Vec<serde_json::Value> = serde_json::Deserializer::from_str(rest)
+                .into_iter()
+                .collect::<Result<_, _>>()
+                .expect("JSON answers");
+            assert_eq!(answers.len(), 2, "{context}");
+            for answer in answers {
+                assert_eq!(
+                    answer["data"]["locations"][0]["id"],
+                    json!("loc"),
+                    "{context}"
+                );
+            }
         } else {
             let answer: serde_json::Value =
                 serde_json::from_str(stdout.trim()).expect("a JSON answer");
