@@ -759,8 +759,14 @@ async fn graphql_get(
     };
     // An empty `query` is the hash-only request of a persisted query, or a missing one
     // (`execute_single` tells them apart).
-    let request = match async_graphql::http::parse_query_string(query.as_deref().unwrap_or("")) {
-        Ok(request) => request,
+    let query = query.as_deref().unwrap_or("");
+    let request = match async_graphql::http::parse_query_string(query) {
+        // async-graphql's parser reads `operation_name`; GraphQL over HTTP names it
+        // `operationName`.
+        Ok(request) => match operation_name_param(query) {
+            Some(name) if request.operation_name.is_none() => request.operation_name(name),
+            _ => request,
+        },
         Err(error) => {
             return error_response(
                 StatusCode::BAD_REQUEST,
@@ -770,6 +776,16 @@ async fn graphql_get(
         }
     };
     execute_single(&state, caller, media, request, Wanted::of(&headers, true)).await
+}
+
+/// The `operationName` parameter of a GET's query string (GraphQL over HTTP §6.1.1).
+fn operation_name_param(query: &str) -> Option<String> {
+    serde_urlencoded::from_str::<Vec<(String, String)>>(query)
+        .ok()?
+        .into_iter()
+        .find(|(name, _)| name == "operationName")
+        .map(|(_, value)| value)
+        .filter(|value| !value.is_empty())
 }
 
 /// Whether the operation a GET would run is a mutation. A document that does not parse is left

@@ -115,6 +115,23 @@ async fn graphql_over_http_rules() {
         .await
         .unwrap();
     assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+    // A GET names the operation of a document with several in `operationName`.
+    let response = client
+        .get(&url)
+        .header(ACCEPT, "application/json")
+        .query(&[
+            (
+                "query",
+                "query A { __typename } query B { locations { id } }",
+            ),
+            ("operationName", "B"),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["data"]["locations"][0]["id"], "loc", "{body}");
     // With `Accept: application/json`, the same is a 200 with errors.
     let response = client
         .post(&url)
