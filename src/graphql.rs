@@ -190,15 +190,11 @@ fn prepare(schema: &AppSchema, mut request: Request) -> Result<Request, ServerEr
 /// Gives the executor's own errors the codes the API promises: depth and complexity limits
 /// (measured again to give the figures), and values that failed to coerce.
 async fn finish(schema: &AppSchema, document: limits::Document, response: Response) -> Response {
-    let response = if limits::failed_a_limit(&response) {
-        schema
-            .data::<limits::Measure>()
-            .expect("graphql::builder puts the measure in the schema")
-            .code_errors(document, response)
-            .await
-    } else {
-        response
-    };
+    let response = schema
+        .data::<limits::Measure>()
+        .expect("graphql::builder puts the measure in the schema")
+        .code_errors(document, response)
+        .await;
     error::code_input_errors(response)
 }
 

@@ -3,8 +3,6 @@
 //! success just below), CORS, the secrets key at start-up, and logs free of keys and tokens.
 //! The helpers they share (a raw request, its reply, keys) are here.
 
-use std::sync::{Arc, Mutex};
-
 use ghl_gateway::app::App;
 use ghl_gateway::auth::{self, AuthConfig};
 use ghl_gateway::domain::{Contact, CustomFieldValue, Opportunity, Task};

@@ -111,6 +111,17 @@ async fn post(app: &TestApp, body: &[u8], headers: &[(&str, String)]) -> (u16, S
 }
 
 /// Sends `value` signed with Ed25519, as GHL does today.
+/// Delivers GHL's example `name` (aged `age`, `fields` merged in) and asserts it was applied.
+async fn apply(app: &TestApp, keys: &Keys, name: &str, age: Duration, fields: Value) {
+    let answer = deliver(app, keys, &event(name, age, fields)).await;
+    assert_eq!(
+        answer,
+        (200, "applied".into()),
+        "{name} on {:?}",
+        app.store.backend()
+    );
+}
+
 async fn deliver(app: &TestApp, keys: &Keys, value: &Value) -> (u16, String) {
     let body = serde_json::to_vec(value).unwrap();
     post(app, &body, &[("x-ghl-signature", keys.ed25519(&body))]).await
@@ -140,44 +151,32 @@ async fn every_event_type_is_applied_and_visible_through_graphql() {
         // Contacts: created, updated, tagged, DND; the newest data shows.
         let id = "wh-contact-1";
         let c = json!({ "id": id });
-        applied(deliver(&app, &keys, &event("ContactCreate", minute(0), c.clone())).await);
+        apply(&app, &keys, "ContactCreate", minute(0), c.clone()).await;
         assert_eq!(contact(&app, id).await["name"], "John Deo");
-        applied(
-            deliver(
-                &app,
-                &keys,
-                &event(
-                    "ContactUpdate",
-                    minute(1),
-                    json!({ "id": id, "email": "new@example.com" }),
-                ),
-            )
-            .await,
-        );
-        applied(
-            deliver(
-                &app,
-                &keys,
-                &event(
-                    "ContactTagUpdate",
-                    minute(2),
-                    json!({ "id": id, "email": "new@example.com", "tags": ["vip"] }),
-                ),
-            )
-            .await,
-        );
-        applied(
-            deliver(
-                &app,
-                &keys,
-                &event(
-                    "ContactDndUpdate",
-                    minute(3),
-                    json!({ "id": id, "email": "new@example.com", "tags": ["vip"] }),
-                ),
-            )
-            .await,
-        );
+        apply(
+            &app,
+            &keys,
+            "ContactUpdate",
+            minute(1),
+            json!({ "id": id, "email": "new@example.com" }),
+        )
+        .await;
+        apply(
+            &app,
+            &keys,
+            "ContactTagUpdate",
+            minute(2),
+            json!({ "id": id, "email": "new@example.com", "tags": ["vip"] }),
+        )
+        .await;
+        apply(
+            &app,
+            &keys,
+            "ContactDndUpdate",
+            minute(3),
+            json!({ "id": id, "email": "new@example.com", "tags": ["vip"] }),
+        )
+        .await;
         let shown = contact(&app, id).await;
         assert_eq!(
             (&shown["email"], &shown["tags"]),
@@ -190,18 +189,14 @@ async fn every_event_type_is_applied_and_visible_through_graphql() {
         create.as_object_mut().unwrap().remove("contactId");
         create.as_object_mut().unwrap().remove("body");
         applied(deliver(&app, &keys, &create).await);
-        applied(
-            deliver(
-                &app,
-                &keys,
-                &event(
-                    "TaskComplete",
-                    minute(1),
-                    json!({ "id": "wh-task-1", "contactId": owner }),
-                ),
-            )
-            .await,
-        );
+        apply(
+            &app,
+            &keys,
+            "TaskComplete",
+            minute(1),
+            json!({ "id": "wh-task-1", "contactId": owner }),
+        )
+        .await;
         let tasks = contact(&app, &owner).await["tasks"].clone();
         let task = tasks
             .as_array()
@@ -215,30 +210,22 @@ async fn every_event_type_is_applied_and_visible_through_graphql() {
             json!({ "id": "wh-task-1", "title": "test", "body": "testing", "completed": true })
         );
         // TaskCreate of a task with its contact, then deleted.
-        applied(
-            deliver(
-                &app,
-                &keys,
-                &event(
-                    "TaskCreate",
-                    minute(2),
-                    json!({ "id": "wh-task-2", "contactId": owner }),
-                ),
-            )
-            .await,
-        );
-        applied(
-            deliver(
-                &app,
-                &keys,
-                &event(
-                    "TaskDelete",
-                    minute(3),
-                    json!({ "id": "wh-task-2", "contactId": owner }),
-                ),
-            )
-            .await,
-        );
+        apply(
+            &app,
+            &keys,
+            "TaskCreate",
+            minute(2),
+            json!({ "id": "wh-task-2", "contactId": owner }),
+        )
+        .await;
+        apply(
+            &app,
+            &keys,
+            "TaskDelete",
+            minute(3),
+            json!({ "id": "wh-task-2", "contactId": owner }),
+        )
+        .await;
         let ids: Vec<Value> = contact(&app, &owner).await["tasks"]
             .as_array()
             .unwrap()
@@ -315,43 +302,25 @@ async fn every_event_type_is_applied_and_visible_through_graphql() {
 
         // Conversations: the last message and the unread count of a cached conversation.
         let conversation = format!("{owner}-conv");
-        applied(
-            deliver(
-                &app,
-                &keys,
-                &event(
-                    "InboundMessage",
+        apply(&app, &keys, "InboundMessage",
                     minute(0),
-                    json!({ "conversationId": conversation, "contactId": owner, "dateAdded": (Utc::now() - Duration::seconds(200)).to_rfc3339() }),
-                ),
-            )
-            .await,
-        );
-        applied(
-            deliver(
-                &app,
-                &keys,
-                &event("ConversationUnreadWebhook", minute(1), json!({ "id": conversation, "contactId": owner, "unreadCount": 7, "starred": false })),
-            )
-            .await,
-        );
+                    json!({ "conversationId": conversation, "contactId": owner, "dateAdded": (Utc::now() - Duration::seconds(200)).to_rfc3339() })).await;
+        apply(
+            &app,
+            &keys,
+            "ConversationUnreadWebhook",
+            minute(1),
+            json!({ "id": conversation, "contactId": owner, "unreadCount": 7, "starred": false }),
+        )
+        .await;
         let shown = contact(&app, &owner).await["conversations"][0].clone();
         assert_eq!(
             shown,
             json!({ "id": conversation, "lastMessageBody": "This is a test message", "lastMessageType": "TYPE_SMS", "unreadCount": 7 })
         );
-        applied(
-            deliver(
-                &app,
-                &keys,
-                &event(
-                    "OutboundMessage",
+        apply(&app, &keys, "OutboundMessage",
                     minute(2),
-                    json!({ "conversationId": conversation, "contactId": owner, "body": "On my way", "messageType": "Email", "dateAdded": (Utc::now() - Duration::seconds(100)).to_rfc3339() }),
-                ),
-            )
-            .await,
-        );
+                    json!({ "conversationId": conversation, "contactId": owner, "body": "On my way", "messageType": "Email", "dateAdded": (Utc::now() - Duration::seconds(100)).to_rfc3339() })).await;
         let shown = contact(&app, &owner).await["conversations"][0].clone();
         assert_eq!(
             (&shown["lastMessageBody"], &shown["lastMessageType"]),
@@ -371,7 +340,7 @@ async fn every_event_type_is_applied_and_visible_through_graphql() {
             .await
             .unwrap();
         assert!(app.store.credential(LOC).await.unwrap().is_some());
-        applied(deliver(&app, &keys, &event("AppUninstall", minute(4), json!({}))).await);
+        apply(&app, &keys, "AppUninstall", minute(4), json!({})).await;
         assert!(
             app.store.credential(LOC).await.unwrap().is_none(),
             "{}",
@@ -882,37 +851,10 @@ async fn seen_webhook_ids_are_pruned_after_the_window() {
     }
 }
 
-/// A `Write` into a shared buffer, for capturing logs.
-#[derive(Clone, Default)]
-struct Captured(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
-
-impl std::io::Write for Captured {
-    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(bytes);
-        Ok(bytes.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Captured {
-    type Writer = Captured;
-    fn make_writer(&'a self) -> Self::Writer {
-        self.clone()
-    }
-}
-
 // One thread: the app's tasks run where the capturing subscriber is installed.
 #[tokio::test(flavor = "current_thread")]
 async fn a_delivery_never_logs_its_body() {
-    let captured = Captured::default();
-    let subscriber = tracing_subscriber::fmt()
-        .with_max_level(tracing::Level::TRACE)
-        .with_writer(captured.clone())
-        .with_ansi(false)
-        .finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
+    let (captured, _guard) = capture_logs();
     // Tests on other threads may have met the webhook's log lines before this subscriber existed
     // (and cached "nobody listens" for them): ask every call site again. Even so, an INFO line
     // met concurrently is sometimes missed, so the test asserts absences and one refusal only.
@@ -941,7 +883,7 @@ async fn a_delivery_never_logs_its_body() {
         401
     );
     app.shutdown().await;
-    let logs = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+    let logs = captured.text();
     // The capture works for this module (its refusal is there); the body never is.
     assert!(logs.contains("webhook refused: signature"), "{logs}");
     for secret in [secret, "+15550009999", "John"] {

@@ -192,6 +192,12 @@ fn check_event(sim: &SimHandle, event: &Value) {
     uuid::Uuid::parse_str(event["webhookId"].as_str().expect("webhookId")).expect("a UUID");
 }
 
+/// Creates a record of `kind` on the simulator's admin API and returns its id.
+fn created(sim: &SimHandle, loc: &str, kind: &str, body: Value) -> String {
+    let record = sim.create(loc, kind, body).expect(kind);
+    record["id"].as_str().expect("an id").to_owned()
+}
+
 fn of_type<'a>(events: &'a [Value], kind: &str) -> Vec<&'a Value> {
     events.iter().filter(|e| e["type"] == kind).collect()
 }
@@ -208,16 +214,12 @@ async fn every_event_type_is_shaped_as_ghl_sends_it() {
         .expect("a second stage");
     let user = truth["users"][1]["id"].as_str().expect("a second user");
 
-    let c = sim
-        .create(
-            &loc,
-            "contacts",
-            json!({"firstName": "Ada", "email": "ada@example.com"}),
-        )
-        .expect("contact")["id"]
-        .as_str()
-        .expect("id")
-        .to_string();
+    let c = created(
+        &sim,
+        &loc,
+        "contacts",
+        json!({"firstName": "Ada", "email": "ada@example.com"}),
+    );
     sim.update(&loc, "contacts", &c, json!({"tags": ["vip"]}))
         .expect("tags");
     sim.update(
@@ -227,29 +229,21 @@ async fn every_event_type_is_shaped_as_ghl_sends_it() {
         json!({"dnd": true, "dndSettings": {"RCS": {"status": "permanent", "message": "STOP", "code": "102"}}}),
     )
     .expect("dnd");
-    let t = sim
-        .create(
-            &loc,
-            "tasks",
-            json!({"contactId": c, "title": "Call", "body": "about the invoice"}),
-        )
-        .expect("task")["id"]
-        .as_str()
-        .expect("id")
-        .to_string();
+    let t = created(
+        &sim,
+        &loc,
+        "tasks",
+        json!({"contactId": c, "title": "Call", "body": "about the invoice"}),
+    );
     sim.update(&loc, "tasks", &t, json!({"completed": true}))
         .expect("complete");
     sim.delete(&loc, "tasks", &t).expect("delete task");
-    let o = sim
-        .create(
-            &loc,
-            "opportunities",
-            json!({"contactId": c, "name": "Deal", "monetaryValue": 100}),
-        )
-        .expect("opportunity")["id"]
-        .as_str()
-        .expect("id")
-        .to_string();
+    let o = created(
+        &sim,
+        &loc,
+        "opportunities",
+        json!({"contactId": c, "name": "Deal", "monetaryValue": 100}),
+    );
     sim.update(
         &loc,
         "opportunities",
@@ -257,16 +251,12 @@ async fn every_event_type_is_shaped_as_ghl_sends_it() {
         json!({"pipelineStageId": stage, "status": "won", "monetaryValue": 250, "assignedTo": user}),
     )
     .expect("opportunity update");
-    let conv = sim
-        .create(
-            &loc,
-            "conversations",
-            json!({"contactId": c, "lastMessageBody": "hi", "lastMessageDirection": "inbound"}),
-        )
-        .expect("conversation")["id"]
-        .as_str()
-        .expect("id")
-        .to_string();
+    let conv = created(
+        &sim,
+        &loc,
+        "conversations",
+        json!({"contactId": c, "lastMessageBody": "hi", "lastMessageDirection": "inbound"}),
+    );
     sim.update(
         &loc,
         "conversations",

@@ -3,38 +3,6 @@
 
 use super::*;
 
-/// A `Write` into a shared buffer, for capturing logs.
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl std::io::Write for Captured {
-    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(bytes);
-        Ok(bytes.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Captured {
-    type Writer = Captured;
-    fn make_writer(&'a self) -> Self::Writer {
-        self.clone()
-    }
-}
-
-/// Every log line of this thread, at every level, into a buffer; logging stops with the guard.
-fn capture_logs() -> (Captured, tracing::subscriber::DefaultGuard) {
-    let captured = Captured::default();
-    let subscriber = tracing_subscriber::fmt()
-        .with_max_level(tracing::Level::TRACE)
-        .with_writer(captured.clone())
-        .with_ansi(false)
-        .finish();
-    (captured, tracing::subscriber::set_default(subscriber))
-}
-
 // One thread: the app's tasks run where the capturing subscriber is installed.
 #[tokio::test(flavor = "current_thread")]
 async fn failed_logins_log_no_key_or_header() {
@@ -66,7 +34,7 @@ async fn failed_logins_log_no_key_or_header() {
     for token in [&good, &ADMIN_KEY.to_owned()] {
         assert_ok(&query(&app, token, "{ locations { id } }", json!({})).await);
     }
-    let logs = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+    let logs = captured.text();
     assert!(
         logs.contains("request refused: not authenticated"),
         "the logs were captured: {logs}"
@@ -148,7 +116,7 @@ async fn a_full_sync_with_retries_and_a_token_refresh_logs_no_token() {
     let renewed = plaintext(&app.store.credential(&loc).await.unwrap().unwrap());
     assert_ne!(renewed, issued, "the sync refreshed the token");
 
-    let logs = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+    let logs = captured.text();
     assert!(
         logs.contains("retrying a GHL call"),
         "the retries were logged"
