@@ -3,6 +3,7 @@
 //! it knows nothing of the command line.
 
 pub mod credentials;
+pub mod lifecycle;
 
 use std::net::SocketAddr;
 
@@ -87,6 +88,11 @@ impl App {
         let cache = ResponseCache::new(&config.cache, store.versions().clone());
         let webhooks = crate::webhooks::Receiver::new(store.clone(), &config.http.webhooks)
             .context("cannot read the webhook keys")?;
+        webhooks.set_lifecycle(std::sync::Arc::new(lifecycle::SyncLifecycle {
+            sync: sync.clone(),
+            store: store.clone(),
+            credentials: credentials::StoreCredentials::new(store.clone(), cipher.clone()),
+        }));
         let router = http::router(schema, store.clone(), cache.clone(), webhooks, &config.http);
         let listener = TcpListener::bind(&config.http.listen)
             .await

@@ -6,6 +6,8 @@
 //! - `read`: the gateway and the N+1 baseline over one cache (SQLite, and PostgreSQL when there)
 //! - `sync`: FULL/INCREMENTAL syncs in worker processes against `ghl-gateway sim` with GHL's real
 //!   limits, and the seed's sequential per-contact sync
+//! - `webhooks`: signed GHL events ingested per second, and simulator admin writes timed until
+//!   GraphQL shows them
 //! - `simproc`: the simulator as a child process
 //! - `report`: the machine's description and the Markdown report (BENCHMARKS.md)
 //!
@@ -16,6 +18,7 @@ pub mod read;
 mod report;
 pub mod simproc;
 pub mod sync;
+pub mod webhooks;
 pub mod wrk;
 
 use std::path::PathBuf;
@@ -38,7 +41,7 @@ pub struct BenchArgs {
     /// Where to write the Markdown report.
     #[arg(long, env = "BENCH_OUT", default_value = "BENCHMARKS.md")]
     pub out: PathBuf,
-    /// Which part to run: `all`, `read` or `sync`.
+    /// Which part to run: `all`, `read`, `sync` or `webhooks`.
     #[arg(long, env = "BENCH_ONLY", value_enum, default_value_t = Part::All)]
     pub only: Part,
     /// A PostgreSQL server to benchmark the read path on as well (a fresh database is created and
@@ -59,6 +62,7 @@ pub enum Part {
     All,
     Read,
     Sync,
+    Webhooks,
 }
 
 /// The command: runs the worker when asked to, the suite otherwise.
@@ -74,13 +78,17 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         machine,
         ..Default::default()
     };
-    if args.only != Part::Sync {
+    let runs = |part: Part| args.only == Part::All || args.only == part;
+    if runs(Part::Read) {
         report.read = read_path(&args).await?;
     }
-    if args.only != Part::Read {
+    if runs(Part::Sync) {
         let (full, seed) = sync_path(&args).await?;
         report.full = full;
         report.seed = Some(seed);
+    }
+    if runs(Part::Webhooks) {
+        report.webhooks = webhook_path(&args).await?;
     }
     report.elapsed = started.elapsed();
     let markdown = report.markdown();
@@ -134,52 +142,112 @@ async fn postgres_admin_url(args: &BenchArgs) -> Option<String> {
 }
 
 async fn read_path(args: &BenchArgs) -> anyhow::Result<Vec<BackendResult>> {
-    use sea_orm::{ConnectionTrait, Database};
     let d = durations(args.quick);
     let sim = SimProcess::start(SimSpec::unthrottled(READ_CONTACTS)).await?;
     let mut results = Vec::new();
 
-    let dir = std::env::temp_dir().join(format!("ghl-bench-{}", uuid::Uuid::new_v4().simple()));
-    std::fs::create_dir_all(&dir)?;
-    let mut databases = vec![(
-        "SQLite".to_owned(),
-        format!("sqlite://{}?mode=rwc", dir.join("read.db").display()),
-        None,
-    )];
-    if let Some(admin_url) = postgres_admin_url(args).await {
-        let name = format!("ghl_bench_{}", uuid::Uuid::new_v4().simple());
-        match Database::connect(&admin_url).await {
-            Ok(admin) => {
-                admin
-                    .execute_unprepared(&format!("CREATE DATABASE {name}"))
-                    .await
-                    .context("cannot create the PostgreSQL bench database")?;
-                let _ = admin.close().await;
-                let mut url = reqwest::Url::parse(&admin_url)?;
-                url.set_path(&name);
-                databases.push((
-                    "PostgreSQL".to_owned(),
-                    url.to_string(),
-                    Some((admin_url, name)),
-                ));
-            }
-            Err(error) => eprintln!("bench: PostgreSQL skipped: {error}"),
-        }
+    let (dir, databases) = bench_databases(args, "read").await?;
+    for db in databases {
+        eprintln!(
+            "bench: read path on {}: filling {READ_CONTACTS} contacts",
+            db.backend
+        );
+        let outcome = read_backend(&db.backend, &db.url, &sim, &d).await;
+        db.drop().await;
+        results.push(outcome?);
     }
-    for (backend, url, drop) in databases {
-        eprintln!("bench: read path on {backend}: filling {READ_CONTACTS} contacts");
-        let outcome = read_backend(&backend, &url, &sim, &d).await;
-        if let Some((admin_url, name)) = drop
+    let _ = std::fs::remove_dir_all(&dir);
+    sim.stop().await;
+    Ok(results)
+}
+
+/// A database the bench fills and then drops: SQLite in a temporary directory, and a fresh
+/// PostgreSQL database when a server is there.
+struct BenchDatabase {
+    backend: String,
+    url: String,
+    /// The admin URL and name of a PostgreSQL database to drop afterwards.
+    drop: Option<(String, String)>,
+}
+
+impl BenchDatabase {
+    async fn drop(self) {
+        use sea_orm::{ConnectionTrait, Database};
+        if let Some((admin_url, name)) = self.drop
             && let Ok(admin) = Database::connect(&admin_url).await
         {
             let _ = admin
                 .execute_unprepared(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
                 .await;
         }
-        results.push(outcome?);
+    }
+}
+
+/// The databases of one bench section (`name` names the SQLite file), and the temporary
+/// directory to remove after them.
+async fn bench_databases(
+    args: &BenchArgs,
+    name: &str,
+) -> anyhow::Result<(PathBuf, Vec<BenchDatabase>)> {
+    use sea_orm::{ConnectionTrait, Database};
+    let dir = std::env::temp_dir().join(format!("ghl-bench-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&dir)?;
+    let mut databases = vec![BenchDatabase {
+        backend: "SQLite".to_owned(),
+        url: format!(
+            "sqlite://{}?mode=rwc",
+            dir.join(format!("{name}.db")).display()
+        ),
+        drop: None,
+    }];
+    if let Some(admin_url) = postgres_admin_url(args).await {
+        let db_name = format!("ghl_bench_{}", uuid::Uuid::new_v4().simple());
+        match Database::connect(&admin_url).await {
+            Ok(admin) => {
+                admin
+                    .execute_unprepared(&format!("CREATE DATABASE {db_name}"))
+                    .await
+                    .context("cannot create the PostgreSQL bench database")?;
+                let _ = admin.close().await;
+                let mut url = reqwest::Url::parse(&admin_url)?;
+                url.set_path(&db_name);
+                databases.push(BenchDatabase {
+                    backend: "PostgreSQL".to_owned(),
+                    url: url.to_string(),
+                    drop: Some((admin_url, db_name)),
+                });
+            }
+            Err(error) => eprintln!("bench: PostgreSQL skipped: {error}"),
+        }
+    }
+    Ok((dir, databases))
+}
+
+/// The webhook section on each database: events ingested per second, and admin writes visible
+/// through GraphQL.
+async fn webhook_path(args: &BenchArgs) -> anyhow::Result<Vec<webhooks::WebhookResult>> {
+    let (dir, databases) = bench_databases(args, "webhooks").await?;
+    let mut results = Vec::new();
+    for db in databases {
+        eprintln!("bench: webhooks on {}", db.backend);
+        let outcome = webhooks::backend(&db.backend, &db.url, args.quick).await;
+        db.drop().await;
+        let r = outcome?;
+        eprintln!(
+            "bench: {} webhooks: {:.0} events/s (p50 {:.2} ms, p99 {:.2} ms, {} refused); admin write visible p50 {:.1} ms p99 {:.1} ms ({} of {} not visible)",
+            r.backend,
+            r.events_per_sec(),
+            r.p50_ms,
+            r.p99_ms,
+            r.refused,
+            r.visible_p50_ms,
+            r.visible_p99_ms,
+            r.invisible,
+            r.writes
+        );
+        results.push(r);
     }
     let _ = std::fs::remove_dir_all(&dir);
-    sim.stop().await;
     Ok(results)
 }
 

@@ -451,6 +451,12 @@ pub struct SimHandle {
 }
 
 impl SimHandle {
+    /// Base64 of the Ed25519 signature of `body` with the simulator's webhook key (the value of
+    /// `X-GHL-Signature`), for benchmarks and tests that send events of their own.
+    pub fn sign_webhook(&self, body: &[u8]) -> String {
+        self.shared.signer.sign(body)
+    }
+
     /// Request counters: endpoint name -> status ("200", "429", "reset", "hang") -> count.
     pub fn counters(&self) -> Counters {
         lock(&self.shared.counters).clone()

@@ -170,6 +170,10 @@ impl Drop for Release {
 struct Running {
     progress: Progress,
     done: watch::Sender<bool>,
+    /// Stops this job alone (a child of the engine's token, which stops them all).
+    cancel: CancellationToken,
+    /// Why [`SyncEngine::stop`] stopped the job, for its error.
+    stopped: Mutex<Option<String>>,
 }
 
 struct Inner {
@@ -394,6 +398,8 @@ impl SyncEngine {
                     self.inner.events.clone(),
                 ),
                 done: watch::channel(false).0,
+                cancel: self.inner.cancel.child_token(),
+                stopped: Mutex::new(None),
             });
             map.insert(location_id.to_owned(), running.clone());
             running
@@ -423,6 +429,18 @@ impl SyncEngine {
         tokio::time::timeout(timeout, done.wait_for(|d| *d))
             .await
             .is_ok()
+    }
+
+    /// Stops the location's running job, if any, as [`SyncEngine::shutdown`] stops them all (its
+    /// GHL calls dropped, the page being written finished); the job ends FAILED with `reason` as
+    /// its error. Whether a job was running. Used when GHL says the app was uninstalled.
+    pub fn stop(&self, location_id: &str, reason: &str) -> bool {
+        let Some(running) = lock(&self.inner.running).get(location_id).cloned() else {
+            return false;
+        };
+        *lock(&running.stopped) = Some(reason.to_owned());
+        running.cancel.cancel();
+        true
     }
 
     /// Stops scheduling and stops running jobs, and waits for them: GHL calls in flight, their
@@ -541,7 +559,8 @@ impl SyncEngine {
             Ok(()) => finished.state = JobState::Succeeded,
             Err(error) => {
                 finished.state = JobState::Failed;
-                finished.error = Some(error.to_string());
+                let stopped = lock(&running.stopped).clone();
+                finished.error = Some(stopped.unwrap_or_else(|| error.to_string()));
             }
         }
         store.update_job(&finished).await?;
@@ -579,7 +598,7 @@ impl SyncEngine {
         if details_due {
             let details = tokio::select! {
                 biased;
-                _ = self.inner.cancel.cancelled() => return Err(StageError::Interrupted.into()),
+                _ = running.cancel.cancelled() => return Err(StageError::Interrupted.into()),
                 details = self.inner.client.location(location_id) => details,
             };
             match details {
@@ -596,7 +615,7 @@ impl SyncEngine {
             client: &self.inner.client,
             store,
             progress: &running.progress,
-            cancel: &self.inner.cancel,
+            cancel: &running.cancel,
             job,
             mode,
         };

@@ -4,7 +4,8 @@
 //! Owns the endpoint's answers, the timestamp window and the replay table's pruning; the writes
 //! themselves are the store's ([`Store::apply_webhook`]), which bumps the location's data version
 //! and publishes the change. Must not call GHL or the sync: what a payload lacks waits for the
-//! next sync. Logs only an event's type, location and ids, never its body.
+//! next sync, and installs and uninstalls reach the sync only through the [`Lifecycle`] the app
+//! sets. Logs only an event's type, location and ids, never its body.
 //!
 //! Answers (JSON `{"outcome": ..., "message": ...}`):
 //! - 401 `MISSING_SIGNATURE` / `BAD_SIGNATURE`, or `STALE_TIMESTAMP` outside the window;
@@ -19,13 +20,14 @@ mod verify;
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicI64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use chrono::Utc;
+use futures::future::BoxFuture;
 use tracing::Instrument as _;
 
 pub use event::{Action, Envelope, EventError};
@@ -145,6 +147,25 @@ struct Inner {
     pruned_at: AtomicI64,
     /// Deliveries by event type (`-` before the type is known) and outcome.
     counts: Mutex<BTreeMap<(String, Outcome), u64>>,
+    /// What installs and uninstalls do beyond the cache; set once by the app.
+    lifecycle: OnceLock<Arc<dyn Lifecycle>>,
+}
+
+/// What the gateway does beyond the cache when GHL says its app was installed on or uninstalled
+/// from a location (FACTS.md §9.1, `INSTALL` / `UNINSTALL`). `app` implements it over the sync
+/// engine and the credentials, which this module may not call itself.
+pub trait Lifecycle: Send + Sync {
+    /// After an `UNINSTALL` revoked `location_id`'s credentials: stop its running sync.
+    fn uninstalled(&self, location_id: &str);
+
+    /// An `INSTALL` on `location_id`, which has no usable credentials: connect it if the gateway
+    /// can mint its own (an agency credential of `company_id`) and start its first sync. Whether
+    /// it connected; an error answers 503 so that GHL retries.
+    fn installed<'a>(
+        &'a self,
+        location_id: &'a str,
+        company_id: Option<&'a str>,
+    ) -> BoxFuture<'a, anyhow::Result<bool>>;
 }
 
 impl std::fmt::Debug for Receiver {
@@ -174,8 +195,14 @@ impl Receiver {
                 max_body_bytes: config.webhook_max_body_bytes,
                 pruned_at: AtomicI64::new(0),
                 counts: Mutex::new(BTreeMap::new()),
+                lifecycle: OnceLock::new(),
             }),
         })
+    }
+
+    /// Sets what installs and uninstalls do beyond the cache (once; a second call is ignored).
+    pub fn set_lifecycle(&self, lifecycle: Arc<dyn Lifecycle>) {
+        let _ = self.inner.lifecycle.set(lifecycle);
     }
 
     /// The largest body the endpoint takes.
@@ -268,30 +295,39 @@ impl Receiver {
         };
         let write = match &action {
             Action::Write(write) => Some(write.as_ref()),
-            Action::Install | Action::Ignore => None,
+            Action::Install { .. } | Action::Ignore => None,
         };
-        let outcome = match self.inner.store.apply_webhook(receipt, write).await {
-            Ok(Applied::Duplicate) => Outcome::Duplicate,
-            Ok(Applied::UnknownLocation) => Outcome::UnknownLocation,
-            Ok(Applied::Written { .. }) => Outcome::Applied,
-            Ok(Applied::Unchanged) => match action {
-                Action::Ignore => Outcome::Ignored,
-                // An uninstall changes credentials, not records: it is applied all the same.
-                Action::Write(write)
-                    if matches!(*write, crate::store::EventWrite::Uninstalled { .. }) =>
-                {
-                    Outcome::Applied
-                }
-                Action::Install => match self.install(envelope.location_id.as_deref()).await {
+        let location_id = envelope.location_id.as_deref();
+        let applied = self.inner.store.apply_webhook(receipt, write).await;
+        let outcome = match (applied, &action) {
+            (Ok(Applied::Duplicate), _) => Outcome::Duplicate,
+            // An install is how a location the gateway does not know yet may become known.
+            (Ok(Applied::UnknownLocation | Applied::Unchanged), Action::Install { company_id }) => {
+                match self.install(location_id, company_id.as_deref()).await {
                     Ok(outcome) => outcome,
                     Err(error) => {
-                        tracing::error!(error = %error, "webhook not applied: the store failed");
+                        tracing::error!(error = %error, "webhook not applied: the install failed");
                         Outcome::StoreUnavailable
                     }
-                },
-                Action::Write(_) => Outcome::Unchanged,
-            },
-            Err(error) => {
+                }
+            }
+            (Ok(Applied::UnknownLocation), _) => Outcome::UnknownLocation,
+            (Ok(Applied::Written { .. }), _) => Outcome::Applied,
+            (Ok(Applied::Unchanged), Action::Ignore) => Outcome::Ignored,
+            // An uninstall changes credentials, not records: it is applied all the same, and the
+            // location's running sync stops (its token is no longer valid).
+            (Ok(Applied::Unchanged), Action::Write(write))
+                if matches!(**write, crate::store::EventWrite::Uninstalled { .. }) =>
+            {
+                if let (Some(lifecycle), Some(location_id)) =
+                    (self.inner.lifecycle.get(), location_id)
+                {
+                    lifecycle.uninstalled(location_id);
+                }
+                Outcome::Applied
+            }
+            (Ok(Applied::Unchanged), _) => Outcome::Unchanged,
+            (Err(error), _) => {
                 tracing::error!(error = %error, "webhook not applied: the store failed");
                 Outcome::StoreUnavailable
             }
@@ -301,21 +337,29 @@ impl Receiver {
     }
 
     /// `INSTALL` of a location: credentials the gateway can still use (an agency credential,
-    /// which mints location tokens) are restored after an `UNINSTALL`; others need a new connect.
+    /// which mints location tokens) are restored after an `UNINSTALL`; a location without any is
+    /// connected by the [`Lifecycle`] when the gateway holds an agency credential of its company;
+    /// others need `ghl-gateway connect`.
     async fn install(
         &self,
         location_id: Option<&str>,
-    ) -> Result<Outcome, crate::store::StoreError> {
+        company_id: Option<&str>,
+    ) -> anyhow::Result<Outcome> {
         let Some(location_id) = location_id else {
             return Ok(Outcome::Ignored);
         };
-        Ok(
-            if self.inner.store.reinstate_credential(location_id).await? {
-                Outcome::Applied
-            } else {
-                Outcome::Ignored
-            },
-        )
+        if self.inner.store.reinstate_credential(location_id).await? {
+            return Ok(Outcome::Applied);
+        }
+        let connected = match self.inner.lifecycle.get() {
+            Some(lifecycle) => lifecycle.installed(location_id, company_id).await?,
+            None => false,
+        };
+        Ok(if connected {
+            Outcome::Applied
+        } else {
+            Outcome::Ignored
+        })
     }
 
     /// Forgets the `webhookId`s older than twice the window, at most once a minute: an event

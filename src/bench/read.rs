@@ -144,14 +144,12 @@ pub fn rss_kib() -> u64 {
         .unwrap_or(0)
 }
 
-/// Builds the gateway on `database_url` and fills its location with a FULL sync from `sim_url`.
-pub async fn setup(
-    backend: &str,
-    database_url: &str,
-    sim_url: &str,
-    location_id: &str,
-    pit_token: &str,
-) -> anyhow::Result<Setup> {
+/// The gateway the benchmarks measure over `database_url`, syncing from the simulator at
+/// `sim_url`: port 0, `admin_key` as the operator key with no per-key rate limit, GHL's burst
+/// limit lifted (the simulator has its own), and reads from the cache only, so that a read never
+/// starts a sync behind the benchmark's back. The default limits otherwise (`first: 500` fits
+/// the default complexity budget).
+pub fn bench_serve_config(database_url: &str, sim_url: &str, admin_key: &str) -> ServeConfig {
     let secret = format!(
         "{}{}",
         uuid::Uuid::new_v4().simple(),
@@ -159,17 +157,15 @@ pub async fn setup(
     );
     let mut upstream = UpstreamConfig::new(sim_url);
     upstream.burst_limit = 1_000_000;
-    // The default limits (first: 500 fits the default complexity budget); cache only, so that a
-    // read never starts a sync behind the benchmark's back.
     let graphql = crate::graphql::Settings {
         auto_refresh: false,
         ..Default::default()
     };
-    let config = ServeConfig {
+    ServeConfig {
         http: HttpConfig {
             listen: "127.0.0.1:0".into(),
             auth: AuthConfig {
-                admin_key: Some(ADMIN_KEY.into()),
+                admin_key: Some(admin_key.into()),
                 rate_limit_per_minute: 0,
                 ..AuthConfig::default()
             },
@@ -183,7 +179,18 @@ pub async fn setup(
             secret_key: Some(secret.into()),
         },
         cache: Default::default(),
-    };
+    }
+}
+
+/// Builds the gateway on `database_url` and fills its location with a FULL sync from `sim_url`.
+pub async fn setup(
+    backend: &str,
+    database_url: &str,
+    sim_url: &str,
+    location_id: &str,
+    pit_token: &str,
+) -> anyhow::Result<Setup> {
+    let config = bench_serve_config(database_url, sim_url, ADMIN_KEY);
     let mut off = config.clone();
     off.cache.response_cache_mb = 0;
     let app = App::build(config).await?;

@@ -7,6 +7,7 @@ use std::time::Duration;
 use super::load::LoadResult;
 use super::read::{BackendResult, Point};
 use super::sync::{self, FullCase, SeedResult};
+use super::webhooks::WebhookResult;
 use super::{CODINGS_CONCURRENCY, CONCURRENCIES, DURING_SYNC_CONCURRENCY, PAGE_SIZES};
 
 /// The machine, as the report describes it.
@@ -66,6 +67,7 @@ pub(super) struct Report {
     pub read: Vec<BackendResult>,
     pub full: Vec<FullCase>,
     pub seed: Option<SeedResult>,
+    pub webhooks: Vec<WebhookResult>,
     pub elapsed: Duration,
 }
 
@@ -120,12 +122,13 @@ impl Report {
         self.targets(&mut s);
         self.read_tables(&mut s);
         self.sync_tables(&mut s);
+        self.webhook_tables(&mut s);
         self.method(&mut s);
         s
     }
 
     fn targets(&self, s: &mut String) {
-        let _ = writeln!(s, "## Targets (issues 7 and 12)\n");
+        let _ = writeln!(s, "## Targets (issues 7, 12 and 13)\n");
         let _ = writeln!(s, "| target | measured | status |\n| --- | --- | --- |");
         for r in &self.read {
             let b = &r.backend;
@@ -319,6 +322,63 @@ impl Report {
             let _ = writeln!(
                 s,
                 "| peak RSS while syncing 100k contacts ≤ 200 MB | not measured in quick mode | not run |"
+            );
+        }
+        for w in &self.webhooks {
+            let b = &w.backend;
+            if b == "SQLite" {
+                let _ = writeln!(
+                    s,
+                    "| {b}: webhook events ingested ≥ 2,000/s (issue 13) | {:.0} events/s, {} refused | {} |",
+                    w.events_per_sec(),
+                    w.refused,
+                    yes(w.events_per_sec() >= 2_000.0 && w.refused == 0)
+                );
+            }
+            let _ = writeln!(
+                s,
+                "| {b}: simulator admin write visible through GraphQL, p99 ≤ 1 s (issue 13) | p99 {:.0} ms over {} writes, {} not visible | {} |",
+                w.visible_p99_ms,
+                w.writes,
+                w.invisible,
+                yes(w.visible_p99_ms <= 1_000.0 && w.invisible == 0 && w.writes > 0)
+            );
+        }
+        let _ = writeln!(s);
+    }
+
+    fn webhook_tables(&self, s: &mut String) {
+        if self.webhooks.is_empty() {
+            return;
+        }
+        let _ = writeln!(
+            s,
+            "## Webhooks: signed events ingested, and admin writes visible through GraphQL\n\n\
+             `ContactUpdate` events, each newer than the row it updates (so each is a write), signed with Ed25519 \
+             and delivered to `POST /webhooks/ghl` from {} keep-alive connections; every answer must be 200 `applied`. \
+             Then simulator admin writes (a contact created) one after another, each timed until `contact(id)` \
+             through GraphQL returns it (polled every millisecond). Gateway, simulator and client share this process.\n",
+            super::webhooks::INGEST_CONCURRENCY
+        );
+        let _ = writeln!(
+            s,
+            "| database | events | events/s | delivery p50 ms | delivery p99 ms | refused | writes | visible p50 ms | visible p99 ms | visible max ms | not visible in 10 s |\n| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"
+        );
+        for w in &self.webhooks {
+            let _ = writeln!(
+                s,
+                "| {} | {} | {:.0} | {:.2} | {:.2} | {} | {} | {:.1} | {:.1} | {:.1} | {} |",
+                w.backend,
+                w.events,
+                w.events_per_sec(),
+                w.p50_ms,
+                w.p99_ms,
+                w.refused,
+                w.writes,
+                w.visible_p50_ms,
+                w.visible_p99_ms,
+                w.visible_max_ms,
+                w.invisible
             );
         }
         let _ = writeln!(s);

@@ -69,4 +69,19 @@ impl Store {
             .map(|c| c.location_id)
             .collect())
     }
+
+    /// A location whose live credential is an agency credential of `company_id` (the agency
+    /// token mints a token for any location of the company), if the gateway holds one.
+    pub async fn agency_credential_of(
+        &self,
+        company_id: &str,
+    ) -> Result<Option<String>, StoreError> {
+        Ok(credential::Entity::find()
+            .filter(Expr::col("revoked_at").is_null())
+            .filter(Expr::col("kind").eq("agency"))
+            .filter(Expr::col("company_id").eq(company_id))
+            .one(&self.db)
+            .await?
+            .map(|c| c.location_id))
+    }
 }

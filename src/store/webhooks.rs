@@ -233,7 +233,7 @@ async fn apply(
             let written =
                 conditional(txn, "contacts", CONTACT_COLS, &[], row, "date_updated").await?;
             if written {
-                replace_contact_children(txn, location_id, std::slice::from_ref(c)).await?;
+                replace_contact_children(txn, location_id, &[c]).await?;
             }
             written
                 .then(|| upsert(&c.id, ChangeKind::Contact))
@@ -241,7 +241,7 @@ async fn apply(
         }
         EventWrite::ContactDeleted(c) => {
             let row = contact_row(c, location_id, mark, true);
-            mark_deleted(txn, "contacts", CONTACT_COLS, row)
+            mark_deleted(txn, "contacts", CONTACT_COLS, row, "date_updated")
                 .await?
                 .then(|| delete(&c.id, ChangeKind::Contact))
                 .flatten()
@@ -257,7 +257,7 @@ async fn apply(
         EventWrite::TaskDeleted(t) => {
             let mut row = task_row(t, location_id, mark);
             set(&mut row, TASK_COLS, "deleted", true.into());
-            mark_deleted(txn, "tasks", TASK_COLS, row)
+            mark_deleted(txn, "tasks", TASK_COLS, row, "date_updated")
                 .await?
                 .then(|| delete(&t.id, ChangeKind::Task))
                 .flatten()
@@ -279,7 +279,7 @@ async fn apply(
         EventWrite::OpportunityDeleted(o) => {
             let mut row = opportunity_row(o, location_id, mark);
             set(&mut row, OPPORTUNITY_COLS, "deleted", true.into());
-            mark_deleted(txn, "opportunities", OPPORTUNITY_COLS, row)
+            mark_deleted(txn, "opportunities", OPPORTUNITY_COLS, row, "updated_at")
                 .await?
                 .then(|| delete(&o.id, ChangeKind::Opportunity))
                 .flatten()
@@ -397,12 +397,14 @@ async fn conditional(
 }
 
 /// Inserts `row` (already marked deleted) when the cache never had it, else marks the live row
-/// deleted. Whether a row changed.
+/// deleted and moves its `version_col` to the event's time, so that a sync page read before the
+/// delete does not bring the row back (see `write::upsert_unless_newer`). Whether a row changed.
 async fn mark_deleted(
     txn: &DatabaseTransaction,
     table: &'static str,
     cols: &'static [&'static str],
     row: Row,
+    version_col: &'static str,
 ) -> Result<bool, DbErr> {
     let condition = format!("{table}.deleted = FALSE");
     let written = upsert_where(
@@ -410,7 +412,7 @@ async fn mark_deleted(
         table,
         cols,
         &["id"],
-        &["deleted"],
+        &["deleted", version_col],
         &[],
         Some(&condition),
         vec![row],

@@ -1,8 +1,12 @@
 //! Bulk writes: a page of records in one transaction, multi-row `INSERT ... ON CONFLICT DO
 //! UPDATE`, plus the stage checkpoint when the sync passes one, so a reader never sees half a page
 //! and a crash never loses a checkpoint that is ahead of the data.
+//!
+//! A sync page never makes a record older: webhooks write the same rows while a job runs, and a
+//! page read before an event must not undo it (see [`upsert_unless_newer`]). A FULL run still
+//! reconciles: a row is left alone only while its version is newer than the job's start.
 
-use sea_orm::sea_query::{Expr, ExprTrait, OnConflict, Query, Value};
+use sea_orm::sea_query::{Expr, ExprTrait, InsertStatement, OnConflict, Query, Value};
 use sea_orm::{ConnectionTrait, DbErr, TransactionTrait};
 
 use super::{IN_CHUNK, Store, StoreError, rows_per_insert};
@@ -93,6 +97,25 @@ pub(super) async fn upsert_where<C: ConnectionTrait>(
     rows: Vec<Row>,
 ) -> Result<u64, DbErr> {
     let mut written = 0;
+    for insert in upsert_statements(table, cols, key, update, keep, condition, rows) {
+        written += conn.execute(&insert).await?.rows_affected();
+    }
+    Ok(written)
+}
+
+/// The multi-row `INSERT ... ON CONFLICT` statements of [`upsert_where`], as many as the bind
+/// limit needs.
+#[allow(clippy::too_many_arguments)]
+fn upsert_statements(
+    table: &'static str,
+    cols: &[&'static str],
+    key: &[&'static str],
+    update: &[&'static str],
+    keep: &[&'static str],
+    condition: Option<&str>,
+    rows: Vec<Row>,
+) -> Vec<InsertStatement> {
+    let mut statements = Vec::new();
     let per_statement = rows_per_insert(cols.len());
     let mut rows = rows.into_iter().peekable();
     while rows.peek().is_some() {
@@ -123,9 +146,61 @@ pub(super) async fn upsert_where<C: ConnectionTrait>(
             on_conflict.action_and_where(Expr::cust(condition.to_owned()));
         }
         insert.on_conflict(on_conflict);
-        written += conn.execute(&insert).await?.rows_affected();
+        statements.push(insert);
     }
-    Ok(written)
+    statements
+}
+
+/// The columns that version a record table's rows (GHL's time of the record's last change, or
+/// of its last message), compared before a sync page overwrites a row.
+fn version_cols(table: &str) -> &'static [&'static str] {
+    match table {
+        "contacts" | "tasks" => &["date_updated"],
+        "conversations" => &["date_updated", "last_message_date"],
+        "opportunities" => &["updated_at"],
+        _ => &[],
+    }
+}
+
+/// Upserts a sync page's `rows` of a record table (keyed by `id`), except over a row that holds
+/// something newer than the page: a row a webhook wrote, or deleted, after the job began
+/// (`mark`) whose version is newer than the record's. A page read before such an event would
+/// otherwise make the row older, or bring a deleted row back. Returns the ids written.
+///
+/// The rows a page leaves alone keep their `seen_at`; [`Store::mark_unseen_deleted`] spares
+/// them by the same rule (a version newer than the job's start is evidence of the row).
+async fn upsert_unless_newer<C: ConnectionTrait>(
+    conn: &C,
+    table: &'static str,
+    cols: &[&'static str],
+    mark: i64,
+    rows: Vec<Row>,
+) -> Result<Vec<String>, DbErr> {
+    let update: Vec<&'static str> = cols.iter().copied().filter(|c| *c != "id").collect();
+    let condition = version_cols(table)
+        .iter()
+        .map(|v| {
+            format!("({table}.{v} IS NULL OR {table}.{v} <= excluded.{v} OR {table}.{v} <= {mark})")
+        })
+        .collect::<Vec<_>>()
+        .join(" AND ");
+    let condition = (!condition.is_empty()).then_some(condition);
+    let mut ids = Vec::new();
+    for mut insert in upsert_statements(
+        table,
+        cols,
+        &["id"],
+        &update,
+        &[],
+        condition.as_deref(),
+        rows,
+    ) {
+        insert.returning_col("id");
+        for row in conn.query_all(&insert).await? {
+            ids.push(row.try_get::<String>("", "id")?);
+        }
+    }
+    Ok(ids)
 }
 
 /// Deletes the rows of `table` whose `column` is one of `ids` (child rows replaced by a page).
@@ -340,7 +415,9 @@ async fn write_records<C: ConnectionTrait>(
                 .iter()
                 .map(|t| task_row(t, location_id, mark))
                 .collect();
-            upsert(conn, "tasks", TASK_COLS, &["id"], rows).await
+            upsert_unless_newer(conn, "tasks", TASK_COLS, mark, rows)
+                .await
+                .map(|_| ())
         }
         Page::Conversations(conversations) => {
             let rows = conversations
@@ -363,14 +440,18 @@ async fn write_records<C: ConnectionTrait>(
                     r
                 })
                 .collect();
-            upsert(conn, "conversations", CONVERSATION_COLS, &["id"], rows).await
+            upsert_unless_newer(conn, "conversations", CONVERSATION_COLS, mark, rows)
+                .await
+                .map(|_| ())
         }
         Page::Opportunities(opportunities) => {
             let rows = opportunities
                 .iter()
                 .map(|o| opportunity_row(o, location_id, mark))
                 .collect();
-            upsert(conn, "opportunities", OPPORTUNITY_COLS, &["id"], rows).await
+            upsert_unless_newer(conn, "opportunities", OPPORTUNITY_COLS, mark, rows)
+                .await
+                .map(|_| ())
         }
     }
 }
@@ -423,8 +504,14 @@ async fn write_contacts<C: ConnectionTrait>(
         .iter()
         .map(|c| contact_row(c, location_id, mark, false))
         .collect();
-    upsert(conn, "contacts", CONTACT_COLS, &["id"], rows).await?;
-    replace_contact_children(conn, location_id, contacts).await
+    let written = upsert_unless_newer(conn, "contacts", CONTACT_COLS, mark, rows).await?;
+    // The tags and custom values of a contact the page left alone stay with its newer row.
+    let written: std::collections::HashSet<String> = written.into_iter().collect();
+    let contacts: Vec<&Contact> = contacts
+        .iter()
+        .filter(|c| written.contains(&c.id))
+        .collect();
+    replace_contact_children(conn, location_id, &contacts).await
 }
 
 /// A contact's row in [`CONTACT_COLS`] order, stamped with `mark`.
@@ -456,7 +543,7 @@ pub(super) fn contact_row(c: &Contact, location_id: &str, mark: i64, deleted: bo
 pub(super) async fn replace_contact_children<C: ConnectionTrait>(
     conn: &C,
     location_id: &str,
-    contacts: &[Contact],
+    contacts: &[&Contact],
 ) -> Result<(), DbErr> {
     let loc = || Value::from(location_id.to_owned());
     let mut tag_rows = Vec::new();
@@ -595,6 +682,7 @@ impl Store {
                 .and_where(Expr::col("location_id").eq(location_id))
                 .and_where(Expr::col("seen_at").lt(mark))
                 .and_where(Expr::col("deleted").eq(false))
+                .and_where(Expr::cust(not_changed_since(table, mark)))
                 .returning_col("id")
                 .to_owned();
             let rows = txn.query_all(&update).await?;
@@ -612,6 +700,16 @@ impl Store {
         }
         Ok(marked)
     }
+}
+
+/// SQL: no version column of `table`'s row is newer than `mark` (true for tables without one).
+/// A row changed since the job began was written by a webhook (or by this job, which saw it).
+fn not_changed_since(table: &str, mark: i64) -> String {
+    let mut condition = String::from("1 = 1");
+    for v in version_cols(table) {
+        condition.push_str(&format!(" AND ({v} IS NULL OR {v} <= {mark})"));
+    }
+    condition
 }
 
 /// A contact's `search_text`: its display name, e-mail and phone, each [`super::fold`]ed, one per

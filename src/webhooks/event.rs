@@ -42,8 +42,8 @@ pub struct Envelope {
 pub enum Action {
     /// A change to the cached records (or the location's credentials).
     Write(Box<EventWrite>),
-    /// `INSTALL` of the app on the location.
-    Install,
+    /// `INSTALL` of the app on the location, with the agency's `companyId` when the event has one.
+    Install { company_id: Option<String> },
     /// A type the cache does not hold (notes, appointments, ...): acknowledged, recorded.
     Ignore,
 }
@@ -223,7 +223,13 @@ pub fn action(envelope: &Envelope, value: Value) -> Result<Action, EventError> {
                 date_updated: updated,
             };
             if kind == "ContactDelete" {
-                EventWrite::ContactDeleted(contact)
+                // The row's version becomes the delete's time, so a sync page read before the
+                // delete (holding the last update) does not bring the contact back.
+                let date_updated = contact.date_updated.max(at);
+                EventWrite::ContactDeleted(Contact {
+                    date_updated,
+                    ..contact
+                })
             } else {
                 EventWrite::Contact(contact)
             }
@@ -305,7 +311,12 @@ pub fn action(envelope: &Envelope, value: Value) -> Result<Action, EventError> {
             }
         }
         "UNINSTALL" if envelope.location_id.is_some() => EventWrite::Uninstalled { at },
-        "INSTALL" if envelope.location_id.is_some() => return Ok(Action::Install),
+        "INSTALL" if envelope.location_id.is_some() => {
+            let company_id = value.get("companyId").and_then(Value::as_str);
+            return Ok(Action::Install {
+                company_id: company_id.map(str::to_owned),
+            });
+        }
         _ => return Ok(Action::Ignore),
     };
     Ok(Action::Write(Box::new(write)))

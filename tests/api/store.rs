@@ -117,26 +117,28 @@ async fn upserts_replace_rows_and_their_tags() {
 
 #[tokio::test]
 async fn rows_a_full_run_did_not_see_are_marked_deleted_not_dropped() {
+    // Marks are job start times in ms, after the rows' `date_updated` (1_700_000_000_000).
+    const T: i64 = 1_800_000_000_000;
     for db in databases().await {
         let store = &db.store;
         let all: Vec<Contact> = (0..10).map(|i| contact("loc", i, &[])).collect();
         let other: Vec<Contact> = (0..4).map(|i| contact("other", i, &[])).collect();
         store
-            .write_page("loc", 100, Page::Contacts(&all), None)
+            .write_page("loc", T + 100, Page::Contacts(&all), None)
             .await
             .unwrap();
         store
-            .write_page("other", 100, Page::Contacts(&other), None)
+            .write_page("other", T + 100, Page::Contacts(&other), None)
             .await
             .unwrap();
-        // The next FULL run (mark 200) sees only the even contacts.
+        // The next FULL run (mark T + 200) sees only the even contacts.
         let seen: Vec<Contact> = all.iter().step_by(2).cloned().collect();
         store
-            .write_page("loc", 200, Page::Contacts(&seen), None)
+            .write_page("loc", T + 200, Page::Contacts(&seen), None)
             .await
             .unwrap();
         let marked = store
-            .mark_unseen_deleted("loc", Resource::Contacts, 200)
+            .mark_unseen_deleted("loc", Resource::Contacts, T + 200)
             .await
             .unwrap();
         assert_eq!(marked, 5, "{}", db.name);
@@ -161,7 +163,7 @@ async fn rows_a_full_run_did_not_see_are_marked_deleted_not_dropped() {
 
         // A contact that comes back is live again.
         store
-            .write_page("loc", 300, Page::Contacts(&all[1..2]), None)
+            .write_page("loc", T + 300, Page::Contacts(&all[1..2]), None)
             .await
             .unwrap();
         assert_eq!(store.count_contacts("loc", &none).await.unwrap(), 6);
@@ -236,5 +238,156 @@ async fn a_checkpoint_is_written_with_its_page() {
                 .unwrap(),
             3
         );
+    }
+}
+
+/// Issue 13, point 4: webhooks write rows while a sync job runs; a page read before an event
+/// never undoes it (an update, a delete, a completed task), and the next job still reconciles.
+#[tokio::test]
+async fn a_sync_page_never_makes_a_row_older_than_a_webhook_wrote_it() {
+    use ghl_gateway::domain::Task;
+    use ghl_gateway::store::entities::{contact, contact_tag, task};
+    use ghl_gateway::store::{EventWrite, Receipt};
+    use sea_orm::{ColumnTrait, QueryFilter};
+
+    let at = |ms: i64| chrono::DateTime::from_timestamp_millis(ms).unwrap();
+    // The rows' GHL time (D0), the job's start (mark M), the events (E), the next job (M2).
+    const D0: i64 = 1_800_000_000_000;
+    const M: i64 = D0 + 60_000;
+    const E: i64 = M + 5_000;
+    const M2: i64 = E + 60_000;
+    let task_at = |id: &str, completed: bool, updated: Option<i64>| Task {
+        id: id.into(),
+        location_id: "loc".into(),
+        contact_id: Some("loc-c0".into()),
+        title: Some(format!("task {id}")),
+        completed,
+        date_updated: updated.map(at),
+        ..Default::default()
+    };
+    for db in databases().await {
+        let store = &db.store;
+        // A webhook of a location the gateway does not know is ignored.
+        store.ensure_location("loc").await.unwrap();
+        let mut before: Vec<Contact> = (0..5).map(|i| contact("loc", i, &["old"])).collect();
+        for c in &mut before {
+            c.date_updated = at(D0);
+        }
+        store
+            .write_page("loc", D0, Page::Contacts(&before), None)
+            .await
+            .unwrap();
+        store
+            .write_page("loc", D0, Page::Tasks(&[task_at("t0", false, None)]), None)
+            .await
+            .unwrap();
+
+        // While job M runs: c0 renamed and tagged, c1 deleted, c5 created, t0 completed.
+        let mut renamed = before[0].clone();
+        renamed.first_name = Some("Webhook".into());
+        renamed.tags = vec!["hot".into()];
+        renamed.date_updated = at(E);
+        let mut deleted = before[1].clone();
+        deleted.date_updated = at(E);
+        let mut created = contact("loc", 5, &["new"]);
+        created.date_updated = at(E);
+        let events = [
+            EventWrite::Contact(renamed),
+            EventWrite::ContactDeleted(deleted),
+            EventWrite::Contact(created),
+            EventWrite::Task(task_at("t0", true, Some(E))),
+        ];
+        for (n, event) in events.iter().enumerate() {
+            let id = format!("wh-{n}");
+            let receipt = Receipt {
+                webhook_id: &id,
+                received_at: at(E + 10),
+                location_id: Some("loc"),
+            };
+            let applied = store.apply_webhook(receipt, Some(event)).await.unwrap();
+            assert!(
+                matches!(applied, ghl_gateway::store::Applied::Written { .. }),
+                "{}: {applied:?}",
+                db.name
+            );
+        }
+
+        // Job M's pages, read before the events: c0..c3 as they were, c2 edited in GHL (no
+        // webhook), t0 open and without a `dateUpdated` (GHL's task list may omit it).
+        let mut page = before[..4].to_vec();
+        page[2].first_name = Some("Edited".into());
+        page[2].date_updated = at(M + 1_000);
+        store
+            .write_page("loc", M, Page::Contacts(&page), None)
+            .await
+            .unwrap();
+        store
+            .write_page("loc", M, Page::Tasks(&[task_at("t0", false, None)]), None)
+            .await
+            .unwrap();
+        let marked = store
+            .mark_unseen_deleted("loc", Resource::Contacts, M)
+            .await
+            .unwrap();
+
+        let conn = store.connection();
+        let row = |id: &str| {
+            let id = id.to_owned();
+            async move {
+                contact::Entity::find_by_id(id)
+                    .one(conn)
+                    .await
+                    .unwrap()
+                    .unwrap()
+            }
+        };
+        let tags = |id: &str| {
+            let id = id.to_owned();
+            async move {
+                contact_tag::Entity::find()
+                    .filter(contact_tag::Column::ContactId.eq(id))
+                    .all(conn)
+                    .await
+                    .unwrap()
+                    .into_iter()
+                    .map(|t| t.tag)
+                    .collect::<Vec<_>>()
+            }
+        };
+        let name = &db.name;
+        let c0 = row("loc-c0").await;
+        assert_eq!(c0.first_name.as_deref(), Some("Webhook"), "{name}");
+        assert_eq!(tags("loc-c0").await, ["hot"], "{name}: the newer tags stay");
+        assert!(row("loc-c1").await.deleted, "{name}: the delete stays");
+        assert_eq!(row("loc-c2").await.first_name.as_deref(), Some("Edited"));
+        assert!(
+            !row("loc-c5").await.deleted,
+            "{name}: created after the page"
+        );
+        assert_eq!(
+            marked, 1,
+            "{name}: only c4, unseen and unchanged, is marked"
+        );
+        assert!(row("loc-c4").await.deleted, "{name}");
+        let t0 = task::Entity::find_by_id("t0".to_owned())
+            .one(conn)
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(t0.completed, "{name}: the completion stays");
+
+        // The next job (after the events) reconciles: GHL's answer wins again.
+        let mut again = before[0].clone();
+        again.first_name = Some("Reconciled".into());
+        store
+            .write_page("loc", M2, Page::Contacts(&[again]), None)
+            .await
+            .unwrap();
+        assert_eq!(
+            row("loc-c0").await.first_name.as_deref(),
+            Some("Reconciled"),
+            "{name}"
+        );
+        assert_eq!(tags("loc-c0").await, ["old"], "{name}");
     }
 }

@@ -890,3 +890,130 @@ async fn a_delivery_never_logs_its_body() {
         assert!(!logs.contains(secret), "{secret} is not logged: {logs}");
     }
 }
+
+/// Issue 13, point 2: an `UNINSTALL` stops the location's running sync (its token is no longer
+/// valid); an `INSTALL` of a location the gateway has no credential for connects it when the
+/// gateway holds an agency credential of the same company, and syncs it.
+#[tokio::test]
+async fn an_uninstall_stops_the_sync_and_an_install_connects_with_the_agency_credential() {
+    use ghl_gateway::domain::JobState;
+    use ghl_gateway::store::ContactFilter;
+    use ghl_gateway::sync::SyncMode;
+    use ghl_gateway::upstream::Credential;
+
+    for db in databases().await {
+        let sim = spawn_sim_with(ghl_gateway::sim::SimArgs {
+            contacts: 20,
+            locations: 2,
+            ..Default::default()
+        })
+        .await;
+        let (pem, base_url) = (sim.webhook_public_key_pem.clone(), sim.base_url.clone());
+        // No location connected (spawn_app_with_sim_and would connect both).
+        let app = spawn_app_with(&db.url, |c| {
+            c.upstream.base_url = base_url;
+            c.upstream.backoff_ms = 20;
+            c.http.webhooks.webhook_public_key = pem;
+        })
+        .await;
+        let (a, b) = (sim.locations[0].id.clone(), sim.locations[1].id.clone());
+        let agency = |location_token| Credential::Agency {
+            agency_token: sim.agency_token.clone().into(),
+            company_id: sim.company_id.clone(),
+            location_token,
+            expires_at: None,
+        };
+        app.sync
+            .client()
+            .set_credential(&a, agency(None))
+            .await
+            .unwrap();
+        // Signed with the simulator's key, as its own webhooks are.
+        let send = |kind: &str, location: &str, company: &str| {
+            let body = serde_json::to_vec(&json!({
+                "type": kind,
+                "appId": sim.app_id,
+                "versionId": "version-1",
+                "locationId": location,
+                "companyId": company,
+                "userId": "user-1",
+                "companyName": "Agency",
+                "webhookId": uuid::Uuid::new_v4().to_string(),
+                "timestamp": Utc::now().to_rfc3339(),
+            }))
+            .unwrap();
+            let signature = sim.sign_webhook(&body);
+            let app = &app;
+            async move { post(app, &body, &[("x-ghl-signature", signature)]).await }
+        };
+
+        // Every GHL call takes 300 ms: the FULL sync is still running when the uninstall lands.
+        sim.set_latency(300, 0);
+        app.sync.refresh(&a, SyncMode::Full).await.unwrap();
+        let calls_before = sim.total_requests();
+        assert_eq!(
+            send("UNINSTALL", &a, &sim.company_id).await,
+            (200, "applied".into())
+        );
+        assert!(
+            app.sync
+                .wait_idle(&a, std::time::Duration::from_secs(10))
+                .await
+        );
+        let job = app.store.last_job(&a).await.unwrap().unwrap();
+        assert_eq!(job.state, JobState::Failed, "{}", db.name);
+        assert!(
+            job.error.as_deref().unwrap_or("").contains("uninstalled"),
+            "{}: {job:?}",
+            db.name
+        );
+        // Calls in flight are dropped and no more are made once the job has stopped.
+        let calls_after_stop = sim.total_requests();
+        assert!(calls_after_stop - calls_before < 20, "{}", db.name);
+        tokio::time::sleep(std::time::Duration::from_millis(700)).await;
+        assert_eq!(sim.total_requests(), calls_after_stop, "{}", db.name);
+        sim.set_latency(0, 0);
+
+        // An install of B from another company: the gateway cannot mint its token.
+        assert_eq!(
+            send("INSTALL", &b, "another-company").await,
+            (200, "ignored".into())
+        );
+        assert!(app.store.credential(&b).await.unwrap().is_none());
+        // A's uninstall revoked the only agency credential: nothing to mint B's token with...
+        assert_eq!(
+            send("INSTALL", &b, &sim.company_id).await,
+            (200, "ignored".into())
+        );
+        // ... until A is installed again (its agency credential is restored).
+        assert_eq!(
+            send("INSTALL", &a, &sim.company_id).await,
+            (200, "applied".into())
+        );
+        assert_eq!(
+            send("INSTALL", &b, &sim.company_id).await,
+            (200, "applied".into()),
+            "{}",
+            db.name
+        );
+        assert!(
+            app.sync
+                .wait_idle(&b, std::time::Duration::from_secs(30))
+                .await
+        );
+        let job = app.store.last_job(&b).await.unwrap().unwrap();
+        assert_eq!(job.state, JobState::Succeeded, "{}: {job:?}", db.name);
+        let cached = app
+            .store
+            .count_contacts(&b, &ContactFilter::default())
+            .await
+            .unwrap();
+        assert_eq!(
+            cached, 20,
+            "{}: B synced with a token minted for it",
+            db.name
+        );
+        app.shutdown().await;
+        sim.shutdown().await;
+    }
+}
