@@ -1017,3 +1017,180 @@ async fn an_uninstall_stops_the_sync_and_an_install_connects_with_the_agency_cre
         sim.shutdown().await;
     }
 }
+
+/// Every kind of change made in the simulator (its admin API writes as GHL users do, and sends
+/// what real GHL sends) reaches GraphQL through the simulator's own signed webhooks, with no
+/// sync running: contacts (create, update, tags, delete), tasks (create without `contactId`,
+/// complete, delete), opportunities (create, stage, status, value, delete), messages and unread
+/// counts.
+#[tokio::test]
+async fn every_simulator_change_reaches_graphql_through_its_webhooks() {
+    for db in databases().await {
+        let sim = spawn_sim(10).await;
+        let pem = sim.webhook_public_key_pem.clone();
+        let app = spawn_app_with_sim_and(&db.url, &sim, |c| {
+            c.http.webhooks.webhook_public_key = pem;
+        })
+        .await;
+        let loc = sim.locations[0].id.clone();
+        full_sync_to_end(&app, &loc).await;
+        let last_job = app.store.last_job(&loc).await.unwrap().unwrap().id;
+        let truth: Value = app
+            .client
+            .get(format!("{}/_sim/locations/{loc}", sim.base_url))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let victim = truth["contacts"][0]["id"].as_str().unwrap().to_owned();
+        app.client
+            .patch(format!("{}/_sim/settings", sim.base_url))
+            .json(&json!({ "webhookUrl": format!("{}/webhooks/ghl", app.base) }))
+            .send()
+            .await
+            .unwrap()
+            .error_for_status()
+            .unwrap();
+        let admin = |method: reqwest::Method, path: String, body: Value| {
+            let request = app
+                .client
+                .request(
+                    method,
+                    format!("{}/_sim/locations/{loc}/{path}", sim.base_url),
+                )
+                .json(&body);
+            async move {
+                let answer: Value = request
+                    .send()
+                    .await
+                    .unwrap()
+                    .error_for_status()
+                    .unwrap()
+                    .json()
+                    .await
+                    .unwrap();
+                answer
+            }
+        };
+        use reqwest::Method;
+        let id = |v: &Value| v["id"].as_str().unwrap().to_owned();
+
+        let c = id(&admin(
+            Method::POST,
+            "contacts".into(),
+            json!({ "firstName": "Hook", "email": "hook@example.com", "tags": ["a"] }),
+        )
+        .await);
+        admin(
+            Method::PATCH,
+            format!("contacts/{c}"),
+            json!({ "lastName": "Edited", "tags": ["a", "b"] }),
+        )
+        .await;
+        let t = id(&admin(
+            Method::POST,
+            "tasks".into(),
+            json!({ "contactId": c, "title": "Call back", "body": "About the quote" }),
+        )
+        .await);
+        admin(
+            Method::PATCH,
+            format!("tasks/{t}"),
+            json!({ "completed": true }),
+        )
+        .await;
+        let gone_task = id(&admin(
+            Method::POST,
+            "tasks".into(),
+            json!({ "contactId": c, "title": "Never mind" }),
+        )
+        .await);
+        admin(Method::DELETE, format!("tasks/{gone_task}"), json!({})).await;
+        let o = id(&admin(
+            Method::POST,
+            "opportunities".into(),
+            json!({ "contactId": c, "name": "Deal", "monetaryValue": 500 }),
+        )
+        .await);
+        let pipeline = &truth["pipelines"][0];
+        let stage = pipeline["stages"][1]["id"].as_str().map(str::to_owned);
+        admin(
+            Method::PATCH,
+            format!("opportunities/{o}"),
+            json!({ "pipelineStageId": stage, "status": "won", "monetaryValue": 750 }),
+        )
+        .await;
+        // A conversation the cache holds (a message of a conversation it does not hold waits
+        // for the next sync: GHL sends no conversation-created event, and the message event
+        // lacks the conversation's type).
+        let held = truth["conversations"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|v| v["contactId"] != json!(victim))
+            .expect("the simulator's location has conversations")
+            .clone();
+        let conversation = id(&held);
+        let owner = held["contactId"].as_str().unwrap().to_owned();
+        admin(
+            Method::PATCH,
+            format!("conversations/{conversation}"),
+            json!({ "lastMessageBody": "Hello there", "lastMessageType": "TYPE_SMS", "unreadCount": 3 }),
+        )
+        .await;
+        admin(Method::DELETE, format!("contacts/{victim}"), json!({})).await;
+
+        tokio::time::timeout(std::time::Duration::from_secs(30), sim.webhooks_idle())
+            .await
+            .expect("the simulator delivers its webhooks");
+        let name = &db.name;
+        let shown = contact(&app, &c).await;
+        assert_eq!(shown["name"], "Hook Edited", "{name}: {shown}");
+        assert_eq!(shown["tags"], json!(["a", "b"]), "{name}");
+        // The task shows under its contact: `TaskComplete` names the contact `TaskCreate` omits.
+        assert_eq!(
+            shown["tasks"],
+            json!([{ "id": t, "title": "Call back", "body": "About the quote", "completed": true }]),
+            "{name}: the deleted task is gone"
+        );
+        let opportunity = &shown["opportunities"][0];
+        assert_eq!(
+            (
+                &opportunity["id"],
+                &opportunity["status"],
+                &opportunity["monetaryValue"],
+                opportunity["stage"]["id"].as_str().map(str::to_owned)
+            ),
+            (&json!(o), &json!("WON"), &json!(750.0), stage),
+            "{name}: {shown}"
+        );
+        // The conversation's last message and unread count, from the message event and the
+        // unread update.
+        let shown = contact(&app, &owner).await;
+        let conversations = shown["conversations"].as_array().unwrap();
+        assert!(
+            conversations.iter().any(|v| v["id"] == json!(conversation)
+                && v["unreadCount"] == json!(3)
+                && v["lastMessageBody"] == json!("Hello there")),
+            "{name}: {shown}"
+        );
+        assert_eq!(
+            app.graphql(
+                "query($id: ID!) { contact(id: $id) { id } }",
+                json!({ "id": victim })
+            )
+            .await["data"]["contact"],
+            Value::Null,
+            "{name}: the deleted contact is gone"
+        );
+        assert_eq!(
+            app.store.last_job(&loc).await.unwrap().unwrap().id,
+            last_job,
+            "{name}: no sync ran"
+        );
+        app.shutdown().await;
+        sim.shutdown().await;
+    }
+}
