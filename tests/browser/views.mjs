@@ -158,7 +158,11 @@ try {
     }
   }
   log(`ok: column totals agree with the opportunities pages: ${board.map((c) => `${c.count}/${c.value}`).join(', ')}`);
-  check(await page.locator('#chart svg g.bars > g').count() === stages.length, 'the chart has a bar per stage');
+  await page.locator('#chart-svg').waitFor({ state: 'visible' });
+  const bars = await page.locator('#chart-svg g.bars rect.bar').evaluateAll((rects) => rects.map((r) => r.getBoundingClientRect().height));
+  const tallest = board.reduce((best, c, i) => (c.value > board[best].value ? i : best), 0);
+  check(bars.length === stages.length && bars[tallest] === Math.max(...bars) && bars[tallest] > 50,
+    `the chart shows a bar per stage, the largest value the tallest (${bars.map(Math.round).join(', ')} px)`);
   await page.screenshot({ path: join(shots, 'dashboard-pipeline.png') });
 
   // 4. Live: an opportunity moves to another stage in GHL; two columns change, nothing reloads.

@@ -750,7 +750,7 @@ fragment DueTasks on TaskConnection { totalCount nodes { id title dueDate assign
     const pipeline = pipelines.find((p) => p.id === state.pipeline);
     if (!pipeline) {
       $('board').replaceChildren();
-      $('chart-svg').hidden = true;
+      $('chart-svg').setAttribute('hidden', '');
       $('pipeline-total').textContent = '';
       return;
     }
@@ -824,7 +824,8 @@ fragment DueTasks on TaskConnection { totalCount nodes { id title dueDate assign
     const height = top + plot + 44;
     const max = Math.max(1, ...stages.map((st) => st.summary.monetaryValue));
     const root = $('chart-svg');
-    root.hidden = stages.length === 0;
+    // An SVG element has no `hidden` property: the attribute itself.
+    root.toggleAttribute('hidden', stages.length === 0);
     root.setAttribute('viewBox', `0 0 ${width} ${height}`);
     const axis = root.querySelector('line.axis');
     for (const [name, value] of Object.entries({ x1: 0, x2: width, y1: top + plot, y2: top + plot, stroke: '#9ca3af' })) {
