@@ -603,13 +603,18 @@ pub struct OpportunitySummary {
     pub monetary_value: f64,
 }
 
-/// The summary of one stage's (or pipeline's) opportunities with one status (or any).
+/// The summary of one stage's (or pipeline's) opportunities with one status (or any), counted
+/// in the stage's own location.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct SummaryOf {
     pub by: SummaryBy,
+    pub location_id: String,
     pub id: String,
     pub status: Option<&'static str>,
 }
+
+/// The locations and the stage (or pipeline) ids of one statement of summaries.
+type LocationsAndIds = (Vec<String>, Vec<String>);
 
 impl Loader<SummaryOf> for CacheLoader {
     type Value = OpportunitySummary;
@@ -619,25 +624,37 @@ impl Loader<SummaryOf> for CacheLoader {
         keys: &[SummaryOf],
     ) -> Result<HashMap<SummaryOf, OpportunitySummary>, Self::Error> {
         // One statement per grouping and status asked in the batch (a page asks one).
-        let mut groups: HashMap<(SummaryBy, Option<&'static str>), Vec<String>> = HashMap::new();
+        let mut groups: HashMap<(SummaryBy, Option<&'static str>), LocationsAndIds> =
+            HashMap::new();
         for key in keys {
-            groups
-                .entry((key.by, key.status))
-                .or_default()
-                .push(key.id.clone());
+            let (locations, ids) = groups.entry((key.by, key.status)).or_default();
+            if !locations.contains(&key.location_id) {
+                locations.push(key.location_id.clone());
+            }
+            ids.push(key.id.clone());
         }
         let mut found: HashMap<SummaryOf, OpportunitySummary> = keys
             .iter()
             .map(|k| (k.clone(), OpportunitySummary::default()))
             .collect();
-        for ((by, status), ids) in groups {
-            for row in self.store().opportunity_summaries(by, &ids, status).await? {
+        for ((by, status), (locations, ids)) in groups {
+            let rows = self
+                .store()
+                .opportunity_summaries(by, &locations, &ids, status)
+                .await?;
+            for row in rows {
+                let key = SummaryOf {
+                    by,
+                    location_id: row.location_id,
+                    id: row.group_id,
+                    status,
+                };
+                // Only the keys asked for: a location asked for one stage has rows of others.
+                if !found.contains_key(&key) {
+                    continue;
+                }
                 found.insert(
-                    SummaryOf {
-                        by,
-                        id: row.group_id,
-                        status,
-                    },
+                    key,
                     OpportunitySummary {
                         count: row.count,
                         monetary_value: row.monetary_value,
@@ -653,11 +670,13 @@ impl Loader<SummaryOf> for CacheLoader {
 pub(super) async fn summary(
     ctx: &Context<'_>,
     by: SummaryBy,
+    location_id: &str,
     id: &str,
     status: Option<OpportunityStatus>,
 ) -> ApiResult<OpportunitySummary> {
     let key = SummaryOf {
         by,
+        location_id: location_id.to_owned(),
         id: id.to_owned(),
         status: status.map(status_word),
     };

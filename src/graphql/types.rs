@@ -412,7 +412,14 @@ impl Pipeline {
             OpportunityStatus,
         >,
     ) -> ApiResult<super::lists::OpportunitySummary> {
-        super::lists::summary(ctx, store::SummaryBy::Pipeline, &self.0.id, status).await
+        super::lists::summary(
+            ctx,
+            store::SummaryBy::Pipeline,
+            &self.0.location_id,
+            &self.0.id,
+            status,
+        )
+        .await
     }
 }
 
@@ -439,7 +446,14 @@ impl PipelineStage {
             OpportunityStatus,
         >,
     ) -> ApiResult<super::lists::OpportunitySummary> {
-        super::lists::summary(ctx, store::SummaryBy::Stage, &self.0.id, status).await
+        super::lists::summary(
+            ctx,
+            store::SummaryBy::Stage,
+            &self.0.location_id,
+            &self.0.id,
+            status,
+        )
+        .await
     }
 }
 

@@ -271,9 +271,10 @@ pub enum SummaryBy {
     Pipeline,
 }
 
-/// The count and summed value of one stage's (or pipeline's) opportunities.
+/// The count and summed value of one stage's (or pipeline's) opportunities in one location.
 #[derive(Clone, Debug, PartialEq, FromQueryResult)]
 pub struct OpportunitySummary {
+    pub location_id: String,
     /// The stage or pipeline id.
     pub group_id: String,
     pub count: i64,
@@ -364,11 +365,13 @@ impl Store {
     }
 
     /// The count and summed value of the opportunities of each stage (or pipeline) in `ids`,
-    /// those with `status` only when given: one `GROUP BY` statement per [`super::IN_CHUNK`]
-    /// ids. Groups without opportunities are absent.
+    /// those with `status` only when given, per location of `locations` (an opportunity counts
+    /// only in its own location, whatever stage id it names): one `GROUP BY` statement per
+    /// [`super::IN_CHUNK`] ids. Groups without opportunities are absent.
     pub async fn opportunity_summaries(
         &self,
         by: SummaryBy,
+        locations: &[String],
         ids: &[String],
         status: Option<&str>,
     ) -> Result<Vec<OpportunitySummary>, StoreError> {
@@ -379,6 +382,7 @@ impl Store {
         };
         chunked(ids, |chunk| {
             let mut select = Query::select()
+                .expr_as(Expr::col("location_id"), "location_id")
                 .expr_as(Expr::col(group), "group_id")
                 .expr_as(Expr::cust("COUNT(*)"), "count")
                 // SUM of no values is NULL, and SQLite's SUM of REALs that are all whole can
@@ -388,8 +392,10 @@ impl Store {
                     "monetary_value",
                 )
                 .from("opportunities")
+                .and_where(Expr::col("location_id").is_in(locations.iter().cloned()))
                 .and_where(Expr::col(group).is_in(chunk))
                 .and_where(Expr::col("deleted").eq(false))
+                .group_by_col("location_id")
                 .group_by_col(group)
                 .to_owned();
             if let Some(status) = status {

@@ -54,7 +54,7 @@ async fn load_opportunities(
                 stage_id: Some(format!("{loc}-pipe-{pipe}-stage-{}", (j / 2) % 3)),
                 name: Some(format!("Board deal {j}")),
                 status: Some(STATUSES[(j / 3) % 4].into()),
-                monetary_value: (j % 7 != 0).then(|| 10.5 * j as f64),
+                monetary_value: (j % 7 != 0).then_some(10.5 * j as f64),
                 assigned_to: Some(format!("{loc}-user-{}", j % 4)),
                 created_at: Some(day(30) + chrono::Duration::minutes(j as i64)),
                 updated_at: (j % 11 != 0)
@@ -120,6 +120,9 @@ async fn walk(
     (ids, totals)
 }
 
+/// Which fixture tasks a filter should keep.
+type TaskTest = Box<dyn Fn(&ghl_gateway::domain::Task) -> bool>;
+
 #[tokio::test]
 async fn tasks_filter_and_page_in_every_order() {
     for db in databases().await {
@@ -163,7 +166,7 @@ async fn tasks_filter_and_page_in_every_order() {
         );
 
         // Filters, each against the fixture.
-        let cases: Vec<(Value, Box<dyn Fn(&ghl_gateway::domain::Task) -> bool>)> = vec![
+        let cases: Vec<(Value, TaskTest)> = vec![
             (json!({ "completed": false }), Box::new(|t| !t.completed)),
             (json!({ "completed": true }), Box::new(|t| t.completed)),
             (
@@ -340,6 +343,7 @@ async fn all_opportunities(store: &Store, loc: &str) -> Vec<Row> {
 /// `(count, sum)` per stage (or pipeline) of the rows with `status` (or any), by SQL's GROUP BY.
 async fn sql_sums(
     store: &Store,
+    loc: &str,
     column: &str,
     status: Option<&str>,
 ) -> HashMap<String, (i64, f64)> {
@@ -350,7 +354,7 @@ async fn sql_sums(
             db.get_database_backend(),
             format!(
                 "SELECT {column} AS g, COUNT(*) AS n, SUM(monetary_value) AS v FROM opportunities \
-                 WHERE deleted = false{status} GROUP BY {column}"
+                 WHERE location_id = '{loc}' AND deleted = false{status} GROUP BY {column}"
             ),
         ))
         .await
@@ -428,11 +432,11 @@ async fn summaries_equal_sql_over_the_same_rows() {
                 db.name
             );
         };
-        let by_stage_open = sql_sums(&db.store, "stage_id", Some("open")).await;
-        let by_stage_won = sql_sums(&db.store, "stage_id", Some("won")).await;
-        let by_stage = sql_sums(&db.store, "stage_id", None).await;
-        let by_pipe_open = sql_sums(&db.store, "pipeline_id", Some("open")).await;
-        let by_pipe = sql_sums(&db.store, "pipeline_id", None).await;
+        let by_stage_open = sql_sums(&db.store, "loc", "stage_id", Some("open")).await;
+        let by_stage_won = sql_sums(&db.store, "loc", "stage_id", Some("won")).await;
+        let by_stage = sql_sums(&db.store, "loc", "stage_id", None).await;
+        let by_pipe_open = sql_sums(&db.store, "loc", "pipeline_id", Some("open")).await;
+        let by_pipe = sql_sums(&db.store, "loc", "pipeline_id", None).await;
         let mut open_total = 0;
         for pipeline in response["data"]["location"]["pipelines"]
             .as_array()
@@ -635,6 +639,50 @@ async fn lists_keep_to_the_key_scope_and_go_through_the_response_cache() {
             "{fresh}"
         );
         assert_eq!(ask(TASKS, "loc-a").await.0, "miss", "{}", db.name);
+
+        // An opportunity of loc-b naming a stage of loc-a counts in no summary of loc-a.
+        let stray = Opportunity {
+            id: "loc-b-stray".into(),
+            location_id: "loc-b".into(),
+            pipeline_id: Some("loc-a-pipe-0".into()),
+            stage_id: Some("loc-a-pipe-0-stage-0".into()),
+            status: Some("open".into()),
+            monetary_value: Some(1_000_000.0),
+            ..Opportunity::default()
+        };
+        app.store
+            .write_page("loc-b", 1, Page::Opportunities(&[stray]), None)
+            .await
+            .unwrap();
+        let (_, board) = ask(
+            r#"query($loc: ID!) { location(id: $loc) { pipelines { id summary { count monetaryValue }
+                 stages { id summary { count monetaryValue } } } } }"#,
+            "loc-a",
+        )
+        .await;
+        let by_stage = sql_sums(&app.store, "loc-a", "stage_id", Some("open")).await;
+        let by_pipe = sql_sums(&app.store, "loc-a", "pipeline_id", Some("open")).await;
+        let pipelines = board["data"]["location"]["pipelines"].as_array().unwrap();
+        assert_eq!(pipelines.len(), 2, "{}: {board}", db.name);
+        for pipeline in pipelines {
+            let want = by_pipe
+                .get(pipeline["id"].as_str().unwrap())
+                .copied()
+                .unwrap_or((0, 0.0));
+            assert_eq!(pipeline["summary"]["count"], want.0, "{}: {board}", db.name);
+            for stage in pipeline["stages"].as_array().unwrap() {
+                let want = by_stage
+                    .get(stage["id"].as_str().unwrap())
+                    .copied()
+                    .unwrap_or((0, 0.0));
+                assert_eq!(stage["summary"]["count"], want.0, "{}: {board}", db.name);
+                assert_eq!(
+                    stage["summary"]["monetaryValue"], want.1,
+                    "{}: {board}",
+                    db.name
+                );
+            }
+        }
         app.shutdown().await;
     }
 }
