@@ -10,6 +10,7 @@
 pub mod auth;
 pub mod error;
 pub mod limits;
+pub mod lists;
 pub mod loaders;
 mod metrics;
 pub mod mutation;

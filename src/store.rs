@@ -10,6 +10,7 @@ pub mod entities;
 mod jobs;
 mod json_rows;
 pub mod keys;
+mod lists;
 mod migrate;
 mod read;
 mod webhooks;
@@ -27,6 +28,10 @@ use crate::cache::DataVersions;
 use crate::domain::{ChangeEvent, ChangeKind, ChangeOp, ChangeSource};
 
 pub use jobs::{Watermarks, job_state_name, sync_mode_name};
+pub use lists::{
+    ListKey, ListOrder, OpportunityFilter, OpportunityOrderField, OpportunitySummary, SortValue,
+    SummaryBy, TaskFilter, TaskOrderField,
+};
 pub use read::{
     ContactFilter, ContactKey, ContactOrder, ContactOrderField, Freshness, SortDirection,
 };

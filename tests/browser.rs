@@ -1,7 +1,15 @@
 //! The dashboard page (`GET /`) served by a real gateway over the simulator, driven in headless
 //! Chromium by `tests/browser/e2e.mjs` (playwright-core): the key form, the contacts table with
-//! paging and search, the refresh button, the sync badge going to running and then to synced, and
-//! the table reloading by itself. The driver saves a screenshot under `target/`.
+//! paging and search, the refresh button, the sync badge going to running (with its progress bar)
+//! and then to synced, and the table reloading by itself. The driver saves a screenshot under
+//! `target/`.
+//!
+//! `tests/browser/views.mjs` drives the other views with the simulator's signed webhooks pointed
+//! at the gateway: a contact's panel checked against GraphQL, the pipeline's columns checked
+//! against `opportunities` pages, an opportunity moved to another stage through the simulator's
+//! admin API and the two columns' counts changing without a reload, what is due, and the badge
+//! of a refused location. With `UPDATE_SCREENSHOTS=1` it writes the README's screenshots to
+//! `docs/`.
 //!
 //! Without `/usr/bin/chromium`, `node` or `tests/browser/node_modules`, the browser test says why
 //! it was skipped and passes, so that `cargo test` works on any machine; `.ci/run` installs them
@@ -59,7 +67,16 @@ fn missing_prerequisite() -> Option<String> {
 
 /// A gateway over `sim`, keys required, the simulator's locations connected.
 async fn spawn_gateway(sim: &SimHandle, database_url: &str) -> (String, Store, SyncEngine) {
-    let config = ServeConfig {
+    spawn_gateway_with(sim, database_url, |_| {}).await
+}
+
+/// [`spawn_gateway`] with the config changed by `tweak` first.
+async fn spawn_gateway_with(
+    sim: &SimHandle,
+    database_url: &str,
+    tweak: impl FnOnce(&mut ServeConfig),
+) -> (String, Store, SyncEngine) {
+    let mut config = ServeConfig {
         http: HttpConfig {
             listen: "127.0.0.1:0".into(),
             auth: AuthConfig {
@@ -77,6 +94,7 @@ async fn spawn_gateway(sim: &SimHandle, database_url: &str) -> (String, Store, S
         },
         cache: Default::default(),
     };
+    tweak(&mut config);
     let app = App::build(config).await.expect("the gateway builds");
     let base = format!("http://127.0.0.1:{}", app.port());
     let store = app.store().clone();
@@ -385,4 +403,151 @@ async fn graphiql_is_served_from_the_binary() {
         .await
         .unwrap();
     assert_eq!(missing.status(), 404);
+}
+
+/// A task for the simulator's admin API, due `due`, on `contact_id`.
+fn task_body(
+    contact_id: &str,
+    title: &str,
+    due: chrono::DateTime<chrono::Utc>,
+) -> serde_json::Value {
+    serde_json::json!({
+        "contactId": contact_id,
+        "title": title,
+        "body": "Created by the browser test",
+        "dueDate": due.to_rfc3339(),
+        "completed": false,
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_dashboard_views_stay_live_in_a_real_browser() {
+    if let Some(why) = missing_prerequisite() {
+        if std::env::var_os("REQUIRE_BROWSER_TEST").is_some() {
+            panic!("REQUIRE_BROWSER_TEST is set but the browser test cannot run: {why}");
+        }
+        say(&format!(
+            "SKIPPED the_dashboard_views_stay_live_in_a_real_browser: {why}"
+        ));
+        return;
+    }
+    let sim = Sim::spawn(SimArgs {
+        contacts: 120,
+        ..SimArgs::default()
+    })
+    .await
+    .expect("the simulator starts");
+    let location = sim.locations[0].id.clone();
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let database_url = format!(
+        "sqlite://{}?mode=rwc",
+        dir.path().join("cache.db").display()
+    );
+    let pem = sim.webhook_public_key_pem.clone();
+    let (base, store, sync) = spawn_gateway_with(&sim, &database_url, |c| {
+        c.http.webhooks.webhook_public_key = pem;
+    })
+    .await;
+    let client = reqwest::Client::new();
+    let admin = |path: String| format!("{}/_sim/{path}", sim.base_url);
+
+    // Tasks due today, later this week and overdue, on the first contacts GHL holds: the seeded
+    // ones are dated around the simulator's own epoch.
+    let dump: serde_json::Value = client
+        .get(admin(format!("locations/{location}")))
+        .send()
+        .await
+        .expect("the simulator answers")
+        .json()
+        .await
+        .expect("a dump");
+    let contacts: Vec<String> = dump["contacts"]
+        .as_array()
+        .expect("the dump lists contacts")
+        .iter()
+        .take(3)
+        .map(|c| c["id"].as_str().expect("an id").to_owned())
+        .collect();
+    let today_noon = chrono::Local::now()
+        .date_naive()
+        .and_hms_opt(12, 0, 0)
+        .expect("noon exists")
+        .and_local_timezone(chrono::Local)
+        .earliest()
+        .expect("noon is a local time")
+        .with_timezone(&chrono::Utc);
+    let days = chrono::Duration::days;
+    for (i, contact) in contacts.iter().enumerate() {
+        for (title, due) in [
+            (format!("Call back today #{i}"), today_noon),
+            (format!("Send the proposal #{i}"), today_noon + days(3)),
+            (
+                format!("Chase the invoice #{i}"),
+                today_noon - days(2 + i as i64),
+            ),
+        ] {
+            let created = client
+                .post(admin(format!("locations/{location}/tasks")))
+                .json(&task_body(contact, &title, due))
+                .send()
+                .await
+                .expect("the simulator answers");
+            assert!(created.status().is_success(), "{}", created.status());
+        }
+    }
+
+    sync.refresh(&location, SyncMode::Full)
+        .await
+        .expect("the first sync starts");
+    assert!(
+        sync.wait_idle(&location, Duration::from_secs(120)).await,
+        "the first sync ends"
+    );
+    // From now on the simulator's admin writes reach the gateway as signed webhooks.
+    client
+        .patch(admin("settings".into()))
+        .json(&serde_json::json!({ "webhookUrl": format!("{base}/webhooks/ghl") }))
+        .send()
+        .await
+        .expect("the simulator answers")
+        .error_for_status()
+        .expect("the webhook target is set");
+
+    let key = ghl_gateway::auth::generate_key(
+        Some("views test".into()),
+        std::slice::from_ref(&location),
+        chrono::Utc::now().timestamp_millis(),
+    );
+    store.insert_api_key(key.row).await.expect("stores the key");
+
+    let shots = if std::env::var_os("UPDATE_SCREENSHOTS").is_some_and(|v| v == "1") {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("docs")
+    } else {
+        Path::new(env!("CARGO_TARGET_TMPDIR")).join("dashboard-views")
+    };
+    let run = tokio::process::Command::new("node")
+        .arg(driver_dir().join("views.mjs"))
+        .args([&base, &key.key, &location, &sim.base_url])
+        .arg(&shots)
+        .kill_on_drop(true)
+        .output();
+    let output = tokio::time::timeout(Duration::from_secs(180), run)
+        .await
+        .expect("the browser test ends within 3 minutes")
+        .expect("node starts");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success(),
+        "the views browser test failed ({}):\n--- stdout\n{stdout}\n--- stderr\n{stderr}",
+        output.status
+    );
+    for name in ["contacts", "contact", "pipeline", "due"] {
+        let shot = shots.join(format!("dashboard-{name}.png"));
+        let size = std::fs::metadata(&shot)
+            .unwrap_or_else(|_| panic!("{} was saved", shot.display()))
+            .len();
+        assert!(size < 300 * 1024, "{}: {size} bytes", shot.display());
+    }
+    say(&format!("views browser test passed\n{stdout}"));
 }

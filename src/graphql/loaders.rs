@@ -26,6 +26,11 @@ impl CacheLoader {
     pub fn new(store: Store) -> Self {
         Self { store }
     }
+
+    /// The store it reads, for loaders implemented beside the fields they serve.
+    pub(super) fn store(&self) -> &Store {
+        &self.store
+    }
 }
 
 type LoadResult<K, V> = Result<HashMap<K, V>, Arc<StoreError>>;

@@ -34,7 +34,7 @@ pub enum Via {
 
 /// Loads `keys` (deduplicated) in one statement batch and returns the values found, leaving them
 /// in the request's loader cache.
-async fn load_all<K, V>(
+pub(super) async fn load_all<K, V>(
     loader: &Loaders,
     via: Via,
     keys: impl IntoIterator<Item = K>,

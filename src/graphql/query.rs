@@ -290,6 +290,46 @@ impl Query {
         })
     }
 
+    /// A page of a location's tasks, from the cache (default order: soonest due first, undated
+    /// last). `first`, `after` and `maxAge` as in `contacts`; a bad cursor or a date range that
+    /// cannot match is `BAD_USER_INPUT`.
+    #[allow(clippy::too_many_arguments)]
+    #[graphql(
+        complexity = "first.unwrap_or(DEFAULT_PAGE).clamp(1, MAX_PAGE) as usize * child_complexity + 1"
+    )]
+    async fn tasks(
+        &self,
+        ctx: &Context<'_>,
+        location_id: ID,
+        #[graphql(default = 50)] first: Option<i32>,
+        after: Option<String>,
+        filter: Option<super::lists::TaskFilter>,
+        order_by: Option<super::lists::TaskOrder>,
+        max_age: Option<i32>,
+    ) -> ApiResult<super::lists::TaskConnection> {
+        super::lists::tasks(ctx, location_id, first, after, filter, order_by, max_age).await
+    }
+
+    /// A page of a location's opportunities, from the cache (default order: most recently
+    /// updated first). `first`, `after` and `maxAge` as in `contacts`; a bad cursor, or a
+    /// `stageId` outside the given `pipelineId`, is `BAD_USER_INPUT`.
+    #[allow(clippy::too_many_arguments)]
+    #[graphql(
+        complexity = "first.unwrap_or(DEFAULT_PAGE).clamp(1, MAX_PAGE) as usize * child_complexity + 1"
+    )]
+    async fn opportunities(
+        &self,
+        ctx: &Context<'_>,
+        location_id: ID,
+        #[graphql(default = 50)] first: Option<i32>,
+        after: Option<String>,
+        filter: Option<super::lists::OpportunityFilter>,
+        order_by: Option<super::lists::OpportunityOrder>,
+        max_age: Option<i32>,
+    ) -> ApiResult<super::lists::OpportunityConnection> {
+        super::lists::opportunities(ctx, location_id, first, after, filter, order_by, max_age).await
+    }
+
     /// A contact by id, or null (also when the caller may not read its location).
     async fn contact(&self, ctx: &Context<'_>, id: ID) -> ApiResult<Option<Contact>> {
         let caller = auth::caller(ctx)?;

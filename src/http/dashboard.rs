@@ -1,8 +1,9 @@
-//! The dashboard page at `GET /`: a location's contacts and a live sync badge, in plain HTML, CSS
-//! and JavaScript compiled into the binary (no build step, nothing loaded from elsewhere, so it
-//! works offline). The page talks to the gateway only through the public API (`POST /graphql`
-//! with the key the user entered, and the `syncStatus` subscription on `/graphql/ws`); it holds
-//! no privilege of its own, which is why these routes sit outside the key guard.
+//! The dashboard page at `GET /`: a location's contacts (each opening the contact's panel), its
+//! pipeline as columns and a bar chart, what is due, and a live sync badge, in plain HTML, CSS and
+//! JavaScript compiled into the binary (no build step, nothing loaded from elsewhere, so it works
+//! offline). The page talks to the gateway only through the public API (`POST /graphql` with the
+//! key the user entered, and the `syncStatus` and `changes` subscriptions on `/graphql/ws`); it
+//! holds no privilege of its own, which is why these routes sit outside the key guard.
 
 use axum::Router;
 use axum::http::{HeaderValue, header};

@@ -13,6 +13,7 @@ mod http;
 mod input_errors;
 mod layering;
 mod limiter;
+mod lists;
 mod metrics;
 mod promises;
 mod readme;

@@ -108,6 +108,8 @@ try {
     new MutationObserver(() => {
       const state = badgeElement.dataset.state;
       if (window.badgeStates[window.badgeStates.length - 1] !== state) window.badgeStates.push(state);
+      const bar = document.getElementById('sync-progress');
+      if (state === 'running' && !bar.hidden) window.progressSeen = Math.max(window.progressSeen || 0, bar.value, 1);
       window.badgeTexts.push(badgeElement.textContent.trim());
     }).observe(badgeElement, { attributes: true, childList: true, subtree: true, characterData: true });
   });
@@ -125,6 +127,8 @@ try {
   log(`badge states: ${states.join(' -> ')}`);
   log(`badge texts: ${texts.slice(0, 12).join(' | ')}${texts.length > 12 ? ' | …' : ''}`);
   check(states[states.length - 1] === 'synced', 'then the badge went to synced');
+  check(await page.evaluate(() => window.progressSeen > 0), 'while it ran, the badge showed a progress bar');
+  check(await page.locator('#sync-progress').isHidden(), 'the progress bar is gone once synced');
 
   // 7. The finished sync reloaded the table by itself: the newcomer is found now.
   await rows.filter({ hasText: newcomer }).first().waitFor({ timeout: 20000 });
