@@ -242,6 +242,17 @@ fn now() -> DateTime<Utc> {
     from_ms(now_ms())
 }
 
+/// When the oldest data of `stages` was read (ms): the `syncedAt` a job that kept them may
+/// claim. `None` when a stage has no read time (it never ran).
+fn synced_at(stages: &[SyncStage]) -> Option<i64> {
+    stages
+        .iter()
+        .map(|s| s.read_at.map(crate::domain::to_ms))
+        .collect::<Option<Vec<i64>>>()?
+        .into_iter()
+        .min()
+}
+
 /// The causes of `error`, outermost first, for the log line that reports it.
 fn causes(error: &dyn std::error::Error) -> Vec<String> {
     std::iter::successors(error.source(), |e| e.source())
@@ -500,11 +511,12 @@ impl SyncEngine {
         let stages: Vec<SyncStage> = Resource::ALL
             .into_iter()
             .map(|resource| {
-                let carried = previous
-                    .as_ref()
-                    .and_then(|p| p.stages.iter().find(|s| s.resource == resource));
+                let carried = previous.as_ref().and_then(|p| {
+                    let stage = p.stages.iter().find(|s| s.resource == resource)?;
+                    Some((stage, p.job.mark))
+                });
                 match carried {
-                    Some(stage) => SyncStage {
+                    Some((stage, mark)) => SyncStage {
                         job_id: job.id.clone(),
                         // A stage that failed restarts from its checkpoint.
                         state: if stage.state == JobState::Succeeded {
@@ -513,6 +525,9 @@ impl SyncEngine {
                             JobState::Queued
                         },
                         error: None,
+                        // The data it keeps is as old as it was. A stage stored before read
+                        // times were kept was read no earlier than its job's first attempt.
+                        read_at: stage.read_at.or(Some(from_ms(mark))),
                         ..stage.clone()
                     },
                     None => SyncStage::queued(&job.id, resource, now()),
@@ -544,7 +559,12 @@ impl SyncEngine {
                 finished.error = Some(error.to_string());
             }
         }
-        store.update_job(&finished).await?;
+        // What the job may claim: the time its oldest kept data was read, never its end.
+        let synced_at = outcome.is_ok().then(|| {
+            let stages = running.progress.snapshot().stages;
+            synced_at(&stages).unwrap_or(finished.mark)
+        });
+        store.end_job(&finished, synced_at).await?;
         let ended = if outcome.is_ok() {
             "succeeded"
         } else {
@@ -599,6 +619,7 @@ impl SyncEngine {
             cancel: &self.inner.cancel,
             job,
             mode,
+            overlap: chrono::Duration::milliseconds(overlap),
         };
         let todo: Vec<SyncStage> = running
             .progress

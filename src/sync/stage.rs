@@ -49,6 +49,8 @@ pub(super) struct StageContext<'a> {
     pub job: &'a SyncJob,
     /// The job's mode (the stage may still read an incremental list as a whole).
     pub mode: SyncMode,
+    /// How far a changed-since listing reaches back before its time, for GHL's index lag.
+    pub overlap: chrono::Duration,
 }
 
 impl StageContext<'_> {
@@ -81,7 +83,18 @@ impl StageContext<'_> {
         let location_id = self.job.location_id.as_str();
         let meter = Arc::new(Meter::default());
         let started = tokio::time::Instant::now();
-        self.report(&mut stage, |s| s.state = JobState::Running);
+        // The stage's data is as old as the attempt that read its first page: a pass resumed
+        // from its checkpoint keeps the earlier attempt's time (a stage stored before read
+        // times were kept: its job's first attempt), a new pass starts the clock now.
+        let attempt = now();
+        let mark = crate::domain::from_ms(self.job.mark);
+        self.report(&mut stage, |s| {
+            s.state = JobState::Running;
+            s.read_at = match resume_point(s) {
+                Some(_) => s.read_at.or(Some(mark)),
+                None => Some(attempt),
+            };
+        });
         self.store.save_stage(&self.job.location_id, &stage).await?;
         let result = meter
             .clone()
@@ -150,13 +163,13 @@ impl StageContext<'_> {
         macro_rules! whole_list {
             ($fetch:expr, $page:path) => {{
                 let (records, skipped) = self.fetching($fetch).await??;
-                self.report(stage, |s| {
-                    single(records.len())(s);
-                    metered(s, start, meter);
-                });
+                let mut next = stage.clone();
+                single(records.len())(&mut next);
+                metered(&mut next, start, meter);
                 store
-                    .write_page(location_id, mark, $page(&records), Some(stage))
+                    .write_page(location_id, mark, $page(&records), Some(&next))
                     .await?;
+                self.report(stage, |s| *s = next);
                 crate::telemetry::metrics::sync_rows(resource.as_str(), records.len());
                 return Ok(complete(skipped.len()));
             }};
@@ -172,10 +185,8 @@ impl StageContext<'_> {
             Resource::Conversations => Listing::Conversations(since),
             Resource::Opportunities => Listing::Opportunities(since),
         };
-        let resume: Option<Cursor> = start
-            .checkpoint
-            .as_deref()
-            .and_then(|c| serde_json::from_str(c).ok());
+        let resume = resume_point(start);
+        let resumed = resume.is_some();
         let mut fetched = if resume.is_some() { start.fetched } else { 0 };
         let mut pages = if resume.is_some() { start.pages } else { 0 };
         let mut listing = listing;
@@ -215,33 +226,105 @@ impl StageContext<'_> {
                 .next
                 .as_ref()
                 .map(|c| serde_json::to_string(c).unwrap_or_default());
-            self.report(stage, |s| {
-                s.fetched = fetched;
-                s.total = page.total.map(|t| t as i64).or(s.total);
-                s.pages = pages;
-                s.checkpoint = cursor;
-                metered(s, start, meter);
-            });
-            let checkpoint = Some(&*stage);
-            let written = match &page.records {
-                Records::Contacts(r) => {
-                    store.write_page(location_id, mark, Page::Contacts(r), checkpoint)
-                }
-                Records::Tasks(r) => {
-                    store.write_page(location_id, mark, Page::Tasks(r), checkpoint)
-                }
-                Records::Conversations(r) => {
-                    store.write_page(location_id, mark, Page::Conversations(r), checkpoint)
-                }
-                Records::Opportunities(r) => {
-                    store.write_page(location_id, mark, Page::Opportunities(r), checkpoint)
-                }
-            };
-            written.await?;
-            crate::telemetry::metrics::sync_rows(resource.as_str(), page.records.len());
+            // The stage moves on only once the page is written: a failed write must not leave
+            // a checkpoint past rows that are not in the cache (the failure saves the stage).
+            let mut next = stage.clone();
+            next.fetched = fetched;
+            next.total = page.total.map(|t| t as i64).or(next.total);
+            next.pages = pages;
+            next.checkpoint = cursor;
+            metered(&mut next, start, meter);
+            self.write(&page.records, &next).await?;
+            self.report(stage, |s| *s = next);
         }
-        Ok(self.mode == SyncMode::Full && !listing.is_incremental() && complete(skipped))
+        let whole = self.mode == SyncMode::Full && !listing.is_incremental();
+        if whole && resumed {
+            // The pass spanned attempts, and GHL changed meanwhile: a row whose sort key moved
+            // behind the cursor (a conversation's new message, a task's new due date) was never
+            // read by it. Read what changed since the pass began before anything is called
+            // deleted; GHL's deletions since then stay unseen, which the stage's read time
+            // (the pass's start) owns up to.
+            match self.catch_up(stage, &listing, start, meter).await? {
+                Some(more) => skipped += more,
+                None => return Ok(false),
+            }
+        }
+        Ok(whole && complete(skipped))
     }
+
+    /// Writes one page of `records` with the stage as it stands after it (`next`).
+    async fn write(&self, records: &Records, next: &SyncStage) -> Result<(), StageError> {
+        let (store, location_id, mark) = (self.store, self.job.location_id.as_str(), self.job.mark);
+        let checkpoint = Some(next);
+        let written = match records {
+            Records::Contacts(r) => {
+                store.write_page(location_id, mark, Page::Contacts(r), checkpoint)
+            }
+            Records::Tasks(r) => store.write_page(location_id, mark, Page::Tasks(r), checkpoint),
+            Records::Conversations(r) => {
+                store.write_page(location_id, mark, Page::Conversations(r), checkpoint)
+            }
+            Records::Opportunities(r) => {
+                store.write_page(location_id, mark, Page::Opportunities(r), checkpoint)
+            }
+        };
+        written.await?;
+        crate::telemetry::metrics::sync_rows(next.resource.as_str(), records.len());
+        Ok(())
+    }
+
+    /// Reads and writes what changed in `listing`'s list since the stage's read time (minus the
+    /// overlap for GHL's index lag). Returns the rows skipped as unparsable, or `None` when GHL
+    /// refused the changed-since keys (then the list is not known to be complete).
+    async fn catch_up(
+        &self,
+        stage: &mut SyncStage,
+        listing: &Listing,
+        start: &SyncStage,
+        meter: &Arc<Meter>,
+    ) -> Result<Option<usize>, StageError> {
+        let location_id = self.job.location_id.as_str();
+        let Some(read_at) = stage.read_at else {
+            return Ok(None);
+        };
+        let since = Some(read_at - self.overlap);
+        let changed = match listing {
+            Listing::Contacts(_) => Listing::Contacts(since),
+            Listing::Tasks(_) => Listing::Tasks(since),
+            Listing::Conversations(_) => Listing::Conversations(since),
+            Listing::Opportunities(_) => Listing::Opportunities(since),
+        };
+        let mut stream = read_ahead(
+            self.client.pages(location_id, changed, None, 0).boxed(),
+            meter.clone(),
+        );
+        let mut skipped = 0;
+        loop {
+            let page = match self.fetching(stream.try_next()).await? {
+                Ok(Some(page)) => page,
+                Ok(None) => return Ok(Some(skipped)),
+                Err(UpstreamError::BadRequest { status, message }) => {
+                    tracing::warn!(location_id, stage = stage.resource.as_str(), status, message = %message, "catch-up listing refused; no row is marked deleted this run");
+                    return Ok(None);
+                }
+                Err(error) => return Err(error.into()),
+            };
+            skipped += page.skipped.len();
+            let mut next = stage.clone();
+            next.pages += 1;
+            metered(&mut next, start, meter);
+            self.write(&page.records, &next).await?;
+            self.report(stage, |s| *s = next);
+        }
+    }
+}
+
+/// Where `stage` resumes: its checkpoint, when it holds a cursor (else it starts over).
+fn resume_point(stage: &SyncStage) -> Option<Cursor> {
+    stage
+        .checkpoint
+        .as_deref()
+        .and_then(|c| serde_json::from_str(c).ok())
 }
 
 /// Whether a list read to its end may reconcile deletions: not when rows were skipped because
