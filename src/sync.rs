@@ -10,11 +10,16 @@
 //! - **Single flight**: `refresh` reserves the location under a lock before any I/O, so a hundred
 //!   concurrent calls start one job and the other 99 join it.
 //! - **Modes**: FULL reads every list and then marks the rows it did not see deleted (each upsert
-//!   stamps rows with the job's mark). INCREMENTAL reads what changed since the newest change in
-//!   the cache, minus an overlap for GHL's index lag; deletions wait for the next FULL run.
+//!   stamps rows with its pass's read time). INCREMENTAL reads what changed since the newest
+//!   change in the cache, minus an overlap for GHL's index lag; deletions wait for the next FULL
+//!   run.
 //! - **Resume**: a job that failed or was interrupted is resumed by the next run (within the
 //!   resume window): finished stages are not fetched again, the others restart from their last
-//!   checkpoint, and the mark is inherited so a FULL run still reconciles correctly.
+//!   checkpoint keeping their pass's read time (so a FULL run still reconciles correctly), and a
+//!   pass resumed mid-way reads what changed since it began before it reconciles.
+//! - **Freshness**: every stage records when the data it holds began to be read (`read_at`); a
+//!   job that succeeds claims the oldest of its stages' as its `synced_at`, never its end, so a
+//!   resumed job owns up to the age of what it kept.
 //! - **Cooldown**: after failed jobs, reads and the scheduler start nothing for a while that
 //!   doubles with each failure (see [`cooldown`]); a manual refresh may try once per step.
 //! - **Events** go through a bounded broadcast channel: a slow subscriber lags and skips events,

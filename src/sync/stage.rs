@@ -65,6 +65,19 @@ impl StageContext<'_> {
         }
     }
 
+    /// The mark the stage's pass stamps its rows with (`seen_at`), and below which its
+    /// reconciliation calls a row deleted: the pass's read time. A pass resumed from its
+    /// checkpoint keeps it, so what its earlier attempts saw counts as seen; a pass that starts
+    /// over gets a new one, so what only an abandoned pass saw does not (with the job's mark it
+    /// would, and a row GHL deleted in between would live on). Before read times were kept: the
+    /// job's mark, as then.
+    fn stamp(&self, stage: &SyncStage) -> i64 {
+        stage
+            .read_at
+            .map(crate::domain::to_ms)
+            .unwrap_or(self.job.mark)
+    }
+
     /// Applies `update` to the stage, stamps it, and reports it.
     fn report(&self, stage: &mut SyncStage, update: impl FnOnce(&mut SyncStage)) {
         update(stage);
@@ -104,7 +117,7 @@ impl StageContext<'_> {
             // A complete list: what it did not return is gone from GHL.
             Ok(true) => self
                 .store
-                .mark_unseen_deleted(location_id, resource, self.job.mark)
+                .mark_unseen_deleted(location_id, resource, self.stamp(&stage))
                 .await
                 .map(|deleted| {
                     if deleted > 0 {
@@ -152,7 +165,7 @@ impl StageContext<'_> {
     ) -> Result<bool, StageError> {
         let (client, store) = (self.client, self.store);
         let resource = stage.resource;
-        let (location_id, mark) = (self.job.location_id.as_str(), self.job.mark);
+        let (location_id, mark) = (self.job.location_id.as_str(), self.stamp(stage));
         let single = |records: usize| {
             move |s: &mut SyncStage| {
                 s.fetched = records as i64;
@@ -254,7 +267,8 @@ impl StageContext<'_> {
 
     /// Writes one page of `records` with the stage as it stands after it (`next`).
     async fn write(&self, records: &Records, next: &SyncStage) -> Result<(), StageError> {
-        let (store, location_id, mark) = (self.store, self.job.location_id.as_str(), self.job.mark);
+        let (store, location_id, mark) =
+            (self.store, self.job.location_id.as_str(), self.stamp(next));
         let checkpoint = Some(next);
         let written = match records {
             Records::Contacts(r) => {
