@@ -365,22 +365,35 @@ fn metered(stage: &mut SyncStage, start: &SyncStage, meter: &Meter) {
 /// while the caller writes this one, so a stage's time is its slower half, not the sum of both.
 /// At most two pages wait in memory; dropping the stream aborts the fetching task, with its call
 /// in flight, retries and backoff sleeps (a stop must not wait for GHL).
+///
+/// The list's end is a message of its own: a fetching task that dies first (it panicked, or its
+/// runtime is being torn down) ends the stream with an error, never as if the list were complete,
+/// which would mark every row not read yet deleted.
 fn read_ahead(
     pages: BoxStream<'static, PageResult>,
     meter: Arc<Meter>,
 ) -> BoxStream<'static, PageResult> {
-    let (sender, receiver) = tokio::sync::mpsc::channel(1);
+    let (sender, receiver) = tokio::sync::mpsc::channel::<Option<PageResult>>(1);
     // The fetching task counts its calls on the stage's meter, as the stage itself would.
     let fetching = AbortOnDropHandle::new(tokio::spawn(meter.scope(async move {
         let mut pages = pages;
         while let Some(page) = pages.next().await {
             let failed = page.is_err();
-            if sender.send(page).await.is_err() || failed {
-                break;
+            if sender.send(Some(page)).await.is_err() || failed {
+                return;
             }
         }
+        let _ = sender.send(None).await;
     })));
-    tokio_stream::wrappers::ReceiverStream::new(receiver)
+    let received =
+        tokio_stream::wrappers::ReceiverStream::new(receiver).chain(futures::stream::once(async {
+            Some(Err(UpstreamError::Stuck(
+                "the page reader stopped before the end of the list".into(),
+            )))
+        }));
+    received
+        .take_while(|page| std::future::ready(page.is_some()))
+        .filter_map(std::future::ready)
         .map(move |page| {
             // The stream owns the task: both end together.
             let _owner = &fetching;
@@ -394,6 +407,37 @@ type PageResult = Result<upstream::FetchedPage, UpstreamError>;
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn empty_page() -> PageResult {
+        Ok(upstream::FetchedPage {
+            records: Records::Contacts(Vec::new()),
+            skipped: Vec::new(),
+            rows: 0,
+            next: None,
+            total: None,
+        })
+    }
+
+    #[tokio::test]
+    async fn a_page_reader_that_dies_is_an_error_not_the_end_of_the_list() {
+        let ends = futures::stream::iter([empty_page(), empty_page()]).boxed();
+        let pages: Vec<_> = read_ahead(ends, Arc::default()).collect().await;
+        assert_eq!(pages.len(), 2);
+        assert!(pages.iter().all(Result::is_ok), "a list that ends, ends");
+
+        let dies = futures::stream::iter([empty_page()])
+            .chain(futures::stream::poll_fn(
+                |_| -> std::task::Poll<Option<PageResult>> { panic!("the reader dies") },
+            ))
+            .boxed();
+        let pages: Vec<_> = read_ahead(dies, Arc::default()).collect().await;
+        assert_eq!(pages.len(), 2, "{pages:?}");
+        assert!(pages[0].is_ok());
+        assert!(
+            matches!(pages[1], Err(UpstreamError::Stuck(_))),
+            "{pages:?}"
+        );
+    }
 
     #[test]
     fn a_stage_error_keeps_its_cause_and_its_recorded_text() {

@@ -881,10 +881,11 @@ async fn killed_mid_sync_resumes(crash: bool) {
             |key: &str, size: usize| truth[key].as_array().unwrap().len().div_ceil(size) as u64;
         let expect = |stage: Resource, endpoint: &str, all: u64| {
             let (state, done) = done_before[&stage];
-            // A pass resumed mid-way also reads what changed since it began (one page here).
+            // A pass resumed mid-way also reads what changed since it began (one page here); a
+            // pass stopped after its last page (no cursor left to resume from) starts over.
             let left = if state == JobState::Succeeded {
                 0
-            } else if done > 0 {
+            } else if done > 0 && (done as u64) < all {
                 all - done as u64 + 1
             } else {
                 all
