@@ -893,6 +893,19 @@ async fn syncs_killed_at_random_points_under_faults_lose_nothing() {
     }
 }
 
+/// The long version: 20 kills over 10,000 contacts (`-- --ignored`; minutes, not for CI).
+#[tokio::test]
+#[ignore]
+async fn twenty_kills_over_ten_thousand_contacts_lose_nothing() {
+    for (i, db) in databases().await.into_iter().enumerate() {
+        let figures =
+            killed_syncs_converge(&db.url, &db.store, 0x1900 + i as u64, 10_000, 20).await;
+        eprintln!("{}: {figures:?}", db.name);
+        assert_eq!(figures.mismatches, 0);
+        assert!(figures.kills >= 10, "{figures:?}");
+    }
+}
+
 /// A page of `n` contacts whose ids name the round that writes them.
 fn round_page(round: usize, n: usize) -> Vec<Contact> {
     (0..n)
