@@ -35,7 +35,8 @@ async fn the_readme_dashboard_query_costs_the_statements_the_readme_states() {
                 location_id: "loc".into(),
                 mode: ghl_gateway::domain::SyncMode::Full,
                 state: ghl_gateway::domain::JobState::Succeeded,
-                mark: 1,
+                // A job's mark is the start of its first attempt: its data was read after it.
+                mark: (now - chrono::Duration::seconds(65)).timestamp_millis(),
                 started_at: now - chrono::Duration::seconds(65),
                 finished_at: Some(now - chrono::Duration::seconds(60)),
                 error: None,
