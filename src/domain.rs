@@ -301,6 +301,9 @@ pub struct SyncStage {
     pub retries: i64,
     pub rate_limited: i64,
     pub waited_ms: i64,
+    /// When the oldest data the stage holds was read: the start of the attempt that began its
+    /// current pass (a resumed stage keeps the earlier attempt's). `None` before it starts.
+    pub read_at: Option<DateTime<Utc>>,
 }
 
 impl SyncStage {
@@ -320,6 +323,7 @@ impl SyncStage {
             retries: 0,
             rate_limited: 0,
             waited_ms: 0,
+            read_at: None,
         }
     }
 }

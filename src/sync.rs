@@ -10,11 +10,16 @@
 //! - **Single flight**: `refresh` reserves the location under a lock before any I/O, so a hundred
 //!   concurrent calls start one job and the other 99 join it.
 //! - **Modes**: FULL reads every list and then marks the rows it did not see deleted (each upsert
-//!   stamps rows with the job's mark). INCREMENTAL reads what changed since the newest change in
-//!   the cache, minus an overlap for GHL's index lag; deletions wait for the next FULL run.
+//!   stamps rows with its pass's read time). INCREMENTAL reads what changed since the newest
+//!   change in the cache, minus an overlap for GHL's index lag; deletions wait for the next FULL
+//!   run.
 //! - **Resume**: a job that failed or was interrupted is resumed by the next run (within the
 //!   resume window): finished stages are not fetched again, the others restart from their last
-//!   checkpoint, and the mark is inherited so a FULL run still reconciles correctly.
+//!   checkpoint keeping their pass's read time (so a FULL run still reconciles correctly), and a
+//!   pass resumed mid-way reads what changed since it began before it reconciles.
+//! - **Freshness**: every stage records when the data it holds began to be read (`read_at`); a
+//!   job that succeeds claims the oldest of its stages' as its `synced_at`, never its end, so a
+//!   resumed job owns up to the age of what it kept.
 //! - **Cooldown**: after failed jobs, reads and the scheduler start nothing for a while that
 //!   doubles with each failure (see [`cooldown`]); a manual refresh may try once per step.
 //! - **Events** go through a bounded broadcast channel: a slow subscriber lags and skips events,
@@ -244,6 +249,17 @@ fn now_ms() -> i64 {
 /// The time now, to the millisecond the store keeps, so that a job in memory and its row agree.
 fn now() -> DateTime<Utc> {
     from_ms(now_ms())
+}
+
+/// When the oldest data of `stages` was read (ms): the `syncedAt` a job that kept them may
+/// claim. `None` when a stage has no read time (it never ran).
+fn synced_at(stages: &[SyncStage]) -> Option<i64> {
+    stages
+        .iter()
+        .map(|s| s.read_at.map(crate::domain::to_ms))
+        .collect::<Option<Vec<i64>>>()?
+        .into_iter()
+        .min()
 }
 
 /// The causes of `error`, outermost first, for the log line that reports it.
@@ -518,11 +534,12 @@ impl SyncEngine {
         let stages: Vec<SyncStage> = Resource::ALL
             .into_iter()
             .map(|resource| {
-                let carried = previous
-                    .as_ref()
-                    .and_then(|p| p.stages.iter().find(|s| s.resource == resource));
+                let carried = previous.as_ref().and_then(|p| {
+                    let stage = p.stages.iter().find(|s| s.resource == resource)?;
+                    Some((stage, p.job.mark))
+                });
                 match carried {
-                    Some(stage) => SyncStage {
+                    Some((stage, mark)) => SyncStage {
                         job_id: job.id.clone(),
                         // A stage that failed restarts from its checkpoint.
                         state: if stage.state == JobState::Succeeded {
@@ -531,6 +548,9 @@ impl SyncEngine {
                             JobState::Queued
                         },
                         error: None,
+                        // The data it keeps is as old as it was. A stage stored before read
+                        // times were kept was read no earlier than its job's first attempt.
+                        read_at: stage.read_at.or(Some(from_ms(mark))),
                         ..stage.clone()
                     },
                     None => SyncStage::queued(&job.id, resource, now()),
@@ -563,7 +583,12 @@ impl SyncEngine {
                 finished.error = Some(stopped.unwrap_or_else(|| error.to_string()));
             }
         }
-        store.update_job(&finished).await?;
+        // What the job may claim: the time its oldest kept data was read, never its end.
+        let synced_at = outcome.is_ok().then(|| {
+            let stages = running.progress.snapshot().stages;
+            synced_at(&stages).unwrap_or(finished.mark)
+        });
+        store.end_job(&finished, synced_at).await?;
         let ended = if outcome.is_ok() {
             "succeeded"
         } else {
@@ -618,6 +643,7 @@ impl SyncEngine {
             cancel: &running.cancel,
             job,
             mode,
+            overlap: chrono::Duration::milliseconds(overlap),
         };
         let todo: Vec<SyncStage> = running
             .progress

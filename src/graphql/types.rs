@@ -56,7 +56,8 @@ async fn contact_of(ctx: &Context<'_>, contact_id: Option<&str>) -> ApiResult<Op
 /// How old the cached data of a location is, and whether a sync is running.
 #[derive(SimpleObject, Clone, Debug)]
 pub struct Freshness {
-    /// When the last successful sync finished; null if the location was never synced.
+    /// When the oldest data the last successful sync relied on was read from GHL (the oldest
+    /// stage it kept), not when that sync finished; null if the location was never synced.
     pub synced_at: Option<DateTime<Utc>>,
     /// Seconds since `syncedAt`; null if never synced.
     pub age_seconds: Option<i64>,

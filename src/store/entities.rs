@@ -267,6 +267,8 @@ pub mod sync_stage {
         pub retries: i64,
         pub rate_limited: i64,
         pub waited_ms: i64,
+        /// When the oldest data the stage holds was read (UTC ms); NULL before migration 7.
+        pub read_at: Option<i64>,
     }
     no_relations!();
 }

@@ -97,6 +97,7 @@ fn stage_of(row: sync_stage::Model) -> Result<SyncStage, StoreError> {
         retries: row.retries,
         rate_limited: row.rate_limited,
         waited_ms: row.waited_ms,
+        read_at: row.read_at.map(from_ms),
     })
 }
 
@@ -136,6 +137,36 @@ impl Store {
         self.db.execute(&update).await?;
         self.versions.bump(&job.location_id);
         Ok(())
+    }
+
+    /// Writes the end of a job as [`Store::update_job`] does, and, for a job that succeeded, the
+    /// `syncedAt` it may claim: `read_at` (ms), when the oldest data it kept was read.
+    pub async fn end_job(&self, job: &SyncJob, read_at: Option<i64>) -> Result<(), StoreError> {
+        let update = Query::update()
+            .table("sync_jobs")
+            .value("state", job_state_name(job.state))
+            .value("mode", sync_mode_name(job.mode))
+            .value("finished_at", job.finished_at.map(to_ms))
+            .value("error", job.error.clone())
+            .value("synced_at", read_at)
+            .and_where(Expr::col("id").eq(job.id.clone()))
+            .to_owned();
+        self.db.execute(&update).await?;
+        self.versions.bump(&job.location_id);
+        Ok(())
+    }
+
+    /// The `syncedAt` a job claimed when it succeeded (ms), if it recorded one.
+    pub async fn job_synced_at(&self, job_id: &str) -> Result<Option<i64>, StoreError> {
+        let select = Query::select()
+            .expr_as(Expr::col("synced_at"), "value")
+            .from("sync_jobs")
+            .and_where(Expr::col("id").eq(job_id))
+            .to_owned();
+        let row = MaxValue::find_by_statement(self.db.get_database_backend().build(&select))
+            .one(&self.db)
+            .await?;
+        Ok(row.and_then(|r| r.value))
     }
 
     /// Writes a stage's progress without a page (its start, its end, its failure) for a job of

@@ -18,6 +18,8 @@ mod m20261201_000004_failures_reset;
 mod m20261202_000005_contact_search_text;
 #[path = "../../migrations/m20261203_000006_webhook_events.rs"]
 mod m20261203_000006_webhook_events;
+#[path = "../../migrations/m20261204_000007_stage_read_times.rs"]
+mod m20261204_000007_stage_read_times;
 
 struct Migrator;
 
@@ -30,6 +32,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261201_000004_failures_reset::Migration),
             Box::new(m20261202_000005_contact_search_text::Migration),
             Box::new(m20261203_000006_webhook_events::Migration),
+            Box::new(m20261204_000007_stage_read_times::Migration),
         ]
     }
 }

@@ -101,7 +101,8 @@ pub struct ContactFilter {
 #[derive(Clone, Debug, Default, PartialEq, FromQueryResult)]
 pub struct Freshness {
     pub location_id: String,
-    /// When the last successful sync finished (ms).
+    /// When the oldest data the last successful sync kept was read (ms): the oldest `read_at`
+    /// of its stages (see the README's freshness section), not when it finished.
     pub synced_at: Option<i64>,
     /// Jobs queued or running now.
     pub active: i64,
@@ -443,9 +444,11 @@ impl Store {
             let select = Query::select()
                 .expr_as(Expr::col(("l", "id")), "location_id")
                 .expr_as(Expr::col(("l", "auth_error")), "auth_error")
+                // A job before migration 7 recorded no `synced_at`: its mark (the start of its
+                // first attempt) is the latest time all its data can be said to be read at.
                 .expr_as(
                     Expr::cust(format!(
-                        "MAX(CASE WHEN j.state = '{}' THEN j.finished_at END)",
+                        "MAX(CASE WHEN j.state = '{}' THEN COALESCE(j.synced_at, j.mark) END)",
                         job_state_name(JobState::Succeeded)
                     )),
                     "synced_at",

@@ -337,6 +337,7 @@ const STAGE_CHECKPOINT_COLS: &[&str] = &[
     "retries",
     "rate_limited",
     "waited_ms",
+    "read_at",
 ];
 
 /// Writes one page for `location_id`. Each row is stamped with `mark` (the sync run's mark) and
@@ -607,6 +608,7 @@ pub(super) async fn save_checkpoint<C: ConnectionTrait>(
         c.retries.into(),
         c.rate_limited.into(),
         c.waited_ms.into(),
+        ms(c.read_at),
     ];
     upsert(
         conn,

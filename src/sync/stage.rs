@@ -49,6 +49,8 @@ pub(super) struct StageContext<'a> {
     pub job: &'a SyncJob,
     /// The job's mode (the stage may still read an incremental list as a whole).
     pub mode: SyncMode,
+    /// How far a changed-since listing reaches back before its time, for GHL's index lag.
+    pub overlap: chrono::Duration,
 }
 
 impl StageContext<'_> {
@@ -61,6 +63,19 @@ impl StageContext<'_> {
             _ = self.cancel.cancelled() => Err(StageError::Interrupted),
             done = fetch => Ok(done),
         }
+    }
+
+    /// The mark the stage's pass stamps its rows with (`seen_at`), and below which its
+    /// reconciliation calls a row deleted: the pass's read time. A pass resumed from its
+    /// checkpoint keeps it, so what its earlier attempts saw counts as seen; a pass that starts
+    /// over gets a new one, so what only an abandoned pass saw does not (with the job's mark it
+    /// would, and a row GHL deleted in between would live on). Before read times were kept: the
+    /// job's mark, as then.
+    fn stamp(&self, stage: &SyncStage) -> i64 {
+        stage
+            .read_at
+            .map(crate::domain::to_ms)
+            .unwrap_or(self.job.mark)
     }
 
     /// Applies `update` to the stage, stamps it, and reports it.
@@ -81,7 +96,18 @@ impl StageContext<'_> {
         let location_id = self.job.location_id.as_str();
         let meter = Arc::new(Meter::default());
         let started = tokio::time::Instant::now();
-        self.report(&mut stage, |s| s.state = JobState::Running);
+        // The stage's data is as old as the attempt that read its first page: a pass resumed
+        // from its checkpoint keeps the earlier attempt's time (a stage stored before read
+        // times were kept: its job's first attempt), a new pass starts the clock now.
+        let attempt = now();
+        let mark = crate::domain::from_ms(self.job.mark);
+        self.report(&mut stage, |s| {
+            s.state = JobState::Running;
+            s.read_at = match resume_point(s) {
+                Some(_) => s.read_at.or(Some(mark)),
+                None => Some(attempt),
+            };
+        });
         self.store.save_stage(&self.job.location_id, &stage).await?;
         let result = meter
             .clone()
@@ -91,7 +117,7 @@ impl StageContext<'_> {
             // A complete list: what it did not return is gone from GHL.
             Ok(true) => self
                 .store
-                .mark_unseen_deleted(location_id, resource, self.job.mark)
+                .mark_unseen_deleted(location_id, resource, self.stamp(&stage))
                 .await
                 .map(|deleted| {
                     if deleted > 0 {
@@ -139,7 +165,7 @@ impl StageContext<'_> {
     ) -> Result<bool, StageError> {
         let (client, store) = (self.client, self.store);
         let resource = stage.resource;
-        let (location_id, mark) = (self.job.location_id.as_str(), self.job.mark);
+        let (location_id, mark) = (self.job.location_id.as_str(), self.stamp(stage));
         let single = |records: usize| {
             move |s: &mut SyncStage| {
                 s.fetched = records as i64;
@@ -150,13 +176,13 @@ impl StageContext<'_> {
         macro_rules! whole_list {
             ($fetch:expr, $page:path) => {{
                 let (records, skipped) = self.fetching($fetch).await??;
-                self.report(stage, |s| {
-                    single(records.len())(s);
-                    metered(s, start, meter);
-                });
+                let mut next = stage.clone();
+                single(records.len())(&mut next);
+                metered(&mut next, start, meter);
                 store
-                    .write_page(location_id, mark, $page(&records), Some(stage))
+                    .write_page(location_id, mark, $page(&records), Some(&next))
                     .await?;
+                self.report(stage, |s| *s = next);
                 crate::telemetry::metrics::sync_rows(resource.as_str(), records.len());
                 return Ok(complete(skipped.len()));
             }};
@@ -172,10 +198,8 @@ impl StageContext<'_> {
             Resource::Conversations => Listing::Conversations(since),
             Resource::Opportunities => Listing::Opportunities(since),
         };
-        let resume: Option<Cursor> = start
-            .checkpoint
-            .as_deref()
-            .and_then(|c| serde_json::from_str(c).ok());
+        let resume = resume_point(start);
+        let resumed = resume.is_some();
         let mut fetched = if resume.is_some() { start.fetched } else { 0 };
         let mut pages = if resume.is_some() { start.pages } else { 0 };
         let mut listing = listing;
@@ -215,33 +239,106 @@ impl StageContext<'_> {
                 .next
                 .as_ref()
                 .map(|c| serde_json::to_string(c).unwrap_or_default());
-            self.report(stage, |s| {
-                s.fetched = fetched;
-                s.total = page.total.map(|t| t as i64).or(s.total);
-                s.pages = pages;
-                s.checkpoint = cursor;
-                metered(s, start, meter);
-            });
-            let checkpoint = Some(&*stage);
-            let written = match &page.records {
-                Records::Contacts(r) => {
-                    store.write_page(location_id, mark, Page::Contacts(r), checkpoint)
-                }
-                Records::Tasks(r) => {
-                    store.write_page(location_id, mark, Page::Tasks(r), checkpoint)
-                }
-                Records::Conversations(r) => {
-                    store.write_page(location_id, mark, Page::Conversations(r), checkpoint)
-                }
-                Records::Opportunities(r) => {
-                    store.write_page(location_id, mark, Page::Opportunities(r), checkpoint)
-                }
-            };
-            written.await?;
-            crate::telemetry::metrics::sync_rows(resource.as_str(), page.records.len());
+            // The stage moves on only once the page is written: a failed write must not leave
+            // a checkpoint past rows that are not in the cache (the failure saves the stage).
+            let mut next = stage.clone();
+            next.fetched = fetched;
+            next.total = page.total.map(|t| t as i64).or(next.total);
+            next.pages = pages;
+            next.checkpoint = cursor;
+            metered(&mut next, start, meter);
+            self.write(&page.records, &next).await?;
+            self.report(stage, |s| *s = next);
         }
-        Ok(self.mode == SyncMode::Full && !listing.is_incremental() && complete(skipped))
+        let whole = self.mode == SyncMode::Full && !listing.is_incremental();
+        if whole && resumed {
+            // The pass spanned attempts, and GHL changed meanwhile: a row whose sort key moved
+            // behind the cursor (a conversation's new message, a task's new due date) was never
+            // read by it. Read what changed since the pass began before anything is called
+            // deleted; GHL's deletions since then stay unseen, which the stage's read time
+            // (the pass's start) owns up to.
+            match self.catch_up(stage, &listing, start, meter).await? {
+                Some(more) => skipped += more,
+                None => return Ok(false),
+            }
+        }
+        Ok(whole && complete(skipped))
     }
+
+    /// Writes one page of `records` with the stage as it stands after it (`next`).
+    async fn write(&self, records: &Records, next: &SyncStage) -> Result<(), StageError> {
+        let (store, location_id, mark) =
+            (self.store, self.job.location_id.as_str(), self.stamp(next));
+        let checkpoint = Some(next);
+        let written = match records {
+            Records::Contacts(r) => {
+                store.write_page(location_id, mark, Page::Contacts(r), checkpoint)
+            }
+            Records::Tasks(r) => store.write_page(location_id, mark, Page::Tasks(r), checkpoint),
+            Records::Conversations(r) => {
+                store.write_page(location_id, mark, Page::Conversations(r), checkpoint)
+            }
+            Records::Opportunities(r) => {
+                store.write_page(location_id, mark, Page::Opportunities(r), checkpoint)
+            }
+        };
+        written.await?;
+        crate::telemetry::metrics::sync_rows(next.resource.as_str(), records.len());
+        Ok(())
+    }
+
+    /// Reads and writes what changed in `listing`'s list since the stage's read time (minus the
+    /// overlap for GHL's index lag). Returns the rows skipped as unparsable, or `None` when GHL
+    /// refused the changed-since keys (then the list is not known to be complete).
+    async fn catch_up(
+        &self,
+        stage: &mut SyncStage,
+        listing: &Listing,
+        start: &SyncStage,
+        meter: &Arc<Meter>,
+    ) -> Result<Option<usize>, StageError> {
+        let location_id = self.job.location_id.as_str();
+        let Some(read_at) = stage.read_at else {
+            return Ok(None);
+        };
+        let since = Some(read_at - self.overlap);
+        let changed = match listing {
+            Listing::Contacts(_) => Listing::Contacts(since),
+            Listing::Tasks(_) => Listing::Tasks(since),
+            Listing::Conversations(_) => Listing::Conversations(since),
+            Listing::Opportunities(_) => Listing::Opportunities(since),
+        };
+        let mut stream = read_ahead(
+            self.client.pages(location_id, changed, None, 0).boxed(),
+            meter.clone(),
+        );
+        let mut skipped = 0;
+        loop {
+            let page = match self.fetching(stream.try_next()).await? {
+                Ok(Some(page)) => page,
+                Ok(None) => return Ok(Some(skipped)),
+                Err(UpstreamError::BadRequest { status, message }) => {
+                    tracing::warn!(location_id, stage = stage.resource.as_str(), status, message = %message, "catch-up listing refused; no row is marked deleted this run");
+                    return Ok(None);
+                }
+                Err(error) => return Err(error.into()),
+            };
+            skipped += page.skipped.len();
+            let mut next = stage.clone();
+            next.pages += 1;
+            metered(&mut next, start, meter);
+            self.write(&page.records, &next).await?;
+            self.report(stage, |s| *s = next);
+        }
+    }
+}
+
+/// Where `stage` resumes: its checkpoint, when it holds a cursor (else it starts over).
+fn resume_point(stage: &SyncStage) -> Option<Cursor> {
+    stage
+        .checkpoint
+        .as_deref()
+        .and_then(|c| serde_json::from_str(c).ok())
 }
 
 /// Whether a list read to its end may reconcile deletions: not when rows were skipped because
@@ -268,22 +365,35 @@ fn metered(stage: &mut SyncStage, start: &SyncStage, meter: &Meter) {
 /// while the caller writes this one, so a stage's time is its slower half, not the sum of both.
 /// At most two pages wait in memory; dropping the stream aborts the fetching task, with its call
 /// in flight, retries and backoff sleeps (a stop must not wait for GHL).
+///
+/// The list's end is a message of its own: a fetching task that dies first (it panicked, or its
+/// runtime is being torn down) ends the stream with an error, never as if the list were complete,
+/// which would mark every row not read yet deleted.
 fn read_ahead(
     pages: BoxStream<'static, PageResult>,
     meter: Arc<Meter>,
 ) -> BoxStream<'static, PageResult> {
-    let (sender, receiver) = tokio::sync::mpsc::channel(1);
+    let (sender, receiver) = tokio::sync::mpsc::channel::<Option<PageResult>>(1);
     // The fetching task counts its calls on the stage's meter, as the stage itself would.
     let fetching = AbortOnDropHandle::new(tokio::spawn(meter.scope(async move {
         let mut pages = pages;
         while let Some(page) = pages.next().await {
             let failed = page.is_err();
-            if sender.send(page).await.is_err() || failed {
-                break;
+            if sender.send(Some(page)).await.is_err() || failed {
+                return;
             }
         }
+        let _ = sender.send(None).await;
     })));
-    tokio_stream::wrappers::ReceiverStream::new(receiver)
+    let received =
+        tokio_stream::wrappers::ReceiverStream::new(receiver).chain(futures::stream::once(async {
+            Some(Err(UpstreamError::Stuck(
+                "the page reader stopped before the end of the list".into(),
+            )))
+        }));
+    received
+        .take_while(|page| std::future::ready(page.is_some()))
+        .filter_map(std::future::ready)
         .map(move |page| {
             // The stream owns the task: both end together.
             let _owner = &fetching;
@@ -297,6 +407,37 @@ type PageResult = Result<upstream::FetchedPage, UpstreamError>;
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn empty_page() -> PageResult {
+        Ok(upstream::FetchedPage {
+            records: Records::Contacts(Vec::new()),
+            skipped: Vec::new(),
+            rows: 0,
+            next: None,
+            total: None,
+        })
+    }
+
+    #[tokio::test]
+    async fn a_page_reader_that_dies_is_an_error_not_the_end_of_the_list() {
+        let ends = futures::stream::iter([empty_page(), empty_page()]).boxed();
+        let pages: Vec<_> = read_ahead(ends, Arc::default()).collect().await;
+        assert_eq!(pages.len(), 2);
+        assert!(pages.iter().all(Result::is_ok), "a list that ends, ends");
+
+        let dies = futures::stream::iter([empty_page()])
+            .chain(futures::stream::poll_fn(
+                |_| -> std::task::Poll<Option<PageResult>> { panic!("the reader dies") },
+            ))
+            .boxed();
+        let pages: Vec<_> = read_ahead(dies, Arc::default()).collect().await;
+        assert_eq!(pages.len(), 2, "{pages:?}");
+        assert!(pages[0].is_ok());
+        assert!(
+            matches!(pages[1], Err(UpstreamError::Stuck(_))),
+            "{pages:?}"
+        );
+    }
 
     #[test]
     fn a_stage_error_keeps_its_cause_and_its_recorded_text() {

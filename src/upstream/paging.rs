@@ -30,8 +30,13 @@ pub enum Cursor {
     SearchAfter { after: Vec<Value> },
     /// Rows to skip (task search without `searchAfter`).
     Skip { skip: u64 },
-    /// `startAfterDate`, epoch ms (conversations, newest first).
-    StartAfterDate { date: i64 },
+    /// `startAfterDate`, epoch ms (conversations, newest first), and the ids of rows already
+    /// delivered that the page will return again (the cursor overlaps a run of equal dates).
+    StartAfterDate {
+        date: i64,
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        seen: Vec<String>,
+    },
     /// A 1-based page number (opportunity search without `searchAfter`).
     Page { page: u64 },
 }
@@ -88,6 +93,46 @@ fn reached(rows: &[Value], field: &str, since: Option<DateTime<Utc>>) -> bool {
         .and_then(|r| r.get(field))
         .and_then(dto::parse_time)
         .is_some_and(|t| t <= since)
+}
+
+/// The latest `dateAdded` a window of conversations reaches (ms): the end of year 9999.
+const ADDED_MAX: i64 = 253_402_300_799_999;
+
+/// A conversation row's `lastMessageDate` (ms).
+fn conversation_date(row: &Value) -> Option<i64> {
+    row.get("lastMessageDate")
+        .and_then(dto::parse_time)
+        .map(|t| t.timestamp_millis())
+}
+
+/// Splits the `dateAdded` window `from..=to`, which came back full with rows `added` (ms), into
+/// smaller windows that together cover it; `None` when it cannot be split (one millisecond, or
+/// rows without a `dateAdded`).
+fn split_window(from: i64, to: i64, added: &mut Vec<i64>) -> Option<Vec<(i64, i64)>> {
+    // Only what lies inside the window can split it into smaller ones.
+    added.retain(|a| (from..=to).contains(a));
+    added.sort_unstable();
+    let (&low, &high) = (added.first()?, added.last()?);
+    if low < high {
+        // The median, but below the highest, so both halves are smaller than the window.
+        let mut middle = added[(added.len() - 1) / 2];
+        if middle == high {
+            middle = *added.iter().rev().find(|&&a| a < high)?;
+        }
+        return Some(vec![(from, middle), (middle + 1, to)]);
+    }
+    if from == to {
+        return None;
+    }
+    // Every row came from one millisecond: that one alone, and what lies either side of it.
+    let mut parts = vec![(low, low)];
+    if from < low {
+        parts.push((from, low - 1));
+    }
+    if low < to {
+        parts.push((low + 1, to));
+    }
+    Some(parts)
 }
 
 /// The records of one page.
@@ -312,59 +357,70 @@ impl Client {
         })
     }
 
+    /// One page of conversations, newest message first. GHL pages them by `startAfterDate`
+    /// alone, strictly after it, and `lastMessageDate` is not unique: a run of equal dates cut
+    /// at a page boundary would lose its rest. So after a full page the cursor stays one
+    /// millisecond after the page's last date (the next page repeats the run's rows, which are
+    /// dropped by id), and a page that is all one date is swept whole ([`Self::conversation_run`]).
     async fn conversations_page(
         &self,
         location_id: &str,
         since: Option<DateTime<Utc>>,
         cursor: Option<&Cursor>,
     ) -> Result<FetchedPage> {
-        let mut query = vec![
-            ("locationId", location_id.to_owned()),
-            ("limit", CONVERSATIONS_PAGE.to_string()),
-            ("sortBy", "last_message_date".to_owned()),
-            ("sort", "desc".to_owned()),
-        ];
-        match cursor {
-            None => {}
-            Some(Cursor::StartAfterDate { date }) => {
-                query.push(("startAfterDate", date.to_string()))
-            }
+        let (after, seen) = match cursor {
+            None => (None, &[][..]),
+            Some(Cursor::StartAfterDate { date, seen }) => (Some(*date), &seen[..]),
             Some(other) => {
                 return Err(UpstreamError::Stuck(format!(
                     "conversations cannot resume from {other:?}"
                 )));
             }
-        }
-        let call = Call {
-            version: CONVERSATIONS_VERSION,
-            ..get(
-                "conversations.search",
-                "/conversations/search".into(),
-                query,
-            )
         };
-        let answer = self.call(location_id, call).await?;
-        let rows = rows(&answer, "conversations")?;
-        let total = answer.get("total").and_then(Value::as_u64);
-        let date_of = |row: Option<&Value>| {
-            row.and_then(|r| r.get("lastMessageDate"))
-                .and_then(dto::parse_time)
-        };
-        let next = if rows.len() < CONVERSATIONS_PAGE || reached(&rows, "lastMessageDate", since) {
-            None
-        } else {
-            let last = date_of(rows.last()).ok_or_else(|| {
-                UpstreamError::Decode("the last conversation has no lastMessageDate".into())
-            })?;
-            // `startAfterDate` is exclusive: when the page ends inside a run of equal dates, the
-            // rest of the run would be skipped, so start one millisecond later and let the
-            // duplicates be dropped.
-            let tie = date_of(rows.get(rows.len().wrapping_sub(2))) == Some(last);
-            let date = last.timestamp_millis() + i64::from(tie);
-            Some(Cursor::StartAfterDate { date })
-        };
+        let (rows, total) = self.conversations_call(location_id, after, None).await?;
+        let first = rows.first().and_then(conversation_date);
+        let last = rows.last().and_then(conversation_date);
+        let mut unreachable = Vec::new();
+        let (rows, next) =
+            if rows.len() < CONVERSATIONS_PAGE || reached(&rows, "lastMessageDate", since) {
+                (rows, None)
+            } else {
+                let last = last.ok_or_else(|| {
+                    UpstreamError::Decode("the last conversation has no lastMessageDate".into())
+                })?;
+                if first == Some(last) {
+                    // A whole page of one date: the run may go on past it.
+                    let (run, left) = self.conversation_run(location_id, last, rows).await?;
+                    unreachable = left;
+                    let next = Cursor::StartAfterDate {
+                        date: last,
+                        seen: Vec::new(),
+                    };
+                    (run, Some(next))
+                } else {
+                    let seen = rows
+                        .iter()
+                        .filter(|r| conversation_date(r) == Some(last))
+                        .filter_map(|r| r.get("id").and_then(Value::as_str).map(str::to_owned))
+                        .collect();
+                    let next = Cursor::StartAfterDate {
+                        date: last + 1,
+                        seen,
+                    };
+                    (rows, Some(next))
+                }
+            };
+        let rows: Vec<Value> = rows
+            .into_iter()
+            .filter(|r| {
+                r.get("id")
+                    .and_then(Value::as_str)
+                    .is_none_or(|id| !seen.iter().any(|s| s == id))
+            })
+            .collect();
         let count = rows.len();
-        let (records, skipped) = decode_rows::<dto::ConversationDto>(rows);
+        let (records, mut skipped) = decode_rows::<dto::ConversationDto>(rows);
+        skipped.extend(unreachable);
         Ok(FetchedPage {
             records: Records::Conversations(
                 records
@@ -378,6 +434,106 @@ impl Client {
             next,
             total,
         })
+    }
+
+    /// One `GET /conversations/search`, newest message first, strictly before `after` (ms),
+    /// within a window of `dateAdded` (ms, both ends included) when given.
+    async fn conversations_call(
+        &self,
+        location_id: &str,
+        after: Option<i64>,
+        added: Option<(i64, i64)>,
+    ) -> Result<(Vec<Value>, Option<u64>)> {
+        let mut query = vec![
+            ("locationId", location_id.to_owned()),
+            ("limit", CONVERSATIONS_PAGE.to_string()),
+            ("sortBy", "last_message_date".to_owned()),
+            ("sort", "desc".to_owned()),
+        ];
+        if let Some(after) = after {
+            query.push(("startAfterDate", after.to_string()));
+        }
+        if let Some((from, to)) = added {
+            query.push(("startDate", from.to_string()));
+            query.push(("endDate", to.to_string()));
+        }
+        let call = Call {
+            version: CONVERSATIONS_VERSION,
+            ..get(
+                "conversations.search",
+                "/conversations/search".into(),
+                query,
+            )
+        };
+        let answer = self.call(location_id, call).await?;
+        let total = answer.get("total").and_then(Value::as_u64);
+        Ok((rows(&answer, "conversations")?, total))
+    }
+
+    /// Every conversation whose `lastMessageDate` is `date`, given `page`: a full page of them.
+    /// GHL offers no tie-breaker after `startAfterDate`, but it filters on `dateAdded`
+    /// (`startDate`/`endDate`): the run is read window by window of `dateAdded`, a window that
+    /// comes back full of the run being split in two at the median `dateAdded` it returned, until
+    /// every window comes back with room to spare. Returns the run's rows and, when more than a
+    /// page of them share one `dateAdded` millisecond too (GHL gives no way to them), a note of
+    /// each such window, so that the list counts as incomplete.
+    async fn conversation_run(
+        &self,
+        location_id: &str,
+        date: i64,
+        page: Vec<Value>,
+    ) -> Result<(Vec<Value>, Vec<String>)> {
+        let mut run = Vec::new();
+        let mut ids = HashSet::new();
+        let mut unreachable = Vec::new();
+        let mut windows = vec![(0, ADDED_MAX, Some(page))];
+        while let Some((from, to, rows)) = windows.pop() {
+            let rows = match rows {
+                Some(rows) => rows,
+                None => {
+                    self.conversations_call(location_id, Some(date + 1), Some((from, to)))
+                        .await?
+                        .0
+                }
+            };
+            let full = rows.len() >= CONVERSATIONS_PAGE;
+            let mut only_run = true;
+            let mut added = Vec::new();
+            for row in rows {
+                if conversation_date(&row) != Some(date) {
+                    only_run = false;
+                    continue;
+                }
+                added.extend(
+                    row.get("dateAdded")
+                        .and_then(dto::parse_time)
+                        .map(|t| t.timestamp_millis()),
+                );
+                let id = row.get("id").and_then(Value::as_str).map(str::to_owned);
+                if id.is_none_or(|id| ids.insert(id)) {
+                    run.push(row);
+                }
+            }
+            if !full || !only_run {
+                continue;
+            }
+            match split_window(from, to, &mut added) {
+                Some(parts) => windows.extend(parts.into_iter().map(|(a, b)| (a, b, None))),
+                None => {
+                    tracing::warn!(
+                        location_id,
+                        date,
+                        from,
+                        to,
+                        "more conversations share one lastMessageDate and dateAdded than GHL pages"
+                    );
+                    unreachable.push(format!(
+                        "conversations at lastMessageDate {date} added {from}..={to} past the first {CONVERSATIONS_PAGE}"
+                    ));
+                }
+            }
+        }
+        Ok((run, unreachable))
     }
 
     async fn opportunities_page(
@@ -524,5 +680,69 @@ impl Client {
             s.previous_ids = ids;
             Ok(Some((page, s)))
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every split covers its window exactly, with windows smaller than it, so a sweep ends.
+    fn assert_splits(from: i64, to: i64, added: &[i64]) {
+        let parts = split_window(from, to, &mut added.to_vec()).expect("splits");
+        let mut covered: Vec<(i64, i64)> = parts.clone();
+        covered.sort_unstable();
+        assert_eq!(covered.first().map(|p| p.0), Some(from), "{parts:?}");
+        assert_eq!(covered.last().map(|p| p.1), Some(to), "{parts:?}");
+        for pair in covered.windows(2) {
+            assert_eq!(pair[0].1 + 1, pair[1].0, "{parts:?}");
+        }
+        for (a, b) in &parts {
+            assert!(a <= b && (b - a) < (to - from), "{parts:?}");
+        }
+    }
+
+    #[test]
+    fn a_full_window_splits_at_the_median_below_its_highest() {
+        assert_splits(0, 1_000, &[10, 20, 30, 40]);
+        assert_eq!(
+            split_window(0, 1_000, &mut vec![40, 10, 30, 20]),
+            Some(vec![(0, 20), (21, 1_000)])
+        );
+        // Mostly the highest value: the split still leaves it on its own side.
+        assert_splits(0, 1_000, &[5, 50, 50, 50]);
+        assert_eq!(
+            split_window(0, 1_000, &mut vec![5, 50, 50, 50]),
+            Some(vec![(0, 5), (6, 1_000)])
+        );
+    }
+
+    #[test]
+    fn one_millisecond_of_rows_is_cut_out_and_cannot_split_further() {
+        assert_splits(0, 1_000, &[50, 50]);
+        assert_splits(50, 1_000, &[50]);
+        assert_splits(0, 50, &[50]);
+        assert_eq!(split_window(50, 50, &mut vec![50, 50]), None);
+        // Rows outside the window (or without a dateAdded) give nothing to split by.
+        assert_eq!(split_window(0, 10, &mut vec![50, 60]), None);
+        assert_eq!(split_window(0, 10, &mut Vec::new()), None);
+    }
+
+    #[test]
+    fn a_conversations_cursor_stored_before_the_overlap_still_resumes() {
+        let old: Cursor = serde_json::from_str(r#"{"style":"startAfterDate","date":5}"#).unwrap();
+        assert_eq!(
+            old,
+            Cursor::StartAfterDate {
+                date: 5,
+                seen: Vec::new()
+            }
+        );
+        let cursor = Cursor::StartAfterDate {
+            date: 7,
+            seen: vec!["a".into()],
+        };
+        let text = serde_json::to_string(&cursor).unwrap();
+        assert_eq!(serde_json::from_str::<Cursor>(&text).unwrap(), cursor);
     }
 }

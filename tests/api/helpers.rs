@@ -524,10 +524,19 @@ pub async fn time_passes(store: &Store, location_id: &str, secs: i64) {
         .connection()
         .execute_unprepared(&format!(
             "UPDATE sync_jobs SET started_at = started_at - {ms}, mark = mark - {ms}, \
-             finished_at = finished_at - {ms} WHERE location_id = '{location_id}'"
+             finished_at = finished_at - {ms}, synced_at = synced_at - {ms} \
+             WHERE location_id = '{location_id}'"
         ))
         .await
         .expect("the job rows move");
+    store
+        .connection()
+        .execute_unprepared(&format!(
+            "UPDATE sync_stages SET read_at = read_at - {ms} WHERE job_id IN \
+             (SELECT id FROM sync_jobs WHERE location_id = '{location_id}')"
+        ))
+        .await
+        .expect("the stage rows move");
     // A write past the store's own write paths, as another process's would be: say so, or the
     // response cache keeps answering with the freshness it read before.
     store.versions().bump(location_id);

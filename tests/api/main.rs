@@ -18,6 +18,7 @@ mod metrics;
 mod promises;
 mod readme;
 mod reads;
+mod reliability;
 mod request_id;
 mod schema_file;
 mod search;

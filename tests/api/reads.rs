@@ -389,6 +389,7 @@ async fn locations_contact_and_sync_status_read_the_cache() {
             retries: 0,
             rate_limited: 0,
             waited_ms: 0,
+            read_at: None,
         }
         .into_active_model()
         .insert(db.store.connection())

@@ -471,3 +471,105 @@ async fn search_windows_follow_one_rule() {
     let (_, b) = tasks(json!({"limit": 5, "skip": 2, "searchAfter": cursor})).await;
     assert_eq!(ids(&b, "tasks", "_id"), all[5..10]);
 }
+
+/// Conversations sharing one `lastMessageDate` (a campaign sent to many contacts at once), as GHL
+/// holds them: `startAfterDate` is strict and has no tie-breaker, so a client that goes on from
+/// a page's last date loses the rest of a run longer than a page; `startDate`/`endDate` (on
+/// `dateAdded`) reach every row of the run.
+#[tokio::test]
+async fn a_run_of_equal_last_message_dates_is_cut_by_start_after_date_as_on_ghl() {
+    let sim = small().await;
+    let loc = &sim.locations[0];
+    let contacts: Vec<String> = truth_ids(&sim, &loc.id, "contacts").into_iter().collect();
+    // Later than every seeded conversation: the run is the top of the newest-first list.
+    let date: i64 = 4_000_000_000_000;
+    let mut run = HashSet::new();
+    for i in 0..250i64 {
+        let created = sim
+            .create(
+                &loc.id,
+                "conversations",
+                json!({
+                    "contactId": contacts[i as usize % contacts.len()],
+                    "lastMessageDate": date,
+                    "dateAdded": date - 1_000 * (i + 1),
+                }),
+            )
+            .expect("create");
+        assert_eq!(
+            created["lastMessageDate"], date,
+            "the date is kept, not moved"
+        );
+        run.insert(created["id"].as_str().expect("id").to_owned());
+    }
+    let search = |query: String| {
+        let sim = &sim;
+        async move {
+            let path = format!(
+                "/conversations/search?locationId={}&limit=100&sort=desc&sortBy=last_message_date{query}",
+                loc.id
+            );
+            let r = call(
+                sim,
+                reqwest::Method::GET,
+                &path,
+                &loc.pit_token,
+                "2021-04-15",
+                None,
+            )
+            .await;
+            assert_eq!(r.status(), 200);
+            let b: Value = r.json().await.expect("json");
+            b["conversations"].as_array().expect("rows").clone()
+        }
+    };
+    let in_run = |rows: &[Value]| -> HashSet<String> {
+        rows.iter()
+            .filter(|r| r["lastMessageDate"] == date)
+            .map(|r| r["id"].as_str().expect("id").to_owned())
+            .collect()
+    };
+
+    // The naive walk: the first page is 100 rows of the run; after its date, the run is gone.
+    let first = search(String::new()).await;
+    assert_eq!(in_run(&first).len(), 100);
+    let second = search(format!("&startAfterDate={date}")).await;
+    assert!(in_run(&second).is_empty(), "startAfterDate is strict");
+    // One millisecond later gives the same first 100 again: no way further by the date alone.
+    let again = search(format!("&startAfterDate={}", date + 1)).await;
+    assert_eq!(in_run(&again), in_run(&first));
+
+    // Windows of dateAdded reach the whole run, each with its own newest-first order.
+    let mut seen = HashSet::new();
+    for (from, to) in [(date - 125_000, date), (date - 250_000, date - 125_001)] {
+        let rows = search(format!(
+            "&startAfterDate={}&startDate={from}&endDate={to}",
+            date + 1
+        ))
+        .await;
+        let got = in_run(&rows);
+        // A full page of the run: the window holds 125 of it.
+        assert_eq!((rows.len(), got.len()), (100, 100), "{from}..={to}");
+        seen.extend(got);
+    }
+    assert_eq!(seen.len(), 200, "two full windows, 100 each");
+    let mut rest = HashSet::new();
+    for (from, to) in [
+        (date - 62_000, date),
+        (date - 125_000, date - 62_001),
+        (date - 187_000, date - 125_001),
+        (date - 250_000, date - 187_001),
+    ] {
+        let rows = search(format!(
+            "&startAfterDate={}&startDate={from}&endDate={to}",
+            date + 1
+        ))
+        .await;
+        assert!(
+            rows.len() < 100,
+            "a window with room to spare holds all of its part"
+        );
+        rest.extend(in_run(&rows));
+    }
+    assert_eq!(rest, run, "every row of the run, by windows of dateAdded");
+}

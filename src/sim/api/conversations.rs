@@ -1,5 +1,7 @@
-//! Conversations: `GET /conversations/search`, paged by `startAfterDate` alone (GHL's one cursor
-//! without an id tie-breaker, which is why `lastMessageDate` is unique per location).
+//! Conversations: `GET /conversations/search`, paged by `startAfterDate` alone: GHL's one cursor
+//! without an id tie-breaker. It is strict (a row whose `lastMessageDate` equals it is not
+//! returned), and `lastMessageDate` is not unique, so a client that cuts a run of equal dates at
+//! a page boundary and goes on from its date loses the rest of the run, as it would on GHL.
 
 // Handlers return `Result<_, Response>`: the error *is* the HTTP answer, built once per failed
 // request, so boxing it would only add noise.
@@ -13,7 +15,7 @@ use super::gate::{Need, gate};
 use super::layer::unprocessable;
 use super::params::{enum_param, query_int, query_str};
 use super::{Q, Res, S};
-use crate::sim::data::{self, parse_time};
+use crate::sim::data::{self, ID_MAX, parse_time};
 use crate::sim::read;
 
 /// `GET /conversations/search`: filters, free text, sort by last message date either way.
@@ -99,11 +101,12 @@ pub(super) async fn conversations_search(State(s): S, headers: HeaderMap, Query(
         && matches!(status, None | Some("all") | Some("recents"))
         && assigned.is_none()
         && text.is_none();
-    let iter: Box<dyn Iterator<Item = (&i64, &String)>> = match (after, desc) {
-        (None, false) => Box::new(rec.conversations_by_last.iter()),
-        (None, true) => Box::new(rec.conversations_by_last.iter().rev()),
-        (Some(a), false) => Box::new(rec.conversations_by_last.range(a + 1..)),
-        (Some(a), true) => Box::new(rec.conversations_by_last.range(..a).rev()),
+    let index = &rec.conversations_by_last;
+    let iter: Box<dyn Iterator<Item = &(i64, String)>> = match (after, desc) {
+        (None, false) => Box::new(index.iter()),
+        (None, true) => Box::new(index.iter().rev()),
+        (Some(a), false) => Box::new(index.range((a, ID_MAX.to_owned())..)),
+        (Some(a), true) => Box::new(index.range(..(a, String::new())).rev()),
     };
     let rows: Vec<Value> = iter
         .filter_map(|(_, id)| rec.conversations.get(id))

@@ -209,9 +209,10 @@ pub struct Records {
     pub tasks_by_due: Index,
     pub tasks_by_contact: HashMap<String, Vec<String>>,
     pub conversations: HashMap<String, Conversation>,
-    /// Unique key: GHL pages conversations by `startAfterDate` alone, so the simulator keeps
-    /// `lastMessageDate` unique per location (a tie would make a real client skip rows).
-    pub conversations_by_last: std::collections::BTreeMap<i64, String>,
+    /// By `lastMessageDate`, ties allowed as in GHL (a campaign sent to many contacts at once):
+    /// GHL pages conversations by `startAfterDate` alone, so a client that trusts it to be unique
+    /// skips rows. Within a tie the order is by id, which a client must not rely on.
+    pub conversations_by_last: Index,
     pub opportunities: HashMap<String, Opportunity>,
     pub opps_by_created: Index,
     pub opps_by_updated: Index,
@@ -272,27 +273,19 @@ impl Records {
         Some(old)
     }
 
-    /// The next free `lastMessageDate` at or after `ms`.
-    pub fn free_message_ms(&self, mut ms: i64) -> i64 {
-        while self.conversations_by_last.contains_key(&ms) {
-            ms += 1;
-        }
-        ms
-    }
-
-    /// Inserts or replaces a conversation, moving its `lastMessageDate` to the next free one.
-    pub fn insert_conversation(&mut self, mut c: Conversation) {
+    /// Inserts or replaces a conversation, moving its index entry.
+    pub fn insert_conversation(&mut self, c: Conversation) {
         self.remove_conversation(&c.id);
-        c.last_message_date = self.free_message_ms(c.last_message_date);
         self.conversations_by_last
-            .insert(c.last_message_date, c.id.clone());
+            .insert((c.last_message_date, c.id.clone()));
         self.conversations.insert(c.id.clone(), c);
     }
 
     /// Removes a conversation and its index entry.
     pub fn remove_conversation(&mut self, id: &str) -> Option<Conversation> {
         let old = self.conversations.remove(id)?;
-        self.conversations_by_last.remove(&old.last_message_date);
+        self.conversations_by_last
+            .remove(&(old.last_message_date, old.id.clone()));
         Some(old)
     }
 
