@@ -4,7 +4,7 @@
 //!
 //! A sync page never makes a record older: webhooks write the same rows while a job runs, and a
 //! page read before an event must not undo it (see [`upsert_unless_newer`]). A FULL run still
-//! reconciles: a row is left alone only while its version is newer than the job's start.
+//! reconciles: a row is left alone only while its version is newer than the pass's start.
 
 use sea_orm::sea_query::{Expr, ExprTrait, InsertStatement, OnConflict, Query, Value};
 use sea_orm::{ConnectionTrait, DbErr, TransactionTrait};
@@ -167,8 +167,8 @@ fn version_cols(table: &str) -> &'static [&'static str] {
 /// (`mark`) whose version is newer than the record's. A page read before such an event would
 /// otherwise make the row older, or bring a deleted row back. Returns the ids written.
 ///
-/// The rows a page leaves alone keep their `seen_at`; [`Store::mark_unseen_deleted`] spares
-/// them by the same rule (a version newer than the job's start is evidence of the row).
+/// The rows a page leaves alone keep the `seen_at` of the webhook that wrote them, its arrival,
+/// which is after the job began (its version is): [`Store::mark_unseen_deleted`] spares them.
 async fn upsert_unless_newer<C: ConnectionTrait>(
     conn: &C,
     table: &'static str,
@@ -684,7 +684,6 @@ impl Store {
                 .and_where(Expr::col("location_id").eq(location_id))
                 .and_where(Expr::col("seen_at").lt(mark))
                 .and_where(Expr::col("deleted").eq(false))
-                .and_where(Expr::cust(not_changed_since(table, mark)))
                 .returning_col("id")
                 .to_owned();
             let rows = txn.query_all(&update).await?;
@@ -702,16 +701,6 @@ impl Store {
         }
         Ok(marked)
     }
-}
-
-/// SQL: no version column of `table`'s row is newer than `mark` (true for tables without one).
-/// A row changed since the job began was written by a webhook (or by this job, which saw it).
-fn not_changed_since(table: &str, mark: i64) -> String {
-    let mut condition = String::from("1 = 1");
-    for v in version_cols(table) {
-        condition.push_str(&format!(" AND ({v} IS NULL OR {v} <= {mark})"));
-    }
-    condition
 }
 
 /// A contact's `search_text`: its display name, e-mail and phone, each [`super::fold`]ed, one per
