@@ -89,6 +89,10 @@ struct Hub {
     shape: Shape,
     /// Weak, so that the ring closes (and its subscribers see the end) when the task ends.
     sender: broadcast::WeakSender<Payload>,
+    /// Whether the hub has published an event: a subscriber that joins the ring before that
+    /// receives everything the hub sends and runs nothing of its own (no state twice). Held by
+    /// the task while it publishes, by a joiner while it joins.
+    published: Arc<Mutex<bool>>,
     task: tokio::task::AbortHandle,
     hubs: Weak<Hubs>,
 }
@@ -120,15 +124,21 @@ impl Fanout {
         };
         let mut hubs = self.hubs.lock().unwrap_or_else(|e| e.into_inner());
         let existing = hubs.get(&shape).and_then(Weak::upgrade);
-        let receiver = existing
-            .as_ref()
-            .and_then(|hub| hub.sender.upgrade())
-            .map(|sender| sender.subscribe());
-        let stale = match (existing, receiver) {
-            (Some(hub), Some(receiver)) => {
+        let joined = existing.as_ref().and_then(|hub| {
+            let sender = hub.sender.upgrade()?;
+            let published = hub.published.lock().unwrap_or_else(|e| e.into_inner());
+            Some((sender.subscribe(), *published))
+        });
+        let stale = match (existing, joined) {
+            // Nothing published yet: the ring brings this subscriber all the hub will send.
+            (Some(hub), Some((receiver, false))) => {
+                drop(hubs);
+                return ring(hub, receiver);
+            }
+            (Some(hub), Some((receiver, true))) => {
                 drop(hubs);
                 // Joined before the current state is read: no change falls in between (one may
-                // come twice, which a state stream allows).
+                // come twice, once in the state and once as itself, as it always could).
                 let own = spawned(crate::graphql::execute_stream(
                     schema,
                     request.data(Joining),
@@ -141,12 +151,20 @@ impl Fanout {
         };
         let (sender, receiver) = broadcast::channel(RING);
         let weak = sender.downgrade();
+        let published = Arc::new(Mutex::new(false));
+        let publishing = published.clone();
         let events = crate::graphql::execute_stream(schema, request);
         let task = tokio::spawn(async move {
             let mut events = events;
             while let Some(response) = events.next().await {
+                let payload = serialize(&response);
+                let sent = {
+                    let mut published = publishing.lock().unwrap_or_else(|e| e.into_inner());
+                    *published = true;
+                    sender.send(payload)
+                };
                 // No receiver left: the last subscriber is leaving and drops the hub.
-                if sender.send(serialize(&response)).is_err() {
+                if sent.is_err() {
                     break;
                 }
             }
@@ -156,6 +174,7 @@ impl Fanout {
         let hub = Arc::new(Hub {
             shape: shape.clone(),
             sender: weak,
+            published,
             task,
             hubs: Arc::downgrade(&self.hubs),
         });
