@@ -5,8 +5,9 @@
 //! receiving an event would make 10,000 reads of the same row. Here the sockets of a key share
 //! them, without weakening what a check promises:
 //! - before an event ([`KeyCheck::fresh`]), the answer comes from a read that started after the
-//!   check was asked for: a socket waiting while a read runs takes the next one, which answers
-//!   every socket that asked meanwhile. A key revoked before the event is seen as revoked.
+//!   check was asked for: a socket that asks while an older read runs starts a new one, which
+//!   every socket asking until it starts then waits for. A key revoked before the event is seen
+//!   as revoked.
 //! - the periodic check ([`KeyCheck::recent`]) also accepts an answer read within
 //!   [`RECENT`], well inside its own interval.
 
@@ -15,6 +16,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
+use futures::FutureExt;
+use futures::future::{BoxFuture, Shared};
 use tokio::time::Instant;
 
 use crate::auth::{AuthError, Authenticator, Caller};
@@ -42,9 +45,9 @@ impl KeyChecks {
         // Entries of keys no socket holds any more go as new ones come.
         keys.retain(|_, check| check.strong_count() > 0);
         let check = Arc::new(KeyCheck {
-            token: token.to_owned(),
+            token: token.into(),
             asked: AtomicU64::new(0),
-            last: tokio::sync::Mutex::new(None),
+            state: Mutex::default(),
         });
         keys.insert(token.to_owned(), Arc::downgrade(&check));
         check
@@ -58,14 +61,24 @@ impl KeyChecks {
     }
 }
 
+/// One database read of a key, shared by every socket that waits for it: the checks it answers
+/// (1..=n), when it started, its verdict.
+type Read = Shared<BoxFuture<'static, (u64, Instant, Verdict)>>;
+
 /// The checks of one key.
 pub(super) struct KeyCheck {
-    token: String,
+    token: Arc<str>,
     /// Checks asked for so far: a read that starts when this is `n` answers checks 1..=n.
     asked: AtomicU64,
-    /// The last read: the checks it answers, when it started, and its verdict. Held while a read
-    /// runs, so that the sockets asking meanwhile wait for it and then share the next one.
-    last: tokio::sync::Mutex<Option<(u64, Instant, Verdict)>>,
+    state: Mutex<ReadState>,
+}
+
+#[derive(Default)]
+struct ReadState {
+    /// The newest finished read.
+    last: Option<(u64, Instant, Verdict)>,
+    /// The read running now, and the checks it answers.
+    running: Option<(u64, Read)>,
 }
 
 impl KeyCheck {
@@ -81,30 +94,56 @@ impl KeyCheck {
 
     async fn check(&self, auth: &Authenticator, max_age: Option<Duration>) -> Verdict {
         let ticket = self.asked.fetch_add(1, Ordering::SeqCst) + 1;
-        let mut last = self.last.lock().await;
-        if let Some((answered, started, verdict)) = &*last {
-            let young = max_age.is_some_and(|age| started.elapsed() <= age);
-            if *answered >= ticket || young {
-                return verdict.clone();
+        let read = {
+            let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some((answered, started, verdict)) = &state.last {
+                let young = max_age.is_some_and(|age| started.elapsed() <= age);
+                if *answered >= ticket || young {
+                    return verdict.clone();
+                }
             }
-        }
-        // Answers every check asked for until now, this one included.
-        let answered = self.asked.load(Ordering::SeqCst);
-        let started = Instant::now();
-        let verdict = match auth.authenticate(Some(&self.token)).await {
-            Ok(Caller::Key { locations, .. }) => Ok(Some(locations)),
-            // The operator key and anonymous callers are not checked again; a token that now
-            // stands for something else is no longer the key the socket opened with.
-            Ok(_) => Ok(None),
-            Err(AuthError::Store(error)) => {
-                tracing::warn!(error = %error, "cannot re-check a WebSocket key");
-                Err(())
+            match &state.running {
+                // A read that started after this check was asked: wait for it with the others.
+                Some((answers, read)) if *answers >= ticket => read.clone(),
+                // None, or one that started before: a new one answers every check until now.
+                _ => {
+                    let answers = self.asked.load(Ordering::SeqCst);
+                    let read = read(auth.clone(), self.token.clone(), answers)
+                        .boxed()
+                        .shared();
+                    state.running = Some((answers, read.clone()));
+                    read
+                }
             }
-            Err(_) => Ok(None),
         };
-        *last = Some((answered, started, verdict.clone()));
+        // Every waiter is woken when the read ends (no hand-over from one socket to the next).
+        let (answered, started, verdict) = read.await;
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        if state.last.as_ref().is_none_or(|(a, ..)| *a < answered) {
+            state.last = Some((answered, started, verdict.clone()));
+        }
+        if state.running.as_ref().is_some_and(|(a, _)| *a <= answered) {
+            state.running = None;
+        }
         verdict
     }
+}
+
+/// Reads the key for checks 1..=`answers` (when first polled, so after all of them were asked).
+async fn read(auth: Authenticator, token: Arc<str>, answers: u64) -> (u64, Instant, Verdict) {
+    let started = Instant::now();
+    let verdict = match auth.authenticate(Some(&token)).await {
+        Ok(Caller::Key { locations, .. }) => Ok(Some(locations)),
+        // The operator key and anonymous callers are not checked again; a token that now
+        // stands for something else is no longer the key the socket opened with.
+        Ok(_) => Ok(None),
+        Err(AuthError::Store(error)) => {
+            tracing::warn!(error = %error, "cannot re-check a WebSocket key");
+            Err(())
+        }
+        Err(_) => Ok(None),
+    };
+    (answers, started, verdict)
 }
 
 #[cfg(test)]
