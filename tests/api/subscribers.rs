@@ -24,7 +24,7 @@ const CHANGES: &str =
 
 /// The protocol of socket `i`: its name, the subscribe message type, the event type.
 fn protocol(i: usize) -> (&'static str, &'static str, &'static str) {
-    if i % 2 == 0 {
+    if i.is_multiple_of(2) {
         ("graphql-transport-ws", "subscribe", "next")
     } else {
         ("graphql-ws", "start", "data")
