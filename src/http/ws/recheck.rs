@@ -46,7 +46,7 @@ impl KeyChecks {
         keys.retain(|_, check| check.strong_count() > 0);
         let check = Arc::new(KeyCheck {
             token: token.into(),
-            asked: AtomicU64::new(0),
+            asked: Arc::default(),
             state: Mutex::default(),
         });
         keys.insert(token.to_owned(), Arc::downgrade(&check));
@@ -69,7 +69,7 @@ type Read = Shared<BoxFuture<'static, (u64, Instant, Verdict)>>;
 pub(super) struct KeyCheck {
     token: Arc<str>,
     /// Checks asked for so far: a read that starts when this is `n` answers checks 1..=n.
-    asked: AtomicU64,
+    asked: Arc<AtomicU64>,
     state: Mutex<ReadState>,
 }
 
@@ -77,11 +77,16 @@ pub(super) struct KeyCheck {
 struct ReadState {
     /// The newest finished read.
     last: Option<(u64, Instant, Verdict)>,
-    /// The read running now, and the checks it answers.
-    running: Option<(u64, Read)>,
+    /// The read running now, and the checks it answers ([`NOT_STARTED`] until its query starts:
+    /// until then, any check may wait for it).
+    running: Option<(Arc<AtomicU64>, Read)>,
 }
 
 impl KeyCheck {
+    fn asked_handle(&self) -> Arc<AtomicU64> {
+        self.asked.clone()
+    }
+
     /// The key as a read started after this call finds it.
     pub(super) async fn fresh(&self, auth: &Authenticator) -> Verdict {
         self.check(auth, None).await
@@ -103,14 +108,25 @@ impl KeyCheck {
                 }
             }
             match &state.running {
-                // A read that started after this check was asked: wait for it with the others.
-                Some((answers, read)) if *answers >= ticket => read.clone(),
-                // None, or one that started before: a new one answers every check until now.
+                // A read whose query starts after this check was asked: wait for it with the
+                // others.
+                Some((answers, read))
+                    if matches!(answers.load(Ordering::SeqCst), NOT_STARTED)
+                        || answers.load(Ordering::SeqCst) >= ticket =>
+                {
+                    read.clone()
+                }
+                // None, or one that started before: a new one.
                 _ => {
-                    let answers = self.asked.load(Ordering::SeqCst);
-                    let read = read(auth.clone(), self.token.clone(), answers)
-                        .boxed()
-                        .shared();
+                    let answers = Arc::new(AtomicU64::new(NOT_STARTED));
+                    let read = read(
+                        auth.clone(),
+                        self.token.clone(),
+                        answers.clone(),
+                        self.asked_handle(),
+                    )
+                    .boxed()
+                    .shared();
                     state.running = Some((answers, read.clone()));
                     read
                 }
@@ -122,15 +138,32 @@ impl KeyCheck {
         if state.last.as_ref().is_none_or(|(a, ..)| *a < answered) {
             state.last = Some((answered, started, verdict.clone()));
         }
-        if state.running.as_ref().is_some_and(|(a, _)| *a <= answered) {
+        if state
+            .running
+            .as_ref()
+            .is_some_and(|(a, _)| (1..=answered).contains(&a.load(Ordering::SeqCst)))
+        {
             state.running = None;
         }
         verdict
     }
 }
 
-/// Reads the key for checks 1..=`answers` (when first polled, so after all of them were asked).
-async fn read(auth: Authenticator, token: Arc<str>, answers: u64) -> (u64, Instant, Verdict) {
+/// `answers` of a read whose query has not started yet.
+const NOT_STARTED: u64 = 0;
+
+/// Reads the key. It first lets the other sockets woken by the same event ask (they wait for this
+/// read, not one each), then records the checks it answers (every one asked so far: its query
+/// starts after them) and queries.
+async fn read(
+    auth: Authenticator,
+    token: Arc<str>,
+    answers: Arc<AtomicU64>,
+    asked: Arc<AtomicU64>,
+) -> (u64, Instant, Verdict) {
+    tokio::task::yield_now().await;
+    let answered = asked.load(Ordering::SeqCst);
+    answers.store(answered, Ordering::SeqCst);
     let started = Instant::now();
     let verdict = match auth.authenticate(Some(&token)).await {
         Ok(Caller::Key { locations, .. }) => Ok(Some(locations)),
@@ -143,7 +176,7 @@ async fn read(auth: Authenticator, token: Arc<str>, answers: u64) -> (u64, Insta
         }
         Err(_) => Ok(None),
     };
-    (answers, started, verdict)
+    (answered, started, verdict)
 }
 
 #[cfg(test)]
