@@ -10,6 +10,8 @@
 //!   GraphQL shows them
 //! - `simproc`: the simulator as a child process
 //! - `report`: the machine's description and the Markdown report (BENCHMARKS.md)
+//! - `subscribers`: N WebSocket subscribers on a gateway in a child process during a FULL sync
+//!   (connect time, events per socket, delivery delay, the gateway's memory per socket)
 //!
 //! This is a command, not a test: it takes minutes and its numbers depend on the machine.
 
@@ -17,6 +19,7 @@ pub mod load;
 pub mod read;
 mod report;
 pub mod simproc;
+pub mod subscribers;
 pub mod sync;
 pub mod webhooks;
 pub mod wrk;
@@ -41,7 +44,8 @@ pub struct BenchArgs {
     /// Where to write the Markdown report.
     #[arg(long, env = "BENCH_OUT", default_value = "BENCHMARKS.md")]
     pub out: PathBuf,
-    /// Which part to run: `all`, `read`, `sync` or `webhooks`.
+    /// Which part to run: `all`, `read`, `sync`, `webhooks` or `subscribers` (`subscribers` alone
+    /// puts its own section into `--out` and leaves the others as they are).
     #[arg(long, env = "BENCH_ONLY", value_enum, default_value_t = Part::All)]
     pub only: Part,
     /// A PostgreSQL server to benchmark the read path on as well (a fresh database is created and
@@ -63,12 +67,24 @@ pub enum Part {
     Read,
     Sync,
     Webhooks,
+    Subscribers,
 }
 
 /// The command: runs the worker when asked to, the suite otherwise.
 pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     if let Some(spec) = &args.worker {
         return sync::worker(spec).await;
+    }
+    if args.only == Part::Subscribers {
+        let results = subscribers::run(args.quick).await?;
+        let section = subscribers::markdown(&results);
+        println!("{section}");
+        subscribers::write_section(&args.out, &section)?;
+        eprintln!(
+            "bench: wrote the subscribers section into {}",
+            args.out.display()
+        );
+        return Ok(());
     }
     let started = Instant::now();
     let machine = machine();
@@ -90,8 +106,22 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     if runs(Part::Webhooks) {
         report.webhooks = webhook_path(&args).await?;
     }
+    let subscribers = if args.only == Part::All {
+        Some(subscribers::run(args.quick).await?)
+    } else {
+        None
+    };
     report.elapsed = started.elapsed();
-    let markdown = report.markdown();
+    let mut markdown = report.markdown();
+    if let Some(results) = subscribers {
+        markdown = format!(
+            "{}
+
+{}",
+            markdown.trim_end(),
+            subscribers::markdown(&results)
+        );
+    }
     println!("{markdown}");
     std::fs::write(&args.out, &markdown)
         .with_context(|| format!("cannot write {}", args.out.display()))?;

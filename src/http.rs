@@ -136,6 +136,8 @@ struct AppState {
     ws_pending: ConnectionLimiter,
     /// How long a WebSocket may wait before `connection_init`.
     ws_init_timeout: Duration,
+    /// What WebSockets share: one stream per subscription shape, the checks of one key.
+    ws_shared: ws::Shared,
 }
 
 /// The gateway's router; `cache` (when on) serves unchanged query answers from memory;
@@ -199,6 +201,7 @@ pub fn router(
             }),
             ws_pending: ConnectionLimiter::new(config.max_ws_pending),
             ws_init_timeout: Duration::from_secs(config.ws_init_timeout_secs),
+            ws_shared: ws::Shared::default(),
         })
         .merge(metrics)
         .layer(RequestBodyLimitLayer::new(config.max_body_bytes))

@@ -8,10 +8,20 @@
 //! async-graphql's executor (`Schema::execute_stream`). The session also re-checks its key while
 //! open: a revoked key, or one whose locations shrank, is closed with 4403 before any further event.
 //! It owns nothing but its socket; the store is reached only through the [`Authenticator`].
+//!
+//! Sized for many idle subscribers: each socket reads into a small buffer ([`READ_BUFFER`]) and
+//! writes each frame straight through (a send waits for the peer to take it), so an idle socket
+//! holds a few KB. Events come from [`fanout`]: identical subscriptions share one stream whose
+//! events are serialized once; a socket only wraps the shared JSON in its own frame. A socket
+//! that reads too slowly skips events (the shared ring moves on) instead of queueing them.
+//! Closed sockets give their memory back to the system ([`trim_after_close`]).
+
+mod fanout;
+mod recheck;
 
 use std::time::Duration;
 
-use async_graphql::{Request, Response as GqlResponse};
+use async_graphql::Request;
 use axum::extract::State;
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
 use axum::http::StatusCode;
@@ -22,8 +32,25 @@ use serde_json::{Value, json};
 use tokio::time::{Instant, MissedTickBehavior};
 use tokio_stream::StreamMap;
 
+use self::fanout::{Fanout, Payload};
+use self::recheck::{KeyCheck, KeyChecks};
 use super::AppState;
 use crate::auth::{AuthError, Authenticator, Caller, ConnectionGuard};
+
+/// What the sockets of one router share: one stream per subscription shape ([`fanout`]), the
+/// checks of one key ([`recheck`]).
+#[derive(Clone, Default)]
+pub(super) struct Shared {
+    fanout: Fanout,
+    keys: KeyChecks,
+}
+
+/// Bytes each socket reads into at a time (tungstenite's default is 128 KiB). Client frames are
+/// small (`connection_init`, `subscribe`, `ping`); a larger one grows the buffer while it lasts.
+pub const READ_BUFFER: usize = 4 * 1024;
+/// Bytes of outgoing frames a socket may hold unsent. Each send waits until the frame is written
+/// out, so only one frame is ever held; the bound stops a runaway frame, not a queue.
+pub const MAX_WRITE_BUFFER: usize = 1 << 20;
 
 /// How often an open socket's key is checked again (revocation, scope), besides before each event.
 const RECHECK_INTERVAL: Duration = Duration::from_secs(2);
@@ -114,7 +141,15 @@ pub(super) async fn graphql_ws(
     State(state): State<AppState>,
     upgrade: WebSocketUpgrade,
 ) -> Response {
-    let upgrade = upgrade.protocols(async_graphql::http::ALL_WEBSOCKET_PROTOCOLS);
+    let upgrade = upgrade
+        .protocols(async_graphql::http::ALL_WEBSOCKET_PROTOCOLS)
+        .read_buffer_size(READ_BUFFER)
+        // Write each frame out as it is sent (no 128 KiB staging buffer per socket).
+        .write_buffer_size(0)
+        .max_write_buffer_size(MAX_WRITE_BUFFER)
+        // A client's message is a GraphQL request: bounded like a POST body.
+        .max_message_size(state.max_body_bytes)
+        .max_frame_size(state.max_body_bytes);
     let protocol = match upgrade.selected_protocol().and_then(|p| p.to_str().ok()) {
         Some("graphql-transport-ws") => Protocol::TransportWs,
         Some("graphql-ws") => Protocol::Legacy,
@@ -135,12 +170,13 @@ pub(super) async fn graphql_ws(
     };
     let session = Session {
         schema: state.schema.clone(),
+        shared: state.ws_shared.clone(),
         auth: state.auth.clone(),
         protocol,
         init_timeout: state.ws_init_timeout,
         pending: Some(pending),
         caller: None,
-        token: None,
+        check: None,
         slot: None,
     };
     // The socket's log lines keep the upgrade request's span (its request id).
@@ -151,14 +187,17 @@ pub(super) async fn graphql_ws(
 /// One socket's state: before `connection_init` (`caller` is `None`), then authenticated.
 struct Session {
     schema: crate::graphql::AppSchema,
+    /// The shared streams of identical subscriptions, the shared checks of keys.
+    shared: Shared,
     auth: Authenticator,
     protocol: Protocol,
     init_timeout: Duration,
     /// The pending-socket slot, dropped at `connection_init`.
     pending: Option<ConnectionGuard>,
     caller: Option<Caller>,
-    /// The key the caller sent, checked again while the socket is open.
-    token: Option<String>,
+    /// The API key's shared check, run again while the socket is open (`None` for the operator
+    /// key and anonymous callers, which are not checked again).
+    check: Option<std::sync::Arc<KeyCheck>>,
     /// The per-key connection slot, freed when the session ends, however it ends.
     slot: Option<ConnectionGuard>,
 }
@@ -168,13 +207,15 @@ enum Step {
     Continue,
     /// Send these frames, then go on.
     Send(Vec<Value>),
+    /// Send this event frame (already JSON text), then go on.
+    Event(String),
     /// End the connection: a protocol violation, refusal, or revocation.
     End(Violation),
     /// The client left (`connection_terminate`, a close frame, or the socket dropped).
     Gone,
 }
 
-type Subscriptions = StreamMap<String, BoxStream<'static, Option<GqlResponse>>>;
+type Subscriptions = StreamMap<String, BoxStream<'static, Option<Payload>>>;
 
 impl Session {
     /// Runs the socket until either side ends it.
@@ -206,15 +247,15 @@ impl Session {
                 }
                 Some((id, response)) = subscriptions.next(), if !subscriptions.is_empty() => {
                     match response {
-                        Some(response) => match self.recheck().await {
-                            Ok(()) => Step::Send(vec![self.event(&id, response)]),
+                        Some(response) => match self.recheck(true).await {
+                            Ok(()) => Step::Event(self.event(&id, &response)),
                             Err(violation) => Step::End(violation),
                         },
                         // The stream ended on the server's side: say so once.
                         None => Step::Send(vec![json!({ "type": "complete", "id": id })]),
                     }
                 }
-                _ = recheck.tick(), if self.caller.is_some() => match self.recheck().await {
+                _ = recheck.tick(), if self.caller.is_some() => match self.recheck(false).await {
                     Ok(()) => Step::Continue,
                     Err(violation) => Step::End(violation),
                 },
@@ -234,6 +275,10 @@ impl Session {
                             break;
                         }
                     }
+                }
+                Step::Event(frame) => {
+                    // A failed send means the socket is gone: the next read says so.
+                    let _ = sink.send(Message::Text(frame.into())).await;
                 }
                 Step::End(violation) => break Some(violation),
                 Step::Gone => break None,
@@ -267,6 +312,7 @@ impl Session {
             let _ = sink.send(Message::Close(Some(frame))).await;
         }
         // `self.slot` drops here: the key's connection slot is free again.
+        trim_after_close();
     }
 
     /// One text frame from the client.
@@ -360,7 +406,9 @@ impl Session {
             .ok_or_else(|| Violation::forbidden("too many WebSocket connections for this key"))?;
         self.slot = Some(slot);
         self.pending = None;
-        self.token = token;
+        if let (Caller::Key { .. }, Some(token)) = (&caller, &token) {
+            self.check = Some(self.shared.keys.of(token));
+        }
         self.caller = Some(caller);
         Ok(())
     }
@@ -373,7 +421,10 @@ impl Session {
         }
         // Counted while the stream lives: it ends, or the client stops it, or the socket closes.
         let running = crate::telemetry::metrics::ws_subscription(self.protocol.name());
-        let stream = crate::graphql::execute_stream(&self.schema, request)
+        let stream = self
+            .shared
+            .fanout
+            .subscribe(&self.schema, self.caller.as_ref(), request)
             .map(move |response| {
                 let _ = &running;
                 Some(response)
@@ -385,37 +436,64 @@ impl Session {
 
     /// Whether the key still holds, with at least the locations it had: `Err` (4403) once it was
     /// revoked or lost a location. The operator key and anonymous callers are not re-checked.
-    async fn recheck(&self) -> Result<(), Violation> {
-        let Some(Caller::Key { locations, .. }) = &self.caller else {
+    /// `fresh`: before an event, from a read that started after this call; otherwise (the
+    /// periodic check) a read of the last second will do. The sockets of a key share the reads.
+    async fn recheck(&self, fresh: bool) -> Result<(), Violation> {
+        let (Some(Caller::Key { locations, .. }), Some(check)) = (&self.caller, &self.check) else {
             return Ok(());
         };
-        match self.auth.authenticate(self.token.as_deref()).await {
-            Ok(Caller::Key { locations: now, .. }) if locations.is_subset(&now) => Ok(()),
-            Ok(_) => Err(Violation::forbidden("the key's locations changed")),
-            Err(AuthError::Store(error)) => {
-                // The check will run again; a database hiccup does not drop every socket.
-                tracing::warn!(error = %error, "cannot re-check a WebSocket key");
-                Ok(())
-            }
-            Err(_) => Err(Violation::new(
+        let verdict = if fresh {
+            check.fresh(&self.auth).await
+        } else {
+            check.recent(&self.auth).await
+        };
+        match verdict {
+            Ok(Some(now)) if locations.is_subset(&now) => Ok(()),
+            Ok(Some(_)) => Err(Violation::forbidden("the key's locations changed")),
+            Ok(None) => Err(Violation::new(
                 4403,
                 "the key was revoked",
                 "UNAUTHENTICATED",
             )),
+            // The database did not answer (logged): the check will run again; a hiccup does not
+            // drop every socket.
+            Err(()) => Ok(()),
         }
     }
 
-    /// An operation's result as the protocol's `next` (or legacy `data`) frame.
-    fn event(&self, id: &str, response: GqlResponse) -> Value {
+    /// An operation's result as the protocol's `next` (or legacy `data`) frame: the shared JSON
+    /// of the event inside this socket's envelope, without parsing it again.
+    fn event(&self, id: &str, payload: &str) -> String {
         let kind = match self.protocol {
             Protocol::TransportWs => "next",
             Protocol::Legacy => "data",
         };
-        let payload = serde_json::to_value(&response).unwrap_or_else(|error| {
-            tracing::error!(error = %error, "cannot serialise a subscription event");
-            json!({ "errors": [{ "message": "internal error", "extensions": { "code": "INTERNAL_SERVER_ERROR" } }] })
+        let id = Value::from(id);
+        format!(r#"{{"type":"{kind}","id":{id},"payload":{payload}}}"#)
+    }
+}
+
+/// How long after a socket closes the heap is trimmed: one trim for a burst of closes.
+const TRIM_DELAY: Duration = Duration::from_secs(5);
+
+/// Returns the heap's free pages to the system a little after sockets close (at most one trim
+/// per [`TRIM_DELAY`]). glibc's malloc keeps what a thread freed in its arena: measured with
+/// 1,000 subscribers, the gateway stayed 30% above its baseline a minute after they all closed,
+/// and `malloc_trim(0)` brought it back under the baseline.
+fn trim_after_close() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        static SCHEDULED: AtomicBool = AtomicBool::new(false);
+        if SCHEDULED.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        tokio::spawn(async {
+            tokio::time::sleep(TRIM_DELAY).await;
+            SCHEDULED.store(false, Ordering::SeqCst);
+            // SAFETY: malloc_trim only releases free memory of the allocator's own arenas.
+            let _ = tokio::task::spawn_blocking(|| unsafe { libc::malloc_trim(0) }).await;
         });
-        json!({ "type": kind, "id": id, "payload": payload })
     }
 }
 

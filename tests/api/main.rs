@@ -24,6 +24,7 @@ mod schema_file;
 mod search;
 mod security;
 mod store;
+mod subscribers;
 mod subscription;
 mod sync;
 mod upstream;

@@ -134,7 +134,7 @@ impl Gateway {
         response.json().await.expect("a JSON answer")
     }
 
-    async fn scrape(&self) -> Scrape {
+    pub(crate) async fn scrape(&self) -> Scrape {
         let response = self
             .client
             .get(&self.metrics)
@@ -154,7 +154,7 @@ impl Gateway {
 
 /// The sum of the samples of `metric` whose labels include `labels` (a histogram's `_count`
 /// and `_sum` are plain samples); 0 when there is none.
-fn value(scrape: &Scrape, metric: &str, labels: &[(&str, &str)]) -> f64 {
+pub(crate) fn value(scrape: &Scrape, metric: &str, labels: &[(&str, &str)]) -> f64 {
     scrape
         .samples
         .iter()
@@ -456,7 +456,7 @@ async fn metrics_listen_moves_metrics_off_the_main_listener() {
 
 /// Scrapes until `metric{labels}` reads `want` (a socket's end is counted by the server a moment
 /// after the client's frame); fails after 10 s.
-async fn settles(gateway: &Gateway, metric: &str, labels: &[(&str, &str)], want: f64) {
+pub(crate) async fn settles(gateway: &Gateway, metric: &str, labels: &[(&str, &str)], want: f64) {
     for _ in 0..200 {
         if value(&gateway.scrape().await, metric, labels) == want {
             return;
