@@ -20,7 +20,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use sea_orm::{ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DbBackend, DbErr};
+use sea_orm::{
+    ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DatabaseTransaction, DbBackend,
+    DbErr, TransactionTrait,
+};
 
 use tokio::sync::broadcast;
 
@@ -118,6 +121,10 @@ pub enum StoreError {
 #[derive(Clone)]
 pub struct Store {
     db: DatabaseConnection,
+    /// SQLite only: one writing transaction at a time, queued here in FIFO order. SQLite has a
+    /// single writer; without the queue, concurrent writers (webhook deliveries, sync pages)
+    /// wait for its lock in SQLite's busy handler, which sleeps in steps of milliseconds.
+    write_gate: Option<Arc<tokio::sync::Mutex<()>>>,
     statements: Arc<AtomicU64>,
     /// Bumped after every committed change to a location's data or sync state: the store's
     /// write paths are the only ones that bump it.
@@ -160,8 +167,11 @@ impl Store {
         db.set_metric_callback(move |_info| {
             counter.fetch_add(1, Ordering::Relaxed);
         });
+        let write_gate = (db.get_database_backend() == DbBackend::Sqlite)
+            .then(|| Arc::new(tokio::sync::Mutex::new(())));
         Ok(Self {
             db,
+            write_gate,
             statements,
             versions: DataVersions::default(),
             changes: broadcast::channel(1024).0,
@@ -231,6 +241,24 @@ impl Store {
 
     pub fn backend(&self) -> DbBackend {
         self.db.get_database_backend()
+    }
+
+    /// Begins a writing transaction, after the writers queued before it on SQLite (see
+    /// `write_gate`); hold the guard until the transaction ends.
+    async fn begin_write(
+        &self,
+    ) -> Result<
+        (
+            Option<tokio::sync::OwnedMutexGuard<()>>,
+            DatabaseTransaction,
+        ),
+        DbErr,
+    > {
+        let guard = match &self.write_gate {
+            Some(gate) => Some(gate.clone().lock_owned().await),
+            None => None,
+        };
+        Ok((guard, self.db.begin().await?))
     }
 
     /// The underlying connection, for the sync engine's own transactions.

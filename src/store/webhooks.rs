@@ -14,7 +14,7 @@
 
 use chrono::{DateTime, Utc};
 use sea_orm::sea_query::{Expr, ExprTrait, OnConflict, Query};
-use sea_orm::{ConnectionTrait, DatabaseTransaction, DbErr, TransactionTrait};
+use sea_orm::{ConnectionTrait, DatabaseTransaction, DbErr};
 
 use super::write::{
     CONTACT_COLS, OPPORTUNITY_COLS, Row, TASK_COLS, contact_row, opportunity_row,
@@ -107,7 +107,7 @@ impl Store {
         receipt: Receipt<'_>,
         write: Option<&EventWrite>,
     ) -> Result<Applied, StoreError> {
-        let txn = self.db.begin().await?;
+        let (_writing, txn) = self.begin_write().await?;
         let insert = Query::insert()
             .into_table("webhook_events")
             .columns(["webhook_id", "received_at"])

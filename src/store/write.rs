@@ -7,7 +7,7 @@
 //! reconciles: a row is left alone only while its version is newer than the pass's start.
 
 use sea_orm::sea_query::{Expr, ExprTrait, InsertStatement, OnConflict, Query, Value};
-use sea_orm::{ConnectionTrait, DbErr, TransactionTrait};
+use sea_orm::{ConnectionTrait, DbErr};
 
 use super::{IN_CHUNK, Store, StoreError, rows_per_insert};
 use crate::domain::{
@@ -645,7 +645,7 @@ impl Store {
         page: Page<'_>,
         checkpoint: Option<&SyncStage>,
     ) -> Result<(), StoreError> {
-        let txn = self.db.begin().await?;
+        let (_writing, txn) = self.begin_write().await?;
         write_records(&txn, location_id, mark, page).await?;
         if let Some(checkpoint) = checkpoint {
             save_checkpoint(&txn, checkpoint).await?;
@@ -673,7 +673,7 @@ impl Store {
             Resource::Conversations => &["conversations"],
             Resource::Opportunities => &["opportunities"],
         };
-        let txn = self.db.begin().await?;
+        let (_writing, txn) = self.begin_write().await?;
         let mut marked = 0;
         // The ids of the resource's own rows (a pipeline's, not its stages'), for `changes`.
         let mut ids = Vec::new();
