@@ -719,27 +719,38 @@ async fn the_response_cache_misses_after_an_event() {
     }
 }
 
+/// A gateway that trusts the simulator's key, over the simulator's location of `contacts`
+/// (synced once), with the simulator's webhooks pointed at it: the simulator, the gateway, the
+/// location and the id of its last sync job.
+async fn hooked_to_sim(
+    db: &TestDb,
+    contacts: usize,
+) -> (ghl_gateway::sim::SimHandle, TestApp, String, String) {
+    let sim = spawn_sim(contacts).await;
+    let pem = sim.webhook_public_key_pem.clone();
+    let app = spawn_app_with_sim_and(&db.url, &sim, |c| {
+        c.http.webhooks.webhook_public_key = pem;
+    })
+    .await;
+    let loc = sim.locations[0].id.clone();
+    full_sync_to_end(&app, &loc).await;
+    let last_job = app.store.last_job(&loc).await.unwrap().unwrap().id;
+    app.client
+        .patch(format!("{}/_sim/settings", sim.base_url))
+        .json(&json!({ "webhookUrl": format!("{}/webhooks/ghl", app.base) }))
+        .send()
+        .await
+        .unwrap()
+        .error_for_status()
+        .unwrap();
+    (sim, app, loc, last_job)
+}
+
 #[tokio::test]
 async fn a_simulator_write_reaches_graphql_without_a_sync() {
     for db in databases().await {
-        let sim = spawn_sim(20).await;
-        let pem = sim.webhook_public_key_pem.clone();
-        let app = spawn_app_with_sim_and(&db.url, &sim, |c| {
-            c.http.webhooks.webhook_public_key = pem;
-        })
-        .await;
-        let loc = sim.locations[0].id.clone();
-        full_sync_to_end(&app, &loc).await;
-        let last_job = app.store.last_job(&loc).await.unwrap().unwrap().id;
+        let (sim, app, loc, last_job) = hooked_to_sim(&db, 20).await;
         let admin = |path: String| format!("{}/_sim/{path}", sim.base_url);
-        app.client
-            .patch(admin("settings".into()))
-            .json(&json!({ "webhookUrl": format!("{}/webhooks/ghl", app.base) }))
-            .send()
-            .await
-            .unwrap()
-            .error_for_status()
-            .unwrap();
         let created: Value = app
             .client
             .post(admin(format!("locations/{loc}/contacts")))
@@ -1026,15 +1037,7 @@ async fn an_uninstall_stops_the_sync_and_an_install_connects_with_the_agency_cre
 #[tokio::test]
 async fn every_simulator_change_reaches_graphql_through_its_webhooks() {
     for db in databases().await {
-        let sim = spawn_sim(10).await;
-        let pem = sim.webhook_public_key_pem.clone();
-        let app = spawn_app_with_sim_and(&db.url, &sim, |c| {
-            c.http.webhooks.webhook_public_key = pem;
-        })
-        .await;
-        let loc = sim.locations[0].id.clone();
-        full_sync_to_end(&app, &loc).await;
-        let last_job = app.store.last_job(&loc).await.unwrap().unwrap().id;
+        let (sim, app, loc, last_job) = hooked_to_sim(&db, 10).await;
         let truth: Value = app
             .client
             .get(format!("{}/_sim/locations/{loc}", sim.base_url))
@@ -1045,14 +1048,6 @@ async fn every_simulator_change_reaches_graphql_through_its_webhooks() {
             .await
             .unwrap();
         let victim = truth["contacts"][0]["id"].as_str().unwrap().to_owned();
-        app.client
-            .patch(format!("{}/_sim/settings", sim.base_url))
-            .json(&json!({ "webhookUrl": format!("{}/webhooks/ghl", app.base) }))
-            .send()
-            .await
-            .unwrap()
-            .error_for_status()
-            .unwrap();
         let admin = |method: reqwest::Method, path: String, body: Value| {
             let request = app
                 .client
