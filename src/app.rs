@@ -61,6 +61,14 @@ impl App {
             .map_err(|message| anyhow::anyhow!(message))?;
         let cipher = Cipher::from_config(&config.secrets)?;
         let store = Store::open(&config.database).await?;
+        // SQLite is single-process: a second `serve` on the same file stops here.
+        store.claim_single_process()?;
+        // PostgreSQL: this gateway is one of the replicas (one sync per location among them,
+        // their events and cache invalidations shared).
+        store
+            .start_cluster(config.database.database_direct_url.as_deref())
+            .await
+            .context("cannot join the other gateways on PostgreSQL (replica mode)")?;
         if cipher.is_none()
             && store
                 .has_stored_tokens()

@@ -128,7 +128,8 @@ struct Tag {
 
 impl Tag {
     fn is_current(&self, versions: &VersionSnapshot, now: DateTime<Utc>) -> bool {
-        self.valid_until.is_none_or(|t| now < t)
+        !versions.suspended()
+            && self.valid_until.is_none_or(|t| now < t)
             && self.total.is_none_or(|total| total == versions.total())
             && self
                 .locations

@@ -200,7 +200,7 @@ impl Resource {
 }
 
 /// How much a sync reads.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum SyncMode {
     /// What changed since the newest change in the cache (minus an overlap), where GHL can tell.
     #[default]
@@ -210,7 +210,7 @@ pub enum SyncMode {
 }
 
 /// Where a sync job, or one of its stages, stands.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum JobState {
     Queued,
     Running,
@@ -229,7 +229,7 @@ impl JobState {
 pub type StageState = JobState;
 
 /// One sync job of a location.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct SyncJob {
     pub id: String,
     pub location_id: String,
@@ -281,7 +281,7 @@ impl Cooldown {
 }
 
 /// One stage of a job: the sync of one resource.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct SyncStage {
     pub job_id: String,
     pub resource: Resource,
@@ -329,7 +329,7 @@ impl SyncStage {
 }
 
 /// A job and its stages as they stand.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct JobSnapshot {
     pub job: SyncJob,
     pub stages: Vec<SyncStage>,
@@ -343,14 +343,14 @@ impl JobSnapshot {
 }
 
 /// A change of a location's sync: the job as it now stands.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct SyncEvent {
     pub location_id: String,
     pub job: JobSnapshot,
 }
 
 /// What kind of record a [`ChangeEvent`] is about.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum ChangeKind {
     Contact,
     Task,
@@ -377,14 +377,14 @@ impl ChangeKind {
 }
 
 /// Whether the records of a [`ChangeEvent`] were written or marked deleted.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum ChangeOp {
     Upsert,
     Delete,
 }
 
 /// Who wrote the records of a [`ChangeEvent`].
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum ChangeSource {
     /// A page of a sync job.
     Sync,
@@ -395,7 +395,7 @@ pub enum ChangeSource {
 /// One committed batch of changes to a location's cached records: what the `changes`
 /// subscription streams. The store publishes it after the transaction commits and the
 /// location's data version is bumped, so a reader that refetches sees at least this version.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ChangeEvent {
     pub location_id: String,
     pub kind: ChangeKind,

@@ -5,6 +5,7 @@
 //! `INSERT ... ON CONFLICT` statements; every read that the GraphQL layer batches takes a slice of
 //! keys and issues one statement per [`IN_CHUNK`] keys.
 
+pub mod cluster;
 mod credentials;
 pub mod entities;
 mod jobs;
@@ -16,8 +17,8 @@ mod read;
 mod webhooks;
 mod write;
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use sea_orm::{
@@ -28,8 +29,11 @@ use sea_orm::{
 use tokio::sync::broadcast;
 
 use crate::cache::DataVersions;
-use crate::domain::{ChangeEvent, ChangeKind, ChangeOp, ChangeSource};
+use crate::domain::{ChangeEvent, ChangeKind, ChangeOp, ChangeSource, SyncEvent};
 
+use self::cluster::{Cluster, ClusterError, LocationLock};
+
+pub use credentials::RenewalLock;
 pub use jobs::{Watermarks, job_state_name, sync_mode_name};
 pub use lists::{
     ListKey, ListOrder, OpportunityFilter, OpportunityOrderField, OpportunitySummary, SortValue,
@@ -77,6 +81,12 @@ pub struct DatabaseConfig {
     /// Connections in the pool. SQLite runs in WAL mode, so readers work beside the one writer.
     #[arg(long, env = "DATABASE_MAX_CONNECTIONS", default_value_t = 8)]
     pub database_max_connections: u32,
+    /// PostgreSQL replicas: a URL that reaches the server itself (or a session-mode pool) for
+    /// the two connections a replica keeps outside its pool, the notification listener and the
+    /// holder of location locks. Needed when `DATABASE_URL` goes through a transaction-mode
+    /// pooler such as PgBouncer; `DATABASE_URL` by default.
+    #[arg(long, env = "DATABASE_DIRECT_URL")]
+    pub database_direct_url: Option<String>,
 }
 
 impl DatabaseConfig {
@@ -115,6 +125,15 @@ pub enum StoreError {
     /// A column holds a value its row mapping does not know (e.g. an unknown job state).
     #[error("stored value is invalid: {0}")]
     Invalid(String),
+    /// Replica coordination on PostgreSQL (locks, notifications) failed.
+    #[error("replica coordination failed")]
+    Cluster(#[from] ClusterError),
+    /// Another process serves the same SQLite file.
+    #[error(
+        "another ghl-gateway process serves this SQLite database ({0}); SQLite is single-process: \
+         stop the other one, or run several replicas on PostgreSQL (DATABASE_URL=postgres://...)"
+    )]
+    InUse(String),
 }
 
 /// The cache database, cheap to clone.
@@ -132,6 +151,30 @@ pub struct Store {
     /// Committed batches of record changes, for the `changes` subscription. Bounded: a slow
     /// subscriber lags and skips events rather than holding a write back.
     changes: broadcast::Sender<ChangeEvent>,
+    /// Sync events of jobs that other replicas run (PostgreSQL replica mode).
+    remote_sync_events: broadcast::Sender<SyncEvent>,
+    /// The URL the store connected with (replica mode opens connections of its own).
+    url: Arc<str>,
+    /// Replica mode, once [`Store::start_cluster`] ran.
+    cluster: Arc<OnceLock<Arc<Cluster>>>,
+    /// SQLite: the lock on the database file of the process that serves it.
+    process_lock: Arc<std::sync::Mutex<Option<std::fs::File>>>,
+}
+
+/// What the sync engine's progress reports go out through to the other replicas: a queue, no
+/// I/O in the caller. Cheap to clone; the default relays nothing.
+#[derive(Clone, Default)]
+pub struct Relay {
+    cluster: Arc<OnceLock<Arc<Cluster>>>,
+}
+
+impl Relay {
+    /// Hands a sync event to the other replicas (nothing without replica mode).
+    pub fn sync_event(&self, event: &SyncEvent) {
+        if let Some(cluster) = self.cluster.get() {
+            cluster.sync_event(event);
+        }
+    }
 }
 
 impl std::fmt::Debug for Store {
@@ -175,7 +218,103 @@ impl Store {
             statements,
             versions: DataVersions::default(),
             changes: broadcast::channel(1024).0,
+            remote_sync_events: broadcast::channel(1024).0,
+            url: config.database_url.as_str().into(),
+            cluster: Arc::default(),
+            process_lock: Arc::default(),
         })
+    }
+
+    /// PostgreSQL: joins the other gateways on the database as a replica (see [`cluster`]):
+    /// location locks, and notifications of data versions, sync events and record changes both
+    /// ways, over two connections of their own on `direct_url` (else `DATABASE_URL`). Returns
+    /// whether replica mode is on; SQLite is single-process and returns `false`. Calling it
+    /// again does nothing.
+    ///
+    /// # Errors
+    /// [`ClusterError`] when the connections cannot be opened or a notification sent to
+    /// ourselves does not come back (a pooler that drops `LISTEN`).
+    pub async fn start_cluster(&self, direct_url: Option<&str>) -> Result<bool, ClusterError> {
+        if self.backend() != DbBackend::Postgres {
+            return Ok(false);
+        }
+        if self.cluster.get().is_some() {
+            return Ok(true);
+        }
+        let sinks = cluster::Sinks {
+            versions: self.versions.clone(),
+            changes: self.changes.clone(),
+            sync_events: self.remote_sync_events.clone(),
+        };
+        let url = direct_url.unwrap_or(&self.url);
+        let started =
+            Cluster::start(url, self.db.get_postgres_connection_pool().clone(), sinks).await?;
+        if let Err(started) = self.cluster.set(started) {
+            started.shut_down();
+        }
+        Ok(true)
+    }
+
+    /// Replica mode, when it is on.
+    pub fn cluster(&self) -> Option<&Arc<Cluster>> {
+        self.cluster.get()
+    }
+
+    /// Where the sync engine's events go out to the other replicas.
+    pub fn relay(&self) -> Relay {
+        Relay {
+            cluster: self.cluster.clone(),
+        }
+    }
+
+    /// Sync events of the jobs other replicas run, as they publish them (none without replica
+    /// mode).
+    pub fn remote_sync_events(&self) -> broadcast::Receiver<SyncEvent> {
+        self.remote_sync_events.subscribe()
+    }
+
+    /// Takes the location's sync lock for this process: `None` when another replica holds it
+    /// (its job is running). Without replica mode the lock is this process's alone.
+    pub async fn try_lock_location(
+        &self,
+        location_id: &str,
+    ) -> Result<Option<LocationLock>, StoreError> {
+        match self.cluster.get() {
+            Some(cluster) => Ok(cluster
+                .try_lock(cluster::lock_key("sync", location_id))
+                .await?),
+            None => Ok(Some(LocationLock::local())),
+        }
+    }
+
+    /// SQLite: claims the database file for this process (an exclusive `flock` held until
+    /// [`Store::close`] or the process ends), so that a second `serve` on the same file stops with a clear error instead
+    /// of running a second sync beside the first. Nothing on PostgreSQL or in-memory SQLite.
+    ///
+    /// # Errors
+    /// [`StoreError::InUse`] when another process holds it.
+    pub fn claim_single_process(&self) -> Result<(), StoreError> {
+        let mut held = self.process_lock.lock().unwrap_or_else(|e| e.into_inner());
+        if self.backend() != DbBackend::Sqlite || held.is_some() {
+            return Ok(());
+        }
+        let Some(path) = sqlite_file(&self.url) else {
+            return Ok(());
+        };
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .open(&path)
+            .map_err(|e| StoreError::Invalid(format!("cannot open {path}: {e}")))?;
+        match file.try_lock() {
+            Ok(()) => {
+                *held = Some(file);
+                Ok(())
+            }
+            Err(std::fs::TryLockError::WouldBlock) => Err(StoreError::InUse(path)),
+            Err(std::fs::TryLockError::Error(e)) => {
+                Err(StoreError::Invalid(format!("cannot lock {path}: {e}")))
+            }
+        }
     }
 
     /// Applies the migrations in `migrations/` that have not run yet.
@@ -189,8 +328,27 @@ impl Store {
         Ok(store)
     }
 
+    /// Applies the pending migrations. On PostgreSQL, replicas starting together take turns (an
+    /// advisory lock on a connection of its own), so that one migrates and the others find it
+    /// done.
     pub async fn migrate(&self) -> Result<(), StoreError> {
-        migrate::run(&self.db).await
+        if self.backend() != DbBackend::Postgres {
+            return migrate::run(&self.db).await;
+        }
+        use sea_orm::sqlx::Connection as _;
+        let mut turn = sea_orm::sqlx::postgres::PgConnection::connect(&self.url)
+            .await
+            .map_err(|e| StoreError::Db(DbErr::Conn(sea_orm::RuntimeErr::SqlxError(e.into()))))?;
+        let key = cluster::lock_key("migrate", "ghl-gateway");
+        let locked = sea_orm::sqlx::query("SELECT pg_advisory_lock($1)")
+            .bind(key)
+            .execute(&mut turn)
+            .await;
+        let migrated = migrate::run(&self.db).await;
+        if locked.is_ok() {
+            let _ = turn.close().await;
+        }
+        migrated
     }
 
     /// The data versions of the locations, which this store bumps after its writes commit (the
@@ -211,6 +369,22 @@ impl Store {
 
     /// Bumps `location_id`'s data version after a committed write of `ids`, then tells the
     /// `changes` subscribers (none listening is fine). An empty batch bumps only.
+    /// Bumps `location_id`'s data version, here and (replica mode) in every other replica.
+    fn bump(&self, location_id: &str) {
+        self.versions.bump(location_id);
+        if let Some(cluster) = self.cluster.get() {
+            cluster.bump(location_id);
+        }
+    }
+
+    /// Bumps every location's data version, here and in every other replica.
+    fn bump_all(&self) {
+        self.versions.bump_all();
+        if let Some(cluster) = self.cluster.get() {
+            cluster.bump_all();
+        }
+    }
+
     fn committed(
         &self,
         location_id: &str,
@@ -219,11 +393,11 @@ impl Store {
         ids: Vec<String>,
         source: ChangeSource,
     ) {
-        self.versions.bump(location_id);
+        self.bump(location_id);
         if ids.is_empty() {
             return;
         }
-        let _ = self.changes.send(ChangeEvent {
+        let event = ChangeEvent {
             location_id: location_id.to_owned(),
             kind,
             op,
@@ -231,7 +405,11 @@ impl Store {
             source,
             at: chrono::Utc::now(),
             data_version: self.versions.snapshot().location(location_id),
-        });
+        };
+        if let Some(cluster) = self.cluster.get() {
+            cluster.change(&event);
+        }
+        let _ = self.changes.send(event);
     }
 
     /// SQL statements executed through this store so far (tests diff it around a request).
@@ -276,8 +454,27 @@ impl Store {
     }
 
     pub async fn close(self) {
+        if let Some(cluster) = self.cluster.get() {
+            cluster.shut_down();
+        }
+        // The file is free for the next process (`claim_single_process`).
+        self.process_lock
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
         let _ = self.db.close().await;
     }
+}
+
+/// The file of an SQLite URL (`sqlite://FILE?...`, `sqlite:FILE`), `None` for an in-memory one.
+fn sqlite_file(url: &str) -> Option<String> {
+    let rest = url
+        .strip_prefix("sqlite://")
+        .or_else(|| url.strip_prefix("sqlite:"))?;
+    let (path, query) = rest.split_once('?').unwrap_or((rest, ""));
+    let memory =
+        path.is_empty() || path == ":memory:" || query.split('&').any(|p| p == "mode=memory");
+    (!memory).then(|| path.to_owned())
 }
 
 /// Rows of `cols` columns per multi-row INSERT so that one statement stays under [`MAX_BINDS`].
@@ -297,6 +494,21 @@ mod tests {
         assert_eq!(fold("ΟΔΥΣΣΕΥΣ"), "οδυσσευσ");
         assert_eq!(fold("ΟΔΥΣ"), fold("οδυσ"));
         assert_eq!(fold("Straße"), fold("STRASSE"));
+    }
+
+    #[test]
+    fn sqlite_urls_name_their_file() {
+        assert_eq!(
+            sqlite_file("sqlite://ghl-gateway.db?mode=rwc").as_deref(),
+            Some("ghl-gateway.db")
+        );
+        assert_eq!(
+            sqlite_file("sqlite:/tmp/a.db").as_deref(),
+            Some("/tmp/a.db")
+        );
+        assert_eq!(sqlite_file("sqlite::memory:"), None);
+        assert_eq!(sqlite_file("sqlite://x.db?mode=memory&cache=shared"), None);
+        assert_eq!(sqlite_file("postgres://localhost/db"), None);
     }
 
     #[test]

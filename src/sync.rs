@@ -41,6 +41,7 @@ use tokio_util::task::TaskTracker;
 use self::progress::Progress;
 use self::stage::{StageContext, StageError};
 use crate::domain::{Cooldown, JobState, Resource, SyncJob, SyncStage, from_ms};
+use crate::store::cluster::LocationLock;
 use crate::store::{Store, StoreError, sync_mode_name};
 use crate::upstream::{self, UpstreamError};
 
@@ -125,6 +126,9 @@ pub enum SyncError {
     NoCredentials(String),
     #[error("the gateway is shutting down")]
     ShuttingDown,
+    /// Another replica holds the location's sync lock, yet no job of it shows in the database.
+    #[error("another gateway holds the sync lock of location {0} but shows no job; try again")]
+    LockedElsewhere(String),
     /// The location's last jobs failed: no sync starts before `until` (a manual refresh may try
     /// once per step, and this step's try is spent).
     #[error("location {location_id} cools down after {failures} failed sync(s) until {until}")]
@@ -157,11 +161,13 @@ enum JobError {
     Stage(#[from] StageError),
 }
 
-/// Frees a location's single-flight slot when its job ends, however it ends.
+/// Frees a location's single-flight slot when its job ends, however it ends; then its lock
+/// (dropped after `drop` runs), so that another replica may start the next job.
 struct Release {
     engine: SyncEngine,
     location_id: String,
     running: Arc<Running>,
+    _lock: LocationLock,
 }
 
 impl Drop for Release {
@@ -186,6 +192,9 @@ struct Inner {
     client: upstream::Client,
     config: SyncConfig,
     running: Mutex<HashMap<String, Arc<Running>>>,
+    /// Starting a job is one step at a time in a process: between finding no job and
+    /// registering one there are awaits (the database, the location lock).
+    starting: tokio::sync::Mutex<()>,
     events: broadcast::Sender<SyncEvent>,
     tracker: TaskTracker,
     cancel: CancellationToken,
@@ -290,11 +299,30 @@ impl SyncEngine {
                 client,
                 config,
                 running: Mutex::new(HashMap::new()),
+                starting: tokio::sync::Mutex::new(()),
                 events,
                 tracker: TaskTracker::new(),
                 cancel: CancellationToken::new(),
             }),
         };
+        // Replica mode: the events of jobs other replicas run reach this process's subscribers.
+        let mut remote = engine.inner.store.remote_sync_events();
+        let forward = engine.clone();
+        engine.inner.tracker.spawn(async move {
+            loop {
+                let event = tokio::select! {
+                    _ = forward.inner.cancel.cancelled() => return,
+                    event = remote.recv() => event,
+                };
+                match event {
+                    Ok(event) => {
+                        let _ = forward.inner.events.send(event);
+                    }
+                    Err(broadcast::error::RecvError::Lagged(_)) => continue,
+                    Err(broadcast::error::RecvError::Closed) => return,
+                }
+            }
+        });
         if engine.inner.config.interval_secs > 0 {
             let scheduler = engine.clone();
             engine
@@ -376,6 +404,10 @@ impl SyncEngine {
         if let Some(running) = lock(&self.inner.running).get(location_id) {
             return Ok((running.progress.snapshot(), true));
         }
+        let _starting = self.inner.starting.lock().await;
+        if let Some(running) = lock(&self.inner.running).get(location_id) {
+            return Ok((running.progress.snapshot(), true));
+        }
         if self.inner.store.credential(location_id).await?.is_none() {
             return Err(SyncError::NoCredentials(location_id.to_owned()));
         }
@@ -389,62 +421,159 @@ impl SyncEngine {
                 until: cooldown.next_attempt_at,
             });
         }
-        let running = {
-            let mut map = lock(&self.inner.running);
-            if let Some(running) = map.get(location_id) {
-                return Ok((running.progress.snapshot(), true));
-            }
-            let now = now_ms();
-            let job = SyncJob {
-                id: uuid::Uuid::new_v4().to_string(),
-                location_id: location_id.to_owned(),
-                mode,
-                state: JobState::Queued,
-                mark: now,
-                started_at: from_ms(now),
-                finished_at: None,
-                error: None,
-            };
-            let running = Arc::new(Running {
-                progress: Progress::new(
-                    JobSnapshot {
-                        job,
-                        stages: Vec::new(),
-                    },
-                    self.inner.events.clone(),
-                ),
-                done: watch::channel(false).0,
-                cancel: self.inner.cancel.child_token(),
-                stopped: Mutex::new(None),
-            });
-            map.insert(location_id.to_owned(), running.clone());
-            running
+        let location_lock = match self.lock_location(location_id).await? {
+            Ok(location_lock) => location_lock,
+            Err(elsewhere) => return Ok((elsewhere, true)),
         };
+        let store = &self.inner.store;
+        if location_lock.is_shared() {
+            // Holding the lock, a queued or running job of the location is an orphan of a
+            // replica that died: interrupted, so that this job resumes it.
+            let orphans = store.interrupt_jobs_of(location_id, None).await?;
+            if orphans > 0 {
+                tracing::warn!(
+                    location_id,
+                    "took over the sync of a gateway that stopped; resuming its job"
+                );
+            }
+        }
+        let now = now_ms();
+        let job = SyncJob {
+            id: uuid::Uuid::new_v4().to_string(),
+            location_id: location_id.to_owned(),
+            mode,
+            state: JobState::Queued,
+            mark: now,
+            started_at: from_ms(now),
+            finished_at: None,
+            error: None,
+        };
+        // In the database before the lock is visible as taken for long: the other replicas
+        // answer `joined` with this job.
+        store.insert_job(&job).await?;
+        let running = Arc::new(Running {
+            progress: Progress::new(
+                JobSnapshot {
+                    job,
+                    stages: Vec::new(),
+                },
+                self.inner.events.clone(),
+                store.relay(),
+            ),
+            done: watch::channel(false).0,
+            cancel: self.inner.cancel.child_token(),
+            stopped: Mutex::new(None),
+        });
+        lock(&self.inner.running).insert(location_id.to_owned(), running.clone());
         let snapshot = running.progress.snapshot();
         let engine = self.clone();
         let location = location_id.to_owned();
         self.inner.tracker.spawn(async move {
+            // A lost lock (its connection failed) stops the job: another replica may take over.
+            let lost = location_lock.lost();
+            let watch = {
+                let running = running.clone();
+                tokio::spawn(async move {
+                    lost.cancelled().await;
+                    *lock(&running.stopped) = Some(
+                        "stopped: this gateway lost the location's lock (its PostgreSQL connection \
+                         failed); the next run resumes the job"
+                            .to_owned(),
+                    );
+                    running.cancel.cancel();
+                })
+            };
             // Even if the job panics, the location is freed and its waiters are woken.
             let _release = Release {
                 engine: engine.clone(),
                 location_id: location.clone(),
                 running: running.clone(),
+                _lock: location_lock,
             };
             engine.run_job(&location, running).await;
+            watch.abort();
         });
         Ok((snapshot, false))
+    }
+
+    /// Takes the location's sync lock, or finds the job of the replica that holds it. The
+    /// holder writes its job right after taking the lock; a job that ended meanwhile released
+    /// it, so the lock is tried again.
+    async fn lock_location(
+        &self,
+        location_id: &str,
+    ) -> Result<Result<LocationLock, JobSnapshot>, SyncError> {
+        const ATTEMPTS: u32 = 100;
+        for _ in 0..ATTEMPTS {
+            if let Some(location_lock) = self.inner.store.try_lock_location(location_id).await? {
+                return Ok(Ok(location_lock));
+            }
+            if let Some(elsewhere) = self.inner.store.active_job(location_id).await? {
+                return Ok(Err(elsewhere));
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        Err(SyncError::LockedElsewhere(location_id.to_owned()))
     }
 
     /// Waits until the location has no job running, at most `timeout`. Returns whether it
     /// finished in time.
     pub async fn wait_idle(&self, location_id: &str, timeout: Duration) -> bool {
         let Some(running) = lock(&self.inner.running).get(location_id).cloned() else {
-            return true;
+            if self.inner.store.cluster().is_none() {
+                return true;
+            }
+            return tokio::time::timeout(timeout, self.wait_elsewhere(location_id))
+                .await
+                .is_ok();
         };
         let mut done = running.done.subscribe();
         tokio::time::timeout(timeout, done.wait_for(|d| *d))
             .await
             .is_ok()
+    }
+
+    /// Replica mode: waits until no replica runs a job of the location. Woken by the job's
+    /// events, and checks every second whether its replica died (its lock free: the job is an
+    /// orphan, marked interrupted here).
+    async fn wait_elsewhere(&self, location_id: &str) {
+        let mut events = self.subscribe();
+        let store = &self.inner.store;
+        loop {
+            match store.active_job(location_id).await {
+                Ok(Some(_)) => {}
+                Ok(None) | Err(_) => return,
+            }
+            if lock(&self.inner.running).contains_key(location_id) {
+                // A job of this process now: its own signal says when it ends.
+                let running = lock(&self.inner.running).get(location_id).cloned();
+                if let Some(running) = running {
+                    let _ = running.done.subscribe().wait_for(|d| *d).await;
+                }
+                return;
+            }
+            if let Ok(Some(location_lock)) = store.try_lock_location(location_id).await {
+                let _ = store.interrupt_jobs_of(location_id, None).await;
+                drop(location_lock);
+                return;
+            }
+            let finished = async {
+                loop {
+                    match events.recv().await {
+                        Ok(event)
+                            if event.location_id == location_id && event.job.is_finished() =>
+                        {
+                            return;
+                        }
+                        Err(broadcast::error::RecvError::Closed) => {
+                            std::future::pending::<()>().await;
+                        }
+                        _ => {}
+                    }
+                }
+            };
+            let _ = tokio::time::timeout(Duration::from_secs(1), finished).await;
+        }
     }
 
     /// Stops the location's running job, if any, as [`SyncEngine::shutdown`] stops them all (its
@@ -473,8 +602,14 @@ impl SyncEngine {
         &self,
         location_id: &str,
         mode: SyncMode,
+        current: &str,
     ) -> Result<Option<JobSnapshot>, StoreError> {
-        let Some(last) = self.inner.store.last_job(location_id).await? else {
+        let Some(last) = self
+            .inner
+            .store
+            .previous_job(location_id, Some(current))
+            .await?
+        else {
             return Ok(None);
         };
         let window = self.inner.config.resume_window_secs as i64 * 1000;
@@ -510,8 +645,11 @@ impl SyncEngine {
 
     async fn try_run_job(&self, location_id: &str, running: &Running) -> Result<(), SyncError> {
         let store = &self.inner.store;
-        let requested = running.progress.snapshot().job.mode;
-        let previous = self.resumable(location_id, requested).await?;
+        let current = running.progress.snapshot().job;
+        let previous = self
+            .resumable(location_id, current.mode, &current.id)
+            .await?;
+        let requested = current.mode;
         let watermarks = store.watermarks(location_id).await?;
         // Nothing cached yet: an incremental sync has nothing to start from.
         let mut mode = if watermarks.contacts.is_none() {
@@ -557,7 +695,7 @@ impl SyncEngine {
                 }
             })
             .collect();
-        store.insert_job(&job).await?;
+        store.update_job(&job).await?;
         for stage in &stages {
             store.save_stage(location_id, stage).await?;
         }

@@ -29,7 +29,9 @@ use std::time::Duration;
 use serde_json::Value;
 use tokio::sync::Semaphore;
 
-pub use credentials::{Credential, CredentialStore, CredentialStoreError, MemoryCredentials};
+pub use credentials::{
+    Credential, CredentialStore, CredentialStoreError, MemoryCredentials, RenewalGuard,
+};
 pub use limiter::{RateLimiter, Window};
 pub use paging::{Cursor, FetchedPage, Listing, Records};
 pub use transport::{CallStats, Meter};

@@ -12,7 +12,7 @@ use crate::config::Secret;
 use crate::secrets::Cipher;
 use crate::store::Store;
 use crate::store::entities::credential;
-use crate::upstream::{Credential, CredentialStore, CredentialStoreError};
+use crate::upstream::{Credential, CredentialStore, CredentialStoreError, RenewalGuard};
 
 const KIND_PRIVATE_INTEGRATION: &str = "private_integration";
 const KIND_OAUTH: &str = "oauth";
@@ -101,6 +101,20 @@ impl CredentialStore for StoreCredentials {
         credential: &'a Credential,
     ) -> BoxFuture<'a, Result<(), CredentialStoreError>> {
         Box::pin(self.save_row(location_id, credential))
+    }
+
+    fn lock_renewal<'a>(
+        &'a self,
+        location_id: &'a str,
+    ) -> BoxFuture<'a, Result<RenewalGuard, CredentialStoreError>> {
+        Box::pin(async move {
+            let lock = self
+                .store
+                .lock_credential_renewal(location_id)
+                .await
+                .map_err(|e| CredentialStoreError(format!("cannot lock the credential: {e}")))?;
+            Ok(Box::new(lock) as RenewalGuard)
+        })
     }
 }
 

@@ -18,12 +18,21 @@ pub struct VersionSnapshot {
     /// Added to every location's count: [`DataVersions::bump_all`] moves it.
     floor: u64,
     locations: Arc<HashMap<String, u64>>,
+    /// Set while this process cannot vouch for the versions (a replica that lost its
+    /// notification connection may miss other replicas' bumps): nothing is current then.
+    suspended: bool,
 }
 
 impl VersionSnapshot {
     /// Bumps of every location so far.
     pub fn total(&self) -> u64 {
         self.total
+    }
+
+    /// Whether the versions cannot be vouched for now ([`DataVersions::suspend`]): a cached
+    /// answer must not be served.
+    pub fn suspended(&self) -> bool {
+        self.suspended
     }
 
     /// The version of `location_id`: 0 until its first change (or the first `bump_all`).
@@ -57,6 +66,25 @@ impl DataVersions {
         current.total += 1;
         current.floor += 1;
     }
+
+    /// Stops vouching for the versions until [`DataVersions::resume`]: every version moves
+    /// (so nothing read before is current again) and every snapshot says `suspended`. Used by a
+    /// replica whose notifications from the other replicas may be missing.
+    pub fn suspend(&self) {
+        let mut current = self.current.write().unwrap_or_else(|e| e.into_inner());
+        current.total += 1;
+        current.floor += 1;
+        current.suspended = true;
+    }
+
+    /// Vouches for the versions again, every version moved once more (what was read while
+    /// suspended may be older than what other replicas wrote meanwhile).
+    pub fn resume(&self) {
+        let mut current = self.current.write().unwrap_or_else(|e| e.into_inner());
+        current.total += 1;
+        current.floor += 1;
+        current.suspended = false;
+    }
 }
 
 #[cfg(test)]
@@ -78,6 +106,13 @@ mod tests {
         );
         versions.bump_all();
         assert_eq!(after.location("a"), 2);
+        versions.suspend();
+        let suspended = versions.snapshot();
+        assert!(suspended.suspended() && !after.suspended());
+        assert_eq!(suspended.location("a"), 4);
+        versions.resume();
+        assert!(!versions.snapshot().suspended());
+        assert_eq!(versions.snapshot().location("a"), 5);
         assert_eq!(versions.snapshot().location("a"), 3);
         assert_eq!(versions.snapshot().location("never"), 1);
         assert_eq!(before.location("never"), 0);

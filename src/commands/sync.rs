@@ -40,6 +40,11 @@ fn bar_style() -> ProgressStyle {
 /// `ghl-gateway sync`.
 pub async fn run(command: SyncCommand) -> anyhow::Result<()> {
     let store = Store::open(&command.database).await?;
+    // PostgreSQL: respect the location lock of the gateways (replicas) on the same database.
+    store
+        .start_cluster(command.database.database_direct_url.as_deref())
+        .await
+        .map_err(anyhow::Error::from)?;
     let client = super::ghl_client(&store, &command.upstream, &command.secrets)?;
     let engine = SyncEngine::start(store.clone(), client.clone(), command.sync.clone()).await?;
     let mode = if command.full {
@@ -49,7 +54,15 @@ pub async fn run(command: SyncCommand) -> anyhow::Result<()> {
     };
     let mut events = engine.subscribe();
     let started = Instant::now();
-    let (job, _) = engine.refresh(&command.location, mode).await?;
+    let (job, joined) = engine.refresh(&command.location, mode).await?;
+    let elsewhere = joined && engine.running(&command.location).is_none();
+    if elsewhere {
+        println!(
+            "joined job {}, which another gateway on this database runs",
+            job.job.id
+        );
+    }
+    let mut check = tokio::time::interval(Duration::from_secs(2));
     let bars = MultiProgress::new();
     let mut stage_bars: HashMap<String, ProgressBar> = HashMap::new();
     for resource in Resource::ALL {
@@ -64,6 +77,16 @@ pub async fn run(command: SyncCommand) -> anyhow::Result<()> {
     while !last.is_finished() {
         let event = tokio::select! {
             event = events.recv() => event,
+            _ = check.tick(), if elsewhere => {
+                // The other gateway may have died: waiting marks its job interrupted then.
+                engine.wait_idle(&command.location, Duration::from_millis(100)).await;
+                if let Some(job) = store.job_snapshot(&last.job.id).await?
+                    && job.is_finished()
+                {
+                    last = job;
+                }
+                continue;
+            }
             () = &mut interrupted => {
                 engine.shutdown().await;
                 bail!("interrupted; the next sync resumes where this one stopped");

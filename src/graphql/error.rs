@@ -84,6 +84,9 @@ impl From<SyncError> for ApiError {
                  attempt may start at {}",
                 until.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
             )),
+            SyncError::LockedElsewhere(location) => ApiError::UpstreamUnavailable(format!(
+                "another gateway holds the sync of location {location:?} but shows no job; try again"
+            )),
             SyncError::Store(error) => error.into(),
         }
     }

@@ -2,12 +2,46 @@
 //! statement, so the new refresh token is durable before the new access token is used.
 
 use sea_orm::sea_query::{Expr, ExprTrait, OnConflict, Query};
-use sea_orm::{ActiveValue, ConnectionTrait, EntityTrait, QueryFilter};
+use sea_orm::{
+    ActiveValue, ConnectionTrait, DatabaseTransaction, DbBackend, EntityTrait, QueryFilter,
+    TransactionTrait,
+};
 
 use super::entities::credential;
 use super::{Store, StoreError};
 
+/// Holds every other process off a location's credential renewal until dropped (PostgreSQL: a
+/// transaction-level advisory lock, released when the transaction ends; safe through a
+/// transaction-mode pooler). Nothing on SQLite, which is single-process.
+pub struct RenewalLock {
+    _transaction: Option<DatabaseTransaction>,
+}
+
 impl Store {
+    /// Waits for, then takes, the renewal lock of `location_id`'s credential, so that two
+    /// processes never spend one rotating OAuth refresh token: the one that waited reads the
+    /// credential again and finds it renewed. Released when the lock drops.
+    pub async fn lock_credential_renewal(
+        &self,
+        location_id: &str,
+    ) -> Result<RenewalLock, StoreError> {
+        if self.backend() != DbBackend::Postgres {
+            return Ok(RenewalLock { _transaction: None });
+        }
+        let transaction = self.db.begin().await?;
+        let key = super::cluster::lock_key("credential", location_id);
+        transaction
+            .execute_raw(sea_orm::Statement::from_sql_and_values(
+                DbBackend::Postgres,
+                "SELECT pg_advisory_xact_lock($1)",
+                [key.into()],
+            ))
+            .await?;
+        Ok(RenewalLock {
+            _transaction: Some(transaction),
+        })
+    }
+
     /// The stored credential of a location; none once an `UNINSTALL` revoked it.
     pub async fn credential(
         &self,
@@ -54,7 +88,7 @@ impl Store {
             .and_where(Expr::col("revoked_at").is_not_null())
             .to_owned();
         self.db.execute(&reconnect).await?;
-        self.versions.bump(&location_id);
+        self.bump(&location_id);
         Ok(())
     }
 

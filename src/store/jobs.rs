@@ -117,25 +117,44 @@ struct MaxValue {
     value: Option<i64>,
 }
 
+fn unfinished_states() -> [&'static str; 2] {
+    [
+        job_state_name(JobState::Queued),
+        job_state_name(JobState::Running),
+    ]
+}
+
+/// The update that marks unfinished jobs interrupted (the text [`SyncJob::interrupted`] knows).
+fn interrupt_update() -> sea_orm::sea_query::UpdateStatement {
+    Query::update()
+        .table("sync_jobs")
+        .value("state", job_state_name(JobState::Failed))
+        .value("error", "interrupted: the gateway stopped during the sync")
+        .value("finished_at", chrono::Utc::now().timestamp_millis())
+        .and_where(Expr::col("state").is_in(unfinished_states()))
+        .to_owned()
+}
+
 impl Store {
     pub async fn insert_job(&self, job: &SyncJob) -> Result<(), StoreError> {
         job_row(job).into_active_model().insert(&self.db).await?;
-        self.versions.bump(&job.location_id);
+        self.bump(&job.location_id);
         Ok(())
     }
 
-    /// Writes a job's state, mode, end time and error.
+    /// Writes a job's state, mode, mark, end time and error.
     pub async fn update_job(&self, job: &SyncJob) -> Result<(), StoreError> {
         let update = Query::update()
             .table("sync_jobs")
             .value("state", job_state_name(job.state))
             .value("mode", sync_mode_name(job.mode))
+            .value("mark", job.mark)
             .value("finished_at", job.finished_at.map(to_ms))
             .value("error", job.error.clone())
             .and_where(Expr::col("id").eq(job.id.clone()))
             .to_owned();
         self.db.execute(&update).await?;
-        self.versions.bump(&job.location_id);
+        self.bump(&job.location_id);
         Ok(())
     }
 
@@ -152,7 +171,7 @@ impl Store {
             .and_where(Expr::col("id").eq(job.id.clone()))
             .to_owned();
         self.db.execute(&update).await?;
-        self.versions.bump(&job.location_id);
+        self.bump(&job.location_id);
         Ok(())
     }
 
@@ -173,28 +192,73 @@ impl Store {
     /// `location_id`.
     pub async fn save_stage(&self, location_id: &str, stage: &SyncStage) -> Result<(), StoreError> {
         super::write::save_checkpoint(&self.db, stage).await?;
-        self.versions.bump(location_id);
+        self.bump(location_id);
         Ok(())
     }
 
     /// Marks jobs left queued or running by a stopped process as failed, so that the next run
-    /// resumes them. Returns how many there were.
+    /// resumes them. Returns how many there were. In replica mode only the jobs of locations
+    /// whose lock this process can take (no live replica runs them) are marked.
     pub async fn interrupt_running_jobs(&self) -> Result<u64, StoreError> {
-        let update = Query::update()
-            .table("sync_jobs")
-            .value("state", job_state_name(JobState::Failed))
-            .value("error", "interrupted: the gateway stopped during the sync")
-            .value("finished_at", chrono::Utc::now().timestamp_millis())
-            .and_where(Expr::col("state").is_in([
-                job_state_name(JobState::Queued),
-                job_state_name(JobState::Running),
-            ]))
-            .to_owned();
-        let interrupted = self.db.execute(&update).await?.rows_affected();
-        if interrupted > 0 {
-            self.versions.bump_all();
+        if self.cluster().is_none() {
+            let update = interrupt_update().to_owned();
+            let interrupted = self.db.execute(&update).await?.rows_affected();
+            if interrupted > 0 {
+                self.bump_all();
+            }
+            return Ok(interrupted);
+        }
+        let unfinished = sync_job::Entity::find()
+            .filter(sync_job::Column::State.is_in(unfinished_states()))
+            .all(&self.db)
+            .await?;
+        let mut locations: Vec<String> = unfinished.into_iter().map(|j| j.location_id).collect();
+        locations.sort();
+        locations.dedup();
+        let mut interrupted = 0;
+        for location_id in locations {
+            if let Some(_lock) = self.try_lock_location(&location_id).await? {
+                interrupted += self.interrupt_jobs_of(&location_id, None).await?;
+            }
         }
         Ok(interrupted)
+    }
+
+    /// Marks the location's queued or running jobs (but `except`) as interrupted: called by the
+    /// holder of the location's lock, for whom any such job is an orphan of a process that
+    /// died. Returns how many there were.
+    pub async fn interrupt_jobs_of(
+        &self,
+        location_id: &str,
+        except: Option<&str>,
+    ) -> Result<u64, StoreError> {
+        let mut update = interrupt_update();
+        update.and_where(Expr::col("location_id").eq(location_id));
+        if let Some(except) = except {
+            update.and_where(Expr::col("id").ne(except));
+        }
+        let interrupted = self.db.execute(&update.to_owned()).await?.rows_affected();
+        if interrupted > 0 {
+            self.bump(location_id);
+        }
+        Ok(interrupted)
+    }
+
+    /// The location's latest job that is queued or running (in this process or another
+    /// replica), with its stages.
+    pub async fn active_job(&self, location_id: &str) -> Result<Option<JobSnapshot>, StoreError> {
+        let Some(row) = sync_job::Entity::find()
+            .filter(sync_job::Column::LocationId.eq(location_id))
+            .filter(sync_job::Column::State.is_in(unfinished_states()))
+            .order_by_desc(sync_job::Column::StartedAt)
+            .one(&self.db)
+            .await?
+        else {
+            return Ok(None);
+        };
+        let job = job_of(row)?;
+        let stages = self.stages_of_jobs(std::slice::from_ref(&job.id)).await?;
+        Ok(Some(JobSnapshot { job, stages }))
     }
 
     /// When the last successful FULL sync of a location started (ms).
@@ -269,7 +333,7 @@ impl Store {
             .and_where(Expr::col("id").eq(location_id))
             .to_owned();
         self.db.execute(&update).await?;
-        self.versions.bump(location_id);
+        self.bump(location_id);
         Ok(())
     }
 
@@ -284,7 +348,7 @@ impl Store {
             .and_where(Expr::col("id").eq(location_id))
             .to_owned();
         self.db.execute(&update).await?;
-        self.versions.bump(location_id);
+        self.bump(location_id);
         Ok(())
     }
 
@@ -314,7 +378,7 @@ impl Store {
             )
             .to_owned();
         if self.db.execute(&insert).await?.rows_affected() > 0 {
-            self.versions.bump(location_id);
+            self.bump(location_id);
         }
         Ok(())
     }
@@ -344,8 +408,20 @@ impl Store {
 
     /// The most recent sync job of a location.
     pub async fn last_job(&self, location_id: &str) -> Result<Option<SyncJob>, StoreError> {
-        sync_job::Entity::find()
-            .filter(sync_job::Column::LocationId.eq(location_id))
+        self.previous_job(location_id, None).await
+    }
+
+    /// The most recent sync job of a location other than `except` (the job asking).
+    pub async fn previous_job(
+        &self,
+        location_id: &str,
+        except: Option<&str>,
+    ) -> Result<Option<SyncJob>, StoreError> {
+        let mut find = sync_job::Entity::find();
+        if let Some(except) = except {
+            find = find.filter(sync_job::Column::Id.ne(except));
+        }
+        find.filter(sync_job::Column::LocationId.eq(location_id))
             .order_by_desc(sync_job::Column::StartedAt)
             .order_by_desc(sync_job::Column::Id)
             .one(&self.db)
@@ -366,6 +442,19 @@ impl Store {
         .into_iter()
         .map(stage_of)
         .collect()
+    }
+
+    /// A job with its stages, by id.
+    pub async fn job_snapshot(&self, job_id: &str) -> Result<Option<JobSnapshot>, StoreError> {
+        let Some(row) = sync_job::Entity::find_by_id(job_id.to_owned())
+            .one(&self.db)
+            .await?
+        else {
+            return Ok(None);
+        };
+        let job = job_of(row)?;
+        let stages = self.stages_of_jobs(std::slice::from_ref(&job.id)).await?;
+        Ok(Some(JobSnapshot { job, stages }))
     }
 
     /// The most recent sync job of a location with its stages.

@@ -20,6 +20,8 @@ mod m20261202_000005_contact_search_text;
 mod m20261203_000006_webhook_events;
 #[path = "../../migrations/m20261204_000007_stage_read_times.rs"]
 mod m20261204_000007_stage_read_times;
+#[path = "../../migrations/m20261205_000008_cluster_events.rs"]
+mod m20261205_000008_cluster_events;
 
 struct Migrator;
 
@@ -33,6 +35,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261202_000005_contact_search_text::Migration),
             Box::new(m20261203_000006_webhook_events::Migration),
             Box::new(m20261204_000007_stage_read_times::Migration),
+            Box::new(m20261205_000008_cluster_events::Migration),
         ]
     }
 }

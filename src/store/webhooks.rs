@@ -139,7 +139,7 @@ impl Store {
             txn.commit().await?;
             if revoked {
                 // A credential state change: the location's sync state (and answers) move.
-                self.versions.bump(location_id);
+                self.bump(location_id);
             }
             return Ok(Applied::Unchanged);
         }
@@ -178,7 +178,7 @@ impl Store {
             .to_owned();
         let changed = self.db.execute(&update).await?.rows_affected() > 0;
         if changed {
-            self.versions.bump(location_id);
+            self.bump(location_id);
         }
         Ok(changed)
     }

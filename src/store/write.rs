@@ -633,7 +633,7 @@ impl Store {
             mark.into(),
         ];
         upsert(&self.db, "locations", LOCATION_COLS, &["id"], vec![row]).await?;
-        self.versions.bump(&location.id);
+        self.bump(&location.id);
         Ok(())
     }
 

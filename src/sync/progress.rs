@@ -11,18 +11,26 @@ use tokio::sync::broadcast;
 
 use super::lock;
 use crate::domain::{JobSnapshot, SyncEvent, SyncStage};
+use crate::store::Relay;
 
-/// A job's state as it stands, and the channel its changes go out on.
+/// A job's state as it stands, and the channels its changes go out on: this process's
+/// subscribers, and the other replicas' (through the store's relay, a queue).
 pub(super) struct Progress {
     snapshot: Mutex<JobSnapshot>,
     events: broadcast::Sender<SyncEvent>,
+    relay: Relay,
 }
 
 impl Progress {
-    pub(super) fn new(snapshot: JobSnapshot, events: broadcast::Sender<SyncEvent>) -> Self {
+    pub(super) fn new(
+        snapshot: JobSnapshot,
+        events: broadcast::Sender<SyncEvent>,
+        relay: Relay,
+    ) -> Self {
         Self {
             snapshot: Mutex::new(snapshot),
             events,
+            relay,
         }
     }
 
@@ -41,11 +49,13 @@ impl Progress {
     /// Changes the job, broadcasts it, and returns it.
     pub(super) fn publish(&self, update: impl FnOnce(&mut JobSnapshot)) -> JobSnapshot {
         let snapshot = self.update_silently(update);
-        // No subscriber is fine.
-        let _ = self.events.send(SyncEvent {
+        let event = SyncEvent {
             location_id: snapshot.job.location_id.clone(),
             job: snapshot.clone(),
-        });
+        };
+        self.relay.sync_event(&event);
+        // No subscriber is fine.
+        let _ = self.events.send(event);
         snapshot
     }
 
@@ -82,7 +92,7 @@ mod tests {
             SyncStage::queued("j", Resource::Contacts, at),
         ];
         let (events, mut receiver) = broadcast::channel(4);
-        let progress = Progress::new(JobSnapshot { job, stages }, events);
+        let progress = Progress::new(JobSnapshot { job, stages }, events, Relay::default());
         let mut contacts = SyncStage::queued("j", Resource::Contacts, at);
         contacts.fetched = 500;
         progress.put_stage(&contacts);

@@ -56,6 +56,12 @@ pub const WS_SUBSCRIPTIONS: &str = "ghl_gateway_websocket_subscriptions";
 pub const DB_POOL: &str = "ghl_gateway_db_pool_connections";
 /// `ghl_gateway_webhook_events_total{type, outcome}`: GHL webhook events received.
 pub const WEBHOOK_EVENTS: &str = "ghl_gateway_webhook_events_total";
+/// `ghl_gateway_cluster_publish_failures_total`: notifications to the other replicas that
+/// could not be sent (PostgreSQL replica mode).
+pub const CLUSTER_PUBLISH_FAILURES: &str = "ghl_gateway_cluster_publish_failures_total";
+/// `ghl_gateway_cluster_listener_connected`: 1 while the replica's notification connection is
+/// up, 0 while it reconnects (and the response cache serves nothing).
+pub const CLUSTER_CONNECTED: &str = "ghl_gateway_cluster_listener_connected";
 
 /// Histogram buckets of request latencies, in seconds: the cache's sub-millisecond hits to the
 /// 30 s request timeout.
@@ -177,6 +183,14 @@ fn describe() {
     describe_counter!(
         WEBHOOK_EVENTS,
         "GHL webhook events received, by type and outcome"
+    );
+    describe_counter!(
+        CLUSTER_PUBLISH_FAILURES,
+        "notifications to the other replicas that could not be sent"
+    );
+    describe_gauge!(
+        CLUSTER_CONNECTED,
+        "1 while the notification connection to the other replicas is up, else 0"
     );
 }
 
@@ -312,6 +326,16 @@ pub fn webhook_event(event_type: &str, outcome: &'static str) {
         "outcome" => outcome
     )
     .increment(1);
+}
+
+/// A notification to the other replicas could not be sent.
+pub fn cluster_publish_failed() {
+    counter!(CLUSTER_PUBLISH_FAILURES).increment(1);
+}
+
+/// The replica's notification connection went up (`true`) or down.
+pub fn cluster_connected(up: bool) {
+    gauge!(CLUSTER_CONNECTED).set(if up { 1.0 } else { 0.0 });
 }
 
 /// Adds one to a `{protocol}` gauge while it lives.

@@ -83,7 +83,22 @@ pub trait CredentialStore: Send + Sync {
         location_id: &'a str,
         credential: &'a Credential,
     ) -> BoxFuture<'a, Result<(), CredentialStoreError>>;
+
+    /// Waits for, then takes, the right to renew `location_id`'s credential, held until the
+    /// guard drops: where several processes share the credentials (replicas on one database),
+    /// the client renews only under it and reads the credential again first, so that a rotating
+    /// OAuth refresh token is spent once. The default guards nothing (one process).
+    fn lock_renewal<'a>(
+        &'a self,
+        location_id: &'a str,
+    ) -> BoxFuture<'a, Result<RenewalGuard, CredentialStoreError>> {
+        let _ = location_id;
+        Box::pin(async { Ok(Box::new(()) as RenewalGuard) })
+    }
 }
+
+/// What [`CredentialStore::lock_renewal`] returns: the lock is held until it drops.
+pub type RenewalGuard = Box<dyn Send>;
 
 /// A [`CredentialStore`] in memory, for tests and for embedding the client without a database.
 /// Credentials live as long as the value.

@@ -94,8 +94,35 @@ impl Client {
                 .cloned()
                 .ok_or_else(|| UpstreamError::NoCredentials(location_id.to_owned()));
         }
+        // Other processes holding the same credential (replicas on one database) renew under
+        // the same lock; the one that waited finds the credential renewed and uses it, instead
+        // of spending a refresh token that was already rotated.
+        let _renewal = self
+            .inner
+            .credentials
+            .lock_renewal(location_id)
+            .await
+            .map_err(|e| UpstreamError::Store(e.to_string()))?;
+        let stored = self
+            .inner
+            .credentials
+            .load(location_id)
+            .await
+            .map_err(|e| UpstreamError::Store(e.to_string()))?;
+        if let Some(stored) = stored
+            && renewed_elsewhere(&credential, &stored, now)
+        {
+            tracing::info!(
+                location_id,
+                "another process renewed the GHL access token; using it"
+            );
+            let token = stored.access_token().cloned();
+            *slot = Some(stored);
+            return token.ok_or_else(|| UpstreamError::NoCredentials(location_id.to_owned()));
+        }
         let renewed = self.renew(location_id, &credential).await?;
-        // Persist first: if the process dies now, the stored refresh token is the live one.
+        // Persist first (under the lock): if the process dies now, the stored refresh token is
+        // the live one.
         self.persist(location_id, &renewed).await?;
         lock(&state.stats).renewals += 1;
         tracing::info!(location_id, "renewed the GHL access token");
@@ -178,6 +205,15 @@ impl Client {
             .map_err(|e| UpstreamError::Transient(format!("oauth/token: {e}")))?;
         read_auth_answer(response).await
     }
+}
+
+/// Whether `stored` is a renewal of `held` made by another process: a different access token
+/// that is not due itself.
+fn renewed_elsewhere(held: &Credential, stored: &Credential, now: i64) -> bool {
+    let token = |c: &Credential| c.access_token().map(|t| t.expose_secret().to_owned());
+    token(stored).is_some()
+        && token(stored) != token(held)
+        && !stored.needs_renewal(now, RENEWAL_MARGIN_MS)
 }
 
 /// The JSON of a token answer, or what its status means for the credential.

@@ -19,6 +19,7 @@ mod promises;
 mod readme;
 mod reads;
 mod reliability;
+mod replicas;
 mod request_id;
 mod schema_file;
 mod search;

@@ -283,6 +283,7 @@ mod tests {
         let database = crate::store::DatabaseConfig {
             database_url: "sqlite::memory:".into(),
             database_max_connections: 1,
+            database_direct_url: None,
         };
         let store = crate::store::Store::open(&database).await.unwrap();
         let schema = crate::graphql::build(store, Default::default(), None);

@@ -1,0 +1,381 @@
+//! Replicas on PostgreSQL (issue 14): several gateways on one database, each with its own pool,
+//! sync engine, GHL client and response cache, as several processes behind a load balancer
+//! would be. They run where `TEST_DATABASE_URL` is set (CI sets it); SQLite is single-process.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use ghl_gateway::domain::{ChangeSource, JobSnapshot, JobState};
+use ghl_gateway::sim::SimHandle;
+use serde_json::{Value, json};
+
+use crate::helpers::*;
+
+/// The admin URL of the PostgreSQL server, when the tests have one.
+fn postgres_url() -> Option<String> {
+    std::env::var("TEST_DATABASE_URL").ok()
+}
+
+/// `n` gateways on `db`, each connected to the simulator's locations, trusting its webhooks.
+async fn replicas(db: &TestDb, sim: &SimHandle, n: usize) -> Vec<Arc<TestApp>> {
+    let mut apps = Vec::new();
+    for _ in 0..n {
+        let pem = sim.webhook_public_key_pem.clone();
+        let app = spawn_app_with_sim_and(&db.url, sim, |c| {
+            c.http.webhooks.webhook_public_key = pem;
+        })
+        .await;
+        apps.push(Arc::new(app));
+    }
+    apps
+}
+
+async fn refresh(app: &TestApp, location_id: &str) -> Value {
+    let answer = app
+        .graphql(
+            "mutation($loc: ID!) { refreshLocation(locationId: $loc, mode: FULL) { id joined state } }",
+            json!({ "loc": location_id }),
+        )
+        .await;
+    answer["data"]["refreshLocation"].clone()
+}
+
+/// Every sync event of `location_id` a replica's subscribers get, until the job `job_id` ends.
+fn collect_events(app: &TestApp, location_id: &str) -> tokio::task::JoinHandle<Vec<JobSnapshot>> {
+    let mut events = app.sync.subscribe();
+    let location_id = location_id.to_owned();
+    tokio::spawn(async move {
+        let mut seen = Vec::new();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+        while let Ok(Ok(event)) = tokio::time::timeout_at(deadline, events.recv()).await {
+            if event.location_id != location_id {
+                continue;
+            }
+            let finished = event.job.is_finished();
+            seen.push(event.job);
+            if finished {
+                break;
+            }
+        }
+        seen
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_hundred_refreshes_over_three_replicas_start_one_job_whose_events_reach_every_replica() {
+    let Some(admin) = postgres_url() else {
+        return;
+    };
+    let db = postgres(&admin).await;
+    let sim = spawn_sim(600).await;
+    let apps = replicas(&db, &sim, 3).await;
+    // GHL answers slowly while the refreshes arrive, so that the job they start is still
+    // running when the last one lands, however loaded the machine.
+    sim.set_latency(5_000, 0);
+    let loc = sim.locations[0].id.clone();
+    let listeners: Vec<_> = apps.iter().map(|a| collect_events(a, &loc)).collect();
+    sim.reset_counters();
+
+    let mut calls = Vec::new();
+    for i in 0..100 {
+        let app = apps[i % 3].clone();
+        let loc = loc.clone();
+        calls.push(tokio::spawn(async move { refresh(&app, &loc).await }));
+    }
+    let mut answers = Vec::new();
+    for call in calls {
+        answers.push(call.await.unwrap());
+    }
+    let started = answers.iter().filter(|j| j["joined"] == false).count();
+    assert_eq!(started, 1, "exactly one refresh starts a job: {answers:?}");
+    let ids: BTreeSet<&str> = answers.iter().map(|j| j["id"].as_str().unwrap()).collect();
+    assert_eq!(ids.len(), 1, "the other 99 answers carry its id: {ids:?}");
+    let job_id = ids.into_iter().next().unwrap().to_owned();
+    sim.set_latency(0, 0);
+
+    let mut seen = Vec::new();
+    for listener in listeners {
+        seen.push(listener.await.unwrap());
+    }
+    // Which replica ran the job does not matter: all three saw the same.
+    let runner = 0;
+    let last = seen[runner]
+        .last()
+        .expect("the job's events arrived")
+        .clone();
+    assert_eq!(last.job.id, job_id);
+    assert_eq!(last.job.state, JobState::Succeeded, "{:?}", last.job.error);
+    for (i, events) in seen.iter().enumerate() {
+        assert!(
+            events.len() > 10,
+            "replica {i} saw the job's progress: {} events",
+            events.len()
+        );
+        assert_eq!(
+            events, &seen[runner],
+            "replica {i} saw every event of the job, in order, as the runner published them"
+        );
+    }
+    assert_eq!(
+        db.store.jobs(&loc, 10).await.unwrap().len(),
+        1,
+        "one job in the shared history"
+    );
+    // One sync's worth of GHL calls, however many replicas were asked.
+    let truth = sim.dump(&loc).unwrap();
+    let count = |key: &str| truth[key].as_array().unwrap().len() as u64;
+    let rows = count("contacts") + count("tasks") + count("conversations") + count("opportunities");
+    assert!(rows > 600);
+    let calls: i64 = last.stages.iter().map(|s| s.calls).sum();
+    assert_eq!(
+        sim.total_requests(),
+        calls as u64 + 1,
+        "the simulator saw the one job's calls (and its location read)"
+    );
+    for app in apps {
+        Arc::into_inner(app).unwrap().shutdown().await;
+    }
+}
+
+/// One `/graphql` answer on `app` with the admin key: its `x-cache` header and its body.
+async fn ask(app: &TestApp, query: &str, variables: Value) -> (String, Value) {
+    let response = app
+        .client
+        .post(format!("{}/graphql", app.base))
+        .bearer_auth(ADMIN_KEY)
+        .json(&json!({ "query": query, "variables": variables }))
+        .send()
+        .await
+        .unwrap();
+    let cache = response
+        .headers()
+        .get("x-cache")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    (cache, response.json().await.unwrap())
+}
+
+const CONTACT: &str = "query($id: ID!) { contact(id: $id) { id email } }";
+
+/// Asks `app` until the contact's email is `email` (the webhook's write reached the replica),
+/// at most 10 s; returns the `x-cache` of each answer.
+async fn until_email(app: &TestApp, id: &str, email: &str) -> Vec<String> {
+    let mut caches = Vec::new();
+    for _ in 0..400 {
+        let (cache, body) = ask(app, CONTACT, json!({ "id": id })).await;
+        caches.push(cache);
+        if body["data"]["contact"]["email"] == email {
+            return caches;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!("the contact never showed {email}: {caches:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_webhook_applied_by_one_replica_reaches_the_subscribers_and_caches_of_the_others() {
+    let Some(admin) = postgres_url() else {
+        return;
+    };
+    let db = postgres(&admin).await;
+    let sim = spawn_sim(30).await;
+    let apps = replicas(&db, &sim, 3).await;
+    let (a, b, c) = (&apps[0], &apps[1], &apps[2]);
+    let loc = sim.locations[0].id.clone();
+    full_sync_to_end(a, &loc).await;
+    // The simulator's webhooks reach replica B only.
+    a.client
+        .patch(format!("{}/_sim/settings", sim.base_url))
+        .json(&json!({ "webhookUrl": format!("{}/webhooks/ghl", b.base) }))
+        .send()
+        .await
+        .unwrap()
+        .error_for_status()
+        .unwrap();
+    let contact = sim.dump(&loc).unwrap()["contacts"][0]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+
+    // C caches the contact (once the notifications of A's sync have all arrived, which move
+    // C's data versions as they come).
+    let mut before = Value::Null;
+    for _ in 0..400 {
+        let (cache, body) = ask(c, CONTACT, json!({ "id": contact })).await;
+        before = body;
+        if cache == "hit" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert_eq!(ask(c, CONTACT, json!({ "id": contact })).await.0, "hit");
+    let mut changes_on_c = c.store.subscribe_changes();
+
+    sim.update(
+        &loc,
+        "contacts",
+        &contact,
+        json!({ "email": "moved-by-webhook@example.com" }),
+    )
+    .unwrap();
+    let event = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            let event = changes_on_c.recv().await.unwrap();
+            if event.source == ChangeSource::Webhook && event.ids.contains(&contact) {
+                return event;
+            }
+        }
+    })
+    .await
+    .expect("C's changes subscribers hear of the webhook B applied");
+    assert_eq!(event.location_id, loc);
+    // C's cached answer is gone: the next read is a miss with the new email.
+    let (cache, after) = ask(c, CONTACT, json!({ "id": contact })).await;
+    assert_eq!(cache, "miss", "C's cached answer missed after B wrote");
+    assert_eq!(
+        after["data"]["contact"]["email"], "moved-by-webhook@example.com",
+        "before: {before}"
+    );
+    assert_eq!(
+        until_email(a, &contact, "moved-by-webhook@example.com")
+            .await
+            .len(),
+        1
+    );
+    assert!(
+        b.store.cluster().unwrap().connected() && c.store.cluster().unwrap().connected(),
+        "the listeners are up"
+    );
+    for app in apps {
+        Arc::into_inner(app).unwrap().shutdown().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_replica_that_lost_its_listener_serves_nothing_cached_until_it_is_back() {
+    let Some(admin) = postgres_url() else {
+        return;
+    };
+    let db = postgres(&admin).await;
+    let sim = spawn_sim(10).await;
+    let apps = replicas(&db, &sim, 1).await;
+    let app = &apps[0];
+    let loc = sim.locations[0].id.clone();
+    full_sync_to_end(app, &loc).await;
+    let contact = sim.dump(&loc).unwrap()["contacts"][0]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    ask(app, CONTACT, json!({ "id": contact })).await;
+    assert_eq!(ask(app, CONTACT, json!({ "id": contact })).await.0, "hit");
+
+    let cluster = app.store.cluster().unwrap().clone();
+    let pid = cluster.listener_pid();
+    assert!(pid > 0);
+    let killer = sea_orm::Database::connect(db.url.as_str()).await.unwrap();
+    use sea_orm::ConnectionTrait as _;
+    killer
+        .execute_unprepared(&format!("SELECT pg_terminate_backend({pid})"))
+        .await
+        .unwrap();
+    // The listener notices the loss; from then on nothing cached is served, whether it is
+    // still reconnecting or already back (what was cached before may be stale by then).
+    for _ in 0..5_000 {
+        if !cluster.connected() || cluster.listener_pid() != pid {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    let (cache, body) = ask(app, CONTACT, json!({ "id": contact })).await;
+    assert_eq!(
+        cache, "miss",
+        "nothing cached is served once the listener is lost"
+    );
+    assert_eq!(body["data"]["contact"]["id"], contact.as_str());
+    for _ in 0..400 {
+        if cluster.connected() && cluster.listener_pid() != pid {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert!(
+        cluster.connected() && cluster.listener_pid() != pid,
+        "the listener reconnected"
+    );
+    // Back: answers are cached again.
+    ask(app, CONTACT, json!({ "id": contact })).await;
+    assert_eq!(ask(app, CONTACT, json!({ "id": contact })).await.0, "hit");
+    killer.close().await.unwrap();
+    Arc::into_inner(apps.into_iter().next().unwrap())
+        .unwrap()
+        .shutdown()
+        .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_replicas_renew_one_expired_oauth_token_once() {
+    let Some(admin) = postgres_url() else {
+        return;
+    };
+    let db = postgres(&admin).await;
+    let sim = spawn_sim(10).await;
+    let loc = sim.locations[0].id.clone();
+    let mut apps = Vec::new();
+    for _ in 0..2 {
+        let (base_url, id, secret) = (
+            sim.base_url.clone(),
+            sim.client_id.clone(),
+            sim.client_secret.clone(),
+        );
+        apps.push(
+            spawn_app_with(&db.url, |c| {
+                c.upstream.base_url = base_url;
+                c.upstream.client_id = Some(id);
+                c.upstream.client_secret = Some(secret.into());
+                // Tokens in clear in the database, so that the test can expire the stored one.
+                c.secrets.secret_key = None;
+            })
+            .await,
+        );
+    }
+    let code = sim.auth_code("Location", Some(&loc)).unwrap();
+    assert_eq!(
+        apps[0]
+            .sync
+            .client()
+            .install_with_code(&code)
+            .await
+            .unwrap(),
+        loc
+    );
+    let before = db.store.credential(&loc).await.unwrap().unwrap();
+    assert!(sim.expire_token(before.access_token.as_deref().unwrap()));
+    sim.reset_counters();
+
+    // Both replicas call GHL at once with the expired token (as two syncs or reads would).
+    let mut callers = Vec::new();
+    for app in &apps {
+        for _ in 0..5 {
+            let client = app.sync.client().clone();
+            let loc = loc.clone();
+            callers.push(tokio::spawn(async move { client.users(&loc).await }));
+        }
+    }
+    for caller in callers {
+        caller
+            .await
+            .unwrap()
+            .expect("every call succeeds: no refresh token spent twice");
+    }
+    assert_eq!(
+        sim.requests("oauth.token"),
+        1,
+        "one refresh at GHL for both processes"
+    );
+    assert_eq!(sim.count("oauth.token", "400"), 0, "no invalid_grant");
+    for app in apps {
+        app.shutdown().await;
+    }
+}
