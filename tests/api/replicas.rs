@@ -379,3 +379,198 @@ async fn two_replicas_renew_one_expired_oauth_token_once() {
         app.shutdown().await;
     }
 }
+
+/// `ghl-gateway sync --full` of the simulator's first location over `db`, as another process.
+fn sync_process(db: &TestDb, sim: &SimHandle) -> tokio::process::Command {
+    let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_ghl-gateway"));
+    command
+        .args(["sync", "--full", "--location", &sim.locations[0].id])
+        .env_clear()
+        .env("DATABASE_URL", &db.url)
+        .env("GHL_BASE_URL", &sim.base_url)
+        .env("GHL_BACKOFF_MS", "20")
+        .env("GATEWAY_SECRET_KEY", TEST_SECRET_KEY)
+        .env("RUST_LOG", "warn")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true);
+    command
+}
+
+/// The ids of the location's live records of `table` in the cache, and in the simulator.
+async fn cache_and_truth(
+    db: &TestDb,
+    sim: &SimHandle,
+    table: &str,
+    key: &str,
+) -> (BTreeSet<String>, BTreeSet<String>) {
+    use sea_orm::{ConnectionTrait as _, Statement};
+    let loc = &sim.locations[0].id;
+    let rows = db
+        .store
+        .connection()
+        .query_all_raw(Statement::from_sql_and_values(
+            db.store.backend(),
+            format!("SELECT id FROM {table} WHERE location_id = $1 AND deleted = false"),
+            [loc.as_str().into()],
+        ))
+        .await
+        .unwrap();
+    let cache = rows
+        .iter()
+        .map(|r| r.try_get::<String>("", "id").unwrap())
+        .collect();
+    let truth = sim.dump(loc).unwrap()[key]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["id"].as_str().unwrap().to_owned())
+        .collect();
+    (cache, truth)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_sync_process_killed_mid_job_is_finished_by_another_replica_from_its_checkpoints() {
+    let Some(admin) = postgres_url() else {
+        return;
+    };
+    let db = postgres(&admin).await;
+    let sim = spawn_sim(3_000).await;
+    let loc = sim.locations[0].id.clone();
+    let apps = replicas(&db, &sim, 1).await;
+    let replica = &apps[0];
+    // Slow enough that the process is killed mid-way, its pages and checkpoints partly written.
+    sim.set_latency(60, 0);
+    sim.reset_counters();
+    let mut process = sync_process(&db, &sim).spawn().expect("the binary runs");
+    let mut orphan = None;
+    for _ in 0..1_200 {
+        if let Some(job) = db.store.active_job(&loc).await.unwrap()
+            && job.stages.iter().filter(|s| s.pages > 0).count() >= 3
+        {
+            orphan = Some(job);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    let orphan = orphan.expect("the process's job made progress");
+    process.start_kill().unwrap();
+    process.wait().await.unwrap();
+    let calls_before = sim.total_requests();
+
+    // The replica's next refresh takes the lock the dead session released and resumes.
+    sim.set_latency(0, 0);
+    let answer = refresh(replica, &loc).await;
+    assert_eq!(answer["joined"], false, "{answer}");
+    assert!(replica.sync.wait_idle(&loc, Duration::from_secs(120)).await);
+    let jobs = db.store.jobs(&loc, 10).await.unwrap();
+    let killed = jobs.iter().find(|j| j.id == orphan.job.id).unwrap();
+    assert!(
+        killed.interrupted(),
+        "the orphan is interrupted: {killed:?}"
+    );
+    let resumed = db.store.last_job(&loc).await.unwrap().unwrap();
+    assert_eq!(resumed.state, JobState::Succeeded, "{:?}", resumed.error);
+    assert_eq!(
+        resumed.mark, orphan.job.mark,
+        "the resumed job continues the killed one (its mark)"
+    );
+    let truth = sim.dump(&loc).unwrap();
+    let count = |key: &str| truth[key].as_array().unwrap().len() as u64;
+    let one_sync = 1
+        + 3
+        + count("contacts").div_ceil(500)
+        + (count("tasks") / 500 + 1)
+        + count("conversations").div_ceil(99)
+        + count("opportunities").div_ceil(500);
+    let after = sim.total_requests() - calls_before;
+    assert!(
+        after < one_sync,
+        "the resumed job fetched only what was missing: {after} calls after the kill, {one_sync} for a whole sync"
+    );
+    for (table, key) in [
+        ("contacts", "contacts"),
+        ("tasks", "tasks"),
+        ("conversations", "conversations"),
+        ("opportunities", "opportunities"),
+    ] {
+        let (cache, truth) = cache_and_truth(&db, &sim, table, key).await;
+        assert_eq!(cache.len(), truth.len(), "{table}: no row lost or extra");
+        assert_eq!(cache, truth, "{table}");
+    }
+    Arc::into_inner(apps.into_iter().next().unwrap())
+        .unwrap()
+        .shutdown()
+        .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_sync_process_joins_the_job_a_replica_runs() {
+    let Some(admin) = postgres_url() else {
+        return;
+    };
+    let db = postgres(&admin).await;
+    let sim = spawn_sim(300).await;
+    let loc = sim.locations[0].id.clone();
+    let apps = replicas(&db, &sim, 1).await;
+    let replica = &apps[0];
+    sim.set_latency(3_000, 0);
+    sim.reset_counters();
+    let started = refresh(replica, &loc).await;
+    assert_eq!(started["joined"], false);
+    let process = sync_process(&db, &sim).spawn().expect("the binary runs");
+    let waiting = tokio::spawn(process.wait_with_output());
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    sim.set_latency(0, 0);
+    let output = tokio::time::timeout(Duration::from_secs(120), waiting)
+        .await
+        .expect("the process ends with the job")
+        .unwrap()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let id = started["id"].as_str().unwrap();
+    assert!(
+        stdout.contains(&format!("joined job {id}")),
+        "the process joined the replica's job: {stdout}"
+    );
+    assert_eq!(
+        db.store.jobs(&loc, 10).await.unwrap().len(),
+        1,
+        "one job ran"
+    );
+    Arc::into_inner(apps.into_iter().next().unwrap())
+        .unwrap()
+        .shutdown()
+        .await;
+}
+
+#[tokio::test]
+async fn a_second_gateway_on_one_sqlite_file_is_refused_with_a_clear_error() {
+    let db = sqlite().await;
+    let first = spawn_app(&db.url).await;
+    let mut config = ghl_gateway::app::ServeConfig::default();
+    config.http.listen = "127.0.0.1:0".into();
+    config.database = ghl_gateway::store::DatabaseConfig::new(db.url.as_str());
+    config.secrets.secret_key = Some(TEST_SECRET_KEY.into());
+    config.http.auth.admin_key = Some(ADMIN_KEY.into());
+    let error = match ghl_gateway::app::App::build(config.clone()).await {
+        Ok(_) => panic!("a second gateway on the same SQLite file starts"),
+        Err(error) => format!("{error:#}"),
+    };
+    assert!(
+        error.contains("another ghl-gateway process serves this SQLite database")
+            && error.contains("PostgreSQL"),
+        "{error}"
+    );
+    // Once the first stops, the file is free.
+    first.shutdown().await;
+    let second = ghl_gateway::app::App::build(config)
+        .await
+        .expect("the file is free once the first gateway stopped");
+    drop(second);
+}
