@@ -17,6 +17,7 @@
 
 pub mod load;
 pub mod read;
+pub mod replicas;
 mod report;
 pub mod simproc;
 pub mod subscribers;
@@ -44,8 +45,9 @@ pub struct BenchArgs {
     /// Where to write the Markdown report.
     #[arg(long, env = "BENCH_OUT", default_value = "BENCHMARKS.md")]
     pub out: PathBuf,
-    /// Which part to run: `all`, `read`, `sync`, `webhooks` or `subscribers` (`subscribers` alone
-    /// puts its own section into `--out` and leaves the others as they are).
+    /// Which part to run: `all`, `read`, `sync`, `webhooks`, `subscribers` or `replicas`
+    /// (`subscribers` and `replicas` alone put their own section into `--out` and leave the
+    /// others as they are).
     #[arg(long, env = "BENCH_ONLY", value_enum, default_value_t = Part::All)]
     pub only: Part,
     /// A PostgreSQL server to benchmark the read path on as well (a fresh database is created and
@@ -68,6 +70,8 @@ pub enum Part {
     Sync,
     Webhooks,
     Subscribers,
+    /// Three replicas on PostgreSQL (needs a server; writes its own section).
+    Replicas,
 }
 
 /// The command: runs the worker when asked to, the suite otherwise.
@@ -82,6 +86,18 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         subscribers::write_section(&args.out, &section)?;
         eprintln!(
             "bench: wrote the subscribers section into {}",
+            args.out.display()
+        );
+        return Ok(());
+    }
+    if args.only == Part::Replicas {
+        let section = replica_section(&args)
+            .await?
+            .context("the replicas section needs PostgreSQL (TEST_DATABASE_URL)")?;
+        println!("{section}");
+        replicas::write_section(&args.out, &section)?;
+        eprintln!(
+            "bench: wrote the replicas section into {}",
             args.out.display()
         );
         return Ok(());
@@ -111,6 +127,11 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     } else {
         None
     };
+    let replica = if args.only == Part::All {
+        replica_section(&args).await?
+    } else {
+        None
+    };
     report.elapsed = started.elapsed();
     let mut markdown = report.markdown();
     if let Some(results) = subscribers {
@@ -121,6 +142,9 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
             markdown.trim_end(),
             subscribers::markdown(&results)
         );
+    }
+    if let Some(section) = replica {
+        markdown = format!("{}\n\n{}", markdown.trim_end(), section.trim_end());
     }
     println!("{markdown}");
     std::fs::write(&args.out, &markdown)
@@ -251,6 +275,32 @@ async fn bench_databases(
         }
     }
     Ok((dir, databases))
+}
+
+/// The replicas section on a fresh PostgreSQL database, in Markdown; `None` without a server.
+async fn replica_section(args: &BenchArgs) -> anyhow::Result<Option<String>> {
+    let (dir, databases) = bench_databases(args, "replicas").await?;
+    let mut section = None;
+    for db in databases {
+        if db.backend == "PostgreSQL" {
+            eprintln!("bench: three replicas on PostgreSQL");
+            let load = std::fs::read_to_string("/proc/loadavg")
+                .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+                .unwrap_or_default();
+            let outcome = replicas::run(&db.url, args.quick).await;
+            db.drop().await;
+            let r = outcome?;
+            eprintln!(
+                "bench: replicas: write on A to miss on C p50 {:.1} ms p99 {:.1} ms ({} never)",
+                r.delay_p50_ms, r.delay_p99_ms, r.never
+            );
+            section = Some(replicas::markdown(&r, &load));
+        } else {
+            db.drop().await;
+        }
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(section)
 }
 
 /// The webhook section on each database: events ingested per second, and admin writes visible

@@ -157,8 +157,6 @@ pub struct Store {
     url: Arc<str>,
     /// Replica mode, once [`Store::start_cluster`] ran.
     cluster: Arc<OnceLock<Arc<Cluster>>>,
-    /// SQLite: the lock on the database file of the process that serves it.
-    process_lock: Arc<std::sync::Mutex<Option<std::fs::File>>>,
 }
 
 /// What the sync engine's progress reports go out through to the other replicas: a queue, no
@@ -221,7 +219,6 @@ impl Store {
             remote_sync_events: broadcast::channel(1024).0,
             url: config.database_url.as_str().into(),
             cluster: Arc::default(),
-            process_lock: Arc::default(),
         })
     }
 
@@ -287,27 +284,36 @@ impl Store {
         }
     }
 
-    /// SQLite: claims the database file for this process (an exclusive `flock` held until
-    /// [`Store::close`] or the process ends), so that a second `serve` on the same file stops with a clear error instead
-    /// of running a second sync beside the first. Nothing on PostgreSQL or in-memory SQLite.
+    /// SQLite: claims the database file for this process (an exclusive `flock`, held until the
+    /// process ends), so that a second `serve` on the same file stops with a clear error instead
+    /// of running a second sync beside the first. Gateways inside one process (tests, `demo`)
+    /// share the claim. Nothing on PostgreSQL or in-memory SQLite.
     ///
     /// # Errors
     /// [`StoreError::InUse`] when another process holds it.
     pub fn claim_single_process(&self) -> Result<(), StoreError> {
-        let mut held = self.process_lock.lock().unwrap_or_else(|e| e.into_inner());
-        if self.backend() != DbBackend::Sqlite || held.is_some() {
+        /// The files this process claimed, kept open (and locked) until it exits.
+        static CLAIMED: std::sync::Mutex<Vec<(std::path::PathBuf, std::fs::File)>> =
+            std::sync::Mutex::new(Vec::new());
+        if self.backend() != DbBackend::Sqlite {
             return Ok(());
         }
         let Some(path) = sqlite_file(&self.url) else {
             return Ok(());
         };
+        let canonical = std::fs::canonicalize(&path)
+            .map_err(|e| StoreError::Invalid(format!("cannot open {path}: {e}")))?;
+        let mut claimed = CLAIMED.lock().unwrap_or_else(|e| e.into_inner());
+        if claimed.iter().any(|(p, _)| *p == canonical) {
+            return Ok(());
+        }
         let file = std::fs::OpenOptions::new()
             .read(true)
             .open(&path)
             .map_err(|e| StoreError::Invalid(format!("cannot open {path}: {e}")))?;
         match file.try_lock() {
             Ok(()) => {
-                *held = Some(file);
+                claimed.push((canonical, file));
                 Ok(())
             }
             Err(std::fs::TryLockError::WouldBlock) => Err(StoreError::InUse(path)),
@@ -457,11 +463,6 @@ impl Store {
         if let Some(cluster) = self.cluster.get() {
             cluster.shut_down();
         }
-        // The file is free for the next process (`claim_single_process`).
-        self.process_lock
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .take();
         let _ = self.db.close().await;
     }
 }

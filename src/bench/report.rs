@@ -625,3 +625,57 @@ impl Report {
         );
     }
 }
+
+/// Puts `section` (which starts with `heading`) into the Markdown file at `path`: in place of the
+/// section of that heading when the file has one (up to the next `## ` heading), else at its end.
+/// Other sections are left as they are. The sections that `bench --only X` writes on their own
+/// (subscribers, replicas) go in this way.
+pub fn write_section(path: &std::path::Path, heading: &str, section: &str) -> anyhow::Result<()> {
+    let old = std::fs::read_to_string(path).unwrap_or_default();
+    let new = replace_section(&old, heading, section);
+    std::fs::write(path, new).map_err(|e| anyhow::anyhow!("cannot write {}: {e}", path.display()))
+}
+
+fn replace_section(old: &str, heading: &str, section: &str) -> String {
+    let section = section.trim_end();
+    let Some(start) = old.find(heading) else {
+        let old = old.trim_end();
+        return if old.is_empty() {
+            format!("{section}\n")
+        } else {
+            format!("{old}\n\n{section}\n")
+        };
+    };
+    let after = start + heading.len();
+    let end = old[after..]
+        .find("\n## ")
+        .map_or(old.len(), |i| after + i + 1);
+    let rest = &old[end..];
+    if rest.is_empty() {
+        format!("{}{section}\n", &old[..start])
+    } else {
+        format!("{}{section}\n\n{rest}", &old[..start])
+    }
+}
+
+#[cfg(test)]
+mod section_tests {
+    use super::replace_section;
+
+    #[test]
+    fn a_section_replaces_its_own_heading_only() {
+        let heading = "## S (issue 1)";
+        let section = format!("{heading}\n\nnew\n");
+        let file = format!("# B\n\n## A\n\na\n\n{heading}\n\nold\n\n## C\n\nc\n");
+        assert_eq!(
+            replace_section(&file, heading, &section),
+            format!("# B\n\n## A\n\na\n\n{heading}\n\nnew\n\n## C\n\nc\n")
+        );
+        assert_eq!(
+            replace_section("# B\n", heading, &section),
+            format!("# B\n\n{heading}\n\nnew\n")
+        );
+        let last = replace_section(&format!("# B\n\n{heading}\n\nold\n"), heading, &section);
+        assert_eq!(last, format!("# B\n\n{heading}\n\nnew\n"));
+    }
+}

@@ -668,54 +668,8 @@ pub fn markdown(results: &[SubscribersResult]) -> String {
     s
 }
 
-/// Puts `section` (which starts with [`HEADING`]) into the Markdown file at `path`: in place of
-/// the section of that heading when the file has one (up to the next `## ` heading), else at
-/// its end. Other sections are left as they are.
+/// Puts `section` (which starts with [`HEADING`]) into the Markdown file at `path`, in place of
+/// the section of that heading or at its end ([`super::report::write_section`]).
 pub fn write_section(path: &std::path::Path, section: &str) -> anyhow::Result<()> {
-    let old = std::fs::read_to_string(path).unwrap_or_default();
-    let new = replace_section(&old, section);
-    std::fs::write(path, new).with_context(|| format!("cannot write {}", path.display()))
-}
-
-fn replace_section(old: &str, section: &str) -> String {
-    let section = section.trim_end();
-    let Some(start) = old.find(HEADING) else {
-        let old = old.trim_end();
-        return if old.is_empty() {
-            format!("{section}\n")
-        } else {
-            format!("{old}\n\n{section}\n")
-        };
-    };
-    let after = start + HEADING.len();
-    let end = old[after..]
-        .find("\n## ")
-        .map_or(old.len(), |i| after + i + 1);
-    let rest = &old[end..];
-    if rest.is_empty() {
-        format!("{}{section}\n", &old[..start])
-    } else {
-        format!("{}{section}\n\n{rest}", &old[..start])
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_section_replaces_its_own_heading_only() {
-        let section = format!("{HEADING}\n\nnew\n");
-        let file = format!("# B\n\n## A\n\na\n\n{HEADING}\n\nold\n\n## C\n\nc\n");
-        assert_eq!(
-            replace_section(&file, &section),
-            format!("# B\n\n## A\n\na\n\n{HEADING}\n\nnew\n\n## C\n\nc\n")
-        );
-        assert_eq!(
-            replace_section("# B\n", &section),
-            format!("# B\n\n{HEADING}\n\nnew\n")
-        );
-        let last = replace_section(&format!("# B\n\n{HEADING}\n\nold\n"), &section);
-        assert_eq!(last, format!("# B\n\n{HEADING}\n\nnew\n"));
-    }
+    super::report::write_section(path, HEADING, section)
 }

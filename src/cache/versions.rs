@@ -106,6 +106,9 @@ mod tests {
         );
         versions.bump_all();
         assert_eq!(after.location("a"), 2);
+        assert_eq!(versions.snapshot().location("a"), 3);
+        assert_eq!(versions.snapshot().location("never"), 1);
+        assert_eq!(before.location("never"), 0);
         versions.suspend();
         let suspended = versions.snapshot();
         assert!(suspended.suspended() && !after.suspended());
@@ -113,8 +116,5 @@ mod tests {
         versions.resume();
         assert!(!versions.snapshot().suspended());
         assert_eq!(versions.snapshot().location("a"), 5);
-        assert_eq!(versions.snapshot().location("a"), 3);
-        assert_eq!(versions.snapshot().location("never"), 1);
-        assert_eq!(before.location("never"), 0);
     }
 }

@@ -578,7 +578,7 @@ mod tests {
         assert_eq!(lock_key("sync", "loc-1"), lock_key("sync", "loc-1"));
         assert_ne!(lock_key("sync", "loc-1"), lock_key("sync", "loc-2"));
         assert_ne!(lock_key("sync", "loc-1"), lock_key("credential", "loc-1"));
-        assert_eq!(lock_key("sync", "a"), -2_634_349_658_416_263_929);
+        assert_eq!(lock_key("sync", "a"), -7_676_255_232_948_380_517);
     }
 
     #[test]

@@ -201,16 +201,16 @@ async fn a_webhook_applied_by_one_replica_reaches_the_subscribers_and_caches_of_
 
     // C caches the contact (once the notifications of A's sync have all arrived, which move
     // C's data versions as they come).
-    let mut before = Value::Null;
+    let mut before = (String::new(), Value::Null);
     for _ in 0..400 {
-        let (cache, body) = ask(c, CONTACT, json!({ "id": contact })).await;
-        before = body;
-        if cache == "hit" {
+        before = ask(c, CONTACT, json!({ "id": contact })).await;
+        if before.0 == "hit" {
             break;
         }
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
-    assert_eq!(ask(c, CONTACT, json!({ "id": contact })).await.0, "hit");
+    let (cache, before) = before;
+    assert_eq!(cache, "hit", "C serves the contact from its cache");
     let mut changes_on_c = c.store.subscribe_changes();
 
     sim.update(
@@ -550,27 +550,85 @@ async fn a_sync_process_joins_the_job_a_replica_runs() {
 }
 
 #[tokio::test]
-async fn a_second_gateway_on_one_sqlite_file_is_refused_with_a_clear_error() {
+async fn a_second_gateway_process_on_one_sqlite_file_is_refused_with_a_clear_error() {
     let db = sqlite().await;
     let first = spawn_app(&db.url).await;
-    let mut config = ghl_gateway::app::ServeConfig::default();
-    config.http.listen = "127.0.0.1:0".into();
-    config.database = ghl_gateway::store::DatabaseConfig::new(db.url.as_str());
-    config.secrets.secret_key = Some(TEST_SECRET_KEY.into());
-    config.http.auth.admin_key = Some(ADMIN_KEY.into());
-    let error = match ghl_gateway::app::App::build(config.clone()).await {
-        Ok(_) => panic!("a second gateway on the same SQLite file starts"),
-        Err(error) => format!("{error:#}"),
-    };
-    assert!(
-        error.contains("another ghl-gateway process serves this SQLite database")
-            && error.contains("PostgreSQL"),
-        "{error}"
-    );
-    // Once the first stops, the file is free.
-    first.shutdown().await;
-    let second = ghl_gateway::app::App::build(config)
+    let second = tokio::process::Command::new(env!("CARGO_BIN_EXE_ghl-gateway"))
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .env_clear()
+        .env("DATABASE_URL", &db.url)
+        .env("GATEWAY_SECRET_KEY", TEST_SECRET_KEY)
+        .env("GATEWAY_ADMIN_KEY", ADMIN_KEY)
+        .env("RUST_LOG", "warn")
+        .kill_on_drop(true)
+        .output();
+    let second = tokio::time::timeout(Duration::from_secs(60), second)
         .await
-        .expect("the file is free once the first gateway stopped");
-    drop(second);
+        .expect("the second process stops at once")
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&second.stderr);
+    assert!(!second.status.success());
+    assert!(
+        stderr.contains("another ghl-gateway process serves this SQLite database")
+            && stderr.contains("PostgreSQL"),
+        "{stderr}"
+    );
+    first.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_sync_processes_on_one_expired_oauth_credential_renew_it_once() {
+    let Some(admin) = postgres_url() else {
+        return;
+    };
+    let db = postgres(&admin).await;
+    let sim = spawn_sim(200).await;
+    let loc = sim.locations[0].id.clone();
+    // Connected with OAuth (tokens in clear: the processes run without GATEWAY_SECRET_KEY).
+    let client = upstream_client(
+        Arc::new(ghl_gateway::app::credentials::StoreCredentials::new(
+            db.store.clone(),
+            None,
+        )),
+        &sim,
+        |_| {},
+    );
+    let code = sim.auth_code("Location", Some(&loc)).unwrap();
+    assert_eq!(client.install_with_code(&code).await.unwrap(), loc);
+    let before = db.store.credential(&loc).await.unwrap().unwrap();
+    assert!(sim.expire_token(before.access_token.as_deref().unwrap()));
+    sim.set_latency(100, 0);
+    sim.reset_counters();
+
+    let spawn = || {
+        let mut command = sync_process(&db, &sim);
+        command
+            .env_remove("GATEWAY_SECRET_KEY")
+            .env("GHL_CLIENT_ID", &sim.client_id)
+            .env("GHL_CLIENT_SECRET", &sim.client_secret);
+        command.spawn().expect("the binary runs")
+    };
+    let (first, second) = (spawn(), spawn());
+    let (first, second) = tokio::join!(first.wait_with_output(), second.wait_with_output());
+    let mut joined = 0;
+    for output in [first.unwrap(), second.unwrap()] {
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        assert!(
+            output.status.success(),
+            "{stdout}\n{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        joined += usize::from(stdout.contains("joined job"));
+    }
+    assert!(
+        joined <= 1,
+        "one ran the job, the other joined it (or ran after it)"
+    );
+    assert_eq!(sim.requests("oauth.token"), 1, "one refresh at GHL");
+    assert_eq!(sim.count("oauth.token", "400"), 0, "no invalid_grant");
+    let after = db.store.credential(&loc).await.unwrap().unwrap();
+    assert_ne!(
+        after.refresh_token, before.refresh_token,
+        "the rotated token is stored"
+    );
 }
