@@ -111,7 +111,7 @@ pub async fn run(url: &str, quick: bool) -> anyhow::Result<ReplicaResult> {
         sync.wait_idle(&location_id, Duration::from_secs(600)).await,
         "the initial sync did not finish"
     );
-    let ids: Vec<String> = store
+    let contacts_read: Vec<(String, i64)> = store
         .contacts_page(
             &location_id,
             &Default::default(),
@@ -121,9 +121,12 @@ pub async fn run(url: &str, quick: bool) -> anyhow::Result<ReplicaResult> {
         )
         .await?
         .into_iter()
-        .map(|c| c.id)
+        .map(|c| (c.id, c.date_added))
         .collect();
-    anyhow::ensure!(!ids.is_empty(), "the initial sync cached no contact");
+    anyhow::ensure!(
+        !contacts_read.is_empty(),
+        "the initial sync cached no contact"
+    );
 
     let mut result = ReplicaResult {
         contacts,
@@ -154,7 +157,10 @@ pub async fn run(url: &str, quick: bool) -> anyhow::Result<ReplicaResult> {
     let budget = WRITES_PER_SEC * (warmup + length).as_secs().max(1) * 4;
     let signed = |base: u64| {
         (0..budget)
-            .map(|n| contact_update(&sim, &location_id, &ids[n as usize % ids.len()], base + n))
+            .map(|n| {
+                let contact = &contacts_read[n as usize % contacts_read.len()];
+                contact_update(&sim, &location_id, contact, base + n)
+            })
             .collect::<Vec<_>>()
     };
     let writer = spawn_writer(signed(1_000_000), hook.clone());
@@ -195,7 +201,8 @@ pub async fn run(url: &str, quick: bool) -> anyhow::Result<ReplicaResult> {
     let client = reqwest::Client::new();
     let mut h = histogram();
     for i in 0..writes {
-        let id = &ids[i % ids.len()];
+        let contact = &contacts_read[i % contacts_read.len()];
+        let id = &contact.0;
         let query = json!({
             "query": "query Seen($id: ID!) { contact(id: $id) { id firstName } }",
             "variables": {"id": id},
@@ -225,7 +232,9 @@ pub async fn run(url: &str, quick: bool) -> anyhow::Result<ReplicaResult> {
             );
             tokio::time::sleep(Duration::from_millis(2)).await;
         }
-        let (event, signature) = contact_update(&sim, &location_id, id, i as u64);
+        // Newer than every write of the read runs, so that each is applied (never `unchanged`).
+        let (event, signature) =
+            contact_update(&sim, &location_id, contact, 10_000_000 + i as u64);
         let answer = client
             .post(&hook)
             .header("content-type", "application/json")
@@ -237,6 +246,11 @@ pub async fn run(url: &str, quick: bool) -> anyhow::Result<ReplicaResult> {
             answer.status().is_success(),
             "A refused a webhook: {}",
             answer.status()
+        );
+        let outcome: serde_json::Value = answer.json().await?;
+        anyhow::ensure!(
+            outcome["outcome"] == "applied",
+            "A did not apply the update: {outcome}"
         );
         let written = Instant::now();
         let missed = loop {
@@ -288,13 +302,19 @@ async fn read_load(
     }
 }
 
-/// A signed `ContactUpdate` of contact `id`, newer than any before it (`n` orders them).
-fn contact_update(sim: &SimHandle, location_id: &str, id: &str, n: u64) -> (Vec<u8>, String) {
+/// A signed `ContactUpdate` of `(id, dateAdded ms)`, newer than any before it (`n` orders them).
+fn contact_update(
+    sim: &SimHandle,
+    location_id: &str,
+    (id, date_added): &(String, i64),
+    n: u64,
+) -> (Vec<u8>, String) {
     let now = chrono::Utc::now();
     let body = json!({
         "type": "ContactUpdate",
         "locationId": location_id,
         "id": id,
+        "dateAdded": crate::domain::from_ms(*date_added).to_rfc3339(),
         "firstName": format!("Replica {n}"),
         "tags": ["bench"],
         "customFields": [],
@@ -330,15 +350,12 @@ fn spawn_writer(events: Vec<(Vec<u8>, String)>, hook: String) -> Writer {
         let client = reqwest::Client::new();
         let mut ticker =
             tokio::time::interval(Duration::from_millis(1_000 / WRITES_PER_SEC.max(1)));
-        let mut n = 0u64;
-        loop {
+        let mut applied = 0u64;
+        for (event, signature) in events {
             tokio::select! {
-                _ = &mut stopped => return n,
+                _ = &mut stopped => return applied,
                 _ = ticker.tick() => {}
             }
-            let Some((event, signature)) = events.get(n as usize).cloned() else {
-                return n;
-            };
             let sent = client
                 .post(&hook)
                 .header("content-type", "application/json")
@@ -347,9 +364,10 @@ fn spawn_writer(events: Vec<(Vec<u8>, String)>, hook: String) -> Writer {
                 .send()
                 .await;
             if sent.is_ok_and(|r| r.status().is_success()) {
-                n += 1;
+                applied += 1;
             }
         }
+        applied
     });
     Writer { stop, task }
 }
