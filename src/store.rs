@@ -153,6 +153,8 @@ pub struct Store {
     changes: broadcast::Sender<ChangeEvent>,
     /// Sync events of jobs that other replicas run (PostgreSQL replica mode).
     remote_sync_events: broadcast::Sender<SyncEvent>,
+    /// Other replicas' requests to stop a location's sync: (location id, reason).
+    remote_stops: broadcast::Sender<(String, String)>,
     /// The URL the store connected with (replica mode opens connections of its own).
     url: Arc<str>,
     /// Replica mode, once [`Store::start_cluster`] ran.
@@ -217,6 +219,7 @@ impl Store {
             versions: DataVersions::default(),
             changes: broadcast::channel(1024).0,
             remote_sync_events: broadcast::channel(1024).0,
+            remote_stops: broadcast::channel(64).0,
             url: config.database_url.as_str().into(),
             cluster: Arc::default(),
         })
@@ -242,6 +245,7 @@ impl Store {
             versions: self.versions.clone(),
             changes: self.changes.clone(),
             sync_events: self.remote_sync_events.clone(),
+            stops: self.remote_stops.clone(),
         };
         let url = direct_url.unwrap_or(&self.url);
         let started =
@@ -268,6 +272,19 @@ impl Store {
     /// mode).
     pub fn remote_sync_events(&self) -> broadcast::Receiver<SyncEvent> {
         self.remote_sync_events.subscribe()
+    }
+
+    /// Asks the other replicas to stop the location's sync (the one running it stops it, with
+    /// `reason` as the job's error). Nothing without replica mode.
+    pub fn publish_stop(&self, location_id: &str, reason: &str) {
+        if let Some(cluster) = self.cluster.get() {
+            cluster.stop(location_id, reason);
+        }
+    }
+
+    /// The other replicas' requests to stop a location's sync: (location id, reason).
+    pub fn remote_stops(&self) -> broadcast::Receiver<(String, String)> {
+        self.remote_stops.subscribe()
     }
 
     /// Takes the location's sync lock for this process: `None` when another replica holds it

@@ -306,20 +306,29 @@ impl SyncEngine {
             }),
         };
         // Replica mode: the events of jobs other replicas run reach this process's subscribers.
+        // Replica mode: the events of jobs other replicas run reach this process's subscribers,
+        // and their requests to stop a location's sync stop it here when it runs here.
         let mut remote = engine.inner.store.remote_sync_events();
+        let mut stops = engine.inner.store.remote_stops();
         let forward = engine.clone();
         engine.inner.tracker.spawn(async move {
             loop {
-                let event = tokio::select! {
+                tokio::select! {
                     _ = forward.inner.cancel.cancelled() => return,
-                    event = remote.recv() => event,
-                };
-                match event {
-                    Ok(event) => {
-                        let _ = forward.inner.events.send(event);
-                    }
-                    Err(broadcast::error::RecvError::Lagged(_)) => continue,
-                    Err(broadcast::error::RecvError::Closed) => return,
+                    event = remote.recv() => match event {
+                        Ok(event) => {
+                            let _ = forward.inner.events.send(event);
+                        }
+                        Err(broadcast::error::RecvError::Lagged(_)) => {}
+                        Err(broadcast::error::RecvError::Closed) => return,
+                    },
+                    stop = stops.recv() => match stop {
+                        Ok((location_id, reason)) => {
+                            forward.stop_here(&location_id, &reason);
+                        }
+                        Err(broadcast::error::RecvError::Lagged(_)) => {}
+                        Err(broadcast::error::RecvError::Closed) => return,
+                    },
                 }
             }
         });
@@ -578,8 +587,15 @@ impl SyncEngine {
 
     /// Stops the location's running job, if any, as [`SyncEngine::shutdown`] stops them all (its
     /// GHL calls dropped, the page being written finished); the job ends FAILED with `reason` as
-    /// its error. Whether a job was running. Used when GHL says the app was uninstalled.
+    /// its error. In replica mode the replica that runs it stops it. Whether a job was running in
+    /// this process. Used when GHL says the app was uninstalled.
     pub fn stop(&self, location_id: &str, reason: &str) -> bool {
+        self.inner.store.publish_stop(location_id, reason);
+        self.stop_here(location_id, reason)
+    }
+
+    /// [`SyncEngine::stop`] in this process only.
+    fn stop_here(&self, location_id: &str, reason: &str) -> bool {
         let Some(running) = lock(&self.inner.running).get(location_id).cloned() else {
             return false;
         };

@@ -233,8 +233,7 @@ pub async fn run(url: &str, quick: bool) -> anyhow::Result<ReplicaResult> {
             tokio::time::sleep(Duration::from_millis(2)).await;
         }
         // Newer than every write of the read runs, so that each is applied (never `unchanged`).
-        let (event, signature) =
-            contact_update(&sim, &location_id, contact, 10_000_000 + i as u64);
+        let (event, signature) = contact_update(&sim, &location_id, contact, 10_000_000 + i as u64);
         let answer = client
             .post(&hook)
             .header("content-type", "application/json")

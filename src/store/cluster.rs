@@ -71,12 +71,18 @@ enum Note {
     BumpAll { o: String },
     /// A row of `cluster_events` to read.
     Event { o: String, id: i64 },
+    /// Stop the sync of `l` wherever it runs, with `r` as the job's error (an `UNINSTALL`).
+    Stop { o: String, l: String, r: String },
 }
 
 /// What the forwarder publishes, in the order it was handed over.
 enum Outgoing {
     Bump(String),
     BumpAll,
+    Stop {
+        location_id: String,
+        reason: String,
+    },
     Event {
         location_id: String,
         kind: &'static str,
@@ -92,6 +98,8 @@ pub(super) struct Sinks {
     pub versions: DataVersions,
     pub changes: broadcast::Sender<ChangeEvent>,
     pub sync_events: broadcast::Sender<SyncEvent>,
+    /// Requests to stop a location's sync: (location id, reason).
+    pub stops: broadcast::Sender<(String, String)>,
 }
 
 /// A process's membership of the replicas on one PostgreSQL database.
@@ -268,6 +276,13 @@ impl Cluster {
         let _ = self.outgoing.send(Outgoing::BumpAll);
     }
 
+    pub(super) fn stop(&self, location_id: &str, reason: &str) {
+        let _ = self.outgoing.send(Outgoing::Stop {
+            location_id: location_id.to_owned(),
+            reason: reason.to_owned(),
+        });
+    }
+
     pub(super) fn change(&self, event: &ChangeEvent) {
         self.event(&event.location_id, KIND_CHANGE, event);
     }
@@ -414,6 +429,17 @@ impl Cluster {
         match outgoing {
             Outgoing::Bump(l) => notify(&self.pool, &note(&Note::Bump { o, l })).await,
             Outgoing::BumpAll => notify(&self.pool, &note(&Note::BumpAll { o })).await,
+            Outgoing::Stop {
+                location_id,
+                reason,
+            } => {
+                let stop = note(&Note::Stop {
+                    o,
+                    l: location_id,
+                    r: reason,
+                });
+                notify(&self.pool, &stop).await
+            }
             Outgoing::Event {
                 location_id,
                 kind,
@@ -499,6 +525,9 @@ impl Cluster {
             Note::Ping { .. } => {}
             Note::Bump { o, l } if o != self.origin => sinks.versions.bump(&l),
             Note::BumpAll { o } if o != self.origin => sinks.versions.bump_all(),
+            Note::Stop { o, l, r } if o != self.origin => {
+                let _ = sinks.stops.send((l, r));
+            }
             Note::Event { o, id } if o != self.origin => {
                 if let Err(error) = self.read_event(id, sinks).await {
                     tracing::warn!(error = %error, id, "cannot read another replica's event");

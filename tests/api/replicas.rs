@@ -632,3 +632,35 @@ async fn two_sync_processes_on_one_expired_oauth_credential_renew_it_once() {
         "the rotated token is stored"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_stop_on_one_replica_stops_the_job_another_runs() {
+    let Some(admin) = postgres_url() else {
+        return;
+    };
+    let db = postgres(&admin).await;
+    let sim = spawn_sim(100).await;
+    let loc = sim.locations[0].id.clone();
+    let apps = replicas(&db, &sim, 2).await;
+    sim.set_latency(5_000, 0);
+    let started = refresh(&apps[0], &loc).await;
+    assert_eq!(started["joined"], false);
+    // B runs nothing: an UNINSTALL delivered to B stops A's job.
+    let reason = "stopped: the app was uninstalled from the location";
+    assert!(
+        !apps[1].sync.stop(&loc, reason),
+        "the job does not run on B"
+    );
+    assert!(
+        apps[0].sync.wait_idle(&loc, Duration::from_secs(30)).await,
+        "A stopped its job without waiting for GHL"
+    );
+    let job = db.store.last_job(&loc).await.unwrap().unwrap();
+    assert_eq!(job.id, started["id"].as_str().unwrap());
+    assert_eq!(job.state, JobState::Failed);
+    assert_eq!(job.error.as_deref(), Some(reason));
+    sim.set_latency(0, 0);
+    for app in apps {
+        Arc::into_inner(app).unwrap().shutdown().await;
+    }
+}
