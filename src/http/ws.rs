@@ -32,8 +32,8 @@ use serde_json::{Value, json};
 use tokio::time::{Instant, MissedTickBehavior};
 use tokio_stream::StreamMap;
 
-use self::fanout::{Fanout, Payload};
-use self::recheck::{KeyCheck, KeyChecks};
+use self::fanout::{Event, Fanout};
+use self::recheck::{KeyCheck, KeyChecks, Verdict};
 use super::AppState;
 use crate::auth::{AuthError, Authenticator, Caller, ConnectionGuard};
 
@@ -215,7 +215,7 @@ enum Step {
     Gone,
 }
 
-type Subscriptions = StreamMap<String, BoxStream<'static, Option<Payload>>>;
+type Subscriptions = StreamMap<String, BoxStream<'static, Option<Event>>>;
 
 impl Session {
     /// Runs the socket until either side ends it.
@@ -247,8 +247,8 @@ impl Session {
                 }
                 Some((id, response)) = subscriptions.next(), if !subscriptions.is_empty() => {
                     match response {
-                        Some(response) => match self.recheck(true).await {
-                            Ok(()) => Step::Event(self.event(&id, &response)),
+                        Some(event) => match self.admit(event.checked).await {
+                            Ok(()) => Step::Event(self.event(&id, &event.payload)),
                             Err(violation) => Step::End(violation),
                         },
                         // The stream ended on the server's side: say so once.
@@ -421,10 +421,14 @@ impl Session {
         }
         // Counted while the stream lives: it ends, or the client stops it, or the socket closes.
         let running = crate::telemetry::metrics::ws_subscription(self.protocol.name());
+        let check = self
+            .check
+            .as_ref()
+            .map(|check| (check.clone(), self.auth.clone()));
         let stream = self
             .shared
             .fanout
-            .subscribe(&self.schema, self.caller.as_ref(), request)
+            .subscribe(&self.schema, self.caller.as_ref(), check, request)
             .map(move |response| {
                 let _ = &running;
                 Some(response)
@@ -439,13 +443,31 @@ impl Session {
     /// `fresh`: before an event, from a read that started after this call; otherwise (the
     /// periodic check) a read of the last second will do. The sockets of a key share the reads.
     async fn recheck(&self, fresh: bool) -> Result<(), Violation> {
-        let (Some(Caller::Key { locations, .. }), Some(check)) = (&self.caller, &self.check) else {
+        let Some(check) = &self.check else {
             return Ok(());
         };
         let verdict = if fresh {
             check.fresh(&self.auth).await
         } else {
             check.recent(&self.auth).await
+        };
+        self.judge(verdict)
+    }
+
+    /// Whether an event may be sent: judged on the key's state its stream read after producing
+    /// it (`checked`, a hub of this key), or on a fresh read of this socket's own.
+    async fn admit(&self, checked: Option<Verdict>) -> Result<(), Violation> {
+        match checked {
+            Some(verdict) if self.check.is_some() => self.judge(verdict),
+            _ => self.recheck(true).await,
+        }
+    }
+
+    /// A key check's verdict for this socket: `Err` (4403) once the key was revoked or lost a
+    /// location the socket opened with.
+    fn judge(&self, verdict: Verdict) -> Result<(), Violation> {
+        let Some(Caller::Key { locations, .. }) = &self.caller else {
+            return Ok(());
         };
         match verdict {
             Ok(Some(now)) if locations.is_subset(&now) => Ok(()),
