@@ -403,10 +403,15 @@ async fn follow(
     mut stop: watch::Receiver<bool>,
 ) -> Seen {
     let mut seen = Seen::default();
+    // Waited on once for the whole loop: a wait made anew per frame would enter and leave the
+    // one list of waiters that all N sockets share, twice per frame.
+    let stopped = stop.wait_for(|stop| *stop);
+    tokio::pin!(stopped);
     loop {
         let frame = tokio::select! {
+            biased;
             frame = next_frame(&mut socket) => frame,
-            _ = stop.wait_for(|stop| *stop) => break,
+            _ = &mut stopped => break,
         };
         let Some((frame, received)) = frame else {
             break;
