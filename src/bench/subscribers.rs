@@ -69,6 +69,13 @@ pub struct SubscribersResult {
     pub rss_settled_kib: u64,
     /// WebSocket connections the gateway's `/metrics` still counts after they all closed.
     pub open_after_close: f64,
+    /// CPU time (user + system) spent during the sync, seconds: by the gateway's process, and by
+    /// this one (the N client sockets). Both share the machine's cores: a bench that spends
+    /// as much as the gateway delays receipts as much.
+    pub gateway_cpu_secs: f64,
+    pub client_cpu_secs: f64,
+    /// The machine's 1-minute load average when the sockets started connecting.
+    pub load_average: f64,
 }
 
 impl SubscribersResult {
@@ -117,6 +124,33 @@ fn rss_of(pid: u32) -> u64 {
         .and_then(|v| v.split_whitespace().next())
         .and_then(|v| v.parse().ok())
         .unwrap_or(0)
+}
+
+/// CPU time (user + system) of process `pid` (`self` for this one) so far, seconds; 0 when it
+/// cannot be read.
+fn cpu_secs_of(pid: &str) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // The fields after the command name, which is in parentheses and may hold spaces.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| rest.split_whitespace().collect())
+        .unwrap_or_default();
+    // utime and stime: fields 14 and 15 of proc(5), 12 and 13 after the name.
+    let ticks: u64 = fields
+        .get(11..13)
+        .map(|f| f.iter().filter_map(|v| v.parse::<u64>().ok()).sum())
+        .unwrap_or(0);
+    // SAFETY: sysconf reads a constant of the system.
+    let per_sec = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    ticks as f64 / per_sec.max(1) as f64
+}
+
+/// The 1-minute load average (0 when it cannot be read).
+fn load_average() -> f64 {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|l| l.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0.0)
 }
 
 /// Where the sockets connect: the gateway's WebSocket URL, the demo's API key, its location.
@@ -369,10 +403,15 @@ async fn follow(
     mut stop: watch::Receiver<bool>,
 ) -> Seen {
     let mut seen = Seen::default();
+    // Waited on once for the whole loop: a wait made anew per frame would enter and leave the
+    // one list of waiters that all N sockets share, twice per frame.
+    let stopped = stop.wait_for(|stop| *stop);
+    tokio::pin!(stopped);
     loop {
         let frame = tokio::select! {
+            biased;
             frame = next_frame(&mut socket) => frame,
-            _ = stop.wait_for(|stop| *stop) => break,
+            _ = &mut stopped => break,
         };
         let Some((frame, received)) = frame else {
             break;
@@ -451,6 +490,7 @@ async fn measure(gateway: &Gateway, subscribers: usize) -> anyhow::Result<Subscr
     first_sync_done(gateway).await?;
     tokio::time::sleep(Duration::from_secs(2)).await;
     let rss_base_kib = gateway.rss_kib();
+    let load_average = load_average();
 
     let started = Instant::now();
     let gate = Arc::new(Semaphore::new(CONNECTING));
@@ -482,6 +522,8 @@ async fn measure(gateway: &Gateway, subscribers: usize) -> anyhow::Result<Subscr
         })
         .collect();
     let sync_started = Instant::now();
+    let gateway_pid = gateway.pid.to_string();
+    let cpu_before = (cpu_secs_of(&gateway_pid), cpu_secs_of("self"));
     gateway.refresh().await?;
     let mut rss_peak_kib = gateway.rss_kib();
     let deadline = sync_started + Duration::from_secs(600);
@@ -490,6 +532,8 @@ async fn measure(gateway: &Gateway, subscribers: usize) -> anyhow::Result<Subscr
         rss_peak_kib = rss_peak_kib.max(gateway.rss_kib());
     }
     let sync_secs = sync_started.elapsed().as_secs_f64();
+    let gateway_cpu_secs = cpu_secs_of(&gateway_pid) - cpu_before.0;
+    let client_cpu_secs = cpu_secs_of("self") - cpu_before.1;
     // Change events committed before the final status event may still be on their way.
     tokio::time::sleep(Duration::from_secs(1)).await;
     let _ = stop.send(true);
@@ -541,6 +585,9 @@ async fn measure(gateway: &Gateway, subscribers: usize) -> anyhow::Result<Subscr
         rss_closed_kib,
         rss_settled_kib,
         open_after_close,
+        gateway_cpu_secs,
+        client_cpu_secs,
+        load_average,
     })
 }
 
@@ -563,13 +610,17 @@ pub async fn run(quick: bool) -> anyhow::Result<Vec<SubscribersResult>> {
         );
         let r = run_one(n).await?;
         eprintln!(
-            "bench: {n} subscribers: connected in {:.1} s; events {:?} status, {:?} changes, {} complete; delay p50 {:.1} ms p99 {:.1} ms; RSS {} -> {} -> {} -> {} -> {} MiB",
+            "bench: {n} subscribers: connected in {:.1} s; events {:?} status, {:?} changes, {} complete; delay p50 {:.1} ms p99 {:.1} ms; CPU in the sync {:.1} s gateway, {:.1} s bench in {:.1} s (load average {:.2}); RSS {} -> {} -> {} -> {} -> {} MiB",
             r.connect_secs,
             r.status_events,
             r.change_events,
             r.complete,
             r.delay_p50_ms,
             r.delay_p99_ms,
+            r.gateway_cpu_secs,
+            r.client_cpu_secs,
+            r.sync_secs,
+            r.load_average,
             r.rss_base_kib / 1024,
             r.rss_idle_kib / 1024,
             r.rss_peak_kib / 1024,
@@ -590,17 +641,21 @@ pub fn markdown(results: &[SubscribersResult]) -> String {
         "{HEADING}\n\nThe gateway in its own process (`ghl-gateway demo`: one location of {CONTACTS} \
          contacts, SQLite, GHL's latency and limits); N graphql-transport-ws sockets from the bench \
          process with the demo's API key, each subscribed to the location's `syncStatus` and \
-         `changes`; then a FULL sync. Delay: a `changes` event's commit time (`at`) to its receipt. \
-         RSS: the gateway's `VmRSS`.\n"
+         `changes`; then a FULL sync. Delay: a `changes` event's commit time (`at`, taken after the \
+         commit, just before the event is published) to its receipt (the bench's clock read as the \
+         frame comes off the socket, before it is parsed). CPU: user + system time of the gateway's \
+         process and of the bench's (which holds every client socket) during the sync; both share \
+         the machine's cores. Load: the 1-minute load average as the sockets connect. RSS: the \
+         gateway's `VmRSS`.\n"
     );
     let _ = writeln!(
         s,
-        "| subscribers | connect | sync | status events / socket | change events / socket | sockets with every event | delay p50 / p99 / max | RSS before | idle | peak | closed | +{} s | per idle socket | open after close |",
+        "| subscribers | load | connect | sync | CPU in the sync: gateway / bench | status events / socket | change events / socket | sockets with every event | delay p50 / p99 / max | RSS before | idle | peak | closed | +{} s | per idle socket | open after close |",
         SETTLE.as_secs()
     );
     let _ = writeln!(
         s,
-        "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
+        "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
     );
     let mib = |kib: u64| format!("{:.0} MiB", kib as f64 / 1024.0);
     let range = |(min, max): (usize, usize)| {
@@ -613,10 +668,13 @@ pub fn markdown(results: &[SubscribersResult]) -> String {
     for r in results {
         let _ = writeln!(
             s,
-            "| {} | {:.1} s | {:.1} s | {} | {} | {} | {:.1} / {:.1} / {:.1} ms | {} | {} | {} | {} | {} | {:.1} KiB | {} |",
+            "| {} | {:.2} | {:.1} s | {:.1} s | {:.1} s / {:.1} s | {} | {} | {} | {:.1} / {:.1} / {:.1} ms | {} | {} | {} | {} | {} | {:.1} KiB | {} |",
             r.subscribers,
+            r.load_average,
             r.connect_secs,
             r.sync_secs,
+            r.gateway_cpu_secs,
+            r.client_cpu_secs,
             range(r.status_events),
             range(r.change_events),
             r.complete,

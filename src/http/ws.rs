@@ -10,10 +10,12 @@
 //! It owns nothing but its socket; the store is reached only through the [`Authenticator`].
 //!
 //! Sized for many idle subscribers: each socket reads into a small buffer ([`READ_BUFFER`]) and
-//! writes each frame straight through (a send waits for the peer to take it), so an idle socket
-//! holds a few KB. Events come from [`fanout`]: identical subscriptions share one stream whose
-//! events are serialized once; a socket only wraps the shared JSON in its own frame. A socket
-//! that reads too slowly skips events (the shared ring moves on) instead of queueing them.
+//! writes its frames out as soon as they are sent (a send waits for the peer to take it), so an
+//! idle socket holds a few KB. Events come from [`fanout`]: identical subscriptions share one
+//! stream whose events are serialized once, after one check of the key; a socket only wraps the
+//! shared JSON in its own frame, and the events ready together (a sync page's status and its
+//! changes) leave in one write. A socket that reads too slowly skips events (the shared ring
+//! moves on) instead of queueing them.
 //! Closed sockets give their memory back to the system ([`trim_after_close`]).
 
 mod fanout;
@@ -27,13 +29,13 @@ use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use futures::stream::BoxStream;
-use futures::{SinkExt, StreamExt};
+use futures::{FutureExt, SinkExt, StreamExt};
 use serde_json::{Value, json};
 use tokio::time::{Instant, MissedTickBehavior};
 use tokio_stream::StreamMap;
 
-use self::fanout::{Fanout, Payload};
-use self::recheck::{KeyCheck, KeyChecks};
+use self::fanout::{Event, Fanout};
+use self::recheck::{KeyCheck, KeyChecks, Verdict};
 use super::AppState;
 use crate::auth::{AuthError, Authenticator, Caller, ConnectionGuard};
 
@@ -48,9 +50,15 @@ pub(super) struct Shared {
 /// Bytes each socket reads into at a time (tungstenite's default is 128 KiB). Client frames are
 /// small (`connection_init`, `subscribe`, `ping`); a larger one grows the buffer while it lasts.
 pub const READ_BUFFER: usize = 4 * 1024;
-/// Bytes of outgoing frames a socket may hold unsent. Each send waits until the frame is written
-/// out, so only one frame is ever held; the bound stops a runaway frame, not a queue.
+/// Bytes of outgoing frames a socket gathers before it writes them out without being asked to:
+/// the events of a burst ([`BURST`]) are gathered, then written with one flush. Nothing is kept
+/// allocated for it while the socket is idle beyond the largest burst it sent.
+pub const WRITE_BUFFER: usize = 16 * 1024;
+/// Bytes of outgoing frames a socket may hold unsent. Each burst is flushed before the socket
+/// reads its next event, so no queue builds up here; the bound stops a runaway frame.
 pub const MAX_WRITE_BUFFER: usize = 1 << 20;
+/// Events a socket writes out together at most, when they are ready at once.
+const BURST: usize = 16;
 
 /// How often an open socket's key is checked again (revocation, scope), besides before each event.
 const RECHECK_INTERVAL: Duration = Duration::from_secs(2);
@@ -144,8 +152,8 @@ pub(super) async fn graphql_ws(
     let upgrade = upgrade
         .protocols(async_graphql::http::ALL_WEBSOCKET_PROTOCOLS)
         .read_buffer_size(READ_BUFFER)
-        // Write each frame out as it is sent (no 128 KiB staging buffer per socket).
-        .write_buffer_size(0)
+        // Gather a burst's frames, not 128 KiB (tungstenite's default) before writing out.
+        .write_buffer_size(WRITE_BUFFER)
         .max_write_buffer_size(MAX_WRITE_BUFFER)
         // A client's message is a GraphQL request: bounded like a POST body.
         .max_message_size(state.max_body_bytes)
@@ -215,7 +223,7 @@ enum Step {
     Gone,
 }
 
-type Subscriptions = StreamMap<String, BoxStream<'static, Option<Payload>>>;
+type Subscriptions = StreamMap<String, BoxStream<'static, Option<Event>>>;
 
 impl Session {
     /// Runs the socket until either side ends it.
@@ -247,8 +255,8 @@ impl Session {
                 }
                 Some((id, response)) = subscriptions.next(), if !subscriptions.is_empty() => {
                     match response {
-                        Some(response) => match self.recheck(true).await {
-                            Ok(()) => Step::Event(self.event(&id, &response)),
+                        Some(event) => match self.admit(event.checked).await {
+                            Ok(()) => Step::Event(self.event(&id, &event.payload)),
                             Err(violation) => Step::End(violation),
                         },
                         // The stream ended on the server's side: say so once.
@@ -277,8 +285,47 @@ impl Session {
                     }
                 }
                 Step::Event(frame) => {
-                    // A failed send means the socket is gone: the next read says so.
-                    let _ = sink.send(Message::Text(frame.into())).await;
+                    // Events ready as well (a sync page's status and its changes come together)
+                    // leave in the same write: one system call per socket for the burst.
+                    let mut ended = None;
+                    let mut next = Some(Message::Text(frame.into()));
+                    let mut queued = 0;
+                    while let Some(message) = next.take() {
+                        // A failed write means the socket is gone: the next read says so.
+                        if sink.feed(message).await.is_err() {
+                            break;
+                        }
+                        queued += 1;
+                        if queued == BURST {
+                            break;
+                        }
+                        next = match subscriptions.next().now_or_never() {
+                            Some(Some((id, Some(event)))) => {
+                                if event.checked.is_none() && self.check.is_some() {
+                                    // This socket reads its key itself: what waits goes first.
+                                    let _ = sink.flush().await;
+                                }
+                                match self.admit(event.checked).await {
+                                    Ok(()) => {
+                                        Some(Message::Text(self.event(&id, &event.payload).into()))
+                                    }
+                                    Err(violation) => {
+                                        ended = Some(violation);
+                                        None
+                                    }
+                                }
+                            }
+                            Some(Some((id, None))) => Some(Message::Text(
+                                json!({ "type": "complete", "id": id }).to_string().into(),
+                            )),
+                            // Nothing else ready (or no operation left).
+                            _ => None,
+                        };
+                    }
+                    let _ = sink.flush().await;
+                    if let Some(violation) = ended {
+                        break Some(violation);
+                    }
                 }
                 Step::End(violation) => break Some(violation),
                 Step::Gone => break None,
@@ -421,10 +468,14 @@ impl Session {
         }
         // Counted while the stream lives: it ends, or the client stops it, or the socket closes.
         let running = crate::telemetry::metrics::ws_subscription(self.protocol.name());
+        let check = self
+            .check
+            .as_ref()
+            .map(|check| (check.clone(), self.auth.clone()));
         let stream = self
             .shared
             .fanout
-            .subscribe(&self.schema, self.caller.as_ref(), request)
+            .subscribe(&self.schema, self.caller.as_ref(), check, request)
             .map(move |response| {
                 let _ = &running;
                 Some(response)
@@ -439,13 +490,31 @@ impl Session {
     /// `fresh`: before an event, from a read that started after this call; otherwise (the
     /// periodic check) a read of the last second will do. The sockets of a key share the reads.
     async fn recheck(&self, fresh: bool) -> Result<(), Violation> {
-        let (Some(Caller::Key { locations, .. }), Some(check)) = (&self.caller, &self.check) else {
+        let Some(check) = &self.check else {
             return Ok(());
         };
         let verdict = if fresh {
             check.fresh(&self.auth).await
         } else {
             check.recent(&self.auth).await
+        };
+        self.judge(verdict)
+    }
+
+    /// Whether an event may be sent: judged on the key's state its stream read after producing
+    /// it (`checked`, a hub of this key), or on a fresh read of this socket's own.
+    async fn admit(&self, checked: Option<Verdict>) -> Result<(), Violation> {
+        match checked {
+            Some(verdict) if self.check.is_some() => self.judge(verdict),
+            _ => self.recheck(true).await,
+        }
+    }
+
+    /// A key check's verdict for this socket: `Err` (4403) once the key was revoked or lost a
+    /// location the socket opened with.
+    fn judge(&self, verdict: Verdict) -> Result<(), Violation> {
+        let Some(Caller::Key { locations, .. }) = &self.caller else {
+            return Ok(());
         };
         match verdict {
             Ok(Some(now)) if locations.is_subset(&now) => Ok(()),

@@ -14,6 +14,13 @@
 //! Only fields that honour [`Joining`] are shared ([`shared_field`]); every other operation gets
 //! a stream of its own, serialized the same way.
 //!
+//! A hub of an API key also checks the key before it publishes each event ([`KeyCheck::fresh`],
+//! one database read that starts after the event was produced) and sends the verdict with it
+//! ([`Event::checked`]): its sockets judge that verdict instead of each reading the key again.
+//! With thousands of sockets the per-socket checks were the fan-out's cost: every socket woken
+//! twice per event (the event, then the shared read's end), and several reads per event where
+//! the sockets' checks did not meet in one.
+//!
 //! Every operation runs in a task of its own ([`spawned`] and the hubs), never inside the socket's
 //! loop: a resolver may hold a database connection between two polls, and a socket's loop stops
 //! polling its streams while it waits (to send, or for a key check that needs a connection
@@ -30,12 +37,22 @@ use serde_json::json;
 use tokio::sync::broadcast;
 use tokio_stream::wrappers::BroadcastStream;
 
-use crate::auth::Caller;
+use super::recheck::{KeyCheck, Verdict};
+use crate::auth::{Authenticator, Caller};
 use crate::graphql::AppSchema;
 use crate::graphql::subscription::{Joining, shared_field};
 
 /// One event of an operation: its GraphQL response as JSON text (`{"data":...}`).
 pub(super) type Payload = Arc<str>;
+
+/// An event as a socket receives it: the shared JSON, and the key's state read after the event
+/// was produced when the stream checked it (a hub of an API key); `None` when the socket checks
+/// the key itself (its own stream, the operator key, anonymous callers).
+#[derive(Clone, Debug)]
+pub(super) struct Event {
+    pub payload: Payload,
+    pub checked: Option<Verdict>,
+}
 
 /// Events a hub keeps for subscribers that have not read them yet (a ring, shared by all of them):
 /// a socket further behind than this skips to the oldest event still kept. A FULL sync of one
@@ -88,7 +105,7 @@ pub(in crate::http) struct Fanout {
 struct Hub {
     shape: Shape,
     /// Weak, so that the ring closes (and its subscribers see the end) when the task ends.
-    sender: broadcast::WeakSender<Payload>,
+    sender: broadcast::WeakSender<Event>,
     /// Whether the hub has published an event: a subscriber that joins the ring before that
     /// receives everything the hub sends and runs nothing of its own (no state twice). Held by
     /// the task while it publishes, by a joiner while it joins.
@@ -112,13 +129,15 @@ impl Drop for Hub {
 
 impl Fanout {
     /// The events of `request` (which carries `caller` in its data) as JSON payloads, shared
-    /// with identical subscriptions where the operation allows it.
+    /// with identical subscriptions where the operation allows it. `check`: the key's shared
+    /// check, which a new hub runs before each event it publishes.
     pub(super) fn subscribe(
         &self,
         schema: &AppSchema,
         caller: Option<&Caller>,
+        check: Option<(Arc<KeyCheck>, Authenticator)>,
         request: Request,
-    ) -> BoxStream<'static, Payload> {
+    ) -> BoxStream<'static, Event> {
         let Some(shape) = caller.and_then(|caller| Shape::of(caller, &request)) else {
             return spawned(crate::graphql::execute_stream(schema, request));
         };
@@ -158,10 +177,15 @@ impl Fanout {
             let mut events = events;
             while let Some(response) = events.next().await {
                 let payload = serialize(&response);
+                // The read starts now, after the event: a key revoked before it is seen revoked.
+                let checked = match &check {
+                    Some((check, auth)) => Some(check.fresh(auth).await),
+                    None => None,
+                };
                 let sent = {
                     let mut published = publishing.lock().unwrap_or_else(|e| e.into_inner());
                     *published = true;
-                    sender.send(payload)
+                    sender.send(Event { payload, checked })
                 };
                 // No receiver left: the last subscriber is leaving and drops the hub.
                 if sent.is_err() {
@@ -194,7 +218,7 @@ impl Fanout {
 
 /// A subscriber's view of a hub's ring; it keeps the hub running while it lives. Events it was
 /// too slow to read are skipped (the broadcast ring reports how many; the next one is complete).
-fn ring(hub: Arc<Hub>, receiver: broadcast::Receiver<Payload>) -> BoxStream<'static, Payload> {
+fn ring(hub: Arc<Hub>, receiver: broadcast::Receiver<Event>) -> BoxStream<'static, Event> {
     BroadcastStream::new(receiver)
         .filter_map(move |event| {
             let _ = &hub;
@@ -209,8 +233,8 @@ const OWN_QUEUE: usize = 16;
 
 /// `events` run in a task of their own, serialized there; the task stops when the stream that
 /// reads them is dropped.
-fn spawned(events: BoxStream<'static, Response>) -> BoxStream<'static, Payload> {
-    let (sender, receiver) = tokio::sync::mpsc::channel(OWN_QUEUE);
+fn spawned(events: BoxStream<'static, Response>) -> BoxStream<'static, Event> {
+    let (sender, receiver) = tokio::sync::mpsc::channel::<Payload>(OWN_QUEUE);
     let task = tokio::spawn(async move {
         let mut events = events;
         while let Some(response) = events.next().await {
@@ -223,7 +247,10 @@ fn spawned(events: BoxStream<'static, Response>) -> BoxStream<'static, Payload> 
     tokio_stream::wrappers::ReceiverStream::new(receiver)
         .map(move |payload| {
             let _ = &stop;
-            payload
+            Event {
+                payload,
+                checked: None,
+            }
         })
         .boxed()
 }
@@ -293,15 +320,21 @@ mod tests {
         let first = fanout.subscribe(
             &schema,
             Some(&Caller::Admin),
+            None,
             Request::new(query).data(Caller::Admin),
         );
         let second = fanout.subscribe(
             &schema,
             Some(&Caller::Admin),
+            None,
             Request::new(query).data(Caller::Admin),
         );
         assert!(fanout.running() <= 1);
-        let (a, b): (Vec<Payload>, Vec<Payload>) = tokio::join!(first.collect(), second.collect());
+        let (a, b): (Vec<Event>, Vec<Event>) = tokio::join!(first.collect(), second.collect());
+        let (a, b): (Vec<Payload>, Vec<Payload>) = (
+            a.into_iter().map(|e| e.payload).collect(),
+            b.into_iter().map(|e| e.payload).collect(),
+        );
         assert!(!a.is_empty(), "the error reaches the first subscriber");
         assert!(a[0].contains("errors"), "{a:?}");
         assert!(b.iter().all(|p| p.contains("errors")), "{b:?}");

@@ -1,9 +1,11 @@
 //! The key checks of open sockets, shared by the sockets of one key.
 //!
-//! Every open socket of an API key checks it again before each event and every few seconds
-//! (revoked? fewer locations?). Each check is a database read; 10,000 sockets of one dashboard key
-//! receiving an event would make 10,000 reads of the same row. Here the sockets of a key share
-//! them, without weakening what a check promises:
+//! Every event for a socket of an API key is checked against the key first (revoked? fewer
+//! locations?), and every open socket checks it every few seconds. Each check is a database read;
+//! 10,000 sockets of one dashboard key receiving an event would make 10,000 reads of the same
+//! row. A shared stream (`fanout`'s hub) checks once per event and hands the verdict to all its
+//! sockets; the checks left (a socket's own stream, the periodic ones) are shared by the sockets
+//! of a key here, without weakening what a check promises:
 //! - before an event ([`KeyCheck::fresh`]), the answer comes from a read that started after the
 //!   check was asked for: a socket that asks while an older read runs starts a new one, which
 //!   every socket asking until it starts then waits for. A key revoked before the event is seen
