@@ -10,6 +10,8 @@
 //!   GraphQL shows them
 //! - `simproc`: the simulator as a child process
 //! - `report`: the machine's description and the Markdown report (BENCHMARKS.md)
+//! - `reliability`: FULL syncs killed at seeded random points under GHL's faults, GHL changing
+//!   between kills (the harness the CI test runs small)
 //! - `subscribers`: N WebSocket subscribers on a gateway in a child process during a FULL sync
 //!   (connect time, events per socket, delivery delay, the gateway's memory per socket)
 //!
@@ -17,6 +19,7 @@
 
 pub mod load;
 pub mod read;
+pub mod reliability;
 mod report;
 pub mod simproc;
 pub mod subscribers;
@@ -44,8 +47,9 @@ pub struct BenchArgs {
     /// Where to write the Markdown report.
     #[arg(long, env = "BENCH_OUT", default_value = "BENCHMARKS.md")]
     pub out: PathBuf,
-    /// Which part to run: `all`, `read`, `sync`, `webhooks` or `subscribers` (`subscribers` alone
-    /// puts its own section into `--out` and leaves the others as they are).
+    /// Which part to run: `all`, `read`, `sync`, `webhooks`, `subscribers` or `reliability`
+    /// (`subscribers` and `reliability` alone put their own section into `--out` and leave the
+    /// others as they are; `all` does not run `reliability`, which takes minutes of its own).
     #[arg(long, env = "BENCH_ONLY", value_enum, default_value_t = Part::All)]
     pub only: Part,
     /// A PostgreSQL server to benchmark the read path on as well (a fresh database is created and
@@ -68,6 +72,7 @@ pub enum Part {
     Sync,
     Webhooks,
     Subscribers,
+    Reliability,
 }
 
 /// The command: runs the worker when asked to, the suite otherwise.
@@ -83,6 +88,19 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         eprintln!(
             "bench: wrote the subscribers section into {}",
             args.out.display()
+        );
+        return Ok(());
+    }
+    if args.only == Part::Reliability {
+        let started = Instant::now();
+        let results = reliability::run_section(&args).await?;
+        let section = reliability::markdown(&results, &machine());
+        println!("{section}");
+        subscribers::write_section(&args.out, &section)?;
+        eprintln!(
+            "bench: wrote the reliability section into {} in {:.0} s",
+            args.out.display(),
+            started.elapsed().as_secs_f64()
         );
         return Ok(());
     }

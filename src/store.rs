@@ -38,7 +38,7 @@ pub use lists::{
 pub use read::{
     ContactFilter, ContactKey, ContactOrder, ContactOrderField, Freshness, SortDirection,
 };
-pub use webhooks::{Applied, EventWrite, Receipt};
+pub use webhooks::{Applied, Delivery, EventWrite, Receipt};
 pub use write::Page;
 
 /// Folds text for the contacts' text filter: Unicode lower case, then the two full case foldings
@@ -132,6 +132,8 @@ pub struct Store {
     /// Committed batches of record changes, for the `changes` subscription. Bounded: a slow
     /// subscriber lags and skips events rather than holding a write back.
     changes: broadcast::Sender<ChangeEvent>,
+    /// Webhook deliveries waiting to be committed together (group commit).
+    webhooks: Arc<webhooks::WebhookBatches>,
 }
 
 impl std::fmt::Debug for Store {
@@ -175,6 +177,7 @@ impl Store {
             statements,
             versions: DataVersions::default(),
             changes: broadcast::channel(1024).0,
+            webhooks: Default::default(),
         })
     }
 

@@ -668,9 +668,10 @@ pub fn markdown(results: &[SubscribersResult]) -> String {
     s
 }
 
-/// Puts `section` (which starts with [`HEADING`]) into the Markdown file at `path`: in place of
-/// the section of that heading when the file has one (up to the next `## ` heading), else at
-/// its end. Other sections are left as they are.
+/// Puts `section` (whose first line is its `## ` heading, [`HEADING`] here; the reliability
+/// section uses it too) into the Markdown file at `path`: in place of the section of that heading
+/// when the file has one (up to the next `## ` heading), else at its end. Other sections are left
+/// as they are.
 pub fn write_section(path: &std::path::Path, section: &str) -> anyhow::Result<()> {
     let old = std::fs::read_to_string(path).unwrap_or_default();
     let new = replace_section(&old, section);
@@ -679,7 +680,8 @@ pub fn write_section(path: &std::path::Path, section: &str) -> anyhow::Result<()
 
 fn replace_section(old: &str, section: &str) -> String {
     let section = section.trim_end();
-    let Some(start) = old.find(HEADING) else {
+    let heading = section.lines().next().unwrap_or(HEADING);
+    let Some(start) = old.find(heading) else {
         let old = old.trim_end();
         return if old.is_empty() {
             format!("{section}\n")
@@ -687,7 +689,7 @@ fn replace_section(old: &str, section: &str) -> String {
             format!("{old}\n\n{section}\n")
         };
     };
-    let after = start + HEADING.len();
+    let after = start + heading.len();
     let end = old[after..]
         .find("\n## ")
         .map_or(old.len(), |i| after + i + 1);
