@@ -368,10 +368,10 @@ impl Store {
             }
             let mark = to_ms(delivery.receipt.received_at);
             let changed = apply(&txn, location_id, mark, write).await?;
-            if let (Some(_), EventWrite::Contact(c)) = (&changed, write) {
-                if children.insert(&c.id, (location_id, c)).is_none() {
-                    order.push(&c.id);
-                }
+            if let (Some(_), EventWrite::Contact(c)) = (&changed, write)
+                && children.insert(&c.id, (location_id, c)).is_none()
+            {
+                order.push(&c.id);
             }
             applied.push(match changed {
                 Some((kind, op, id)) => Applied::Written {
