@@ -873,8 +873,8 @@ pub fn markdown(results: &[ReliabilityResult], machine: &str) -> String {
          equal GHL now. **GHL calls** are the simulator's count, faults and retries included. \
          `syncedAt` honest: the job's `syncedAt` and the location's freshness equal the oldest \
          read time of its stages (some kept from killed runs), and the clean run's is no earlier \
-         than its start. Machine: {}.",
-        machine.replace('\n', "; ")
+         than its start. The run (`bench --only reliability`):\n\n{}",
+        machine.trim_end()
     );
     s
 }
