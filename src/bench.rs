@@ -93,8 +93,10 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     }
     if args.only == Part::Reliability {
         let started = Instant::now();
+        // Read before the run: the load average at its start.
+        let machine = machine();
         let results = reliability::run_section(&args).await?;
-        let section = reliability::markdown(&results, &machine());
+        let section = reliability::markdown(&results, &machine);
         println!("{section}");
         subscribers::write_section(&args.out, &section)?;
         eprintln!(
