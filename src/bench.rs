@@ -10,6 +10,8 @@
 //!   GraphQL shows them
 //! - `simproc`: the simulator as a child process
 //! - `report`: the machine's description and the Markdown report (BENCHMARKS.md)
+//! - `reliability`: FULL syncs killed at seeded random points under GHL's faults, GHL changing
+//!   between kills (the harness the CI test runs small)
 //! - `subscribers`: N WebSocket subscribers on a gateway in a child process during a FULL sync
 //!   (connect time, events per socket, delivery delay, the gateway's memory per socket)
 //!
@@ -18,6 +20,7 @@
 pub mod load;
 pub mod read;
 pub mod replicas;
+pub mod reliability;
 mod report;
 pub mod simproc;
 pub mod subscribers;
@@ -45,9 +48,10 @@ pub struct BenchArgs {
     /// Where to write the Markdown report.
     #[arg(long, env = "BENCH_OUT", default_value = "BENCHMARKS.md")]
     pub out: PathBuf,
-    /// Which part to run: `all`, `read`, `sync`, `webhooks`, `subscribers` or `replicas`
-    /// (`subscribers` and `replicas` alone put their own section into `--out` and leave the
-    /// others as they are).
+    /// Which part to run: `all`, `read`, `sync`, `webhooks`, `subscribers`, `reliability` or
+    /// `replicas` (`subscribers`, `reliability` and `replicas` alone put their own section into
+    /// `--out` and leave the others as they are; `all` does not run `reliability`, which takes
+    /// minutes of its own).
     #[arg(long, env = "BENCH_ONLY", value_enum, default_value_t = Part::All)]
     pub only: Part,
     /// A PostgreSQL server to benchmark the read path on as well (a fresh database is created and
@@ -70,6 +74,7 @@ pub enum Part {
     Sync,
     Webhooks,
     Subscribers,
+    Reliability,
     /// Three replicas on PostgreSQL (needs a server; writes its own section).
     Replicas,
 }
@@ -87,6 +92,21 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         eprintln!(
             "bench: wrote the subscribers section into {}",
             args.out.display()
+        );
+        return Ok(());
+    }
+    if args.only == Part::Reliability {
+        let started = Instant::now();
+        // Read before the run: the load average at its start.
+        let machine = machine();
+        let results = reliability::run_section(&args).await?;
+        let section = reliability::markdown(&results, &machine);
+        println!("{section}");
+        report::write_section(&args.out, reliability::HEADING, &section)?;
+        eprintln!(
+            "bench: wrote the reliability section into {} in {:.0} s",
+            args.out.display(),
+            started.elapsed().as_secs_f64()
         );
         return Ok(());
     }

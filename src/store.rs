@@ -42,7 +42,7 @@ pub use lists::{
 pub use read::{
     ContactFilter, ContactKey, ContactOrder, ContactOrderField, Freshness, SortDirection,
 };
-pub use webhooks::{Applied, EventWrite, Receipt};
+pub use webhooks::{Applied, Delivery, EventWrite, Receipt};
 pub use write::Page;
 
 /// Folds text for the contacts' text filter: Unicode lower case, then the two full case foldings
@@ -159,6 +159,8 @@ pub struct Store {
     url: Arc<str>,
     /// Replica mode, once [`Store::start_cluster`] ran.
     cluster: Arc<OnceLock<Arc<Cluster>>>,
+    /// Webhook deliveries waiting to be committed together (group commit).
+    webhooks: Arc<webhooks::WebhookBatches>,
 }
 
 /// What the sync engine's progress reports go out through to the other replicas: a queue, no
@@ -222,6 +224,7 @@ impl Store {
             remote_stops: broadcast::channel(64).0,
             url: config.database_url.as_str().into(),
             cluster: Arc::default(),
+            webhooks: Default::default(),
         })
     }
 

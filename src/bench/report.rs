@@ -362,18 +362,32 @@ impl Report {
         );
         let _ = writeln!(
             s,
-            "| database | events | events/s | delivery p50 ms | delivery p99 ms | refused | writes | visible p50 ms | visible p99 ms | visible max ms | not visible in 10 s |\n| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"
+            "| database | commit | events | events/s | delivery p50 ms | delivery p99 ms | SQL statements / event | refused | writes | visible p50 ms | visible p99 ms | visible max ms | not visible in 10 s |\n| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"
         );
         for w in &self.webhooks {
+            let ingest = |mode: &str, r: &WebhookResult| {
+                format!(
+                    "| {} | {mode} | {} | {:.0} | {:.2} | {:.2} | {:.1} | {} |",
+                    w.backend,
+                    r.events,
+                    r.events_per_sec(),
+                    r.p50_ms,
+                    r.p99_ms,
+                    r.statements_per_event,
+                    r.refused,
+                )
+            };
+            if let Some(alone) = &w.alone {
+                let _ = writeln!(
+                    s,
+                    "{} | | | | |",
+                    ingest("one transaction per event", alone)
+                );
+            }
             let _ = writeln!(
                 s,
-                "| {} | {} | {:.0} | {:.2} | {:.2} | {} | {} | {:.1} | {:.1} | {:.1} | {} |",
-                w.backend,
-                w.events,
-                w.events_per_sec(),
-                w.p50_ms,
-                w.p99_ms,
-                w.refused,
+                "{} {} | {:.1} | {:.1} | {:.1} | {} |",
+                ingest("group commit", w),
                 w.writes,
                 w.visible_p50_ms,
                 w.visible_p99_ms,

@@ -4,6 +4,10 @@
 //! in the simulator takes to be visible through GraphQL (admin write -> the simulator's signed
 //! webhook -> `POST /webhooks/ghl` -> the store -> a GraphQL read that sees it).
 //!
+//! Ingestion is measured twice in one run, on the same gateway: one transaction per event (group
+//! commit off), then with group commit (the default: deliveries waiting for the writer commit
+//! together), with the SQL statements per event of each.
+//!
 //! The gateway, the simulator and the generator share this process (and its 2 cores): the figures
 //! are a floor, not the gateway's ceiling.
 
@@ -41,6 +45,11 @@ pub struct WebhookResult {
     /// Latency of one delivery (`POST /webhooks/ghl` until its answer), ms.
     pub p50_ms: f64,
     pub p99_ms: f64,
+    /// SQL statements the store ran per event sent (transaction control included).
+    pub statements_per_event: f64,
+    /// The same measure with one transaction per event (group commit off), in the same run just
+    /// before (`None` in a result that is itself that measure).
+    pub alone: Option<Box<WebhookResult>>,
     /// Admin writes measured end to end, and those not visible within [`VISIBLE_WITHIN`].
     pub writes: u64,
     pub invisible: u64,
@@ -110,11 +119,32 @@ pub async fn backend(backend: &str, url: &str, quick: bool) -> anyhow::Result<We
 
     let (warmup, measured) = if quick { (500, 4_000) } else { (2_000, 20_000) };
     let url = format!("{gateway}/webhooks/ghl");
-    let events = signed_events(&sim, &location_id, &contacts, warmup + measured);
+    let events = signed_events(&sim, &location_id, &contacts, warmup + 2 * measured);
     let (warm, events) = events.split_at(warmup);
+    let (alone, grouped) = events.split_at(measured);
     ingest(&url, warm.to_vec(), INGEST_CONCURRENCY).await?;
-    let mut result = ingest(&url, events.to_vec(), INGEST_CONCURRENCY).await?;
-    result.backend = backend.to_owned();
+    let measure = |events: &[(Vec<u8>, String)], group_commit: bool| {
+        store.set_webhook_group_commit(group_commit);
+        let (url, events, store) = (url.clone(), events.to_vec(), store.clone());
+        async move {
+            let before = store.statements();
+            let mut result = ingest(&url, events, INGEST_CONCURRENCY).await?;
+            result.statements_per_event =
+                (store.statements() - before) as f64 / result.events.max(1) as f64;
+            result.backend = backend.to_owned();
+            anyhow::Ok(result)
+        }
+    };
+    let alone = measure(alone, false).await?;
+    eprintln!(
+        "bench: {backend} webhooks, one transaction per event: {:.0} events/s (p99 {:.2} ms, {:.1} statements per event, {} refused)",
+        alone.events_per_sec(),
+        alone.p99_ms,
+        alone.statements_per_event,
+        alone.refused
+    );
+    let mut result = measure(grouped, true).await?;
+    result.alone = Some(Box::new(alone));
 
     let writes = if quick { 50 } else { 200 };
     visible(&sim, &gateway, &location_id, writes, &mut result).await?;

@@ -1,5 +1,13 @@
-//! The writes of GHL webhook events: one transaction per event that records its `webhookId` (so a
+//! The writes of GHL webhook events: a transaction that records each event's `webhookId` (so a
 //! replay is refused by every replica and after a restart) and applies the event, order-safely.
+//!
+//! Group commit: deliveries that arrive while another batch holds the writer (SQLite's write
+//! gate, or on PostgreSQL the webhooks' own) queue, and the next writer applies all of them in one
+//! transaction, in arrival order: one multi-row insert of their `webhookId`s, one location check
+//! per location, each event's conditional write, and one rewrite of the tags and custom values of
+//! the contacts written. Each delivery is answered only after the transaction that holds it
+//! commits. When a batch fails, it is rolled back and each of its events is applied again in a
+//! transaction of its own, so that one bad event fails alone.
 //!
 //! Order safety: webhooks arrive late, twice, or out of order, and beside a sync that writes the
 //! same rows. Every write here is conditional on the row it meets, in the statement itself (no
@@ -12,9 +20,14 @@
 //!
 //! `store` knows no wire format: `webhooks` parses the payloads into [`EventWrite`]s.
 
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
 use chrono::{DateTime, Utc};
 use sea_orm::sea_query::{Expr, ExprTrait, OnConflict, Query};
-use sea_orm::{ConnectionTrait, DatabaseTransaction, DbErr};
+use sea_orm::{ConnectionTrait, DatabaseTransaction, DbErr, TransactionTrait};
+use tokio::sync::oneshot;
 
 use super::write::{
     CONTACT_COLS, OPPORTUNITY_COLS, Row, TASK_COLS, contact_row, opportunity_row,
@@ -72,6 +85,108 @@ pub struct Receipt<'a> {
     pub location_id: Option<&'a str>,
 }
 
+/// One event of a batch for [`Store::apply_webhooks`]: its receipt and what it writes.
+#[derive(Clone, Copy, Debug)]
+pub struct Delivery<'a> {
+    pub receipt: Receipt<'a>,
+    /// `None` for an event recorded only.
+    pub write: Option<&'a EventWrite>,
+}
+
+/// A delivery waiting for the writer, owned.
+struct Pending {
+    webhook_id: String,
+    received_at: DateTime<Utc>,
+    location_id: Option<String>,
+    write: Option<EventWrite>,
+}
+
+impl Pending {
+    fn delivery(&self) -> Delivery<'_> {
+        Delivery {
+            receipt: Receipt {
+                webhook_id: &self.webhook_id,
+                received_at: self.received_at,
+                location_id: self.location_id.as_deref(),
+            },
+            write: self.write.as_ref(),
+        }
+    }
+}
+
+/// The deliveries waiting for the next webhook batch, each with where its answer goes.
+type Queue = Vec<(Pending, oneshot::Sender<Result<Applied, StoreError>>)>;
+
+/// The store's state for group commit (shared by its clones).
+pub(super) struct WebhookBatches {
+    pending: std::sync::Mutex<Queue>,
+    /// The batches' writer on PostgreSQL (SQLite's is the store's write gate).
+    gate: Arc<tokio::sync::Mutex<()>>,
+    group_commit: AtomicBool,
+}
+
+impl Default for WebhookBatches {
+    fn default() -> Self {
+        Self {
+            pending: std::sync::Mutex::new(Vec::new()),
+            gate: Arc::new(tokio::sync::Mutex::new(())),
+            group_commit: AtomicBool::new(true),
+        }
+    }
+}
+
+impl WebhookBatches {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Queue> {
+        // The queue holds no invariant a panic could break halfway: take it as it is.
+        self.pending.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// The error of a delivery whose batch ended without answering it (its writer panicked).
+fn lost() -> StoreError {
+    StoreError::Db(DbErr::Custom(
+        "the webhook batch ended without an answer".to_owned(),
+    ))
+}
+
+/// Rows per multi-row insert of `webhookId`s (2 binds each).
+const RECEIPTS_PER_INSERT: usize = 1_000;
+
+/// Records the deliveries' `webhookId`s; whether each is new (neither recorded before nor earlier
+/// in the batch).
+async fn record_receipts(
+    txn: &DatabaseTransaction,
+    deliveries: &[Delivery<'_>],
+) -> Result<Vec<bool>, DbErr> {
+    let mut first = HashSet::new();
+    let unique: Vec<&Receipt<'_>> = deliveries
+        .iter()
+        .map(|d| &d.receipt)
+        .filter(|r| first.insert(r.webhook_id))
+        .collect();
+    let mut inserted = HashSet::new();
+    for chunk in unique.chunks(RECEIPTS_PER_INSERT) {
+        let mut insert = Query::insert();
+        insert
+            .into_table("webhook_events")
+            .columns(["webhook_id", "received_at"]);
+        for r in chunk {
+            insert.values_panic([r.webhook_id.to_owned().into(), to_ms(r.received_at).into()]);
+        }
+        insert
+            .on_conflict(OnConflict::column("webhook_id").do_nothing().to_owned())
+            .returning_col("webhook_id");
+        for row in txn.query_all(&insert).await? {
+            inserted.insert(row.try_get::<String>("", "webhook_id")?);
+        }
+    }
+    // Only the first delivery of an id is new; a later one in the batch is its duplicate.
+    Ok(deliveries
+        .iter()
+        .map(|d| inserted.remove(d.receipt.webhook_id))
+        .collect())
+}
+
 /// What [`Store::apply_webhook`] did. Every variant but `Duplicate` recorded the `webhookId`.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Applied {
@@ -98,61 +213,197 @@ fn not_newer(table: &str, col: &str) -> String {
 }
 
 impl Store {
-    /// Records `receipt.webhook_id` and applies `write`, in one transaction: a failure writes
-    /// nothing (GHL retries, and the retry is not a duplicate). `write` is `None` for an event
-    /// that changes nothing in the cache (recorded only). Bumps the location's data version and
-    /// publishes a [`crate::domain::ChangeEvent`] (source `WEBHOOK`) when rows changed.
+    /// Records `receipt.webhook_id` and applies `write` (`None` for an event that changes nothing
+    /// in the cache: recorded only), atomically: a failure writes nothing of the event (GHL
+    /// retries, and the retry is not a duplicate). Bumps the location's data version and
+    /// publishes a [`crate::domain::ChangeEvent`] (source `WEBHOOK`) when rows changed. Answers
+    /// once the transaction that holds the event has committed: with group commit on (the
+    /// default), the event joins the deliveries waiting for the writer and they commit together
+    /// (see the module's documentation).
     pub async fn apply_webhook(
         &self,
         receipt: Receipt<'_>,
         write: Option<&EventWrite>,
     ) -> Result<Applied, StoreError> {
-        let (_writing, txn) = self.begin_write().await?;
-        let insert = Query::insert()
-            .into_table("webhook_events")
-            .columns(["webhook_id", "received_at"])
-            .values_panic([
-                receipt.webhook_id.to_owned().into(),
-                to_ms(receipt.received_at).into(),
-            ])
-            .on_conflict(OnConflict::column("webhook_id").do_nothing().to_owned())
-            .to_owned();
-        if txn.execute(&insert).await?.rows_affected() == 0 {
-            txn.rollback().await?;
-            return Ok(Applied::Duplicate);
+        if !self.webhooks.group_commit.load(Ordering::Relaxed) {
+            let delivery = Delivery { receipt, write };
+            return self
+                .apply_webhooks(&[delivery])
+                .await
+                .pop()
+                .unwrap_or_else(|| Err(lost()));
         }
-        let Some(location_id) = receipt.location_id else {
-            txn.commit().await?;
-            return Ok(Applied::Unchanged);
+        let (answer, answered) = oneshot::channel();
+        let pending = Pending {
+            webhook_id: receipt.webhook_id.to_owned(),
+            received_at: receipt.received_at,
+            location_id: receipt.location_id.map(str::to_owned),
+            write: write.cloned(),
         };
-        if !known(&txn, location_id).await? {
-            txn.commit().await?;
-            return Ok(Applied::UnknownLocation);
+        let first = {
+            let mut queue = self.webhooks.lock();
+            queue.push((pending, answer));
+            queue.len() == 1
+        };
+        // The first delivery of a batch starts its writer; the others find it waiting. The
+        // writer is a task of its own, so a delivery whose client goes away (its future dropped)
+        // does not take the batch down with it.
+        if first {
+            let store = self.clone();
+            tokio::spawn(async move { store.drain_webhooks().await });
         }
-        let Some(write) = write else {
-            txn.commit().await?;
-            return Ok(Applied::Unchanged);
-        };
-        let mark = to_ms(receipt.received_at);
-        if let EventWrite::Uninstalled { at } = write {
-            let revoked = revoke(&txn, location_id, *at).await?;
-            txn.commit().await?;
-            if revoked {
-                // A credential state change: the location's sync state (and answers) move.
-                self.bump(location_id);
+        answered.await.unwrap_or_else(|_| Err(lost()))
+    }
+
+    /// Applies `deliveries` in one transaction, in order, after the writers queued before (see the
+    /// module's documentation); one answer per delivery, as [`Store::apply_webhook`] gives it.
+    pub async fn apply_webhooks(
+        &self,
+        deliveries: &[Delivery<'_>],
+    ) -> Vec<Result<Applied, StoreError>> {
+        let _writing = self.webhook_writer().await;
+        self.apply_batch(deliveries).await
+    }
+
+    /// Whether [`Store::apply_webhook`] commits waiting deliveries together (on by default; the
+    /// bench turns it off to measure one transaction per event in the same run).
+    pub fn set_webhook_group_commit(&self, on: bool) {
+        self.webhooks.group_commit.store(on, Ordering::Relaxed);
+    }
+
+    /// The writer of webhook batches: SQLite's write gate (shared with every writer), else the
+    /// webhooks' own gate (PostgreSQL takes concurrent writers; the gate lets deliveries gather
+    /// into batches, and two batches never lock the same rows in opposite orders).
+    async fn webhook_writer(&self) -> tokio::sync::OwnedMutexGuard<()> {
+        let gate = self
+            .write_gate
+            .clone()
+            .unwrap_or_else(|| self.webhooks.gate.clone());
+        gate.lock_owned().await
+    }
+
+    /// Takes the writer, then every delivery queued until then, and answers each.
+    async fn drain_webhooks(&self) {
+        let _writing = self.webhook_writer().await;
+        let batch = std::mem::take(&mut *self.webhooks.lock());
+        if batch.is_empty() {
+            return;
+        }
+        let (pending, answers): (Vec<Pending>, Vec<_>) = batch.into_iter().unzip();
+        let deliveries: Vec<Delivery<'_>> = pending.iter().map(Pending::delivery).collect();
+        let results = self.apply_batch(&deliveries).await;
+        for (answer, result) in answers.into_iter().zip(results) {
+            // A delivery whose client went away no longer listens: its event is applied anyway.
+            let _ = answer.send(result);
+        }
+    }
+
+    /// [`Store::apply_webhooks`] with the writer held: the batch in one transaction, or, when it
+    /// fails, each event in a transaction of its own.
+    async fn apply_batch(&self, deliveries: &[Delivery<'_>]) -> Vec<Result<Applied, StoreError>> {
+        match self.try_batch(deliveries).await {
+            Ok(applied) => applied.into_iter().map(Ok).collect(),
+            Err(error) if deliveries.len() == 1 => vec![Err(error.into())],
+            Err(error) => {
+                tracing::warn!(
+                    error = %error,
+                    events = deliveries.len(),
+                    "webhook batch failed: applying its events one by one"
+                );
+                let mut results = Vec::with_capacity(deliveries.len());
+                for delivery in deliveries {
+                    let alone = self.try_batch(std::slice::from_ref(delivery)).await;
+                    results.push(match alone {
+                        Ok(mut applied) => applied.pop().ok_or_else(lost),
+                        Err(error) => Err(error.into()),
+                    });
+                }
+                results
             }
-            return Ok(Applied::Unchanged);
         }
-        let changed = apply(&txn, location_id, mark, write).await?;
+    }
+
+    /// One transaction for `deliveries`; after its commit, bumps the data versions and publishes
+    /// the changes. Nothing is written when it fails.
+    async fn try_batch(&self, deliveries: &[Delivery<'_>]) -> Result<Vec<Applied>, DbErr> {
+        let txn = self.db.begin().await?;
+        let fresh = record_receipts(&txn, deliveries).await?;
+        let mut known_locations: HashMap<&str, bool> = HashMap::new();
+        // The contacts whose rows were written, by id: the last written one's children win.
+        let mut children: HashMap<&str, (&str, &Contact)> = HashMap::new();
+        let mut order: Vec<&str> = Vec::new();
+        let mut revoked: Vec<&str> = Vec::new();
+        let mut applied = Vec::with_capacity(deliveries.len());
+        for (delivery, fresh) in deliveries.iter().zip(fresh) {
+            if !fresh {
+                applied.push(Applied::Duplicate);
+                continue;
+            }
+            let Some(location_id) = delivery.receipt.location_id else {
+                applied.push(Applied::Unchanged);
+                continue;
+            };
+            let is_known = match known_locations.get(location_id) {
+                Some(known) => *known,
+                None => {
+                    let is_known = known(&txn, location_id).await?;
+                    known_locations.insert(location_id, is_known);
+                    is_known
+                }
+            };
+            if !is_known {
+                applied.push(Applied::UnknownLocation);
+                continue;
+            }
+            let Some(write) = delivery.write else {
+                applied.push(Applied::Unchanged);
+                continue;
+            };
+            if let EventWrite::Uninstalled { at } = write {
+                if revoke(&txn, location_id, *at).await? {
+                    revoked.push(location_id);
+                }
+                applied.push(Applied::Unchanged);
+                continue;
+            }
+            let mark = to_ms(delivery.receipt.received_at);
+            let changed = apply(&txn, location_id, mark, write).await?;
+            if let (Some(_), EventWrite::Contact(c)) = (&changed, write)
+                && children.insert(&c.id, (location_id, c)).is_none()
+            {
+                order.push(&c.id);
+            }
+            applied.push(match changed {
+                Some((kind, op, id)) => Applied::Written {
+                    kind,
+                    op,
+                    ids: vec![id],
+                },
+                None => Applied::Unchanged,
+            });
+        }
+        let mut by_location: HashMap<&str, Vec<&Contact>> = HashMap::new();
+        for id in order {
+            if let Some((location_id, contact)) = children.get(id) {
+                by_location.entry(location_id).or_default().push(contact);
+            }
+        }
+        for (location_id, contacts) in &by_location {
+            replace_contact_children(&txn, location_id, contacts).await?;
+        }
         txn.commit().await?;
-        Ok(match changed {
-            Some((kind, op, id)) => {
-                let ids = vec![id];
-                self.committed(location_id, kind, op, ids.clone(), ChangeSource::Webhook);
-                Applied::Written { kind, op, ids }
+        for location_id in revoked {
+            // A credential state change: the location's sync state (and answers) move.
+            self.bump(location_id);
+        }
+        for (delivery, applied) in deliveries.iter().zip(&applied) {
+            if let (Applied::Written { kind, op, ids }, Some(location_id)) =
+                (applied, delivery.receipt.location_id)
+            {
+                self.committed(location_id, *kind, *op, ids.clone(), ChangeSource::Webhook);
             }
-            None => Applied::Unchanged,
-        })
+        }
+        Ok(applied)
     }
 
     /// Forgets the `webhookId`s received before `before` (their events are outside the
@@ -218,7 +469,8 @@ async fn known(txn: &DatabaseTransaction, location_id: &str) -> Result<bool, DbE
     Ok(false)
 }
 
-/// Applies one write; returns the kind, operation and id of the row it changed, if any.
+/// Applies one write; returns the kind, operation and id of the row it changed, if any. A
+/// contact's tags and custom values are left to the caller (one rewrite per batch).
 async fn apply(
     txn: &DatabaseTransaction,
     location_id: &str,
@@ -230,12 +482,9 @@ async fn apply(
     let changed = match write {
         EventWrite::Contact(c) => {
             let row = contact_row(c, location_id, mark, false);
-            let written =
-                conditional(txn, "contacts", CONTACT_COLS, &[], row, "date_updated").await?;
-            if written {
-                replace_contact_children(txn, location_id, &[c]).await?;
-            }
-            written
+            // The caller rewrites the tags and custom values of the contacts written.
+            conditional(txn, "contacts", CONTACT_COLS, &[], row, "date_updated")
+                .await?
                 .then(|| upsert(&c.id, ChangeKind::Contact))
                 .flatten()
         }

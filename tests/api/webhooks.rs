@@ -1189,3 +1189,296 @@ async fn every_simulator_change_reaches_graphql_through_its_webhooks() {
         sim.shutdown().await;
     }
 }
+
+/// A contact event's write: `first` as first name, one tag and one custom value, `age` old.
+fn contact_write(id: &str, first: &str, age: Duration) -> ghl_gateway::store::EventWrite {
+    ghl_gateway::store::EventWrite::Contact(ghl_gateway::domain::Contact {
+        id: id.to_owned(),
+        location_id: LOC.to_owned(),
+        first_name: Some(first.to_owned()),
+        tags: vec![format!("tag-{first}")],
+        custom_fields: vec![ghl_gateway::domain::CustomFieldValue {
+            field_id: "cf".to_owned(),
+            value: json!(first),
+        }],
+        date_added: Utc::now() - Duration::days(1),
+        date_updated: Utc::now() - age,
+        ..Default::default()
+    })
+}
+
+/// The first name, tags and custom value of contact `id` in the cache.
+async fn cached(
+    store: &ghl_gateway::store::Store,
+    id: &str,
+) -> (Option<String>, String, Vec<String>) {
+    use ghl_gateway::store::entities::{contact, contact_custom_value};
+    use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
+    let row = contact::Entity::find_by_id(id.to_owned())
+        .one(store.connection())
+        .await
+        .unwrap()
+        .unwrap();
+    let values = contact_custom_value::Entity::find()
+        .filter(contact_custom_value::Column::ContactId.eq(id))
+        .all(store.connection())
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|v| v.value)
+        .collect();
+    (row.first_name, row.tags, values)
+}
+
+/// Deliveries committed together (group commit) are answered each as it would be alone:
+/// written, a duplicate of an earlier one in the same batch, an unknown location, older than
+/// what an earlier one of the batch wrote; the last written event's tags and values win; the
+/// batch costs about one statement per event instead of six or more.
+#[tokio::test]
+async fn a_batch_of_deliveries_commits_together_and_answers_each_as_alone() {
+    use ghl_gateway::store::{Applied, Delivery, Receipt};
+    for db in databases().await {
+        let store = &db.store;
+        let location = ghl_gateway::domain::Location {
+            id: LOC.to_owned(),
+            ..Default::default()
+        };
+        store.upsert_location(&location, 1).await.unwrap();
+        let mut events: Vec<(String, Option<&str>, ghl_gateway::store::EventWrite)> = (0..40)
+            .map(|i| {
+                let write = contact_write(&format!("b{i}"), &format!("n{i}"), Duration::minutes(5));
+                (format!("wh-{i}"), Some(LOC), write)
+            })
+            .collect();
+        // b0 again, newer: written, and its children replace the first event's.
+        events.push((
+            "wh-new".into(),
+            Some(LOC),
+            contact_write("b0", "newer", Duration::minutes(1)),
+        ));
+        // b1 again, older than the batch's first write of it: unchanged.
+        events.push((
+            "wh-old".into(),
+            Some(LOC),
+            contact_write("b1", "older", Duration::minutes(9)),
+        ));
+        // wh-2 again: a duplicate inside the batch.
+        events.push((
+            "wh-2".into(),
+            Some(LOC),
+            contact_write("b2", "replayed", Duration::seconds(1)),
+        ));
+        events.push((
+            "wh-away".into(),
+            Some("nowhere"),
+            contact_write("x", "away", Duration::seconds(1)),
+        ));
+        let deliveries: Vec<Delivery<'_>> = events
+            .iter()
+            .map(|(id, loc, write)| Delivery {
+                receipt: Receipt {
+                    webhook_id: id,
+                    received_at: Utc::now(),
+                    location_id: *loc,
+                },
+                write: Some(write),
+            })
+            .collect();
+        let mut changes = store.subscribe_changes();
+        let before = store.statements();
+        let answers = store.apply_webhooks(&deliveries).await;
+        let statements = store.statements() - before;
+        let answers: Vec<Applied> = answers.into_iter().map(Result::unwrap).collect();
+        for (i, answer) in answers.iter().take(41).enumerate() {
+            assert!(
+                matches!(answer, Applied::Written { ids, .. } if ids.len() == 1),
+                "{}: {i}: {answer:?}",
+                db.name
+            );
+        }
+        assert_eq!(
+            answers[41..],
+            [
+                Applied::Unchanged,
+                Applied::Duplicate,
+                Applied::UnknownLocation
+            ],
+            "{}",
+            db.name
+        );
+        // BEGIN, the replay rows, two location checks (one finds nothing in two tables), 41
+        // upserts, and one rewrite of tags and values (two deletes, two inserts), COMMIT; one
+        // transaction per event takes 6 statements or more each.
+        assert!(
+            statements <= answers.len() as u64 + 10,
+            "{}: {statements} statements for {} events",
+            db.name,
+            answers.len()
+        );
+        assert_eq!(
+            cached(store, "b0").await,
+            (
+                Some("newer".into()),
+                r#"["tag-newer"]"#.into(),
+                vec![r#""newer""#.into()]
+            ),
+            "{}",
+            db.name
+        );
+        assert_eq!(cached(store, "b1").await.0.as_deref(), Some("n1"));
+        assert_eq!(cached(store, "b2").await.0.as_deref(), Some("n2"));
+        let mut published = 0;
+        while let Ok(event) = changes.try_recv() {
+            assert_eq!(event.location_id, LOC);
+            published += 1;
+        }
+        assert_eq!(published, 41, "{}: one change per written event", db.name);
+        // Recorded: delivered again, each is a duplicate.
+        let again = store
+            .apply_webhook(deliveries[5].receipt, deliveries[5].write)
+            .await
+            .unwrap();
+        assert_eq!(again, Applied::Duplicate);
+    }
+}
+
+/// One event of a batch that the database refuses (a trigger raises on it) fails alone: the
+/// others are applied, its `webhookId` is not recorded (GHL's retry is applied), and concurrent
+/// deliveries through `apply_webhook` (group-committed) are each answered.
+#[tokio::test]
+async fn a_failing_event_fails_alone_in_its_batch() {
+    use ghl_gateway::store::{Applied, Delivery, Receipt};
+    for db in databases().await {
+        let store = &db.store;
+        let location = ghl_gateway::domain::Location {
+            id: LOC.to_owned(),
+            ..Default::default()
+        };
+        store.upsert_location(&location, 1).await.unwrap();
+        let conn = store.connection();
+        if db.name == "sqlite" {
+            conn.execute_unprepared(
+                "CREATE TRIGGER boom BEFORE INSERT ON contacts WHEN NEW.first_name = 'Boom' \
+                 BEGIN SELECT RAISE(ABORT, 'boom'); END",
+            )
+            .await
+            .unwrap();
+        } else {
+            conn.execute_unprepared(
+                "CREATE FUNCTION boom() RETURNS trigger AS $$ BEGIN \
+                 IF NEW.first_name = 'Boom' THEN RAISE EXCEPTION 'boom'; END IF; \
+                 RETURN NEW; END $$ LANGUAGE plpgsql",
+            )
+            .await
+            .unwrap();
+            conn.execute_unprepared(
+                "CREATE TRIGGER boom BEFORE INSERT ON contacts FOR EACH ROW EXECUTE FUNCTION boom()",
+            )
+            .await
+            .unwrap();
+        }
+        let writes = [
+            contact_write("f1", "One", Duration::minutes(1)),
+            contact_write("f2", "Boom", Duration::minutes(1)),
+            contact_write("f3", "Three", Duration::minutes(1)),
+        ];
+        let ids = ["wh-f1", "wh-f2", "wh-f3"];
+        let deliveries: Vec<Delivery<'_>> = ids
+            .iter()
+            .zip(&writes)
+            .map(|(id, write)| Delivery {
+                receipt: Receipt {
+                    webhook_id: id,
+                    received_at: Utc::now(),
+                    location_id: Some(LOC),
+                },
+                write: Some(write),
+            })
+            .collect();
+        let answers = store.apply_webhooks(&deliveries).await;
+        assert!(
+            matches!(answers[0], Ok(Applied::Written { .. })),
+            "{}: {answers:?}",
+            db.name
+        );
+        assert!(answers[1].is_err(), "{}: {answers:?}", db.name);
+        assert!(
+            matches!(answers[2], Ok(Applied::Written { .. })),
+            "{}: {answers:?}",
+            db.name
+        );
+        assert_eq!(cached(store, "f3").await.0.as_deref(), Some("Three"));
+
+        // Concurrent deliveries, group-committed, the failing one among them.
+        let concurrent: Vec<_> = (0..30)
+            .map(|i| {
+                let write = if i == 7 {
+                    contact_write("g7", "Boom", Duration::minutes(1))
+                } else {
+                    contact_write(&format!("g{i}"), &format!("G{i}"), Duration::minutes(1))
+                };
+                (format!("wh-g{i}"), write)
+            })
+            .collect();
+        let answers = futures::future::join_all(concurrent.iter().map(|(id, write)| {
+            store.apply_webhook(
+                Receipt {
+                    webhook_id: id,
+                    received_at: Utc::now(),
+                    location_id: Some(LOC),
+                },
+                Some(write),
+            )
+        }))
+        .await;
+        for (i, answer) in answers.iter().enumerate() {
+            if i == 7 {
+                assert!(answer.is_err(), "{}: {answer:?}", db.name);
+            } else {
+                assert!(
+                    matches!(answer, Ok(Applied::Written { .. })),
+                    "{}: {i}: {answer:?}",
+                    db.name
+                );
+            }
+        }
+
+        // The failed events were not recorded: their retries, once the database takes them, apply.
+        conn.execute_unprepared(if db.name == "sqlite" {
+            "DROP TRIGGER boom"
+        } else {
+            "DROP TRIGGER boom ON contacts"
+        })
+        .await
+        .unwrap();
+        let retried = store.apply_webhooks(&deliveries[1..2]).await;
+        assert!(
+            matches!(retried[0], Ok(Applied::Written { .. })),
+            "{}: {retried:?}",
+            db.name
+        );
+        let retried = store
+            .apply_webhook(
+                Receipt {
+                    webhook_id: "wh-g7",
+                    received_at: Utc::now(),
+                    location_id: Some(LOC),
+                },
+                Some(&concurrent[7].1),
+            )
+            .await;
+        assert!(
+            matches!(retried, Ok(Applied::Written { .. })),
+            "{}: {retried:?}",
+            db.name
+        );
+        assert_eq!(cached(store, "f2").await.0.as_deref(), Some("Boom"));
+        // The others were recorded: delivered again, each is a duplicate.
+        assert_eq!(
+            store.apply_webhooks(&deliveries[..1]).await[0]
+                .as_ref()
+                .unwrap(),
+            &Applied::Duplicate
+        );
+    }
+}
