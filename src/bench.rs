@@ -19,8 +19,8 @@
 
 pub mod load;
 pub mod read;
-pub mod replicas;
 pub mod reliability;
+pub mod replicas;
 mod report;
 pub mod simproc;
 pub mod subscribers;
