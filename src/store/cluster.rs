@@ -385,7 +385,10 @@ impl Cluster {
         }
     }
 
-    /// Publishes what this process hands over, in order, coalescing repeated bumps.
+    /// Publishes what this process hands over, a batch (what queued meanwhile, up to 256) in two
+    /// statements at most: first the notes (each location's bump once, stops in order), then the
+    /// events (one multi-row insert whose rows are notified in order). Bumps go first, so that a
+    /// replica that reads a change has already moved its version past it.
     async fn forward(self: Arc<Self>, mut queue: mpsc::UnboundedReceiver<Outgoing>) {
         let mut pruned_at = 0i64;
         let mut batch = Vec::new();
@@ -397,21 +400,10 @@ impl Cluster {
             if received == 0 {
                 return;
             }
-            let mut last_bump: Option<String> = None;
-            for outgoing in batch.drain(..) {
-                // A bump right after the same bump says nothing new.
-                if let Outgoing::Bump(location) = &outgoing {
-                    if last_bump.as_deref() == Some(location.as_str()) {
-                        continue;
-                    }
-                    last_bump = Some(location.clone());
-                } else {
-                    last_bump = None;
-                }
-                if let Err(error) = self.publish(outgoing).await {
-                    crate::telemetry::metrics::cluster_publish_failed();
-                    tracing::warn!(error = %error, "cannot notify the other replicas");
-                }
+            let (notes, events) = self.split(batch.drain(..));
+            if let Err(error) = self.publish(&notes, &events).await {
+                crate::telemetry::metrics::cluster_publish_failed();
+                tracing::warn!(error = %error, notes = notes.len(), events = events.len(), "cannot notify the other replicas");
             }
             let now = chrono::Utc::now().timestamp_millis();
             if now - pruned_at > 60_000 {
@@ -424,45 +416,83 @@ impl Cluster {
         }
     }
 
-    async fn publish(&self, outgoing: Outgoing) -> Result<(), sqlx::Error> {
-        let o = self.origin.clone();
-        match outgoing {
-            Outgoing::Bump(l) => notify(&self.pool, &note(&Note::Bump { o, l })).await,
-            Outgoing::BumpAll => notify(&self.pool, &note(&Note::BumpAll { o })).await,
-            Outgoing::Stop {
-                location_id,
-                reason,
-            } => {
-                let stop = note(&Note::Stop {
-                    o,
+    /// A batch as the notes to send (bumps once per location) and the events to store.
+    fn split(
+        &self,
+        batch: impl Iterator<Item = Outgoing>,
+    ) -> (Vec<String>, Vec<(String, &'static str, String)>) {
+        let o = || self.origin.clone();
+        let mut notes = Vec::new();
+        let mut bumped = std::collections::HashSet::new();
+        let mut bumped_all = false;
+        let mut events = Vec::new();
+        for outgoing in batch {
+            match outgoing {
+                Outgoing::Bump(l) => {
+                    if !bumped_all && bumped.insert(l.clone()) {
+                        notes.push(note(&Note::Bump { o: o(), l }));
+                    }
+                }
+                Outgoing::BumpAll => {
+                    if !bumped_all {
+                        bumped_all = true;
+                        notes.push(note(&Note::BumpAll { o: o() }));
+                    }
+                }
+                Outgoing::Stop {
+                    location_id,
+                    reason,
+                } => notes.push(note(&Note::Stop {
+                    o: o(),
                     l: location_id,
                     r: reason,
-                });
-                notify(&self.pool, &stop).await
-            }
-            Outgoing::Event {
-                location_id,
-                kind,
-                body,
-            } => {
-                // The row and its notification in one statement: the notification goes out at
-                // its commit, when the row is there to read.
-                sqlx::query(
-                    "WITH e AS (INSERT INTO cluster_events (origin, location_id, kind, body, created_at) \
-                     VALUES ($1, $2, $3, $4, $5) RETURNING id) \
-                     SELECT pg_notify($6, '{\"t\":\"event\",\"o\":\"' || $1 || '\",\"id\":' || e.id || '}') FROM e",
-                )
-                .bind(&o)
-                .bind(location_id)
-                .bind(kind)
-                .bind(body)
-                .bind(chrono::Utc::now().timestamp_millis())
-                .bind(CHANNEL)
-                .fetch_all(&self.pool)
-                .await
-                .map(|_| ())
+                })),
+                Outgoing::Event {
+                    location_id,
+                    kind,
+                    body,
+                } => events.push((location_id, kind, body)),
             }
         }
+        (notes, events)
+    }
+
+    async fn publish(
+        &self,
+        notes: &[String],
+        events: &[(String, &'static str, String)],
+    ) -> Result<(), sqlx::Error> {
+        if !notes.is_empty() {
+            // `unnest` yields the array in order, and a transaction's notifications are
+            // delivered in the order they were sent.
+            sqlx::query("SELECT pg_notify($1, n) FROM unnest($2::text[]) AS t(n)")
+                .bind(CHANNEL)
+                .bind(notes)
+                .fetch_all(&self.pool)
+                .await?;
+        }
+        if !events.is_empty() {
+            let locations: Vec<&str> = events.iter().map(|e| e.0.as_str()).collect();
+            let kinds: Vec<&str> = events.iter().map(|e| e.1).collect();
+            let bodies: Vec<&str> = events.iter().map(|e| e.2.as_str()).collect();
+            // The rows and their notifications in one statement: the notifications go out at
+            // its commit, when the rows are there to read, in the rows' order.
+            sqlx::query(
+                "WITH e AS (INSERT INTO cluster_events (origin, location_id, kind, body, created_at) \
+                 SELECT $1::text, l, k, b, $5::bigint FROM unnest($2::text[], $3::text[], $4::text[]) AS t(l, k, b) \
+                 RETURNING id) \
+                 SELECT pg_notify($6, '{\"t\":\"event\",\"o\":\"' || $1::text || '\",\"id\":' || e.id || '}') FROM e",
+            )
+            .bind(&self.origin)
+            .bind(locations)
+            .bind(kinds)
+            .bind(bodies)
+            .bind(chrono::Utc::now().timestamp_millis())
+            .bind(CHANNEL)
+            .fetch_all(&self.pool)
+            .await?;
+        }
+        Ok(())
     }
 
     /// Delivers the other replicas' notifications; reconnects when the connection is lost,
