@@ -20,11 +20,20 @@
 //! through in one window after a burst and cannot take the server's word, hence this type.
 //!
 //! Waiting requests are served by **priority** (the longest chain of dependent pages first), then
-//! in arrival order. It waits on `tokio::time`, so tests can pause the clock.
+//! in arrival order. Priority alone does not keep a window for the longest chain: between two of
+//! its pages (a round trip) the shorter chains would take every free slot, and the window is
+//! spent in a few seconds, with the longest chain stalled until it turns. So each chain registers
+//! how many pages it has left ([`ChainLeft`]), and a request of a shorter chain may take a slot
+//! only when the window keeps, beside it, the slots the longest chain can use before slots come
+//! back (its pages left, at most one per mean round trip until then). Only the longest is kept
+//! for: a list whose length GHL does not say (tasks) counts as one page left, and keeping slots
+//! for every longer chain would starve it. It waits on `tokio::time`, so tests can pause the
+//! clock.
 
 use std::cmp::Reverse;
-use std::collections::{BTreeSet, VecDeque};
-use std::sync::Mutex;
+use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use tokio::sync::Notify;
@@ -41,6 +50,11 @@ pub struct Window {
     pub remaining: Option<u32>,
 }
 
+/// The pages a chain of dependent requests (one list's pages) still has to fetch, shared between
+/// its fetcher, which updates it after each page, and the limiter, which reserves slots for it
+/// while it lives.
+pub type ChainLeft = Arc<AtomicU64>;
+
 #[derive(Debug)]
 struct State {
     max: usize,
@@ -56,6 +70,10 @@ struct State {
     in_flight: usize,
     /// Shortest and longest round trip seen: their spread is the guard of each slot.
     rtt: Option<(Duration, Duration)>,
+    /// Mean round trip (moving average): the pace of a chain.
+    rtt_mean: Option<Duration>,
+    /// Chains that asked for a slot, by the address of their counter, until they end.
+    chains: HashMap<usize, Weak<AtomicU64>>,
     /// Waiting callers: (higher priority first, then arrival order).
     waiters: BTreeSet<(Reverse<u64>, u64)>,
     next_ticket: u64,
@@ -87,12 +105,36 @@ impl State {
         }
     }
 
-    fn next(&mut self, now: Instant) -> Next {
+    /// Slots to keep for the longest chain, when it is longer than `priority` and not `own`: it
+    /// may use one per mean round trip until our oldest slot comes back (a whole window when none
+    /// is held), and no more than its pages left.
+    fn reserve(&mut self, now: Instant, priority: u64, own: Option<usize>) -> usize {
+        let Some(pace) = self.rtt_mean.filter(|p| !p.is_zero()) else {
+            return 0;
+        };
+        let hold = self.interval + self.guard();
+        let horizon = self.sent.front().map_or(self.interval, |t| {
+            (*t + hold).saturating_duration_since(now)
+        });
+        let uses = (horizon.as_secs_f64() / pace.as_secs_f64()).ceil() as u64;
+        self.chains.retain(|_, chain| chain.strong_count() > 0);
+        self.chains
+            .iter()
+            .filter(|(key, _)| Some(**key) != own)
+            .filter_map(|(_, chain)| chain.upgrade())
+            .map(|chain| chain.load(Ordering::Relaxed))
+            .max()
+            .filter(|left| *left > priority)
+            .map_or(0, |left| left.min(uses) as usize)
+    }
+
+    fn next(&mut self, now: Instant, priority: u64, own: Option<usize>) -> Next {
         self.prune(now);
         if !self.known && self.in_flight > 0 {
             return Next::Answer;
         }
-        if self.sent.len() + self.foreign < self.max {
+        let held = self.sent.len() + self.foreign;
+        if held < self.max && held + self.reserve(now, priority, own) < self.max {
             return Next::Now;
         }
         let hold = self.interval + self.guard();
@@ -100,7 +142,8 @@ impl State {
         let theirs = (self.foreign > 0).then_some(self.foreign_until);
         match ours.into_iter().chain(theirs).min() {
             Some(at) => Next::At(at),
-            // `max` is at least 1, so something holds a slot; this is only a fallback.
+            // Nothing held: only the reserve stands in the way, which shrinks as the longer
+            // chains take their slots or end (each answer wakes the waiters).
             None => Next::Answer,
         }
     }
@@ -167,6 +210,8 @@ impl RateLimiter {
                 known: false,
                 in_flight: 0,
                 rtt: None,
+                rtt_mean: None,
+                chains: HashMap::new(),
                 waiters: BTreeSet::new(),
                 next_ticket: 0,
             }),
@@ -177,9 +222,19 @@ impl RateLimiter {
     /// Waits for a slot. The waiting caller with the highest `priority` goes first, then the
     /// one that came first.
     pub async fn acquire(&self, priority: u64) -> Permit<'_> {
+        self.acquire_for(None, priority).await
+    }
+
+    /// [`acquire`](Self::acquire) for a request of `chain`, whose pages left are its priority;
+    /// the chain's slots are reserved from shorter chains' requests while it lives.
+    pub async fn acquire_for(&self, chain: Option<&ChainLeft>, priority: u64) -> Permit<'_> {
         let start = Instant::now();
+        let own = chain.map(|c| Arc::as_ptr(c) as usize);
         let key = {
             let mut state = lock(&self.state);
+            if let (Some(own), Some(chain)) = (own, chain) {
+                state.chains.insert(own, Arc::downgrade(chain));
+            }
             let key = (Reverse(priority), state.next_ticket);
             state.next_ticket += 1;
             state.waiters.insert(key);
@@ -195,7 +250,7 @@ impl RateLimiter {
             let wake = {
                 let mut state = lock(&self.state);
                 if state.waiters.first() == Some(&key) {
-                    match state.next(now) {
+                    match state.next(now, priority, own) {
                         Next::Now => {
                             state.waiters.remove(&key);
                             state.sent.push_back(now);
@@ -247,6 +302,10 @@ impl RateLimiter {
                 state.rtt = Some(match state.rtt {
                     Some((low, high)) => (low.min(rtt), high.max(rtt)),
                     None => (rtt, rtt),
+                });
+                state.rtt_mean = Some(match state.rtt_mean {
+                    Some(mean) => mean.mul_f64(0.8) + rtt.mul_f64(0.2),
+                    None => rtt,
                 });
                 let from = sent_at.checked_sub(state.interval);
                 let ours = state
@@ -431,6 +490,74 @@ mod tests {
         )));
         let refused = run(limiter, server, 30, Duration::from_millis(10)).await;
         assert_eq!(refused, 0);
+    }
+
+    /// Fetches `pages` one after another through `limiter` as one chain, each answered by
+    /// `server` after `latency`; returns when the last answer came.
+    async fn chain(
+        limiter: Arc<RateLimiter>,
+        server: Arc<std::sync::Mutex<Server>>,
+        pages: u64,
+        latency: Duration,
+    ) -> Instant {
+        let left: ChainLeft = Arc::new(AtomicU64::new(pages));
+        for page in 0..pages {
+            let permit = limiter.acquire_for(Some(&left), pages - page).await;
+            tokio::time::sleep(latency).await;
+            let remaining = server.lock().unwrap().arrive();
+            left.store(pages - page - 1, Ordering::Relaxed);
+            let max = server.lock().unwrap().max;
+            limiter.release(
+                permit,
+                Window {
+                    max: Some(max),
+                    interval: Some(Duration::from_secs(10)),
+                    remaining: Some(remaining.unwrap_or(0)),
+                },
+            );
+        }
+        Instant::now()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_longest_chain_keeps_its_slots_in_the_window() {
+        // GHL's 100 requests a window, 150 ms a request; a chain of 77 pages (11.55 s) and one
+        // of 40 start together, 117 requests in all. By priority alone both go at once, the
+        // window is spent after 8.9 s, and the long chain waits for it with 18 pages left (it
+        // would end at 12.7 s). With its slots kept it never waits: the short chain gets the
+        // window's other slots, then the next window's.
+        let window = Duration::from_secs(10);
+        let latency = Duration::from_millis(150);
+        let limiter = Arc::new(RateLimiter::new(100, window));
+        let server = Arc::new(std::sync::Mutex::new(Server::new(100, window)));
+        let start = Instant::now();
+        // A probe teaches the limiter the window and the round trip.
+        let probe = limiter.acquire(0).await;
+        tokio::time::sleep(latency).await;
+        let remaining = server.lock().unwrap().arrive();
+        limiter.release(
+            probe,
+            Window {
+                max: Some(100),
+                interval: Some(window),
+                remaining,
+            },
+        );
+        let long = tokio::spawn(chain(limiter.clone(), server.clone(), 77, latency));
+        let short = tokio::spawn(chain(limiter.clone(), server.clone(), 40, latency));
+        let (long, short) = (long.await.unwrap(), short.await.unwrap());
+        assert_eq!(server.lock().unwrap().refused, 0);
+        assert!(
+            long - start <= latency * 79,
+            "{:?} (short: {:?})",
+            long - start,
+            short - start
+        );
+        assert!(
+            short - start <= long - start + window,
+            "{:?}",
+            short - start
+        );
     }
 
     #[tokio::test(start_paused = true)]

@@ -87,8 +87,8 @@ pub struct Meter {
     /// Microseconds spent waiting for the rate limiter.
     pub waited_us: AtomicU64,
     /// Pages the scope still has to fetch one after another (set by [`Client::pages`]): the
-    /// rate limiter serves the longest chain first.
-    pub chain: AtomicU64,
+    /// rate limiter serves the longest chain first and keeps its slots from shorter ones.
+    pub chain: super::limiter::ChainLeft,
 }
 
 tokio::task_local! {
@@ -197,10 +197,9 @@ impl Client {
             request = request.json(body);
         }
         // The stage's remaining chain of pages: the longest goes first.
-        let priority = METER
-            .try_with(|m| m.chain.load(Ordering::Relaxed))
-            .unwrap_or(0);
-        let permit = state.limiter.acquire(priority).await;
+        let chain = METER.try_with(|m| m.chain.clone()).ok();
+        let priority = chain.as_ref().map_or(0, |c| c.load(Ordering::Relaxed));
+        let permit = state.limiter.acquire_for(chain.as_ref(), priority).await;
         {
             let mut stats = lock(&state.stats);
             stats.calls += 1;
