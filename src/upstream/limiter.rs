@@ -48,6 +48,9 @@ pub struct Window {
     pub interval: Option<Duration>,
     /// `X-RateLimit-Remaining`: requests left in the window when GHL counted this one.
     pub remaining: Option<u32>,
+    /// The request was answered 429: GHL did not count it, so it holds no slot (had GHL counted
+    /// it after all, the next answers' `X-RateLimit-Remaining` show it as spent elsewhere).
+    pub refused: bool,
 }
 
 /// The pages a chain of dependent requests (one list's pages) still has to fetch, shared between
@@ -298,6 +301,11 @@ impl RateLimiter {
             }
             if let Some(remaining) = window.remaining {
                 state.known = true;
+                if window.refused
+                    && let Some(at) = state.sent.iter().position(|t| *t == sent_at)
+                {
+                    state.sent.remove(at);
+                }
                 let rtt = now - sent_at;
                 state.rtt = Some(match state.rtt {
                     Some((low, high)) => (low.min(rtt), high.max(rtt)),
@@ -398,6 +406,7 @@ mod tests {
                     max: Some(server.lock().unwrap().max),
                     interval: Some(Duration::from_secs(10)),
                     remaining: Some(remaining.unwrap_or(0)),
+                    refused: remaining.is_none(),
                 };
                 limiter.release(permit, window);
             }));
@@ -457,6 +466,7 @@ mod tests {
                 max: Some(100),
                 interval: Some(Duration::from_secs(10)),
                 remaining: Some(99),
+                refused: false,
             },
         );
         assert_eq!(waiting.await.unwrap(), Duration::from_millis(300));
@@ -513,6 +523,7 @@ mod tests {
                     max: Some(max),
                     interval: Some(Duration::from_secs(10)),
                     remaining: Some(remaining.unwrap_or(0)),
+                    refused: remaining.is_none(),
                 },
             );
         }
@@ -541,6 +552,7 @@ mod tests {
                 max: Some(100),
                 interval: Some(window),
                 remaining,
+                refused: false,
             },
         );
         let long = tokio::spawn(chain(limiter.clone(), server.clone(), 77, latency));
