@@ -67,6 +67,9 @@ struct State {
     /// Requests GHL counted that were not ours, and until when they hold their slots.
     foreign: usize,
     foreign_until: Instant,
+    /// The others' count is last window's, carried into this one (for one window at most)
+    /// until an answer of this one says at least as much.
+    foreign_carried: bool,
     /// Whether GHL has told us its counters yet.
     known: bool,
     /// Our requests sent and not answered yet.
@@ -103,8 +106,17 @@ impl State {
         while self.sent.front().is_some_and(|t| *t + hold <= now) {
             self.sent.pop_front();
         }
-        if self.foreign_until <= now {
-            self.foreign = 0;
+        if self.foreign_until <= now && self.foreign > 0 {
+            // A client that spent part of the last window is likely to spend it again, from the
+            // window's first moment: without this, the first round trip of each window went out
+            // as if it had the whole window, and met the others' share as 429s.
+            if !self.foreign_carried && now < self.foreign_until + self.interval {
+                self.foreign_carried = true;
+                self.foreign_until += self.interval;
+            } else {
+                self.foreign = 0;
+                self.foreign_carried = false;
+            }
         }
     }
 
@@ -210,6 +222,7 @@ impl RateLimiter {
                 sent: VecDeque::new(),
                 foreign: 0,
                 foreign_until: Instant::now(),
+                foreign_carried: false,
                 known: false,
                 in_flight: 0,
                 rtt: None,
@@ -326,9 +339,12 @@ impl RateLimiter {
                     .saturating_sub(remaining as usize)
                     .saturating_sub(ours);
                 state.prune(now);
+                // The highest estimate stands, the carried one too: an answer early in a window
+                // counts our requests of the window before as ours and under-counts the others.
                 if foreign >= state.foreign {
                     state.foreign = foreign;
                     state.foreign_until = sent_at + state.interval;
+                    state.foreign_carried = false;
                 }
             }
         }
@@ -358,6 +374,8 @@ mod tests {
         start: Option<Instant>,
         count: u32,
         refused: u32,
+        /// Requests another client spends at the opening of every window.
+        other: u32,
     }
 
     impl Server {
@@ -368,6 +386,7 @@ mod tests {
                 start: None,
                 count: 0,
                 refused: 0,
+                other: 0,
             }
         }
 
@@ -376,7 +395,7 @@ mod tests {
             let now = Instant::now();
             if self.start.is_none_or(|s| now - s >= self.window) {
                 self.start = Some(now);
-                self.count = 0;
+                self.count = self.other;
             }
             if self.count >= self.max {
                 self.refused += 1;
@@ -445,6 +464,19 @@ mod tests {
         }
         let refused = run(limiter.clone(), server, 100, Duration::from_millis(50)).await;
         assert_eq!(refused, 0, "our count alone would have sent 100 into 40");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn another_clients_share_of_every_window_is_expected_in_the_next() {
+        // Another client spends 30 the moment each window opens; we learn of it only from the
+        // window's first answer, so the last window's share is kept until then.
+        let window = Duration::from_secs(10);
+        let limiter = Arc::new(RateLimiter::new(100, window));
+        let mut server = Server::new(100, window);
+        server.other = 30;
+        let server = Arc::new(std::sync::Mutex::new(server));
+        let refused = run(limiter, server, 300, Duration::from_millis(150)).await;
+        assert_eq!(refused, 0);
     }
 
     #[tokio::test(start_paused = true)]
