@@ -82,6 +82,10 @@ pub struct SimArgs {
     /// Send `Retry-After` on 429 responses (GHL does not document one).
     #[arg(long, env = "SIM_RETRY_AFTER", default_value_t = false)]
     pub retry_after: bool,
+    /// How long a created, changed or deleted record takes to show in the search endpoints, in
+    /// milliseconds; `GET` by id sees it at once (GHL: a few seconds).
+    #[arg(long, env = "SIM_INDEX_LAG_MS", default_value_t = 2_000)]
+    pub index_lag_ms: u64,
     /// Lifetime of OAuth access tokens in seconds (GHL: 86399).
     #[arg(long, env = "SIM_TOKEN_TTL_SECS", default_value_t = 86_399)]
     pub token_ttl_secs: u64,
@@ -143,12 +147,14 @@ pub struct SimArgs {
 }
 
 impl Default for SimArgs {
-    /// The command line's defaults (its clap attributes, the one source of them), except two that
-    /// suit tests: port 0 (a free port) and 100 contacts.
+    /// The command line's defaults (its clap attributes, the one source of them), except three
+    /// that suit tests: port 0 (a free port), 100 contacts and no search index lag (a test that
+    /// needs the lag sets it).
     fn default() -> Self {
         SimArgs {
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             contacts: 100,
+            index_lag_ms: 0,
             ..crate::config::defaults()
         }
     }
@@ -189,6 +195,9 @@ impl SimArgs {
             daily_limit: self.daily_limit,
             retry_after: self.retry_after,
             hang_ms: self.fault_hang_ms,
+            index_lag_ms: self.index_lag_ms,
+            // Set at run time (`PATCH /_sim/settings`).
+            other_client_per_window: 0,
             webhook_url: self.webhook_url.clone(),
             webhooks: WebhookKnobs {
                 signatures: self.webhook_signatures,

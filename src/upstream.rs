@@ -78,13 +78,13 @@ pub struct UpstreamConfig {
     /// First backoff delay in milliseconds (doubles on each retry, with jitter).
     #[arg(long = "ghl-backoff-ms", env = "GHL_BACKOFF_MS", default_value_t = 500)]
     pub backoff_ms: u64,
-    /// First backoff in milliseconds after a 429 that came while GHL's `X-RateLimit-Remaining`
-    /// said budget remained (a spurious 429; doubles on each retry, with jitter). A 429 with
-    /// nothing remaining waits for the window instead; `Retry-After` wins over both.
+    /// Backoff in milliseconds after a 429 that came while GHL's `X-RateLimit-Remaining` said
+    /// budget remained (a spurious 429), the same on each retry. A 429 with nothing remaining
+    /// waits for the window instead; `Retry-After` wins over both.
     #[arg(
         long = "ghl-429-backoff-ms",
         env = "GHL_429_BACKOFF_MS",
-        default_value_t = 100
+        default_value_t = 50
     )]
     pub spurious_backoff_ms: u64,
     /// Requests a location may have in flight at once.
@@ -419,7 +419,7 @@ mod tests {
             (8, 100, 10_000)
         );
         assert_eq!(config.daily_reserve, 1_000);
-        assert_eq!(config.spurious_backoff_ms, 100);
+        assert_eq!(config.spurious_backoff_ms, 50);
         assert!(config.client_id.is_none() && config.client_secret.is_none());
     }
 

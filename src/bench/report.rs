@@ -71,6 +71,11 @@ pub(super) struct Report {
     pub elapsed: Duration,
 }
 
+/// Whether a sync run ended in success.
+fn succeeded(run: &sync::RunResult) -> bool {
+    run.state == crate::store::job_state_name(crate::domain::JobState::Succeeded)
+}
+
 fn yes(met: bool) -> &'static str {
     if met { "met" } else { "**missed**" }
 }
@@ -269,14 +274,59 @@ impl Report {
                 c.sim_429,
                 yes(c.sim_429 == 0)
             );
+            let expected =
+                sync::gateway_calls(c.contacts as u64, c.tasks, c.conversations, c.opportunities);
+            let _ = writeln!(
+                s,
+                "| FULL {n}: calls = the minimum | {} calls, the sync's minimum {expected} (§11's {} + the conversations' overlap + the location's details) | {} |",
+                c.sim_calls,
+                c.minimum_calls,
+                yes(c.sim_calls == expected)
+            );
             let ratio = c.wall_secs / c.bound_secs;
             let _ = writeln!(
                 s,
-                "| FULL {n}: wall time ≤ 1.15x the lower bound | {:.1} s vs {:.1} s ({ratio:.2}x) | {} |",
+                "| FULL {n}: wall time ≤ 1.10x the bound | {:.1} s vs {:.1} s ({ratio:.2}x; rate {:.1} s, chain of {} pages {:.1} s) | {} |",
                 c.wall_secs,
                 c.bound_secs,
-                yes(ratio <= 1.15)
+                c.bound.rate_secs,
+                c.longest_chain,
+                c.bound.chain_secs,
+                yes(ratio <= 1.10)
             );
+            if let Some(v) = &c.shared {
+                let ratio = v.wall_secs / v.bound.secs();
+                let _ = writeln!(
+                    s,
+                    "| FULL {n}, {}% of every window spent by another client: wall ≤ 1.10x the bound, calls = the minimum, 0 429s | {:.1} s vs {:.1} s ({ratio:.2}x; rate {:.1} s at {} a window, chain {:.1} s), {} calls, {} 429s | {} |",
+                    sync::SHARED_PER_WINDOW,
+                    v.wall_secs,
+                    v.bound.secs(),
+                    v.bound.rate_secs,
+                    100 - sync::SHARED_PER_WINDOW,
+                    v.bound.chain_secs,
+                    v.sim_calls,
+                    v.sim_429,
+                    yes(ratio <= 1.10
+                        && v.sim_calls == expected
+                        && v.sim_429 == 0
+                        && succeeded(&v.worker.full))
+                );
+            }
+            if let Some(v) = &c.spurious {
+                let ratio = v.wall_secs / c.wall_secs;
+                let _ = writeln!(
+                    s,
+                    "| FULL {n}, {:.0}% spurious 429s: ≤ 2x the fault-free time | {:.1} s vs {:.1} s ({ratio:.2}x), {} 429s answered, {} retries, {} | {} |",
+                    sync::SPURIOUS_429 * 100.0,
+                    v.wall_secs,
+                    c.wall_secs,
+                    v.sim_429,
+                    v.worker.full.retries,
+                    v.worker.full.state,
+                    yes(ratio <= 2.0 && succeeded(&v.worker.full))
+                );
+            }
             if c.worker.full.state
                 != crate::store::job_state_name(crate::domain::JobState::Succeeded)
             {
@@ -315,13 +365,13 @@ impl Report {
             let peak = mib(c.worker.peak_rss_kib);
             let _ = writeln!(
                 s,
-                "| peak RSS while syncing 100k contacts ≤ 200 MB | {peak:.0} MiB (sync process alone; simulator in its own process) | {} |",
-                yes(peak * 1.048_576 <= 200.0)
+                "| peak RSS while syncing 100k contacts ≤ 100 MB | {peak:.0} MiB (sync process alone; simulator in its own process) | {} |",
+                yes(peak * 1.048_576 <= 100.0)
             );
         } else {
             let _ = writeln!(
                 s,
-                "| peak RSS while syncing 100k contacts ≤ 200 MB | not measured in quick mode | not run |"
+                "| peak RSS while syncing 100k contacts ≤ 100 MB | not measured in quick mode | not run |"
             );
         }
         for w in &self.webhooks {
@@ -505,12 +555,12 @@ impl Report {
         );
         let _ = writeln!(
             s,
-            "| contacts | tasks | conversations | opportunities | calls (sim) | minimum §11 | 429s | retries | wall s | lower bound s | wall / bound | peak RSS MiB (sync process) | RSS after start MiB |\n| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"
+            "| contacts | tasks | conversations | opportunities | calls (sim) | minimum §11 | 429s | retries | wall s | rate bound s | chain bound s (pages) | wall / bound | peak RSS MiB (sync process) | RSS after start MiB |\n| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"
         );
         for c in &self.full {
             let _ = writeln!(
                 s,
-                "| {} | {} | {} | {} | {} | {} | {} | {} | {:.1} | {:.1} | {:.2} | {:.0} | {:.0} |",
+                "| {} | {} | {} | {} | {} | {} | {} | {} | {:.1} | {:.1} | {:.1} ({}) | {:.2} | {:.0} | {:.0} |",
                 c.contacts,
                 c.tasks,
                 c.conversations,
@@ -520,11 +570,52 @@ impl Report {
                 c.sim_429,
                 c.worker.full.retries,
                 c.wall_secs,
-                c.bound_secs,
+                c.bound.rate_secs,
+                c.bound.chain_secs,
+                c.longest_chain,
                 c.wall_secs / c.bound_secs,
                 mib(c.worker.peak_rss_kib),
                 mib(c.worker.start_rss_kib),
             );
+        }
+        let _ = writeln!(
+            s,
+            "\nThe same FULL syncs with another client spending {} requests of every window (the simulator's `otherClientPerWindow`: the rate bound counts {} a window), and with {:.0}% of the requests answered 429 under the limit (up to 10k contacts):\n",
+            sync::SHARED_PER_WINDOW,
+            100 - sync::SHARED_PER_WINDOW,
+            sync::SPURIOUS_429 * 100.0
+        );
+        let _ = writeln!(
+            s,
+            "| contacts | case | state | calls (sim) | 429s | retries | wall s | rate bound s | chain bound s | wall / bound | wall / fault-free | peak RSS MiB |\n| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"
+        );
+        for c in &self.full {
+            for v in c.shared.iter().chain(&c.spurious) {
+                let case = match v.scenario {
+                    sync::Scenario::Clean => "clean".to_owned(),
+                    sync::Scenario::Shared { per_window } => {
+                        format!("{per_window} a window spent elsewhere")
+                    }
+                    sync::Scenario::Spurious429 { fraction } => {
+                        format!("{:.0}% spurious 429s", fraction * 100.0)
+                    }
+                };
+                let _ = writeln!(
+                    s,
+                    "| {} | {case} | {} | {} | {} | {} | {:.1} | {:.1} | {:.1} | {:.2} | {:.2} | {:.0} |",
+                    c.contacts,
+                    v.worker.full.state,
+                    v.sim_calls,
+                    v.sim_429,
+                    v.worker.full.retries,
+                    v.wall_secs,
+                    v.bound.rate_secs,
+                    v.bound.chain_secs,
+                    v.wall_secs / v.bound.secs(),
+                    v.wall_secs / c.wall_secs,
+                    mib(v.worker.peak_rss_kib),
+                );
+            }
         }
         let _ = writeln!(
             s,
@@ -634,7 +725,7 @@ impl Report {
 - **Reads during a sync.** The 50-contact query at concurrency {DURING_SYNC_CONCURRENCY}, first idle, then while FULL syncs of the same 10k location run back to back against the unthrottled simulator (the fastest, hence harshest, writer).\n\
 - **Sync path.** Each FULL sync runs in a child process (`ghl-gateway bench --worker`) on a fresh SQLite file against a fresh `ghl-gateway sim` process with GHL's limits (100 requests per 10 s, 200,000 a day) and 50 + U(0..200) ms latency (150 ± 100 ms). Calls and 429s are the simulator's own counters; peak RSS is the worker's `VmHWM` (the simulator's memory is not in it). INCREMENTAL runs wait out one rate-limit window first, so that they start with a full budget as a scheduled run would; the 1% change is made through the simulator's admin API (`PATCH /_sim/locations/{{loc}}/contacts/{{id}}`).\n\
 - **Minimum calls** (FACTS.md §11): 3 (users, custom fields, pipelines) + ⌈N/500⌉ + ⌈T/500⌉ (+1 when T is a multiple of 500) + ⌈C/100⌉ + ⌈O/500⌉, from the simulator's ground truth (`GET /_sim/locations/{{id}}`); a run whose sync fetched other counts fails. The gateway's FULL sync also reads the location itself (`GET /locations/{{id}}`, for its name), one call that §11 does not count.\n\
-- **Lower bound of wall time**: the larger of (a) the rate limit: the C-th call cannot leave before ((C−1) div 100) × 10 s, plus one mean latency (0.15 s) for its answer, and (b) the longest chain of dependent calls: a list's pages follow each other by cursor, so its pages × 0.15 s. C is the §11 minimum. Both use the mean latency, so this is the expected bound, not a worst case.\n\
+- **The bound of wall time** (the target: ≤ 1.10x): the longer of (a) the rate limit's windows: the C-th call is counted no earlier than ((C−1) div M) windows of 10 s after the first, which arrives one mean latency (0.15 s) after the start, M being the requests a window leaves to the sync (100, or 70 when another client spends 30 of every window), and (b) the longest chain of dependent calls at the mean latency: a list's pages follow each other by cursor, so its pages × 0.15 s, the conversations counting 1 + ⌈(C−100)/99⌉ pages (one row of overlap a page, README *Ties at page boundaries*). The simulator's latency is 50 ms plus a uniform 0..200 ms, so 0.15 s is its true mean; an earlier bound used the same mean but counted the conversations as ⌈C/100⌉. C in (a) is the §11 minimum. Both use the mean latency, so this is the bound a run meets on average, not a best case. The spurious-429 case is measured against the fault-free run of the same size (≤ 2x); its worker allows 12 retries a call instead of 6 (at 40%, 7 tries all fail once in 600 calls).\n\
 - **The seed's sync.** Plain reqwest calls against its own simulator with the same limits: the legacy contact list (100 a page), then one `GET /contacts/{{id}}/tasks` per contact, then conversations (100 a page), then opportunities (GET, 100 a page), each call after the previous one, waiting 1 s on a 429. It skips users, custom fields and pipelines, which only flatters it. It runs at the same time as the FULL syncs (each has its own simulator and rate-limit bucket; both wait on latency, not CPU). At 10k contacts it would take tens of minutes, so its 10k figures are extrapolated: its calls are exact (⌈N/100⌉ + N + ⌈C/100⌉ + ⌈O/100⌉, with C and O from the gateway's 10k run), its time is the measured time per call times those calls (at least the rate-limit bound).\n"
         );
     }

@@ -29,6 +29,9 @@ pub struct WorkerSpec {
     /// The simulator's rate-limit window: waited out before each INCREMENTAL run, so that it
     /// starts with a full budget as a scheduled run would.
     pub window_ms: u64,
+    /// Retries of one GHL call (`--ghl-max-retries`); `None`: the gateway's default.
+    #[serde(default)]
+    pub max_retries: Option<usize>,
 }
 
 /// One sync run as the worker saw it.
@@ -102,10 +105,11 @@ pub async fn worker(spec_json: &str) -> anyhow::Result<()> {
 async fn run_worker(spec: &WorkerSpec, url: &str) -> anyhow::Result<WorkerResult> {
     let store = Store::open(&DatabaseConfig::new(url)).await?;
     let credentials = crate::app::credentials::StoreCredentials::new(store.clone(), None);
-    let client = Client::new(
-        UpstreamConfig::new(spec.sim_url.clone()),
-        std::sync::Arc::new(credentials),
-    )?;
+    let mut config = UpstreamConfig::new(spec.sim_url.clone());
+    if let Some(retries) = spec.max_retries {
+        config.max_retries = retries;
+    }
+    let client = Client::new(config, std::sync::Arc::new(credentials))?;
     client
         .set_credential(
             &spec.location_id,
@@ -263,15 +267,77 @@ pub fn minimum_calls(contacts: u64, tasks: u64, conversations: u64, opportunitie
     3 + pages(contacts, 500) + task_pages + pages(conversations, 100) + pages(opportunities, 500)
 }
 
-/// The lower bound of a sync's wall time in seconds.
+/// The calls of the gateway's FULL sync of a location it has not synced before: §11's minimum,
+/// except that conversations cost `1 + ⌈(C-100)/99⌉` pages (one row of overlap a page), plus
+/// the location's details (`GET /locations/{id}`).
+pub fn gateway_calls(contacts: u64, tasks: u64, conversations: u64, opportunities: u64) -> u64 {
+    let section_11 = minimum_calls(contacts, tasks, conversations, opportunities);
+    let conversation_pages = 1 + conversations.saturating_sub(100).div_ceil(99);
+    section_11 - conversations.div_ceil(100).max(1) + conversation_pages + 1
+}
+
+/// The longest chain of dependent calls of a FULL sync, in pages: each list's pages follow each
+/// other by cursor. Conversations page by `startAfterDate` with one row of overlap a page after
+/// the first (README, *Ties at page boundaries*): `1 + ⌈(C-100)/99⌉`; tasks cost one more page
+/// when T is a multiple of 500 (the search has no total).
+pub fn longest_chain(contacts: u64, tasks: u64, conversations: u64, opportunities: u64) -> u64 {
+    let pages = |n: u64, size: u64| n.div_ceil(size).max(1);
+    let task_pages = if tasks.is_multiple_of(500) {
+        tasks / 500 + 1
+    } else {
+        pages(tasks, 500)
+    };
+    let conversation_pages = 1 + conversations.saturating_sub(100).div_ceil(99);
+    [
+        pages(contacts, 500),
+        task_pages,
+        conversation_pages,
+        pages(opportunities, 500),
+    ]
+    .into_iter()
+    .max()
+    .unwrap_or(1)
+}
+
+/// The lower bound of a sync's wall time, in its two parts; the bound is the longer.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Bound {
+    /// The rate limit's windows: with `max` requests per window left to the sync, the C-th
+    /// request is counted no earlier than `((C-1) div max)` windows after the first, which
+    /// itself arrives one mean latency after the start (GHL counts a request when it arrives,
+    /// and answers it at once).
+    pub rate_secs: f64,
+    /// The longest chain of dependent pages at the simulator's mean latency: whatever the
+    /// parallelism, each page waits for the one before.
+    pub chain_secs: f64,
+}
+
+impl Bound {
+    /// The bound: the longer of the two.
+    pub fn secs(&self) -> f64 {
+        self.rate_secs.max(self.chain_secs)
+    }
+}
+
+/// The lower bound of a sync of `calls` calls whose longest chain is `longest_chain` pages, with
+/// `max` requests per `window_secs` left to it and `mean_latency_secs` per request.
 ///
-/// - Rate: with `max` requests per `window`, the C-th request cannot be sent before
-///   `((C-1) div max) * window`, and its answer takes a latency more.
-/// - Chain: the pages of one list follow each other (each needs the cursor of the one before),
-///   so the longest list costs its pages times the mean latency, whatever the parallelism.
-///
-/// The bound is the larger of the two; both use the mean latency, so it is the expected lower
-/// bound, not a worst case.
+/// Both parts use the mean latency (the simulator's fixed part plus half its uniform jitter), so
+/// it is the bound a run meets on average, not a best case.
+pub fn lower_bound(
+    calls: u64,
+    max: u64,
+    window_secs: f64,
+    mean_latency_secs: f64,
+    longest_chain: u64,
+) -> Bound {
+    Bound {
+        rate_secs: (calls.saturating_sub(1) / max.max(1)) as f64 * window_secs + mean_latency_secs,
+        chain_secs: longest_chain as f64 * mean_latency_secs,
+    }
+}
+
+/// The lower bound of a sync's wall time in seconds: the longer of [`lower_bound`]'s parts.
 pub fn lower_bound_secs(
     calls: u64,
     max: u64,
@@ -279,9 +345,41 @@ pub fn lower_bound_secs(
     mean_latency_secs: f64,
     longest_chain: u64,
 ) -> f64 {
-    let rate = (calls.saturating_sub(1) / max.max(1)) as f64 * window_secs + mean_latency_secs;
-    let chain = longest_chain as f64 * mean_latency_secs;
-    rate.max(chain)
+    lower_bound(calls, max, window_secs, mean_latency_secs, longest_chain).secs()
+}
+
+/// What a FULL sync runs against besides GHL's limits and latency.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Scenario {
+    /// Nothing else.
+    Clean,
+    /// Another client of the same app and location spends this many requests at the opening of
+    /// every window (the simulator's `otherClientPerWindow`).
+    Shared { per_window: u32 },
+    /// This fraction of requests is answered 429 although the window has budget left (the
+    /// simulator's `rateLimit` fault, with `X-RateLimit-Remaining` as it stands).
+    Spurious429 { fraction: f64 },
+}
+
+/// The share of every window another client spends in the shared case: 30%.
+pub const SHARED_PER_WINDOW: u32 = 30;
+/// The fraction of spurious 429s in the spurious case: 40%.
+pub const SPURIOUS_429: f64 = 0.4;
+/// Retries of one call in the spurious case: at 40% a call fails all of 7 tries (the default's
+/// 6 retries) once in 600, which a 10k sync of 158 calls would meet one run in four; 12 retries
+/// make it one in 150,000.
+const SPURIOUS_RETRIES: usize = 12;
+
+/// One FULL sync under a [`Scenario`], as the report shows it.
+#[derive(Clone, Debug)]
+pub struct Variant {
+    pub scenario: Scenario,
+    /// Requests the simulator received and answered 429 (the spurious ones included).
+    pub sim_calls: u64,
+    pub sim_429: u64,
+    pub wall_secs: f64,
+    pub bound: Bound,
+    pub worker: WorkerResult,
 }
 
 /// One FULL sync case, as the report shows it.
@@ -296,14 +394,91 @@ pub struct FullCase {
     pub sim_calls: u64,
     pub sim_429: u64,
     pub wall_secs: f64,
+    /// The longer of `bound`'s parts.
     pub bound_secs: f64,
+    pub bound: Bound,
+    pub longest_chain: u64,
     pub worker: WorkerResult,
+    /// The same sync with another client spending [`SHARED_PER_WINDOW`] of every window.
+    pub shared: Option<Variant>,
+    /// The same sync with [`SPURIOUS_429`] of the requests answered 429 under the limit (not
+    /// at 100k, where it would add minutes to the run).
+    pub spurious: Option<Variant>,
 }
 
-/// Runs a FULL sync of `contacts` in a worker against a fresh simulator with real limits.
+/// Runs a FULL sync of `contacts` in a worker against a fresh simulator with real limits, then
+/// the same sync with another client spending part of every window, and (up to 10k contacts)
+/// with spurious 429s, each against a fresh simulator of the same seed.
 pub async fn full_case(contacts: usize, incremental: bool) -> anyhow::Result<FullCase> {
+    let (clean, truth) = run_case(contacts, incremental, Scenario::Clean).await?;
+    let [n, t, c, o] = truth;
+    let shared = run_case(
+        contacts,
+        false,
+        Scenario::Shared {
+            per_window: SHARED_PER_WINDOW,
+        },
+    )
+    .await?
+    .0;
+    let spurious = if contacts <= 10_000 {
+        Some(
+            run_case(
+                contacts,
+                false,
+                Scenario::Spurious429 {
+                    fraction: SPURIOUS_429,
+                },
+            )
+            .await?
+            .0,
+        )
+    } else {
+        None
+    };
+    Ok(FullCase {
+        contacts,
+        tasks: t,
+        conversations: c,
+        opportunities: o,
+        minimum_calls: minimum_calls(n, t, c, o),
+        sim_calls: clean.sim_calls,
+        sim_429: clean.sim_429,
+        wall_secs: clean.wall_secs,
+        bound_secs: clean.bound.secs(),
+        bound: clean.bound,
+        longest_chain: longest_chain(n, t, c, o),
+        worker: clean.worker,
+        shared: Some(shared),
+        spurious,
+    })
+}
+
+/// One FULL sync of `contacts` under `scenario`, against a fresh simulator; with the
+/// simulator's ground truth counts (contacts, tasks, conversations, opportunities).
+async fn run_case(
+    contacts: usize,
+    incremental: bool,
+    scenario: Scenario,
+) -> anyhow::Result<(Variant, [u64; 4])> {
     let spec = SimSpec::real(contacts);
     let sim = SimProcess::start(spec.clone()).await?;
+    let knobs = match scenario {
+        Scenario::Clean => None,
+        Scenario::Shared { per_window } => Some(json!({ "otherClientPerWindow": per_window })),
+        Scenario::Spurious429 { fraction } => {
+            Some(json!({ "faults": { "default": { "rateLimit": fraction } } }))
+        }
+    };
+    if let Some(knobs) = knobs {
+        reqwest::Client::new()
+            .patch(format!("{}/_sim/settings", sim.base_url))
+            .json(&knobs)
+            .send()
+            .await?
+            .error_for_status()
+            .context("the simulator refused the scenario's settings")?;
+    }
     let worker_spec = WorkerSpec {
         sim_url: sim.base_url.clone(),
         location_id: sim.location_id.clone(),
@@ -311,6 +486,7 @@ pub async fn full_case(contacts: usize, incremental: bool) -> anyhow::Result<Ful
         incremental,
         changed_fraction: 0.01,
         window_ms: spec.burst_window_ms,
+        max_retries: matches!(scenario, Scenario::Spurious429 { .. }).then_some(SPURIOUS_RETRIES),
     };
     let worker = spawn_worker(&worker_spec).await?;
     let (sim_calls, sim_429) = (worker.full_sim_calls, worker.full_sim_429);
@@ -335,39 +511,30 @@ pub async fn full_case(contacts: usize, incremental: bool) -> anyhow::Result<Ful
     ];
     anyhow::ensure!(
         fetched == [n, t, c, o],
-        "the FULL sync of {contacts} fetched {fetched:?} (contacts, tasks, conversations, \
-         opportunities) but the simulator holds {:?}",
+        "the FULL sync of {contacts} ({scenario:?}) fetched {fetched:?} (contacts, tasks, \
+         conversations, opportunities) but the simulator holds {:?}",
         [n, t, c, o]
     );
-    let minimum = minimum_calls(n, t, c, o);
-    let chain = [
-        n.div_ceil(500),
-        t.div_ceil(500),
-        c.div_ceil(100),
-        o.div_ceil(500),
-    ]
-    .into_iter()
-    .max()
-    .unwrap_or(1);
-    let bound = lower_bound_secs(
-        minimum,
-        spec.burst_limit as u64,
+    let per_window = match scenario {
+        Scenario::Shared { per_window } => spec.burst_limit.saturating_sub(per_window),
+        _ => spec.burst_limit,
+    };
+    let bound = lower_bound(
+        minimum_calls(n, t, c, o),
+        per_window as u64,
         spec.burst_window_ms as f64 / 1000.0,
         spec.mean_latency_ms() / 1000.0,
-        chain,
+        longest_chain(n, t, c, o),
     );
-    Ok(FullCase {
-        contacts,
-        tasks: t,
-        conversations: c,
-        opportunities: o,
-        minimum_calls: minimum,
+    let variant = Variant {
+        scenario,
         sim_calls,
         sim_429,
         wall_secs: worker.full.wall_ms as f64 / 1000.0,
-        bound_secs: bound,
+        bound,
         worker,
-    })
+    };
+    Ok((variant, [n, t, c, o]))
 }
 
 /// The seed design's sync, measured.
@@ -490,6 +657,20 @@ mod tests {
         assert_eq!(minimum_calls(10_000, 5_000, 8_000, 3_000), 120);
         // Empty lists still cost one call each.
         assert_eq!(minimum_calls(0, 1, 0, 0), 7);
+    }
+
+    #[test]
+    fn the_longest_chain_counts_the_conversations_overlap() {
+        // 7,600 conversations: the first page 100, then 99 new a page.
+        assert_eq!(longest_chain(10_000, 4_000, 7_600, 3_000), 1 + 76);
+        assert_eq!(longest_chain(10_000, 4_000, 100, 3_000), 20);
+        assert_eq!(longest_chain(0, 0, 0, 0), 1);
+        let bound = lower_bound(158, 100, 10.0, 0.15, 77);
+        assert!((bound.chain_secs - 11.55).abs() < 1e-9);
+        assert!((bound.rate_secs - 10.15).abs() < 1e-9);
+        assert!((bound.secs() - 11.55).abs() < 1e-9);
+        // Another client's 30 of every window leave 70: 158 calls need two windows more.
+        assert!((lower_bound(158, 70, 10.0, 0.15, 77).rate_secs - 20.15).abs() < 1e-9);
     }
 
     #[test]

@@ -124,6 +124,15 @@ pub struct Settings {
     pub daily_limit: u32,
     pub retry_after: bool,
     pub hang_ms: u64,
+    /// How long a created, changed or deleted record takes to show in the search endpoints, in
+    /// milliseconds (`GET` by id sees it at once). GHL: a few seconds.
+    #[serde(default)]
+    pub index_lag_ms: u64,
+    /// Requests another client of the same app and location (another process, a replica, the
+    /// app's other tools) spends at the opening of every window of every bucket: the share of
+    /// the burst limit a sync does not get. The one-off kind is `POST /_sim/rate-limits/spend`.
+    #[serde(default)]
+    pub other_client_per_window: u32,
     pub webhook_url: Option<String>,
     /// How webhooks are delivered: signatures, redelivery, order, delay, retries.
     #[serde(default)]
@@ -364,22 +373,36 @@ impl RateLimiter {
             .count() as u32
     }
 
-    /// The bucket, its window and day restarted when they are over.
+    /// The bucket, its window and day restarted when they are over. A window that opens counts
+    /// what the other client spends in it (`other_client_per_window`) first.
     fn bucket(&mut self, bucket: &str, s: &Settings, now: Instant) -> &mut Bucket {
         let window = Duration::from_millis(s.burst_window_ms.max(1));
-        let b = self.buckets.entry(bucket.to_string()).or_insert(Bucket {
-            window_start: now,
-            window_count: 0,
-            day_start: now,
-            day_count: 0,
+        let mut opened = false;
+        let b = self.buckets.entry(bucket.to_string()).or_insert_with(|| {
+            opened = true;
+            Bucket {
+                window_start: now,
+                window_count: 0,
+                day_start: now,
+                day_count: 0,
+            }
         });
-        if now.duration_since(b.window_start) >= window {
-            b.window_start = now;
-            b.window_count = 0;
-        }
         if now.duration_since(b.day_start) >= DAY {
             b.day_start = now;
             b.day_count = 0;
+        }
+        if now.duration_since(b.window_start) >= window {
+            b.window_start = now;
+            b.window_count = 0;
+            opened = true;
+        }
+        if opened {
+            let other = s
+                .other_client_per_window
+                .min(s.burst_limit)
+                .min(s.daily_limit.saturating_sub(b.day_count));
+            b.window_count = other;
+            b.day_count += other;
         }
         b
     }
@@ -402,6 +425,8 @@ mod tests {
             daily_limit: 5,
             retry_after: false,
             hang_ms: 0,
+            index_lag_ms: 0,
+            other_client_per_window: 0,
             webhook_url: None,
             webhooks: WebhookKnobs::default(),
             faults: FaultConfig::default(),
@@ -437,6 +462,28 @@ mod tests {
         assert_eq!(rl.peek("b", &s).remaining, 1, "a peek is not a request");
         assert_eq!(rl.spend("b", 5, &s), 1, "a spent window refuses the rest");
         assert!(rl.check("b", &s).is_err());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn another_client_takes_its_share_of_every_window() {
+        let s = Settings {
+            burst_limit: 10,
+            daily_limit: 100,
+            other_client_per_window: 3,
+            ..settings()
+        };
+        let mut rl = RateLimiter::default();
+        for window in 0..2 {
+            let first = rl.check("b", &s).expect("room in the window");
+            assert_eq!(
+                first.remaining, 6,
+                "window {window}: 3 spent by the other client"
+            );
+            assert_eq!(rl.spend("b", 10, &s), 6);
+            assert!(rl.check("b", &s).is_err());
+            tokio::time::advance(Duration::from_millis(s.burst_window_ms)).await;
+        }
+        assert_eq!(rl.peek("b", &s).daily_remaining, 100 - 2 * 10 - 3);
     }
 
     #[test]

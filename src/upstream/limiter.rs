@@ -20,11 +20,20 @@
 //! through in one window after a burst and cannot take the server's word, hence this type.
 //!
 //! Waiting requests are served by **priority** (the longest chain of dependent pages first), then
-//! in arrival order. It waits on `tokio::time`, so tests can pause the clock.
+//! in arrival order. Priority alone does not keep a window for the longest chain: between two of
+//! its pages (a round trip) the shorter chains would take every free slot, and the window is
+//! spent in a few seconds, with the longest chain stalled until it turns. So each chain registers
+//! how many pages it has left ([`ChainLeft`]), and a request of a shorter chain may take a slot
+//! only when the window keeps, beside it, the slots the longest chain can use before slots come
+//! back (its pages left, at most one per mean round trip until then). Only the longest is kept
+//! for: a list whose length GHL does not say (tasks) counts as one page left, and keeping slots
+//! for every longer chain would starve it. It waits on `tokio::time`, so tests can pause the
+//! clock.
 
 use std::cmp::Reverse;
-use std::collections::{BTreeSet, VecDeque};
-use std::sync::Mutex;
+use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use tokio::sync::Notify;
@@ -39,7 +48,15 @@ pub struct Window {
     pub interval: Option<Duration>,
     /// `X-RateLimit-Remaining`: requests left in the window when GHL counted this one.
     pub remaining: Option<u32>,
+    /// The request was answered 429: GHL did not count it, so it holds no slot (had GHL counted
+    /// it after all, the next answers' `X-RateLimit-Remaining` show it as spent elsewhere).
+    pub refused: bool,
 }
+
+/// The pages a chain of dependent requests (one list's pages) still has to fetch, shared between
+/// its fetcher, which updates it after each page, and the limiter, which reserves slots for it
+/// while it lives.
+pub type ChainLeft = Arc<AtomicU64>;
 
 #[derive(Debug)]
 struct State {
@@ -50,12 +67,19 @@ struct State {
     /// Requests GHL counted that were not ours, and until when they hold their slots.
     foreign: usize,
     foreign_until: Instant,
+    /// The others' count is last window's, carried into this one (for one window at most)
+    /// until an answer of this one says at least as much.
+    foreign_carried: bool,
     /// Whether GHL has told us its counters yet.
     known: bool,
     /// Our requests sent and not answered yet.
     in_flight: usize,
     /// Shortest and longest round trip seen: their spread is the guard of each slot.
     rtt: Option<(Duration, Duration)>,
+    /// Mean round trip (moving average): the pace of a chain.
+    rtt_mean: Option<Duration>,
+    /// Chains that asked for a slot, by the address of their counter, until they end.
+    chains: HashMap<usize, Weak<AtomicU64>>,
     /// Waiting callers: (higher priority first, then arrival order).
     waiters: BTreeSet<(Reverse<u64>, u64)>,
     next_ticket: u64,
@@ -82,17 +106,50 @@ impl State {
         while self.sent.front().is_some_and(|t| *t + hold <= now) {
             self.sent.pop_front();
         }
-        if self.foreign_until <= now {
-            self.foreign = 0;
+        if self.foreign_until <= now && self.foreign > 0 {
+            // A client that spent part of the last window is likely to spend it again, from the
+            // window's first moment: without this, the first round trip of each window went out
+            // as if it had the whole window, and met the others' share as 429s.
+            if !self.foreign_carried && now < self.foreign_until + self.interval {
+                self.foreign_carried = true;
+                self.foreign_until += self.interval;
+            } else {
+                self.foreign = 0;
+                self.foreign_carried = false;
+            }
         }
     }
 
-    fn next(&mut self, now: Instant) -> Next {
+    /// Slots to keep for the longest chain, when it is longer than `priority` and not `own`: it
+    /// may use one per mean round trip until our oldest slot comes back (a whole window when none
+    /// is held), and no more than its pages left.
+    fn reserve(&mut self, now: Instant, priority: u64, own: Option<usize>) -> usize {
+        let Some(pace) = self.rtt_mean.filter(|p| !p.is_zero()) else {
+            return 0;
+        };
+        let hold = self.interval + self.guard();
+        let horizon = self.sent.front().map_or(self.interval, |t| {
+            (*t + hold).saturating_duration_since(now)
+        });
+        let uses = (horizon.as_secs_f64() / pace.as_secs_f64()).ceil() as u64;
+        self.chains.retain(|_, chain| chain.strong_count() > 0);
+        self.chains
+            .iter()
+            .filter(|(key, _)| Some(**key) != own)
+            .filter_map(|(_, chain)| chain.upgrade())
+            .map(|chain| chain.load(Ordering::Relaxed))
+            .max()
+            .filter(|left| *left > priority)
+            .map_or(0, |left| left.min(uses) as usize)
+    }
+
+    fn next(&mut self, now: Instant, priority: u64, own: Option<usize>) -> Next {
         self.prune(now);
         if !self.known && self.in_flight > 0 {
             return Next::Answer;
         }
-        if self.sent.len() + self.foreign < self.max {
+        let held = self.sent.len() + self.foreign;
+        if held < self.max && held + self.reserve(now, priority, own) < self.max {
             return Next::Now;
         }
         let hold = self.interval + self.guard();
@@ -100,7 +157,8 @@ impl State {
         let theirs = (self.foreign > 0).then_some(self.foreign_until);
         match ours.into_iter().chain(theirs).min() {
             Some(at) => Next::At(at),
-            // `max` is at least 1, so something holds a slot; this is only a fallback.
+            // Nothing held: only the reserve stands in the way, which shrinks as the longer
+            // chains take their slots or end (each answer wakes the waiters).
             None => Next::Answer,
         }
     }
@@ -164,9 +222,12 @@ impl RateLimiter {
                 sent: VecDeque::new(),
                 foreign: 0,
                 foreign_until: Instant::now(),
+                foreign_carried: false,
                 known: false,
                 in_flight: 0,
                 rtt: None,
+                rtt_mean: None,
+                chains: HashMap::new(),
                 waiters: BTreeSet::new(),
                 next_ticket: 0,
             }),
@@ -177,9 +238,19 @@ impl RateLimiter {
     /// Waits for a slot. The waiting caller with the highest `priority` goes first, then the
     /// one that came first.
     pub async fn acquire(&self, priority: u64) -> Permit<'_> {
+        self.acquire_for(None, priority).await
+    }
+
+    /// [`acquire`](Self::acquire) for a request of `chain`, whose pages left are its priority;
+    /// the chain's slots are reserved from shorter chains' requests while it lives.
+    pub async fn acquire_for(&self, chain: Option<&ChainLeft>, priority: u64) -> Permit<'_> {
         let start = Instant::now();
+        let own = chain.map(|c| Arc::as_ptr(c) as usize);
         let key = {
             let mut state = lock(&self.state);
+            if let (Some(own), Some(chain)) = (own, chain) {
+                state.chains.insert(own, Arc::downgrade(chain));
+            }
             let key = (Reverse(priority), state.next_ticket);
             state.next_ticket += 1;
             state.waiters.insert(key);
@@ -195,7 +266,7 @@ impl RateLimiter {
             let wake = {
                 let mut state = lock(&self.state);
                 if state.waiters.first() == Some(&key) {
-                    match state.next(now) {
+                    match state.next(now, priority, own) {
                         Next::Now => {
                             state.waiters.remove(&key);
                             state.sent.push_back(now);
@@ -243,10 +314,19 @@ impl RateLimiter {
             }
             if let Some(remaining) = window.remaining {
                 state.known = true;
+                if window.refused
+                    && let Some(at) = state.sent.iter().position(|t| *t == sent_at)
+                {
+                    state.sent.remove(at);
+                }
                 let rtt = now - sent_at;
                 state.rtt = Some(match state.rtt {
                     Some((low, high)) => (low.min(rtt), high.max(rtt)),
                     None => (rtt, rtt),
+                });
+                state.rtt_mean = Some(match state.rtt_mean {
+                    Some(mean) => mean.mul_f64(0.8) + rtt.mul_f64(0.2),
+                    None => rtt,
                 });
                 let from = sent_at.checked_sub(state.interval);
                 let ours = state
@@ -259,9 +339,12 @@ impl RateLimiter {
                     .saturating_sub(remaining as usize)
                     .saturating_sub(ours);
                 state.prune(now);
+                // The highest estimate stands, the carried one too: an answer early in a window
+                // counts our requests of the window before as ours and under-counts the others.
                 if foreign >= state.foreign {
                     state.foreign = foreign;
                     state.foreign_until = sent_at + state.interval;
+                    state.foreign_carried = false;
                 }
             }
         }
@@ -291,6 +374,8 @@ mod tests {
         start: Option<Instant>,
         count: u32,
         refused: u32,
+        /// Requests another client spends at the opening of every window.
+        other: u32,
     }
 
     impl Server {
@@ -301,6 +386,7 @@ mod tests {
                 start: None,
                 count: 0,
                 refused: 0,
+                other: 0,
             }
         }
 
@@ -309,7 +395,7 @@ mod tests {
             let now = Instant::now();
             if self.start.is_none_or(|s| now - s >= self.window) {
                 self.start = Some(now);
-                self.count = 0;
+                self.count = self.other;
             }
             if self.count >= self.max {
                 self.refused += 1;
@@ -339,6 +425,7 @@ mod tests {
                     max: Some(server.lock().unwrap().max),
                     interval: Some(Duration::from_secs(10)),
                     remaining: Some(remaining.unwrap_or(0)),
+                    refused: remaining.is_none(),
                 };
                 limiter.release(permit, window);
             }));
@@ -380,6 +467,19 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
+    async fn another_clients_share_of_every_window_is_expected_in_the_next() {
+        // Another client spends 30 the moment each window opens; we learn of it only from the
+        // window's first answer, so the last window's share is kept until then.
+        let window = Duration::from_secs(10);
+        let limiter = Arc::new(RateLimiter::new(100, window));
+        let mut server = Server::new(100, window);
+        server.other = 30;
+        let server = Arc::new(std::sync::Mutex::new(server));
+        let refused = run(limiter, server, 300, Duration::from_millis(150)).await;
+        assert_eq!(refused, 0);
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn the_first_request_is_a_probe() {
         let limiter = Arc::new(RateLimiter::new(100, Duration::from_secs(10)));
         let first = limiter.acquire(0).await;
@@ -398,6 +498,7 @@ mod tests {
                 max: Some(100),
                 interval: Some(Duration::from_secs(10)),
                 remaining: Some(99),
+                refused: false,
             },
         );
         assert_eq!(waiting.await.unwrap(), Duration::from_millis(300));
@@ -431,6 +532,76 @@ mod tests {
         )));
         let refused = run(limiter, server, 30, Duration::from_millis(10)).await;
         assert_eq!(refused, 0);
+    }
+
+    /// Fetches `pages` one after another through `limiter` as one chain, each answered by
+    /// `server` after `latency`; returns when the last answer came.
+    async fn chain(
+        limiter: Arc<RateLimiter>,
+        server: Arc<std::sync::Mutex<Server>>,
+        pages: u64,
+        latency: Duration,
+    ) -> Instant {
+        let left: ChainLeft = Arc::new(AtomicU64::new(pages));
+        for page in 0..pages {
+            let permit = limiter.acquire_for(Some(&left), pages - page).await;
+            tokio::time::sleep(latency).await;
+            let remaining = server.lock().unwrap().arrive();
+            left.store(pages - page - 1, Ordering::Relaxed);
+            let max = server.lock().unwrap().max;
+            limiter.release(
+                permit,
+                Window {
+                    max: Some(max),
+                    interval: Some(Duration::from_secs(10)),
+                    remaining: Some(remaining.unwrap_or(0)),
+                    refused: remaining.is_none(),
+                },
+            );
+        }
+        Instant::now()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_longest_chain_keeps_its_slots_in_the_window() {
+        // GHL's 100 requests a window, 150 ms a request; a chain of 77 pages (11.55 s) and one
+        // of 40 start together, 117 requests in all. By priority alone both go at once, the
+        // window is spent after 8.9 s, and the long chain waits for it with 18 pages left (it
+        // would end at 12.7 s). With its slots kept it never waits: the short chain gets the
+        // window's other slots, then the next window's.
+        let window = Duration::from_secs(10);
+        let latency = Duration::from_millis(150);
+        let limiter = Arc::new(RateLimiter::new(100, window));
+        let server = Arc::new(std::sync::Mutex::new(Server::new(100, window)));
+        let start = Instant::now();
+        // A probe teaches the limiter the window and the round trip.
+        let probe = limiter.acquire(0).await;
+        tokio::time::sleep(latency).await;
+        let remaining = server.lock().unwrap().arrive();
+        limiter.release(
+            probe,
+            Window {
+                max: Some(100),
+                interval: Some(window),
+                remaining,
+                refused: false,
+            },
+        );
+        let long = tokio::spawn(chain(limiter.clone(), server.clone(), 77, latency));
+        let short = tokio::spawn(chain(limiter.clone(), server.clone(), 40, latency));
+        let (long, short) = (long.await.unwrap(), short.await.unwrap());
+        assert_eq!(server.lock().unwrap().refused, 0);
+        assert!(
+            long - start <= latency * 79,
+            "{:?} (short: {:?})",
+            long - start,
+            short - start
+        );
+        assert!(
+            short - start <= long - start + window,
+            "{:?}",
+            short - start
+        );
     }
 
     #[tokio::test(start_paused = true)]

@@ -87,8 +87,8 @@ pub struct Meter {
     /// Microseconds spent waiting for the rate limiter.
     pub waited_us: AtomicU64,
     /// Pages the scope still has to fetch one after another (set by [`Client::pages`]): the
-    /// rate limiter serves the longest chain first.
-    pub chain: AtomicU64,
+    /// rate limiter serves the longest chain first and keeps its slots from shorter ones.
+    pub chain: super::limiter::ChainLeft,
 }
 
 tokio::task_local! {
@@ -123,8 +123,10 @@ impl Client {
             .with_max_times(config.max_retries)
             .with_jitter();
         let interval = Duration::from_millis(config.burst_window_ms);
-        // A spurious 429 backs off on the same curve, scaled to its own first delay.
-        let spurious = config.spurious_backoff_ms as f64 / config.backoff_ms.max(1) as f64;
+        // A spurious 429 waits the same brief pause each time: GHL's headers said the window
+        // has room, so a doubling pause would only stretch the sync (at 40% spurious 429s a
+        // page's expected pause was twice its round trip).
+        let spurious = Duration::from_millis(config.spurious_backoff_ms);
         (|| self.attempt(location_id, &state, &call))
             .retry(backoff)
             .sleep(tokio::time::sleep)
@@ -197,10 +199,9 @@ impl Client {
             request = request.json(body);
         }
         // The stage's remaining chain of pages: the longest goes first.
-        let priority = METER
-            .try_with(|m| m.chain.load(Ordering::Relaxed))
-            .unwrap_or(0);
-        let permit = state.limiter.acquire(priority).await;
+        let chain = METER.try_with(|m| m.chain.clone()).ok();
+        let priority = chain.as_ref().map_or(0, |c| c.load(Ordering::Relaxed));
+        let permit = state.limiter.acquire_for(chain.as_ref(), priority).await;
         {
             let mut stats = lock(&state.stats);
             stats.calls += 1;
@@ -220,7 +221,8 @@ impl Client {
         }
         .await;
         let window = match &outcome {
-            Ok((_, headers, _)) => Window {
+            Ok((status, headers, _)) => Window {
+                refused: *status == StatusCode::TOO_MANY_REQUESTS,
                 max: header(headers, "x-ratelimit-max"),
                 interval: header::<u64>(headers, "x-ratelimit-interval-milliseconds")
                     .map(Duration::from_millis),
@@ -254,14 +256,14 @@ impl Client {
 }
 
 /// The wait before the next try, `None` once the retry budget is spent: GHL's own word on when
-/// to come back wins; a spurious 429 (GHL's headers said budget remained) backs off on the
-/// `spurious` scale of the backoff; any other 429 waits at least one rate-limit `window`, as
+/// to come back wins; a spurious 429 (GHL's headers said budget remained) waits `spurious`;
+/// any other 429 waits at least one rate-limit `window`, as
 /// GHL's limits reset per window.
 fn retry_delay(
     error: &UpstreamError,
     backoff: Option<Duration>,
     window: Duration,
-    spurious: f64,
+    spurious: Duration,
 ) -> Option<Duration> {
     let backoff = backoff?;
     Some(match error {
@@ -271,7 +273,7 @@ fn retry_delay(
         } => *after,
         UpstreamError::RateLimited {
             budget_left: true, ..
-        } => backoff.mul_f64(spurious),
+        } => spurious,
         UpstreamError::RateLimited { .. } => backoff.max(window),
         _ => backoff,
     })
@@ -448,23 +450,45 @@ mod tests {
             budget_left,
         };
         assert_eq!(
-            retry_delay(&limited(Some(Duration::ZERO), true), backoff, window, 0.2),
+            retry_delay(
+                &limited(Some(Duration::ZERO), true),
+                backoff,
+                window,
+                Duration::from_millis(100)
+            ),
             Some(Duration::ZERO)
         );
         assert_eq!(
-            retry_delay(&limited(None, false), backoff, window, 0.2),
+            retry_delay(
+                &limited(None, false),
+                backoff,
+                window,
+                Duration::from_millis(100)
+            ),
             Some(window)
         );
         assert_eq!(
-            retry_delay(&limited(None, true), backoff, window, 0.2),
+            retry_delay(
+                &limited(None, true),
+                backoff,
+                window,
+                Duration::from_millis(100)
+            ),
             Some(Duration::from_millis(100)),
             "a spurious 429 backs off briefly"
         );
         for error in [limited(None, false), limited(Some(Duration::ZERO), false)] {
-            assert_eq!(retry_delay(&error, None, window, 0.2), None, "budget spent");
+            assert_eq!(
+                retry_delay(&error, None, window, Duration::from_millis(100)),
+                None,
+                "budget spent"
+            );
         }
         let transient = UpstreamError::Transient("x".into());
-        assert_eq!(retry_delay(&transient, backoff, window, 0.2), backoff);
+        assert_eq!(
+            retry_delay(&transient, backoff, window, Duration::from_millis(100)),
+            backoff
+        );
     }
 
     #[test]

@@ -88,6 +88,7 @@ fn starts(requests: Vec<Request>) -> Vec<Instant> {
                             max: Some(MAX),
                             interval: Some(INTERVAL),
                             remaining: Some(remaining),
+                            refused: false,
                         };
                         limiter.release(permit, window);
                     } else {

@@ -10,6 +10,7 @@ mod figures;
 mod guards;
 mod helpers;
 mod http;
+mod index_lag;
 mod input_errors;
 mod layering;
 mod limiter;

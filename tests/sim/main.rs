@@ -5,5 +5,6 @@
 mod behaviour;
 mod contract;
 mod helpers;
+mod lag;
 mod paging;
 mod webhooks;

@@ -337,6 +337,7 @@ pub fn create(s: &Shared, loc_id: &str, kind: &str, body: &Value) -> Result<Valu
     let loc = location(s, loc_id)?;
     let body = object(body)?;
     let mut rec = write(&loc.records);
+    rec.index_lag = index_lag(s);
     let now = rec.tick();
     let id = new_id(s, body, &rec, kind)?;
     let added = match body.get("dateAdded").or_else(|| body.get("createdAt")) {
@@ -448,6 +449,7 @@ pub fn update(
     let loc = location(s, loc_id)?;
     let body = object(body)?;
     let mut rec = write(&loc.records);
+    rec.index_lag = index_lag(s);
     let now = rec.tick();
     let missing = || format!("not found: no {kind} record {id}");
     let mut queued: Vec<(String, Value)> = Vec::new();
@@ -545,6 +547,7 @@ pub fn update(
 pub fn delete(s: &Shared, loc_id: &str, kind: &str, id: &str) -> Result<Value, String> {
     let loc = location(s, loc_id)?;
     let mut rec = write(&loc.records);
+    rec.index_lag = index_lag(s);
     let missing = || format!("not found: no {kind} record {id}");
     let mut queued: Vec<(String, Value)> = Vec::new();
     match kind {
@@ -628,4 +631,9 @@ async fn delete_route(
     Path((loc, kind, id)): Path<(String, String, String)>,
 ) -> Response {
     done(delete(&s, &loc, &kind, &id))
+}
+
+/// The search index lag the run-time settings ask for.
+fn index_lag(s: &Shared) -> std::time::Duration {
+    std::time::Duration::from_millis(read(&s.settings).index_lag_ms)
 }

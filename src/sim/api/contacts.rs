@@ -15,7 +15,7 @@ use super::gate::{Ctx, Need, gate};
 use super::layer::{bad_request, unprocessable};
 use super::paging::{Offset, Window, WindowRule, cursor, legacy_cursor, legacy_meta, urlencode};
 use super::params::{body_location, json_body, query_int, query_str};
-use super::search::Selection;
+use super::search::{Selection, searched};
 use super::{Q, Res, S};
 use crate::sim::data::{self, Contact, MsRange};
 use crate::sim::read;
@@ -89,15 +89,21 @@ pub(super) async fn contacts_search(State(s): S, headers: HeaderMap, bytes: Byte
         ["dateAdded", "dateUpdated"],
         query,
     )?;
-    let rec = read(&loc.records);
-    let pred = |id: &str| sel.passes(rec.contacts.get(id), Contact::matches_text, Contact::field);
+    let rec = searched(&loc);
+    let pred = |id: &str| {
+        sel.passes(
+            rec.searched_contact(id),
+            Contact::matches_text,
+            Contact::field,
+        )
+    };
     let index = sel.index(&rec.contacts_by_added, &rec.contacts_by_updated);
     let p = window.walk(&ctx, index, &sel.range, sel.desc, &pred)?;
     let contacts: Vec<Value> = p
         .keys
         .iter()
         .filter_map(|key| {
-            let mut v = rec.contacts.get(&key.1)?.to_json(&loc.meta.id);
+            let mut v = rec.searched_contact(&key.1)?.to_json(&loc.meta.id);
             v["searchAfter"] = cursor(key);
             Some(v)
         })
@@ -108,25 +114,27 @@ pub(super) async fn contacts_search(State(s): S, headers: HeaderMap, bytes: Byte
     ))
 }
 
-/// `GET /contacts/` (deprecated by GHL, still served): legacy cursor pages by dateAdded.
+/// `GET /contacts/` (deprecated by GHL, still served): legacy cursor pages by dateAdded, newest
+/// first. A `startAfter` without its `startAfterId` is not a cursor to GHL: it answers the first
+/// page again, the quirk clients that echo only `startAfter` have looped on.
 pub(super) async fn contacts_list(State(s): S, headers: HeaderMap, Query(q): Q) -> Res {
     let ctx = gate(&s, &headers, Need::Location)?;
     let loc_id = query_str(&ctx, &q, "locationId")?;
     let loc = ctx.location(&s, &loc_id)?;
     let limit = query_int(&ctx, &q, "limit", 100)?.unwrap_or(20).max(1) as usize;
     let page = query_int(&ctx, &q, "page", u64::MAX)?.unwrap_or(1).max(1);
-    let after = legacy_cursor(&ctx, &q)?;
+    let after = legacy_cursor(&ctx, &q)?.filter(|_| q.contains_key("startAfterId"));
     let text = q.get("query").filter(|t| !t.is_empty()).cloned();
-    let rec = read(&loc.records);
+    let rec = searched(&loc);
     let pred = |id: &str| {
         text.as_deref()
-            .is_none_or(|t| rec.contacts.get(id).is_some_and(|c| c.matches_text(t)))
+            .is_none_or(|t| rec.searched_contact(id).is_some_and(|c| c.matches_text(t)))
     };
     let p = data::page(
         &rec.contacts_by_added,
         &MsRange::default(),
         after.as_ref(),
-        false,
+        true,
         0,
         limit,
         true,
@@ -135,7 +143,7 @@ pub(super) async fn contacts_list(State(s): S, headers: HeaderMap, Query(q): Q) 
     let contacts: Vec<Value> = p
         .keys
         .iter()
-        .filter_map(|(_, id)| Some(rec.contacts.get(id)?.to_json(&loc.meta.id)))
+        .filter_map(|(_, id)| Some(rec.searched_contact(id)?.to_json(&loc.meta.id)))
         .collect();
     let mut pq = format!("/contacts/?locationId={loc_id}&limit={limit}");
     if let Some(t) = &text {

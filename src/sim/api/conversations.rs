@@ -14,9 +14,9 @@ use serde_json::{Value, json};
 use super::gate::{Need, gate};
 use super::layer::unprocessable;
 use super::params::{enum_param, query_int, query_str};
+use super::search::searched;
 use super::{Q, Res, S};
 use crate::sim::data::{self, ID_MAX, parse_time};
-use crate::sim::read;
 
 /// `GET /conversations/search`: filters, free text, sort by last message date either way.
 pub(super) async fn conversations_search(State(s): S, headers: HeaderMap, Query(q): Q) -> Res {
@@ -66,7 +66,7 @@ pub(super) async fn conversations_search(State(s): S, headers: HeaderMap, Query(
         .get("query")
         .filter(|v| !v.is_empty())
         .map(|v| v.to_lowercase());
-    let rec = read(&loc.records);
+    let rec = searched(&loc);
     let pred = |c: &data::Conversation| {
         contact.is_none_or(|x| *x == c.contact_id)
             && conv_id.is_none_or(|x| *x == c.id)
@@ -87,8 +87,7 @@ pub(super) async fn conversations_search(State(s): S, headers: HeaderMap, Query(
             && text.as_deref().is_none_or(|t| {
                 c.last_message_body.to_lowercase().contains(t)
                     || rec
-                        .contacts
-                        .get(&c.contact_id)
+                        .searched_contact(&c.contact_id)
                         .is_some_and(|k| k.matches_text(t))
             })
     };
@@ -109,11 +108,11 @@ pub(super) async fn conversations_search(State(s): S, headers: HeaderMap, Query(
         (Some(a), true) => Box::new(index.range(..(a, String::new())).rev()),
     };
     let rows: Vec<Value> = iter
-        .filter_map(|(_, id)| rec.conversations.get(id))
+        .filter_map(|(_, id)| rec.searched_conversation(id))
         .filter(|c| plain || pred(c))
         .take(limit)
         .map(|c| {
-            let k = rec.contacts.get(&c.contact_id);
+            let k = rec.searched_contact(&c.contact_id);
             let name = k.and_then(|k| k.name()).unwrap_or_default();
             json!({
                 "id": c.id,
@@ -140,9 +139,13 @@ pub(super) async fn conversations_search(State(s): S, headers: HeaderMap, Query(
         })
         .collect();
     let total = if plain {
-        rec.conversations.len()
+        index.len()
     } else {
-        rec.conversations.values().filter(|c| pred(c)).count()
+        index
+            .iter()
+            .filter_map(|(_, id)| rec.searched_conversation(id))
+            .filter(|c| pred(c))
+            .count()
     };
     Ok(ctx.reply(
         StatusCode::OK,

@@ -14,10 +14,9 @@ use super::gate::{Need, gate};
 use super::layer::unprocessable;
 use super::paging::{Offset, Window, WindowRule, cursor, legacy_cursor, legacy_meta, urlencode};
 use super::params::{body_location, enum_param, json_body, mdy, query_int, query_str};
-use super::search::Selection;
+use super::search::{Selection, searched};
 use super::{Q, Res, S};
 use crate::sim::data::{self, Key, MsRange, Opportunity};
-use crate::sim::read;
 
 /// The fields `filters` may name (snake_case, as the search takes them).
 const OPP_FIELDS: &[&str] = &[
@@ -40,8 +39,8 @@ const OPP_FIELDS: &[&str] = &[
 fn opp_rows(rec: &data::Records, loc_id: &str, keys: &[&Key], with_cursor: bool) -> Vec<Value> {
     keys.iter()
         .filter_map(|key| {
-            let o = rec.opportunities.get(&key.1)?;
-            let mut v = o.to_json(loc_id, rec.contacts.get(&o.contact_id));
+            let o = rec.searched_opportunity(&key.1)?;
+            let mut v = o.to_json(loc_id, rec.searched_contact(&o.contact_id));
             if with_cursor {
                 v["sort"] = cursor(key);
                 v["searchAfter"] = cursor(key);
@@ -95,16 +94,15 @@ pub(super) async fn opportunities_search_post(
         ["date_added", "date_updated"],
         query,
     )?;
-    let rec = read(&loc.records);
+    let rec = searched(&loc);
     // Free text matches the opportunity's name or its contact.
     let text = |o: &Opportunity, q: &str| {
         o.name.to_lowercase().contains(q)
             || rec
-                .contacts
-                .get(&o.contact_id)
+                .searched_contact(&o.contact_id)
                 .is_some_and(|c| c.matches_text(q))
     };
-    let pred = |id: &str| sel.passes(rec.opportunities.get(id), text, Opportunity::field);
+    let pred = |id: &str| sel.passes(rec.searched_opportunity(id), text, Opportunity::field);
     let index = sel.index(&rec.opps_by_created, &rec.opps_by_updated);
     let p = window.walk(&ctx, index, &sel.range, sel.desc, &pred)?;
     let rows = opp_rows(&rec, &loc.meta.id, &p.keys, true);
@@ -158,9 +156,9 @@ pub(super) async fn opportunities_search_get(State(s): S, headers: HeaderMap, Qu
         eqp("id"),
     );
     let text = eqp("q").map(|t| t.to_lowercase());
-    let rec = read(&loc.records);
+    let rec = searched(&loc);
     let pred = |oid: &str| {
-        rec.opportunities.get(oid).is_some_and(|o| {
+        rec.searched_opportunity(oid).is_some_and(|o| {
             pipe.is_none_or(|x| *x == o.pipeline_id)
                 && stage.is_none_or(|x| *x == o.stage_id)
                 && contact.is_none_or(|x| *x == o.contact_id)
@@ -170,8 +168,7 @@ pub(super) async fn opportunities_search_get(State(s): S, headers: HeaderMap, Qu
                 && text.as_deref().is_none_or(|t| {
                     o.name.to_lowercase().contains(t)
                         || rec
-                            .contacts
-                            .get(&o.contact_id)
+                            .searched_contact(&o.contact_id)
                             .is_some_and(|c| c.matches_text(t))
                 })
         })

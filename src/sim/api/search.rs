@@ -12,8 +12,19 @@ use serde_json::{Map, Value};
 
 use super::gate::Ctx;
 use super::params::{filters_of, sort_of};
-use crate::sim::data::{Index, MsRange};
+use crate::sim::Location;
+use crate::sim::data::{Index, MsRange, Records};
 use crate::sim::filters::{self, Filter};
+use crate::sim::{read, write};
+
+/// The location's records as its search endpoints see them: first the indexes take in every
+/// write whose index lag has passed; records are then read through the `searched_*` lookups.
+pub(super) fn searched(loc: &Location) -> std::sync::RwLockReadGuard<'_, Records> {
+    if read(&loc.records).lagging() {
+        write(&loc.records).settle(tokio::time::Instant::now());
+    }
+    read(&loc.records)
+}
 
 /// The filters, free text and sort of one filter search.
 pub(super) struct Selection {

@@ -14,9 +14,10 @@ use super::gate::{Need, gate};
 use super::layer::unprocessable;
 use super::paging::{Offset, Window, WindowRule, cursor};
 use super::params::{bool_field, json_body, string_list};
+use super::search::searched;
 use super::{Res, S};
 use crate::sim::data::{self, MsRange, iso};
-use crate::sim::{filters, read};
+use crate::sim::filters;
 
 /// The window of the task search: `limit` (25 by default), `skip`, `searchAfter`; no total.
 const SEARCH_WINDOW: WindowRule = WindowRule {
@@ -97,9 +98,9 @@ pub(super) async fn tasks_search(
         }
     };
     let now = chrono::Utc::now().timestamp_millis();
-    let rec = read(&loc.records);
+    let rec = searched(&loc);
     let pred = |id: &str| {
-        let Some(t) = rec.tasks.get(id) else {
+        let Some(t) = rec.searched_task(id) else {
             return false;
         };
         !business
@@ -126,8 +127,9 @@ pub(super) async fn tasks_search(
         (&rec.tasks_by_due, due_range.clone())
     } else {
         built = rec
-            .tasks
-            .values()
+            .tasks_by_due
+            .iter()
+            .filter_map(|(_, id)| rec.searched_task(id))
             .map(|t| {
                 (
                     if sort_key == "dateAdded" {
@@ -146,8 +148,8 @@ pub(super) async fn tasks_search(
         .keys
         .iter()
         .filter_map(|key| {
-            let t = rec.tasks.get(&key.1)?;
-            let c = rec.contacts.get(&t.contact_id);
+            let t = rec.searched_task(&key.1)?;
+            let c = rec.searched_contact(&t.contact_id);
             let u = t
                 .assigned_to
                 .as_ref()

@@ -4,13 +4,16 @@
 //! GHL's JSON shapes are in `render`, generation in `seed`.
 
 use std::collections::{BTreeMap, HashMap};
+use std::time::Duration;
 
 use chrono::{DateTime, SecondsFormat, Utc};
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 use serde_json::{Value, json};
+use tokio::time::Instant;
 
 use super::index::Index;
+use super::lag::Lagging;
 
 /// The moment seeded data ends: 2025-06-01T00:00:00Z. Seeded timestamps spread over five years
 /// before it; admin writes use the wall clock (never earlier than the latest seeded time).
@@ -200,6 +203,11 @@ pub struct LocationMeta {
 
 /// The mutable records of one location, with their indexes. Every write goes through the methods
 /// below so the indexes never drift from the maps.
+///
+/// The maps are the truth (`GET` by id, the admin API); the sorted indexes are what the search
+/// endpoints walk, and with an [`index_lag`](Records::index_lag) they take in each write only
+/// once it has passed ([`Lagging`]; the searches read through [`Records::settle`] and the
+/// `searched_*` lookups). `tasks_by_contact` serves `GET /contacts/{id}/tasks` and never lags.
 #[derive(Debug, Default)]
 pub struct Records {
     pub contacts: HashMap<String, Contact>,
@@ -218,6 +226,13 @@ pub struct Records {
     pub opps_by_updated: Index,
     /// Latest time handed out, so admin writes move `dateUpdated` strictly forward.
     pub clock_ms: i64,
+    /// How long a write takes to reach the search indexes (zero: at once). The admin API sets it
+    /// from the run-time settings before each write.
+    pub index_lag: Duration,
+    pub(super) lag_contacts: Lagging<Contact>,
+    pub(super) lag_tasks: Lagging<Task>,
+    pub(super) lag_conversations: Lagging<Conversation>,
+    pub(super) lag_opportunities: Lagging<Opportunity>,
 }
 
 impl Records {
@@ -228,80 +243,246 @@ impl Records {
         self.clock_ms
     }
 
-    /// Inserts or replaces a contact, moving its index entries.
-    pub fn insert_contact(&mut self, c: Contact) {
-        self.remove_contact_index(&c.id);
-        self.contacts_by_added.insert((c.date_added, c.id.clone()));
-        self.contacts_by_updated
-            .insert((c.date_updated, c.id.clone()));
-        self.contacts.insert(c.id.clone(), c);
-    }
-
-    fn remove_contact_index(&mut self, id: &str) {
-        if let Some(old) = self.contacts.get(id) {
-            self.contacts_by_added
-                .remove(&(old.date_added, old.id.clone()));
-            self.contacts_by_updated
-                .remove(&(old.date_updated, old.id.clone()));
+    /// When the search indexes take in a write made now; `None` without a lag (then whatever
+    /// still waits is taken in first, so an index never holds a version it cannot find again).
+    fn index_due(&mut self) -> Option<Instant> {
+        if self.index_lag.is_zero() {
+            if self.lagging() {
+                self.take_in(None);
+            }
+            None
+        } else {
+            Some(Instant::now() + self.index_lag)
         }
     }
 
-    /// Removes a contact and its index entries (not its tasks or other records).
+    /// Whether a write waits for the search indexes.
+    pub fn lagging(&self) -> bool {
+        !(self.lag_contacts.is_empty()
+            && self.lag_tasks.is_empty()
+            && self.lag_conversations.is_empty()
+            && self.lag_opportunities.is_empty())
+    }
+
+    /// Lets the search indexes take in every write whose lag has passed by `now`.
+    pub fn settle(&mut self, now: Instant) {
+        self.take_in(Some(now));
+    }
+
+    /// Moves the index entries of the writes due by `now` (all with `None`) from the version the
+    /// index held to the record as it is now (none when it was deleted).
+    fn take_in(&mut self, now: Option<Instant>) {
+        for (id, old) in self.lag_contacts.ripe(now) {
+            if let Some(o) = old {
+                self.contacts_by_added.remove(&(o.date_added, id.clone()));
+                self.contacts_by_updated
+                    .remove(&(o.date_updated, id.clone()));
+            }
+            if let Some(c) = self.contacts.get(&id) {
+                self.contacts_by_added.insert((c.date_added, id.clone()));
+                self.contacts_by_updated
+                    .insert((c.date_updated, id.clone()));
+            }
+        }
+        for (id, old) in self.lag_tasks.ripe(now) {
+            if let Some(o) = old {
+                self.tasks_by_due.remove(&(o.due, id.clone()));
+            }
+            if let Some(t) = self.tasks.get(&id) {
+                self.tasks_by_due.insert((t.due, id.clone()));
+            }
+        }
+        for (id, old) in self.lag_conversations.ripe(now) {
+            if let Some(o) = old {
+                self.conversations_by_last
+                    .remove(&(o.last_message_date, id.clone()));
+            }
+            if let Some(c) = self.conversations.get(&id) {
+                self.conversations_by_last
+                    .insert((c.last_message_date, id.clone()));
+            }
+        }
+        for (id, old) in self.lag_opportunities.ripe(now) {
+            if let Some(o) = old {
+                self.opps_by_created.remove(&(o.created, id.clone()));
+                self.opps_by_updated.remove(&(o.updated, id.clone()));
+            }
+            if let Some(o) = self.opportunities.get(&id) {
+                self.opps_by_created.insert((o.created, id.clone()));
+                self.opps_by_updated.insert((o.updated, id.clone()));
+            }
+        }
+    }
+
+    /// The contact as the search index holds it (a write within the lag is not there yet).
+    pub fn searched_contact(&self, id: &str) -> Option<&Contact> {
+        match self.lag_contacts.indexed(id) {
+            Some(indexed) => indexed,
+            None => self.contacts.get(id),
+        }
+    }
+
+    /// The task as the search index holds it.
+    pub fn searched_task(&self, id: &str) -> Option<&Task> {
+        match self.lag_tasks.indexed(id) {
+            Some(indexed) => indexed,
+            None => self.tasks.get(id),
+        }
+    }
+
+    /// The conversation as the search index holds it.
+    pub fn searched_conversation(&self, id: &str) -> Option<&Conversation> {
+        match self.lag_conversations.indexed(id) {
+            Some(indexed) => indexed,
+            None => self.conversations.get(id),
+        }
+    }
+
+    /// The opportunity as the search index holds it.
+    pub fn searched_opportunity(&self, id: &str) -> Option<&Opportunity> {
+        match self.lag_opportunities.indexed(id) {
+            Some(indexed) => indexed,
+            None => self.opportunities.get(id),
+        }
+    }
+
+    /// Inserts or replaces a contact, moving its index entries (after the lag).
+    pub fn insert_contact(&mut self, c: Contact) {
+        let due = self.index_due();
+        let id = c.id.clone();
+        let (added, updated) = (c.date_added, c.date_updated);
+        let old = self.contacts.insert(id.clone(), c);
+        match due {
+            Some(due) => self.lag_contacts.note(&id, || old, due),
+            None => {
+                if let Some(o) = old {
+                    self.contacts_by_added.remove(&(o.date_added, id.clone()));
+                    self.contacts_by_updated
+                        .remove(&(o.date_updated, id.clone()));
+                }
+                self.contacts_by_added.insert((added, id.clone()));
+                self.contacts_by_updated.insert((updated, id));
+            }
+        }
+    }
+
+    /// Removes a contact and its index entries (after the lag), not its tasks or other records.
     pub fn remove_contact(&mut self, id: &str) -> Option<Contact> {
-        self.remove_contact_index(id);
-        self.contacts.remove(id)
+        let due = self.index_due();
+        let old = self.contacts.remove(id)?;
+        match due {
+            Some(due) => self.lag_contacts.note(id, || Some(old.clone()), due),
+            None => {
+                self.contacts_by_added
+                    .remove(&(old.date_added, old.id.clone()));
+                self.contacts_by_updated
+                    .remove(&(old.date_updated, old.id.clone()));
+            }
+        }
+        Some(old)
     }
 
-    /// Inserts or replaces a task, moving its index entries.
+    /// Inserts or replaces a task, moving its index entries (the due date's after the lag).
     pub fn insert_task(&mut self, t: Task) {
-        self.remove_task(&t.id);
-        self.tasks_by_due.insert((t.due, t.id.clone()));
+        let due = self.index_due();
+        let (id, contact, due_ms) = (t.id.clone(), t.contact_id.clone(), t.due);
+        let old = self.tasks.insert(id.clone(), t);
+        if let Some(o) = &old
+            && let Some(list) = self.tasks_by_contact.get_mut(&o.contact_id)
+        {
+            list.retain(|x| *x != id);
+        }
         self.tasks_by_contact
-            .entry(t.contact_id.clone())
+            .entry(contact)
             .or_default()
-            .push(t.id.clone());
-        self.tasks.insert(t.id.clone(), t);
+            .push(id.clone());
+        match due {
+            Some(due) => self.lag_tasks.note(&id, || old, due),
+            None => {
+                if let Some(o) = old {
+                    self.tasks_by_due.remove(&(o.due, id.clone()));
+                }
+                self.tasks_by_due.insert((due_ms, id));
+            }
+        }
     }
 
-    /// Removes a task and its index entries.
+    /// Removes a task and its index entries (the due date's after the lag).
     pub fn remove_task(&mut self, id: &str) -> Option<Task> {
+        let due = self.index_due();
         let old = self.tasks.remove(id)?;
-        self.tasks_by_due.remove(&(old.due, old.id.clone()));
         if let Some(list) = self.tasks_by_contact.get_mut(&old.contact_id) {
             list.retain(|x| x != id);
         }
+        match due {
+            Some(due) => self.lag_tasks.note(id, || Some(old.clone()), due),
+            None => {
+                self.tasks_by_due.remove(&(old.due, old.id.clone()));
+            }
+        }
         Some(old)
     }
 
-    /// Inserts or replaces a conversation, moving its index entry.
+    /// Inserts or replaces a conversation, moving its index entry (after the lag).
     pub fn insert_conversation(&mut self, c: Conversation) {
-        self.remove_conversation(&c.id);
-        self.conversations_by_last
-            .insert((c.last_message_date, c.id.clone()));
-        self.conversations.insert(c.id.clone(), c);
+        let due = self.index_due();
+        let (id, last) = (c.id.clone(), c.last_message_date);
+        let old = self.conversations.insert(id.clone(), c);
+        match due {
+            Some(due) => self.lag_conversations.note(&id, || old, due),
+            None => {
+                if let Some(o) = old {
+                    self.conversations_by_last
+                        .remove(&(o.last_message_date, id.clone()));
+                }
+                self.conversations_by_last.insert((last, id));
+            }
+        }
     }
 
-    /// Removes a conversation and its index entry.
+    /// Removes a conversation and its index entry (after the lag).
     pub fn remove_conversation(&mut self, id: &str) -> Option<Conversation> {
+        let due = self.index_due();
         let old = self.conversations.remove(id)?;
-        self.conversations_by_last
-            .remove(&(old.last_message_date, old.id.clone()));
+        match due {
+            Some(due) => self.lag_conversations.note(id, || Some(old.clone()), due),
+            None => {
+                self.conversations_by_last
+                    .remove(&(old.last_message_date, old.id.clone()));
+            }
+        }
         Some(old)
     }
 
-    /// Inserts or replaces an opportunity, moving its index entries.
+    /// Inserts or replaces an opportunity, moving its index entries (after the lag).
     pub fn insert_opportunity(&mut self, o: Opportunity) {
-        self.remove_opportunity(&o.id);
-        self.opps_by_created.insert((o.created, o.id.clone()));
-        self.opps_by_updated.insert((o.updated, o.id.clone()));
-        self.opportunities.insert(o.id.clone(), o);
+        let due = self.index_due();
+        let (id, created, updated) = (o.id.clone(), o.created, o.updated);
+        let old = self.opportunities.insert(id.clone(), o);
+        match due {
+            Some(due) => self.lag_opportunities.note(&id, || old, due),
+            None => {
+                if let Some(o) = old {
+                    self.opps_by_created.remove(&(o.created, id.clone()));
+                    self.opps_by_updated.remove(&(o.updated, id.clone()));
+                }
+                self.opps_by_created.insert((created, id.clone()));
+                self.opps_by_updated.insert((updated, id));
+            }
+        }
     }
 
-    /// Removes an opportunity and its index entries.
+    /// Removes an opportunity and its index entries (after the lag).
     pub fn remove_opportunity(&mut self, id: &str) -> Option<Opportunity> {
+        let due = self.index_due();
         let old = self.opportunities.remove(id)?;
-        self.opps_by_created.remove(&(old.created, old.id.clone()));
-        self.opps_by_updated.remove(&(old.updated, old.id.clone()));
+        match due {
+            Some(due) => self.lag_opportunities.note(id, || Some(old.clone()), due),
+            None => {
+                self.opps_by_created.remove(&(old.created, old.id.clone()));
+                self.opps_by_updated.remove(&(old.updated, old.id.clone()));
+            }
+        }
         Some(old)
     }
 }
