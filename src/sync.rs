@@ -553,18 +553,22 @@ impl SyncEngine {
                 Ok(Some(_)) => {}
                 Ok(None) | Err(_) => return,
             }
-            if lock(&self.inner.running).contains_key(location_id) {
-                // A job of this process now: its own signal says when it ends.
-                let running = lock(&self.inner.running).get(location_id).cloned();
-                if let Some(running) = running {
+            {
+                // No job may start in this process meanwhile: its row would look orphaned, as
+                // the lock is re-entrant within the process that holds it.
+                let _starting = self.inner.starting.lock().await;
+                let local = lock(&self.inner.running).get(location_id).cloned();
+                if let Some(running) = local {
+                    drop(_starting);
+                    // A job of this process now: its own signal says when it ends.
                     let _ = running.done.subscribe().wait_for(|d| *d).await;
+                    return;
                 }
-                return;
-            }
-            if let Ok(Some(location_lock)) = store.try_lock_location(location_id).await {
-                let _ = store.interrupt_jobs_of(location_id, None).await;
-                drop(location_lock);
-                return;
+                if let Ok(Some(location_lock)) = store.try_lock_location(location_id).await {
+                    let _ = store.interrupt_jobs_of(location_id, None).await;
+                    drop(location_lock);
+                    return;
+                }
             }
             let finished = async {
                 loop {

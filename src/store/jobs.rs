@@ -247,13 +247,21 @@ impl Store {
     /// The location's latest job that is queued or running (in this process or another
     /// replica), with its stages.
     pub async fn active_job(&self, location_id: &str) -> Result<Option<JobSnapshot>, StoreError> {
-        let Some(row) = sync_job::Entity::find()
+        let row = sync_job::Entity::find()
             .filter(sync_job::Column::LocationId.eq(location_id))
             .filter(sync_job::Column::State.is_in(unfinished_states()))
             .order_by_desc(sync_job::Column::StartedAt)
             .one(&self.db)
-            .await?
-        else {
+            .await?;
+        self.snapshot_of(row).await
+    }
+
+    /// The job of `row` with its stages.
+    async fn snapshot_of(
+        &self,
+        row: Option<sync_job::Model>,
+    ) -> Result<Option<JobSnapshot>, StoreError> {
+        let Some(row) = row else {
             return Ok(None);
         };
         let job = job_of(row)?;
@@ -446,15 +454,10 @@ impl Store {
 
     /// A job with its stages, by id.
     pub async fn job_snapshot(&self, job_id: &str) -> Result<Option<JobSnapshot>, StoreError> {
-        let Some(row) = sync_job::Entity::find_by_id(job_id.to_owned())
+        let row = sync_job::Entity::find_by_id(job_id.to_owned())
             .one(&self.db)
-            .await?
-        else {
-            return Ok(None);
-        };
-        let job = job_of(row)?;
-        let stages = self.stages_of_jobs(std::slice::from_ref(&job.id)).await?;
-        Ok(Some(JobSnapshot { job, stages }))
+            .await?;
+        self.snapshot_of(row).await
     }
 
     /// The most recent sync job of a location with its stages.

@@ -6,7 +6,7 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-use ghl_gateway::domain::{ChangeSource, JobSnapshot, JobState};
+use ghl_gateway::domain::{ChangeSource, JobSnapshot, JobState, Resource};
 use ghl_gateway::sim::SimHandle;
 use serde_json::{Value, json};
 
@@ -445,8 +445,17 @@ async fn a_sync_process_killed_mid_job_is_finished_by_another_replica_from_its_c
     let mut process = sync_process(&db, &sim).spawn().expect("the binary runs");
     let mut orphan = None;
     for _ in 0..1_200 {
+        // Killed once the contacts and tasks stages have checkpoints a few pages in (and the
+        // one-page stages are done), so that a resumed job has pages it need not fetch again.
+        let pages = |job: &JobSnapshot, resource: Resource| {
+            job.stages
+                .iter()
+                .find(|s| s.resource == resource)
+                .map_or(0, |s| s.pages)
+        };
         if let Some(job) = db.store.active_job(&loc).await.unwrap()
-            && job.stages.iter().filter(|s| s.pages > 0).count() >= 3
+            && pages(&job, Resource::Contacts) >= 2
+            && pages(&job, Resource::Tasks) >= 2
         {
             orphan = Some(job);
             break;
