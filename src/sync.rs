@@ -305,7 +305,6 @@ impl SyncEngine {
                 cancel: CancellationToken::new(),
             }),
         };
-        // Replica mode: the events of jobs other replicas run reach this process's subscribers.
         // Replica mode: the events of jobs other replicas run reach this process's subscribers,
         // and their requests to stop a location's sync stop it here when it runs here.
         let mut remote = engine.inner.store.remote_sync_events();
@@ -457,8 +456,8 @@ impl SyncEngine {
             finished_at: None,
             error: None,
         };
-        // In the database before the lock is visible as taken for long: the other replicas
-        // answer `joined` with this job.
+        // Written at once: the other replicas, finding the lock taken, answer `joined` with
+        // this job.
         store.insert_job(&job).await?;
         let running = Arc::new(Running {
             progress: Progress::new(
