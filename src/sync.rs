@@ -8,7 +8,9 @@
 //! events are `domain` types; `store` alone maps them to rows.
 //!
 //! - **Single flight**: `refresh` reserves the location under a lock before any I/O, so a hundred
-//!   concurrent calls start one job and the other 99 join it.
+//!   concurrent calls start one job and the other 99 join it. On PostgreSQL the job also holds
+//!   the location's advisory lock (`store::cluster`): a refresh on another replica joins the job
+//!   it finds in the database, and the next lock holder resumes the job of a replica that died.
 //! - **Modes**: FULL reads every list and then marks the rows it did not see deleted (each upsert
 //!   stamps rows with its pass's read time). INCREMENTAL reads what changed since the newest
 //!   change in the cache, minus an overlap for GHL's index lag; deletions wait for the next FULL
