@@ -69,6 +69,40 @@ pub fn rate(requests: u64, elapsed: Duration) -> f64 {
     }
 }
 
+/// Asks `seen` every millisecond until it answers `true`, for at most `within` after `since`.
+/// Returns how long after `since` it first did, or `None` when it never did in time. Used to
+/// time how long a change takes to show (a write visible through GraphQL, a cached answer
+/// invalidated).
+pub async fn time_until<F, Fut>(
+    since: Instant,
+    within: Duration,
+    mut seen: F,
+) -> anyhow::Result<Option<Duration>>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<bool>>,
+{
+    loop {
+        if seen().await? {
+            return Ok(Some(since.elapsed()));
+        }
+        if since.elapsed() > within {
+            return Ok(None);
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+}
+
+/// Records one [`time_until`] outcome: its time in `h` (µs), or one more in `never`.
+pub fn record_until(h: &mut Histogram<u64>, never: &mut u64, took: Option<Duration>) {
+    match took {
+        Some(took) => {
+            let _ = h.record(took.as_micros().max(1) as u64);
+        }
+        None => *never += 1,
+    }
+}
+
 /// A histogram of latencies in microseconds, from 1 µs to 10 min.
 pub fn histogram() -> Histogram<u64> {
     Histogram::new_with_bounds(1, 600_000_000, 3).expect("static bounds are valid")

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context as _;
 use serde_json::json;
 
-use super::load::{self, Bodies, LoadResult, histogram, quantile_ms};
+use super::load::{self, Bodies, LoadResult, histogram, quantile_ms, record_until, time_until};
 use crate::app::App;
 use crate::domain::SyncMode;
 use crate::sim::{Sim, SimArgs, SimHandle};
@@ -251,21 +251,11 @@ pub async fn run(url: &str, quick: bool) -> anyhow::Result<ReplicaResult> {
             outcome["outcome"] == "applied",
             "A did not apply the update: {outcome}"
         );
-        let written = Instant::now();
-        let missed = loop {
-            if ask().await? == "miss" {
-                break true;
-            }
-            if written.elapsed() > MISS_WITHIN {
-                break false;
-            }
-            tokio::time::sleep(Duration::from_millis(1)).await;
-        };
-        if missed {
-            let _ = h.record(written.elapsed().as_micros().max(1) as u64);
-        } else {
-            result.never += 1;
-        }
+        let took = time_until(Instant::now(), MISS_WITHIN, || async {
+            Ok(ask().await? == "miss")
+        })
+        .await?;
+        record_until(&mut h, &mut result.never, took);
         result.delays += 1;
     }
     result.delay_p50_ms = quantile_ms(&h, 0.50);

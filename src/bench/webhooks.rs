@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context as _;
 use serde_json::json;
 
-use super::load::{histogram, quantile_ms, rate};
+use super::load::{histogram, quantile_ms, rate, record_until, time_until};
 use crate::app::App;
 use crate::domain::SyncMode;
 use crate::sim::{Sim, SimArgs, SimHandle};
@@ -295,28 +295,24 @@ async fn visible(
             "query": "query Seen($id: ID!) { contact(id: $id) { id } }",
             "variables": {"id": id},
         });
-        let seen = loop {
-            let answer: serde_json::Value = client
-                .post(format!("{gateway}/graphql"))
-                .bearer_auth(ADMIN_KEY)
-                .json(&query)
-                .send()
-                .await?
-                .json()
-                .await?;
-            if answer["data"]["contact"]["id"].as_str() == Some(id) {
-                break true;
+        let graphql = format!("{gateway}/graphql");
+        let (client, query) = (&client, &query);
+        let took = time_until(started, VISIBLE_WITHIN, || {
+            let graphql = graphql.clone();
+            async move {
+                let answer: serde_json::Value = client
+                    .post(graphql)
+                    .bearer_auth(ADMIN_KEY)
+                    .json(query)
+                    .send()
+                    .await?
+                    .json()
+                    .await?;
+                Ok(answer["data"]["contact"]["id"].as_str() == Some(id))
             }
-            if started.elapsed() > VISIBLE_WITHIN {
-                break false;
-            }
-            tokio::time::sleep(Duration::from_millis(1)).await;
-        };
-        if seen {
-            let _ = h.record(started.elapsed().as_micros().max(1) as u64);
-        } else {
-            result.invisible += 1;
-        }
+        })
+        .await?;
+        record_until(&mut h, &mut result.invisible, took);
         result.writes += 1;
     }
     result.visible_p50_ms = quantile_ms(&h, 0.50);
