@@ -16,7 +16,7 @@ use ghl_gateway::store::entities::{contact, conversation};
 use ghl_gateway::store::{DatabaseConfig, Page, Store};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
+use sea_orm::{ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter};
 use serde_json::json;
 
 use crate::helpers::*;
@@ -370,6 +370,17 @@ async fn a_kill_during_a_page_write_leaves_the_page_and_its_checkpoint_or_neithe
             })
             .await
             .unwrap();
+            // The killed store's connections outlive its runtime (SQLite's worker thread, a
+            // PostgreSQL backend with a COMMIT in its socket), so a COMMIT sent before the kill
+            // may still land. It holds the stage row (and, on SQLite, the write lock) until it
+            // does; a write to that row waits for it, after which nothing killed can commit.
+            db.store
+                .connection()
+                .execute_unprepared(
+                    "UPDATE sync_stages SET updated_at = updated_at WHERE job_id = 'job'",
+                )
+                .await
+                .unwrap();
             // What the next process finds.
             let rows = contact::Entity::find()
                 .filter(contact::Column::Id.starts_with(format!("r{round}-")))
