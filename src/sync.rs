@@ -47,6 +47,12 @@ use crate::store::cluster::LocationLock;
 use crate::store::{Store, StoreError, sync_mode_name};
 use crate::upstream::{self, UpstreamError};
 
+/// Rows a successful FULL job must have fetched before it refreshes the database's planner
+/// statistics ([`Store::refresh_planner_statistics`]): a location's first sync, or its daily
+/// FULL run, of some size. INCREMENTAL runs leave the statistics to autovacuum, which keeps up
+/// with changes once the first statistics exist.
+const STATISTICS_AFTER_ROWS: i64 = 1_000;
+
 // What callers of the engine pass and get back, under the paths they already use.
 pub use crate::domain::{JobSnapshot, SyncEvent, SyncMode};
 
@@ -747,6 +753,22 @@ impl SyncEngine {
             let stages = running.progress.snapshot().stages;
             synced_at(&stages).unwrap_or(finished.mark)
         });
+        // Planner statistics before the job says it is done, so that the first reads after a
+        // large sync are planned for the tables as they now are.
+        let fetched: i64 = running
+            .progress
+            .snapshot()
+            .stages
+            .iter()
+            .map(|s| s.fetched)
+            .sum();
+        if outcome.is_ok()
+            && mode == SyncMode::Full
+            && fetched >= STATISTICS_AFTER_ROWS
+            && let Err(error) = store.refresh_planner_statistics().await
+        {
+            tracing::warn!(location_id, %error, "could not refresh the planner's statistics");
+        }
         store.end_job(&finished, synced_at).await?;
         let ended = if outcome.is_ok() {
             "succeeded"

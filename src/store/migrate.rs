@@ -22,6 +22,8 @@ mod m20261203_000006_webhook_events;
 mod m20261204_000007_stage_read_times;
 #[path = "../../migrations/m20261205_000008_cluster_events.rs"]
 mod m20261205_000008_cluster_events;
+#[path = "../../migrations/m20261206_000009_live_row_indexes.rs"]
+mod m20261206_000009_live_row_indexes;
 
 struct Migrator;
 
@@ -36,6 +38,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261203_000006_webhook_events::Migration),
             Box::new(m20261204_000007_stage_read_times::Migration),
             Box::new(m20261205_000008_cluster_events::Migration),
+            Box::new(m20261206_000009_live_row_indexes::Migration),
         ]
     }
 }

@@ -16,6 +16,7 @@ mod layering;
 mod limiter;
 mod lists;
 mod metrics;
+mod planner;
 mod promises;
 mod readme;
 mod reads;
