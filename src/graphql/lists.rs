@@ -271,9 +271,9 @@ async fn prefetch_contacts(
     if !selection.exists() {
         return Ok(());
     }
-    let found: Vec<Option<contact::Model>> =
+    let found: Vec<Option<Arc<contact::Model>>> =
         load_all(loader(ctx), via, contact_ids.map(ContactId)).await?;
-    let contacts: Vec<contact::Model> = found
+    let contacts: Vec<Arc<contact::Model>> = found
         .into_iter()
         .flatten()
         .filter(|c| super::auth::may_read(ctx, &c.location_id))
@@ -294,7 +294,7 @@ fn user_keys<'a>(
 
 async fn prefetch_tasks(
     ctx: &Context<'_>,
-    tasks: &[task::Model],
+    tasks: &[Arc<task::Model>],
     selection: Lookahead<'_>,
     via: Via,
 ) -> ApiResult<()> {
@@ -312,7 +312,8 @@ async fn prefetch_tasks(
         async {
             if users.exists() {
                 let keys = user_keys(tasks.iter().map(|t| (&t.location_id, &t.assigned_to)));
-                load_all::<_, Option<store::entities::user::Model>>(loader(ctx), via, keys).await?;
+                load_all::<_, Option<Arc<store::entities::user::Model>>>(loader(ctx), via, keys)
+                    .await?;
             }
             Ok(())
         },
@@ -322,7 +323,7 @@ async fn prefetch_tasks(
 
 async fn prefetch_opportunities(
     ctx: &Context<'_>,
-    rows: &[opportunity::Model],
+    rows: &[Arc<opportunity::Model>],
     selection: Lookahead<'_>,
     via: Via,
 ) -> ApiResult<()> {
@@ -341,15 +342,17 @@ async fn prefetch_opportunities(
         async {
             if selection.field("assignedTo").exists() {
                 let keys = user_keys(rows.iter().map(|o| (&o.location_id, &o.assigned_to)));
-                load_all::<_, Option<store::entities::user::Model>>(loader, via, keys).await?;
+                load_all::<_, Option<Arc<store::entities::user::Model>>>(loader, via, keys).await?;
             }
             Ok(())
         },
         async {
             if selection.field("stage").exists() {
                 let keys = rows.iter().filter_map(|o| o.stage_id.clone().map(StageId));
-                load_all::<_, Option<store::entities::pipeline_stage::Model>>(loader, via, keys)
-                    .await?;
+                load_all::<_, Option<Arc<store::entities::pipeline_stage::Model>>>(
+                    loader, via, keys,
+                )
+                .await?;
             }
             Ok(())
         },
@@ -358,12 +361,14 @@ async fn prefetch_opportunities(
                 let keys = rows
                     .iter()
                     .filter_map(|o| o.pipeline_id.clone().map(PipelineId));
-                let found: Vec<Option<store::entities::pipeline::Model>> =
+                let found: Vec<Option<Arc<store::entities::pipeline::Model>>> =
                     load_all(loader, via, keys).await?;
                 if pipeline.field("stages").exists() {
                     let stages = found.iter().flatten().map(|p| StagesOf(p.id.clone()));
-                    load_all::<_, Vec<store::entities::pipeline_stage::Model>>(loader, via, stages)
-                        .await?;
+                    load_all::<_, Vec<Arc<store::entities::pipeline_stage::Model>>>(
+                        loader, via, stages,
+                    )
+                    .await?;
                 }
             }
             Ok(())
@@ -382,13 +387,13 @@ pub struct TaskEdge {
 pub struct TaskConnection {
     location_id: String,
     filter: store::TaskFilter,
-    edges: Vec<(String, task::Model)>,
+    edges: Vec<(String, Arc<task::Model>)>,
     has_next_page: bool,
     prefetched: Prefetched,
 }
 
 impl TaskConnection {
-    fn rows(&self) -> Vec<task::Model> {
+    fn rows(&self) -> Vec<Arc<task::Model>> {
         self.edges.iter().map(|(_, t)| t.clone()).collect()
     }
 }
@@ -437,13 +442,13 @@ pub struct OpportunityEdge {
 pub struct OpportunityConnection {
     location_id: String,
     filter: store::OpportunityFilter,
-    edges: Vec<(String, opportunity::Model)>,
+    edges: Vec<(String, Arc<opportunity::Model>)>,
     has_next_page: bool,
     prefetched: Prefetched,
 }
 
 impl OpportunityConnection {
-    fn rows(&self) -> Vec<opportunity::Model> {
+    fn rows(&self) -> Vec<Arc<opportunity::Model>> {
         self.edges.iter().map(|(_, o)| o.clone()).collect()
     }
 }
@@ -521,7 +526,12 @@ pub(super) async fn tasks(
     rows.truncate(first as usize);
     let edges = rows
         .into_iter()
-        .map(|t| (encode_cursor('t', order, ListKey::of_task(&t, order)), t))
+        .map(|t| {
+            (
+                encode_cursor('t', order, ListKey::of_task(&t, order)),
+                Arc::new(t),
+            )
+        })
         .collect();
     Ok(TaskConnection {
         location_id: location_id.0,
@@ -582,7 +592,7 @@ pub(super) async fn opportunities(
         .into_iter()
         .map(|o| {
             let key = ListKey::of_opportunity(&o, order);
-            (encode_cursor('o', order, key), o)
+            (encode_cursor('o', order, key), Arc::new(o))
         })
         .collect();
     Ok(OpportunityConnection {

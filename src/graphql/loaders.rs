@@ -40,15 +40,17 @@ fn ids<K: AsRef<str>>(keys: &[K]) -> Vec<String> {
 }
 
 /// One value per requested key: `None` where there is no row, so that the request's cache
-/// remembers the miss instead of loading the key again.
+/// remembers the miss instead of loading the key again. Rows are shared (`Arc`): the request's
+/// cache hands out a row to every field that asks for it, and a deep copy per field (a dozen
+/// strings a row) cost more than the rest of the field's resolution.
 fn by_one<K: Eq + Hash + Clone, V>(
     keys: &[K],
     rows: Vec<V>,
     key: impl Fn(&V) -> K,
-) -> HashMap<K, Option<V>> {
-    let mut map: HashMap<K, Option<V>> = keys.iter().map(|k| (k.clone(), None)).collect();
+) -> HashMap<K, Option<Arc<V>>> {
+    let mut map: HashMap<K, Option<Arc<V>>> = keys.iter().map(|k| (k.clone(), None)).collect();
     for row in rows {
-        map.insert(key(&row), Some(row));
+        map.insert(key(&row), Some(Arc::new(row)));
     }
     map
 }
@@ -58,11 +60,11 @@ fn by_many<K: Eq + Hash + Clone, V>(
     keys: &[K],
     rows: Vec<V>,
     key: impl Fn(&V) -> Option<K>,
-) -> HashMap<K, Vec<V>> {
-    let mut map: HashMap<K, Vec<V>> = keys.iter().map(|k| (k.clone(), Vec::new())).collect();
+) -> HashMap<K, Vec<Arc<V>>> {
+    let mut map: HashMap<K, Vec<Arc<V>>> = keys.iter().map(|k| (k.clone(), Vec::new())).collect();
     for row in rows {
         if let Some(k) = key(&row) {
-            map.entry(k).or_default().push(row);
+            map.entry(k).or_default().push(Arc::new(row));
         }
     }
     map
@@ -112,7 +114,7 @@ pub struct UserKey {
 }
 
 impl Loader<ContactId> for CacheLoader {
-    type Value = Option<contact::Model>;
+    type Value = Option<Arc<contact::Model>>;
     type Error = Arc<StoreError>;
     async fn load(&self, keys: &[ContactId]) -> LoadResult<ContactId, Self::Value> {
         let rows = self.store.contacts_by_ids(&ids(keys)).await?;
@@ -121,7 +123,7 @@ impl Loader<ContactId> for CacheLoader {
 }
 
 impl Loader<TasksOf> for CacheLoader {
-    type Value = Vec<task::Model>;
+    type Value = Vec<Arc<task::Model>>;
     type Error = Arc<StoreError>;
     async fn load(&self, keys: &[TasksOf]) -> LoadResult<TasksOf, Self::Value> {
         let mut rows = self.store.tasks_by_contacts(&ids(keys)).await?;
@@ -139,7 +141,7 @@ impl Loader<TasksOf> for CacheLoader {
 }
 
 impl Loader<ConversationsOf> for CacheLoader {
-    type Value = Vec<conversation::Model>;
+    type Value = Vec<Arc<conversation::Model>>;
     type Error = Arc<StoreError>;
     async fn load(&self, keys: &[ConversationsOf]) -> LoadResult<ConversationsOf, Self::Value> {
         let mut rows = self.store.conversations_by_contacts(&ids(keys)).await?;
@@ -156,7 +158,7 @@ impl Loader<ConversationsOf> for CacheLoader {
 }
 
 impl Loader<OpportunitiesOf> for CacheLoader {
-    type Value = Vec<opportunity::Model>;
+    type Value = Vec<Arc<opportunity::Model>>;
     type Error = Arc<StoreError>;
     async fn load(&self, keys: &[OpportunitiesOf]) -> LoadResult<OpportunitiesOf, Self::Value> {
         let rows = self.store.opportunities_by_contacts(&ids(keys)).await?;
@@ -167,7 +169,7 @@ impl Loader<OpportunitiesOf> for CacheLoader {
 }
 
 impl Loader<CustomValuesOf> for CacheLoader {
-    type Value = Vec<contact_custom_value::Model>;
+    type Value = Vec<Arc<contact_custom_value::Model>>;
     type Error = Arc<StoreError>;
     async fn load(&self, keys: &[CustomValuesOf]) -> LoadResult<CustomValuesOf, Self::Value> {
         let rows = self.store.custom_values_by_contacts(&ids(keys)).await?;
@@ -178,7 +180,7 @@ impl Loader<CustomValuesOf> for CacheLoader {
 }
 
 impl Loader<CustomFieldId> for CacheLoader {
-    type Value = Option<custom_field::Model>;
+    type Value = Option<Arc<custom_field::Model>>;
     type Error = Arc<StoreError>;
     async fn load(&self, keys: &[CustomFieldId]) -> LoadResult<CustomFieldId, Self::Value> {
         let rows = self.store.custom_fields_by_ids(&ids(keys)).await?;
@@ -187,7 +189,7 @@ impl Loader<CustomFieldId> for CacheLoader {
 }
 
 impl Loader<UserKey> for CacheLoader {
-    type Value = Option<user::Model>;
+    type Value = Option<Arc<user::Model>>;
     type Error = Arc<StoreError>;
     async fn load(&self, keys: &[UserKey]) -> LoadResult<UserKey, Self::Value> {
         let pairs: Vec<(String, String)> = keys
@@ -203,7 +205,7 @@ impl Loader<UserKey> for CacheLoader {
 }
 
 impl Loader<PipelineId> for CacheLoader {
-    type Value = Option<pipeline::Model>;
+    type Value = Option<Arc<pipeline::Model>>;
     type Error = Arc<StoreError>;
     async fn load(&self, keys: &[PipelineId]) -> LoadResult<PipelineId, Self::Value> {
         let rows = self.store.pipelines_by_ids(&ids(keys)).await?;
@@ -212,7 +214,7 @@ impl Loader<PipelineId> for CacheLoader {
 }
 
 impl Loader<StageId> for CacheLoader {
-    type Value = Option<pipeline_stage::Model>;
+    type Value = Option<Arc<pipeline_stage::Model>>;
     type Error = Arc<StoreError>;
     async fn load(&self, keys: &[StageId]) -> LoadResult<StageId, Self::Value> {
         let rows = self.store.stages_by_ids(&ids(keys)).await?;
@@ -221,7 +223,7 @@ impl Loader<StageId> for CacheLoader {
 }
 
 impl Loader<StagesOf> for CacheLoader {
-    type Value = Vec<pipeline_stage::Model>;
+    type Value = Vec<Arc<pipeline_stage::Model>>;
     type Error = Arc<StoreError>;
     async fn load(&self, keys: &[StagesOf]) -> LoadResult<StagesOf, Self::Value> {
         let rows = self.store.stages_by_pipelines(&ids(keys)).await?;
@@ -232,7 +234,7 @@ impl Loader<StagesOf> for CacheLoader {
 }
 
 impl Loader<PipelinesOf> for CacheLoader {
-    type Value = Vec<pipeline::Model>;
+    type Value = Vec<Arc<pipeline::Model>>;
     type Error = Arc<StoreError>;
     async fn load(&self, keys: &[PipelinesOf]) -> LoadResult<PipelinesOf, Self::Value> {
         let rows = self.store.pipelines_by_locations(&ids(keys)).await?;

@@ -14,6 +14,7 @@
 
 use std::collections::HashSet;
 use std::hash::Hash;
+use std::sync::Arc;
 
 use async_graphql::dataloader::Loader;
 use async_graphql::{Context, Lookahead};
@@ -63,7 +64,7 @@ where
 /// Prefetches what `selection` (a `Contact` selection) asks of `contacts`.
 pub async fn contacts(
     ctx: &Context<'_>,
-    contacts: &[contact::Model],
+    contacts: &[Arc<contact::Model>],
     selection: Lookahead<'_>,
     via: Via,
 ) -> ApiResult<()> {

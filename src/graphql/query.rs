@@ -1,5 +1,6 @@
 //! The query root: locations, contacts (a Relay connection with keyset cursors), sync status.
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use async_graphql::{Context, Enum, ID, InputObject, Object, SimpleObject};
@@ -132,7 +133,7 @@ pub struct ContactEdge {
 pub struct ContactConnection {
     location_id: String,
     filter: store::ContactFilter,
-    edges: Vec<(String, store::entities::contact::Model)>,
+    edges: Vec<(String, Arc<store::entities::contact::Model>)>,
     has_next_page: bool,
     /// Whether the page's relations were prefetched once already (by `edges` or `nodes`).
     prefetched: AtomicBool,
@@ -190,7 +191,7 @@ impl ContactConnection {
         }
     }
 
-    fn contacts(&self) -> Vec<store::entities::contact::Model> {
+    fn contacts(&self) -> Vec<Arc<store::entities::contact::Model>> {
         self.edges.iter().map(|(_, c)| c.clone()).collect()
     }
 }
@@ -279,7 +280,10 @@ impl Query {
         rows.truncate(first as usize);
         let edges = rows
             .into_iter()
-            .map(|c| (encode_cursor(order, ContactKey::of(&c, order.field)), c))
+            .map(|c| {
+                let cursor = encode_cursor(order, ContactKey::of(&c, order.field));
+                (cursor, Arc::new(c))
+            })
             .collect();
         Ok(ContactConnection {
             location_id: location_id.0,

@@ -2,6 +2,8 @@
 //! (jobs, stages, events). Nested fields go through the
 //! [`CacheLoader`](super::loaders::CacheLoader); nothing here calls GHL or the sync.
 
+use std::sync::Arc;
+
 use async_graphql::{Context, Enum, ID, Json, Object, SimpleObject};
 use chrono::{DateTime, Utc};
 
@@ -121,7 +123,7 @@ impl Location {
 }
 
 /// A CRM contact.
-pub struct Contact(pub contact::Model);
+pub struct Contact(pub Arc<contact::Model>);
 
 #[Object]
 impl Contact {
@@ -204,10 +206,10 @@ impl Contact {
 }
 
 /// The value of one custom field on a contact.
-pub struct CustomFieldValue(pub contact_custom_value::Model);
+pub struct CustomFieldValue(pub Arc<contact_custom_value::Model>);
 
 impl CustomFieldValue {
-    async fn definition(&self, ctx: &Context<'_>) -> ApiResult<Option<custom_field::Model>> {
+    async fn definition(&self, ctx: &Context<'_>) -> ApiResult<Option<Arc<custom_field::Model>>> {
         Ok(loader(ctx)
             .load_one(CustomFieldId(self.0.field_id.clone()))
             .await?
@@ -223,15 +225,21 @@ impl CustomFieldValue {
         ID(self.0.field_id.clone())
     }
     async fn name(&self, ctx: &Context<'_>) -> ApiResult<Option<String>> {
-        Ok(self.definition(ctx).await?.and_then(|d| d.name))
+        Ok(self.definition(ctx).await?.and_then(|d| d.name.clone()))
     }
     /// The field key, e.g. `contact.pincode`.
     async fn field_key(&self, ctx: &Context<'_>) -> ApiResult<Option<String>> {
-        Ok(self.definition(ctx).await?.and_then(|d| d.field_key))
+        Ok(self
+            .definition(ctx)
+            .await?
+            .and_then(|d| d.field_key.clone()))
     }
     /// GHL's data type, e.g. `TEXT`, `NUMERICAL`, `MULTIPLE_OPTIONS`.
     async fn data_type(&self, ctx: &Context<'_>) -> ApiResult<Option<String>> {
-        Ok(self.definition(ctx).await?.and_then(|d| d.data_type))
+        Ok(self
+            .definition(ctx)
+            .await?
+            .and_then(|d| d.data_type.clone()))
     }
     /// The value as GHL holds it: a string, number, list or object.
     async fn value(&self) -> ApiResult<Json<serde_json::Value>> {
@@ -241,7 +249,7 @@ impl CustomFieldValue {
     }
 }
 
-pub struct Task(pub task::Model);
+pub struct Task(pub Arc<task::Model>);
 
 #[Object]
 impl Task {
@@ -268,7 +276,7 @@ impl Task {
     }
 }
 
-pub struct Conversation(pub conversation::Model);
+pub struct Conversation(pub Arc<conversation::Model>);
 
 #[Object]
 impl Conversation {
@@ -305,7 +313,7 @@ pub enum OpportunityStatus {
     Abandoned,
 }
 
-pub struct Opportunity(pub opportunity::Model);
+pub struct Opportunity(pub Arc<opportunity::Model>);
 
 #[Object]
 impl Opportunity {
@@ -364,7 +372,7 @@ impl Opportunity {
     }
 }
 
-pub struct User(pub user::Model);
+pub struct User(pub Arc<user::Model>);
 
 #[Object]
 impl User {
@@ -385,7 +393,7 @@ impl User {
     }
 }
 
-pub struct Pipeline(pub pipeline::Model);
+pub struct Pipeline(pub Arc<pipeline::Model>);
 
 #[Object]
 impl Pipeline {
@@ -424,7 +432,7 @@ impl Pipeline {
     }
 }
 
-pub struct PipelineStage(pub pipeline_stage::Model);
+pub struct PipelineStage(pub Arc<pipeline_stage::Model>);
 
 #[Object]
 impl PipelineStage {
