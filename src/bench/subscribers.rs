@@ -39,8 +39,10 @@ const CONNECTING: usize = 256;
 const SETTLE: Duration = Duration::from_secs(60);
 
 const STATUS: &str = "subscription($loc: ID!) { syncStatus(locationId: $loc) { locationId job { id state mode stages { name state fetched } } freshness { stale syncing } } }";
+/// `at` and `dataVersion` first: a response's fields come in the order of the selection, so the
+/// bench finds them at the start of the frame ([`scan`]).
 const CHANGES: &str =
-    "subscription($loc: ID!) { changes(locationId: $loc) { kind op ids source at dataVersion } }";
+    "subscription($loc: ID!) { changes(locationId: $loc) { at dataVersion kind op ids source } }";
 
 /// One run's figures.
 #[derive(Clone, Debug)]
@@ -54,8 +56,12 @@ pub struct SubscribersResult {
     pub status_events: (usize, usize),
     /// `changes` events per socket: fewest, most.
     pub change_events: (usize, usize),
-    /// Sockets that received as many events of both kinds as the most any socket received.
+    /// Sockets that received as many events of both kinds as the most any socket received, in
+    /// the same order as the most sockets received them.
     pub complete: usize,
+    /// Sockets whose events came in another order than the most sockets' (counted in none of
+    /// `complete`).
+    pub reordered: usize,
     /// Commit-to-receipt delay of the `changes` events over every socket, ms.
     pub delay_p50_ms: f64,
     pub delay_p99_ms: f64,
@@ -298,7 +304,6 @@ struct FramePayload {
 #[serde(rename_all = "camelCase")]
 struct FrameData {
     sync_status: Option<StatusData>,
-    changes: Option<ChangeData>,
 }
 
 #[derive(Deserialize)]
@@ -312,11 +317,6 @@ struct JobData {
     state: String,
 }
 
-#[derive(Deserialize)]
-struct ChangeData {
-    at: DateTime<Utc>,
-}
-
 type Socket =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
@@ -327,6 +327,80 @@ struct Seen {
     changes: usize,
     /// Commit-to-receipt delays of its `changes` events, microseconds.
     delays_us: Vec<u64>,
+    /// Hashes of its events of each subscription in the order they came (each status event's
+    /// whole frame; each change event's commit time and data version): equal on sockets that
+    /// saw the same events in the same order. The two subscriptions are ordered each on its
+    /// own: how their events interleave may differ from socket to socket.
+    order: (u64, u64),
+}
+
+/// Adds one event to the hash of a sequence of events.
+fn then(order: &mut u64, event: impl std::hash::Hash) {
+    use std::hash::{BuildHasher as _, BuildHasherDefault, DefaultHasher};
+    *order = BuildHasherDefault::<DefaultHasher>::default().hash_one((*order, event));
+}
+
+/// What the bench reads of a frame during the sync, found by scanning its text rather than
+/// parsing it: with 10,000 sockets a full parse of every frame (a change event lists up to a
+/// hundred ids) was most of the bench's own time per frame. The frame is the gateway's
+/// `{"type":"next","id":...,"payload":{"data":{...}}}`, and a response's fields come in the order
+/// of the query's selection, so the values sit at known places near the start; the values read
+/// (ids, states, timestamps) hold no escaped characters. A frame of any other form reads as
+/// [`Scanned::Other`] and counts as no event.
+#[derive(Debug, PartialEq)]
+enum Scanned<'a> {
+    /// A `syncStatus` event (subscription `s`) of job `job` (`None` for a location never
+    /// synced), in state `state`.
+    Status {
+        job: Option<&'a str>,
+        state: Option<&'a str>,
+    },
+    /// A `changes` event (subscription `c`): its commit time and data version, as written.
+    Change { at: &'a str, data_version: &'a str },
+    /// Anything else: keep-alives, errors, completes.
+    Other,
+}
+
+/// The string value that follows `key` (which ends with the value's opening quote) in `text`.
+fn string_after<'a>(text: &'a str, key: &str) -> Option<&'a str> {
+    let start = text.find(key)? + key.len();
+    let len = text[start..].find('"')?;
+    Some(&text[start..start + len])
+}
+
+fn scan(text: &str) -> Scanned<'_> {
+    const STATUS: &str = r#"{"type":"next","id":"s","payload":{"data":{"syncStatus":{"#;
+    const CHANGE: &str = r#"{"type":"next","id":"c","payload":{"data":{"changes":{"at":""#;
+    if let Some(body) = text.strip_prefix(STATUS) {
+        // The job's fields come before its stages' (which have a `state` too).
+        let Some(job) = body.find(r#""job":{"id":""#).map(|at| &body[at..]) else {
+            return Scanned::Status {
+                job: None,
+                state: None,
+            };
+        };
+        return Scanned::Status {
+            job: string_after(job, r#""job":{"id":""#),
+            state: string_after(job, r#""state":""#),
+        };
+    }
+    if let Some(body) = text.strip_prefix(CHANGE) {
+        let Some(len) = body.find('"') else {
+            return Scanned::Other;
+        };
+        let (at, rest) = body.split_at(len);
+        let Some(version) = rest.strip_prefix(r#"","dataVersion":"#) else {
+            return Scanned::Other;
+        };
+        let digits = version
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(version.len());
+        return Scanned::Change {
+            at,
+            data_version: &version[..digits],
+        };
+    }
+    Scanned::Other
 }
 
 /// The next frame the bench reads (pings answered by tungstenite, keep-alives skipped); `None`
@@ -410,36 +484,34 @@ async fn follow(
     loop {
         let frame = tokio::select! {
             biased;
-            frame = next_frame(&mut socket) => frame,
+            frame = socket.next() => frame,
             _ = &mut stopped => break,
         };
-        let Some((frame, received)) = frame else {
-            break;
+        let text = match frame {
+            Some(Ok(Message::Text(text))) => text,
+            Some(Ok(Message::Close(_)) | Err(_)) | None => break,
+            Some(Ok(_)) => continue,
         };
-        let data = frame.payload.and_then(|p| p.data);
-        match (frame.id.as_deref(), data) {
-            (
-                Some("s"),
-                Some(FrameData {
-                    sync_status: Some(StatusData { job: Some(job) }),
-                    ..
-                }),
-            ) if Some(&job.id) != before.as_ref() => {
+        // The clock is read as the frame comes off the socket, before it is read.
+        let received = Utc::now();
+        match scan(&text) {
+            Scanned::Status {
+                job: Some(job),
+                state,
+            } if Some(job) != before.as_deref() => {
                 seen.status += 1;
-                if matches!(job.state.as_str(), "SUCCEEDED" | "FAILED") {
+                then(&mut seen.order.0, text.as_str());
+                if matches!(state, Some("SUCCEEDED" | "FAILED")) {
                     finished.fetch_add(1, Ordering::SeqCst);
                 }
             }
-            (
-                Some("c"),
-                Some(FrameData {
-                    changes: Some(change),
-                    ..
-                }),
-            ) => {
+            Scanned::Change { at, data_version } => {
                 seen.changes += 1;
-                let delay = (received - change.at)
-                    .num_microseconds()
+                then(&mut seen.order.1, (at, data_version));
+                let delay = DateTime::parse_from_rfc3339(at)
+                    .map(|at| (received - at.with_timezone(&Utc)).num_microseconds())
+                    .ok()
+                    .flatten()
                     .unwrap_or(0)
                     .max(0);
                 seen.delays_us.push(delay as u64);
@@ -558,10 +630,19 @@ async fn measure(gateway: &Gateway, subscribers: usize) -> anyhow::Result<Subscr
     };
     let status_events = range(|s| s.status);
     let change_events = range(|s| s.changes);
+    let all = |s: &&Seen| s.status == status_events.1 && s.changes == change_events.1;
+    // The order the most sockets with every event saw.
+    let mut orders = std::collections::HashMap::<(u64, u64), usize>::new();
+    for s in seen.iter().filter(all) {
+        *orders.entry(s.order).or_default() += 1;
+    }
+    let order = orders.into_iter().max_by_key(|&(_, n)| n).map(|(o, _)| o);
     let complete = seen
         .iter()
-        .filter(|s| s.status == status_events.1 && s.changes == change_events.1)
+        .filter(all)
+        .filter(|s| Some(s.order) == order)
         .count();
+    let reordered = seen.iter().filter(all).count() - complete;
     let mut delays = Histogram::<u64>::new(3)?;
     for s in &seen {
         for &d in &s.delays_us {
@@ -576,6 +657,7 @@ async fn measure(gateway: &Gateway, subscribers: usize) -> anyhow::Result<Subscr
         status_events,
         change_events,
         complete,
+        reordered,
         delay_p50_ms: ms(delays.value_at_quantile(0.50)),
         delay_p99_ms: ms(delays.value_at_quantile(0.99)),
         delay_max_ms: ms(delays.max()),
@@ -610,11 +692,12 @@ pub async fn run(quick: bool) -> anyhow::Result<Vec<SubscribersResult>> {
         );
         let r = run_one(n).await?;
         eprintln!(
-            "bench: {n} subscribers: connected in {:.1} s; events {:?} status, {:?} changes, {} complete; delay p50 {:.1} ms p99 {:.1} ms; CPU in the sync {:.1} s gateway, {:.1} s bench in {:.1} s (load average {:.2}); RSS {} -> {} -> {} -> {} -> {} MiB",
+            "bench: {n} subscribers: connected in {:.1} s; events {:?} status, {:?} changes, {} complete, {} in another order; delay p50 {:.1} ms p99 {:.1} ms; CPU in the sync {:.1} s gateway, {:.1} s bench in {:.1} s (load average {:.2}); RSS {} -> {} -> {} -> {} -> {} MiB",
             r.connect_secs,
             r.status_events,
             r.change_events,
             r.complete,
+            r.reordered,
             r.delay_p50_ms,
             r.delay_p99_ms,
             r.gateway_cpu_secs,
@@ -643,14 +726,17 @@ pub fn markdown(results: &[SubscribersResult]) -> String {
          process with the demo's API key, each subscribed to the location's `syncStatus` and \
          `changes`; then a FULL sync. Delay: a `changes` event's commit time (`at`, taken after the \
          commit, just before the event is published) to its receipt (the bench's clock read as the \
-         frame comes off the socket, before it is parsed). CPU: user + system time of the gateway's \
+         frame comes off the socket, before it is read). Order: a socket counts among those with \
+         every event when it got as many of each kind as the most any socket got, in the same \
+         order (a hash of each subscription's events in arrival order) as the most sockets. CPU: \
+         user + system time of the gateway's \
          process and of the bench's (which holds every client socket) during the sync; both share \
          the machine's cores. Load: the 1-minute load average as the sockets connect. RSS: the \
          gateway's `VmRSS`.\n"
     );
     let _ = writeln!(
         s,
-        "| subscribers | load | connect | sync | CPU in the sync: gateway / bench | status events / socket | change events / socket | sockets with every event | delay p50 / p99 / max | RSS before | idle | peak | closed | +{} s | per idle socket | open after close |",
+        "| subscribers | load | connect | sync | CPU in the sync: gateway / bench | status events / socket | change events / socket | sockets with every event, in order | delay p50 / p99 / max | RSS before | idle | peak | closed | +{} s | per idle socket | open after close |",
         SETTLE.as_secs()
     );
     let _ = writeln!(
@@ -716,7 +802,7 @@ pub fn markdown(results: &[SubscribersResult]) -> String {
         );
         let _ = writeln!(
             s,
-            "| {n}: every event to every socket | {} of {n} sockets got all {} + {} | {} |",
+            "| {n}: every event to every socket, in the same order | {} of {n} sockets got all {} + {} in the same order | {} |",
             r.complete,
             r.status_events.1,
             r.change_events.1,
@@ -730,4 +816,56 @@ pub fn markdown(results: &[SubscribersResult]) -> String {
 /// the section of that heading or at its end ([`super::report::write_section`]).
 pub fn write_section(path: &std::path::Path, section: &str) -> anyhow::Result<()> {
     super::report::write_section(path, HEADING, section)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_scan_reads_what_a_parse_would() {
+        let status = r#"{"type":"next","id":"s","payload":{"data":{"syncStatus":{"locationId":"loc","job":{"id":"j1","state":"RUNNING","mode":"FULL","stages":[{"name":"contacts","state":"SUCCEEDED","fetched":3}]},"freshness":null}}}}"#;
+        assert_eq!(
+            scan(status),
+            Scanned::Status {
+                job: Some("j1"),
+                state: Some("RUNNING")
+            }
+        );
+        let never = r#"{"type":"next","id":"s","payload":{"data":{"syncStatus":{"locationId":"loc","job":null,"freshness":null}}}}"#;
+        assert_eq!(
+            scan(never),
+            Scanned::Status {
+                job: None,
+                state: None
+            }
+        );
+        let change = r#"{"type":"next","id":"c","payload":{"data":{"changes":{"at":"2026-11-30T05:00:00.123456Z","dataVersion":42,"kind":"CONTACT","op":"UPSERT","ids":["a"],"source":"SYNC"}}}}"#;
+        assert_eq!(
+            scan(change),
+            Scanned::Change {
+                at: "2026-11-30T05:00:00.123456Z",
+                data_version: "42"
+            }
+        );
+        // An error, another subscription's event, a protocol frame: no event.
+        let error =
+            r#"{"type":"next","id":"c","payload":{"data":null,"errors":[{"message":"x"}]}}"#;
+        assert_eq!(scan(error), Scanned::Other);
+        assert_eq!(scan(r#"{"type":"complete","id":"c"}"#), Scanned::Other);
+        assert_eq!(scan(r#"{"type":"ping"}"#), Scanned::Other);
+    }
+
+    #[test]
+    fn the_order_of_events_tells_sockets_apart() {
+        let (mut a, mut b, mut c) = (0, 0, 0);
+        for order in [&mut a, &mut b] {
+            then(order, ("t1", "1"));
+            then(order, ("t2", "2"));
+        }
+        then(&mut c, ("t2", "2"));
+        then(&mut c, ("t1", "1"));
+        assert_eq!(a, b);
+        assert_ne!(a, c);
+    }
 }

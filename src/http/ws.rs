@@ -12,29 +12,35 @@
 //! Sized for many idle subscribers: each socket reads into a small buffer ([`READ_BUFFER`]) and
 //! writes its frames out as soon as they are sent (a send waits for the peer to take it), so an
 //! idle socket holds a few KB. Events come from [`fanout`]: identical subscriptions share one
-//! stream whose events are serialized once, after one check of the key; a socket only wraps the
-//! shared JSON in its own frame, and the events ready together (a sync page's status and its
-//! changes) leave in one write. A socket that reads too slowly skips events (the shared ring
-//! moves on) instead of queueing them.
+//! stream whose events are serialized once, after one check of the key; the whole frame of an
+//! event is built once per subscription id and shared by the sockets that use that id (no copy
+//! per socket but the socket's own write buffer), and the events ready together (a sync page's
+//! status and its changes) leave in one write. A socket that reads too slowly skips events (the
+//! shared ring moves on) instead of queueing them. An idle socket has no timer of its own: the
+//! periodic check of its key runs once per key ([`recheck`]) and wakes the key's sockets only
+//! when the key changed.
 //! Closed sockets give their memory back to the system ([`trim_after_close`]).
 
 mod fanout;
 mod recheck;
 
+use std::collections::BTreeSet;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_graphql::Request;
 use axum::extract::State;
-use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
+use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use futures::stream::BoxStream;
+use futures::future::BoxFuture;
 use futures::{FutureExt, SinkExt, StreamExt};
 use serde_json::{Value, json};
+use tokio::sync::watch;
 use tokio::time::{Instant, MissedTickBehavior};
 use tokio_stream::StreamMap;
 
-use self::fanout::{Event, Fanout};
+use self::fanout::{Event, Events, Fanout};
 use self::recheck::{KeyCheck, KeyChecks, Verdict};
 use super::AppState;
 use crate::auth::{AuthError, Authenticator, Caller, ConnectionGuard};
@@ -60,8 +66,6 @@ pub const MAX_WRITE_BUFFER: usize = 1 << 20;
 /// Events a socket writes out together at most, when they are ready at once.
 const BURST: usize = 16;
 
-/// How often an open socket's key is checked again (revocation, scope), besides before each event.
-const RECHECK_INTERVAL: Duration = Duration::from_secs(2);
 /// How often the legacy protocol's `ka` keep-alive is sent.
 const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(10);
 /// The bucket of the sockets not yet past `connection_init` (process-wide, `--max-ws-pending`)
@@ -83,6 +87,14 @@ impl Protocol {
         match self {
             Protocol::TransportWs => "graphql-transport-ws",
             Protocol::Legacy => "graphql-ws",
+        }
+    }
+
+    /// The `type` of the frame that carries an operation's result.
+    fn event_kind(self) -> &'static str {
+        match self {
+            Protocol::TransportWs => "next",
+            Protocol::Legacy => "data",
         }
     }
 }
@@ -185,6 +197,8 @@ pub(super) async fn graphql_ws(
         pending: Some(pending),
         caller: None,
         check: None,
+        verdicts: None,
+        allowed: None,
         slot: None,
     };
     // The socket's log lines keep the upgrade request's span (its request id).
@@ -206,6 +220,12 @@ struct Session {
     /// The API key's shared check, run again while the socket is open (`None` for the operator
     /// key and anonymous callers, which are not checked again).
     check: Option<std::sync::Arc<KeyCheck>>,
+    /// The verdicts of the key's periodic check, from `connection_init` until the loop takes them.
+    verdicts: Option<watch::Receiver<Option<Verdict>>>,
+    /// The key's locations as the last verdict that allowed an event found them: a verdict
+    /// holding this very set (the key's checks hand out one set while it does not change)
+    /// allows the next event without comparing the sets again.
+    allowed: Option<Arc<BTreeSet<String>>>,
     /// The per-key connection slot, freed when the session ends, however it ends.
     slot: Option<ConnectionGuard>,
 }
@@ -215,34 +235,71 @@ enum Step {
     Continue,
     /// Send these frames, then go on.
     Send(Vec<Value>),
-    /// Send this event frame (already JSON text), then go on.
-    Event(String),
+    /// Send this event frame (already JSON text, shared with other sockets), then go on.
+    Event(Utf8Bytes),
     /// End the connection: a protocol violation, refusal, or revocation.
     End(Violation),
     /// The client left (`connection_terminate`, a close frame, or the socket dropped).
     Gone,
 }
 
-type Subscriptions = StreamMap<String, BoxStream<'static, Option<Event>>>;
+/// The running operations of a socket by id. The id is shared (the map hands out a copy of it
+/// with each event).
+type Subscriptions = StreamMap<Arc<str>, Operation>;
+
+/// One running operation of a socket: its events, then one `None` when they end (the socket
+/// says `complete`). Counted in the gauge of running operations until then, or until it is
+/// removed.
+struct Operation {
+    events: Events,
+    running: Option<crate::telemetry::metrics::GaugeGuard>,
+}
+
+impl futures::Stream for Operation {
+    type Item = Option<Event>;
+
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Option<Event>>> {
+        use std::task::Poll;
+        if self.running.is_none() {
+            return Poll::Ready(None);
+        }
+        match self.events.poll_next_unpin(cx) {
+            Poll::Ready(Some(event)) => Poll::Ready(Some(Some(event))),
+            Poll::Ready(None) => {
+                self.running = None;
+                Poll::Ready(Some(None))
+            }
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
 
 impl Session {
     /// Runs the socket until either side ends it.
-    async fn run(mut self, socket: WebSocket) {
+    async fn run(mut self, mut socket: WebSocket) {
         let _open = crate::telemetry::metrics::ws_connection(self.protocol.name());
-        let (mut sink, mut incoming) = socket.split();
         let mut subscriptions = Subscriptions::new();
         let init_deadline = tokio::time::sleep(self.init_timeout);
         tokio::pin!(init_deadline);
-        let mut recheck =
-            tokio::time::interval_at(Instant::now() + RECHECK_INTERVAL, RECHECK_INTERVAL);
-        recheck.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        // Ends once the key's periodic check finds it revoked or narrowed; set at
+        // `connection_init` for an API key. One future for the socket's life: it waits in the
+        // key's list of watchers, woken only when the key's state changes (no timer per socket).
+        let mut revoked: BoxFuture<'static, Violation> = futures::future::pending().boxed();
         let mut keepalive =
             tokio::time::interval_at(Instant::now() + KEEPALIVE_INTERVAL, KEEPALIVE_INTERVAL);
         keepalive.set_missed_tick_behavior(MissedTickBehavior::Delay);
 
         let end = loop {
+            if let (Some(verdicts), Some(Caller::Key { locations, .. })) =
+                (self.verdicts.take(), &self.caller)
+            {
+                revoked = revocation(verdicts, locations.clone()).boxed();
+            }
             let step = tokio::select! {
-                frame = incoming.next() => match frame {
+                frame = socket.next() => match frame {
                     Some(Ok(Message::Text(text))) => self.on_text(text.as_str(), &mut subscriptions).await,
                     Some(Ok(Message::Binary(_))) => {
                         Step::End(Violation::bad_request("binary frames are not part of the protocol"))
@@ -255,18 +312,15 @@ impl Session {
                 }
                 Some((id, response)) = subscriptions.next(), if !subscriptions.is_empty() => {
                     match response {
-                        Some(event) => match self.admit(event.checked).await {
-                            Ok(()) => Step::Event(self.event(&id, &event.payload)),
+                        Some(event) => match self.admit(event.checked()).await {
+                            Ok(()) => Step::Event(event.frame(self.protocol.event_kind(), &id)),
                             Err(violation) => Step::End(violation),
                         },
                         // The stream ended on the server's side: say so once.
-                        None => Step::Send(vec![json!({ "type": "complete", "id": id })]),
+                        None => Step::Send(vec![json!({ "type": "complete", "id": &*id })]),
                     }
                 }
-                _ = recheck.tick(), if self.caller.is_some() => match self.recheck(false).await {
-                    Ok(()) => Step::Continue,
-                    Err(violation) => Step::End(violation),
-                },
+                violation = &mut revoked => Step::End(violation),
                 _ = keepalive.tick(), if self.caller.is_some() && self.protocol == Protocol::Legacy => {
                     Step::Send(vec![json!({ "type": "ka" })])
                 }
@@ -275,7 +329,7 @@ impl Session {
                 Step::Continue => {}
                 Step::Send(frames) => {
                     for frame in frames {
-                        if sink
+                        if socket
                             .send(Message::Text(frame.to_string().into()))
                             .await
                             .is_err()
@@ -288,11 +342,11 @@ impl Session {
                     // Events ready as well (a sync page's status and its changes come together)
                     // leave in the same write: one system call per socket for the burst.
                     let mut ended = None;
-                    let mut next = Some(Message::Text(frame.into()));
+                    let mut next = Some(Message::Text(frame));
                     let mut queued = 0;
                     while let Some(message) = next.take() {
                         // A failed write means the socket is gone: the next read says so.
-                        if sink.feed(message).await.is_err() {
+                        if socket.feed(message).await.is_err() {
                             break;
                         }
                         queued += 1;
@@ -301,14 +355,14 @@ impl Session {
                         }
                         next = match subscriptions.next().now_or_never() {
                             Some(Some((id, Some(event)))) => {
-                                if event.checked.is_none() && self.check.is_some() {
+                                if event.checked().is_none() && self.check.is_some() {
                                     // This socket reads its key itself: what waits goes first.
-                                    let _ = sink.flush().await;
+                                    let _ = socket.flush().await;
                                 }
-                                match self.admit(event.checked).await {
-                                    Ok(()) => {
-                                        Some(Message::Text(self.event(&id, &event.payload).into()))
-                                    }
+                                match self.admit(event.checked()).await {
+                                    Ok(()) => Some(Message::Text(
+                                        event.frame(self.protocol.event_kind(), &id),
+                                    )),
                                     Err(violation) => {
                                         ended = Some(violation);
                                         None
@@ -316,13 +370,13 @@ impl Session {
                                 }
                             }
                             Some(Some((id, None))) => Some(Message::Text(
-                                json!({ "type": "complete", "id": id }).to_string().into(),
+                                json!({ "type": "complete", "id": &*id }).to_string().into(),
                             )),
                             // Nothing else ready (or no operation left).
                             _ => None,
                         };
                     }
-                    let _ = sink.flush().await;
+                    let _ = socket.flush().await;
                     if let Some(violation) = ended {
                         break Some(violation);
                     }
@@ -349,14 +403,14 @@ impl Session {
                         "payload": { "message": violation.reason, "extensions": { "code": violation.code } },
                     });
                     // Best effort: the close below follows either way.
-                    let _ = sink.send(Message::Text(error.to_string().into())).await;
+                    let _ = socket.send(Message::Text(error.to_string().into())).await;
                     CloseFrame {
                         code: 1000,
                         reason: "".into(),
                     }
                 }
             };
-            let _ = sink.send(Message::Close(Some(frame))).await;
+            let _ = socket.send(Message::Close(Some(frame))).await;
         }
         // `self.slot` drops here: the key's connection slot is free again.
         trim_after_close();
@@ -411,7 +465,7 @@ impl Session {
                         "Invalid message received: bad payload",
                     ));
                 };
-                self.subscribe(id.to_owned(), request, subscriptions);
+                self.subscribe(id.into(), request, subscriptions);
                 Step::Continue
             }
             (Protocol::TransportWs, "complete") | (Protocol::Legacy, "stop") => {
@@ -454,14 +508,16 @@ impl Session {
         self.slot = Some(slot);
         self.pending = None;
         if let (Caller::Key { .. }, Some(token)) = (&caller, &token) {
-            self.check = Some(self.shared.keys.of(token));
+            let check = self.shared.keys.of(token);
+            self.verdicts = Some(check.watch(&self.auth));
+            self.check = Some(check);
         }
         self.caller = Some(caller);
         Ok(())
     }
 
     /// Starts an operation on async-graphql's executor; its end shows as a final `None`.
-    fn subscribe(&self, id: String, request: Request, subscriptions: &mut Subscriptions) {
+    fn subscribe(&self, id: Arc<str>, request: Request, subscriptions: &mut Subscriptions) {
         let mut request = request;
         if let Some(caller) = &self.caller {
             request = request.data(caller.clone());
@@ -472,74 +528,89 @@ impl Session {
             .check
             .as_ref()
             .map(|check| (check.clone(), self.auth.clone()));
-        let stream = self
-            .shared
-            .fanout
-            .subscribe(&self.schema, self.caller.as_ref(), check, request)
-            .map(move |response| {
-                let _ = &running;
-                Some(response)
-            })
-            .chain(futures::stream::once(async { None }))
-            .boxed();
-        subscriptions.insert(id, stream);
+        let events =
+            self.shared
+                .fanout
+                .subscribe(&self.schema, self.caller.as_ref(), check, request);
+        subscriptions.insert(
+            id,
+            Operation {
+                events,
+                running: Some(running),
+            },
+        );
     }
 
-    /// Whether the key still holds, with at least the locations it had: `Err` (4403) once it was
-    /// revoked or lost a location. The operator key and anonymous callers are not re-checked.
-    /// `fresh`: before an event, from a read that started after this call; otherwise (the
-    /// periodic check) a read of the last second will do. The sockets of a key share the reads.
-    async fn recheck(&self, fresh: bool) -> Result<(), Violation> {
+    /// Whether the key still holds, with at least the locations it had, as a read that started
+    /// after this call finds it: `Err` (4403) once it was revoked or lost a location. The
+    /// operator key and anonymous callers are not re-checked. The sockets of a key share the
+    /// reads.
+    async fn recheck(&mut self) -> Result<(), Violation> {
         let Some(check) = &self.check else {
             return Ok(());
         };
-        let verdict = if fresh {
-            check.fresh(&self.auth).await
-        } else {
-            check.recent(&self.auth).await
-        };
-        self.judge(verdict)
+        let verdict = check.fresh(&self.auth).await;
+        self.judge(&verdict)
     }
 
     /// Whether an event may be sent: judged on the key's state its stream read after producing
     /// it (`checked`, a hub of this key), or on a fresh read of this socket's own.
-    async fn admit(&self, checked: Option<Verdict>) -> Result<(), Violation> {
+    async fn admit(&mut self, checked: Option<&Verdict>) -> Result<(), Violation> {
         match checked {
             Some(verdict) if self.check.is_some() => self.judge(verdict),
-            _ => self.recheck(true).await,
+            _ => self.recheck().await,
         }
     }
 
     /// A key check's verdict for this socket: `Err` (4403) once the key was revoked or lost a
     /// location the socket opened with.
-    fn judge(&self, verdict: Verdict) -> Result<(), Violation> {
+    fn judge(&mut self, verdict: &Verdict) -> Result<(), Violation> {
         let Some(Caller::Key { locations, .. }) = &self.caller else {
             return Ok(());
         };
-        match verdict {
-            Ok(Some(now)) if locations.is_subset(&now) => Ok(()),
-            Ok(Some(_)) => Err(Violation::forbidden("the key's locations changed")),
-            Ok(None) => Err(Violation::new(
-                4403,
-                "the key was revoked",
-                "UNAUTHENTICATED",
-            )),
-            // The database did not answer (logged): the check will run again; a hiccup does not
-            // drop every socket.
-            Err(()) => Ok(()),
+        if let (Ok(Some(now)), Some(allowed)) = (verdict, &self.allowed)
+            && Arc::ptr_eq(now, allowed)
+        {
+            return Ok(());
+        }
+        judge(locations, verdict)?;
+        if let Ok(Some(now)) = verdict {
+            self.allowed = Some(now.clone());
+        }
+        Ok(())
+    }
+}
+
+/// A key check's verdict for a socket that opened with `locations`: `Err` (4403) once the key
+/// was revoked or lost one of them.
+fn judge(locations: &BTreeSet<String>, verdict: &Verdict) -> Result<(), Violation> {
+    match verdict {
+        Ok(Some(now)) if locations.is_subset(now) => Ok(()),
+        Ok(Some(_)) => Err(Violation::forbidden("the key's locations changed")),
+        Ok(None) => Err(Violation::new(
+            4403,
+            "the key was revoked",
+            "UNAUTHENTICATED",
+        )),
+        // The database did not answer (logged): the check will run again; a hiccup does not
+        // drop every socket.
+        Err(()) => Ok(()),
+    }
+}
+
+/// Waits until the key's periodic check (`verdicts`) finds it revoked, or without one of
+/// `locations`: the violation that ends the socket. Pending forever once the check has ended.
+async fn revocation(
+    mut verdicts: watch::Receiver<Option<Verdict>>,
+    locations: Arc<BTreeSet<String>>,
+) -> Violation {
+    while verdicts.changed().await.is_ok() {
+        let verdict = verdicts.borrow_and_update().clone();
+        if let Some(Err(violation)) = verdict.map(|v| judge(&locations, &v)) {
+            return violation;
         }
     }
-
-    /// An operation's result as the protocol's `next` (or legacy `data`) frame: the shared JSON
-    /// of the event inside this socket's envelope, without parsing it again.
-    fn event(&self, id: &str, payload: &str) -> String {
-        let kind = match self.protocol {
-            Protocol::TransportWs => "next",
-            Protocol::Legacy => "data",
-        };
-        let id = Value::from(id);
-        format!(r#"{{"type":"{kind}","id":{id},"payload":{payload}}}"#)
-    }
+    std::future::pending().await
 }
 
 /// How long after a socket closes the heap is trimmed: one trim for a burst of closes.

@@ -343,6 +343,46 @@ async fn a_revoked_key_s_sockets_close_with_4403_within_5_s() {
 }
 
 #[tokio::test]
+async fn one_periodic_check_of_a_key_closes_all_of_its_idle_sockets_and_no_other() {
+    let db = sqlite().await;
+    let app = spawn_app(&db.url).await;
+    load_fixture(&app.store, "loc", 1).await;
+    let (id, key) = new_key(&app, &["loc"]).await;
+    let (_, other_key) = new_key(&app, &["loc"]).await;
+    // The key's sockets share one periodic check; another key's socket has its own.
+    let mut sockets = Vec::new();
+    for (i, protocol) in [TRANSPORT, LEGACY, TRANSPORT, LEGACY]
+        .into_iter()
+        .enumerate()
+    {
+        let mut socket = acked(&app, protocol, &key).await;
+        send(&mut socket, subscribe(protocol, &i.to_string(), "loc")).await;
+        sockets.push((protocol, socket));
+    }
+    let mut other = acked(&app, TRANSPORT, &other_key).await;
+    send(&mut other, subscribe(TRANSPORT, "1", "loc")).await;
+    assert!(app.store.revoke_api_key(&id, 2).await.unwrap());
+    for (protocol, socket) in &mut sockets {
+        let ended = tokio::time::timeout(
+            Duration::from_secs(5),
+            assert_ended(socket, protocol, 4403, "revoked", "UNAUTHENTICATED"),
+        )
+        .await;
+        assert!(ended.is_ok(), "every socket of the key closed within 5 s");
+    }
+    // The other key's socket is still served, through at least one more periodic check.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    send(&mut other, json!({ "type": "ping" })).await;
+    loop {
+        match frame(&mut other).await {
+            Frame::Json(value) if value["type"] == "pong" => break,
+            Frame::Json(value) if value["type"] == "next" => continue,
+            unexpected => panic!("the other key's socket is open: {unexpected:?}"),
+        }
+    }
+}
+
+#[tokio::test]
 async fn a_key_that_loses_the_location_is_closed_with_4403() {
     for db in databases().await {
         let app = spawn_app(&db.url).await;

@@ -11,6 +11,11 @@
 //! subscriber always has; its memory does not grow. The hub stops when its last subscriber
 //! leaves, and its entry leaves the registry with it.
 //!
+//! An [`Event`] is one allocation that every socket of the hub shares: the JSON, the key's
+//! verdict, and the whole frames built from it ([`Event::frame`]: the first socket with a given
+//! subscription id builds `{"type":"next","id":..,"payload":..}`, the others send the same
+//! bytes). A socket reads its subscription through [`Events`], one layer over the ring.
+//!
 //! Only fields that honour [`Joining`] are shared ([`shared_field`]); every other operation gets
 //! a stream of its own, serialized the same way.
 //!
@@ -28,14 +33,18 @@
 //! paused stream, every loop waiting for one.
 
 use std::collections::HashMap;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex, Weak};
+use std::task::{Context, Poll, ready};
 
 use async_graphql::{Request, Response};
+use axum::extract::ws::Utf8Bytes;
 use futures::stream::BoxStream;
-use futures::{StreamExt, future};
+use futures::{Stream, StreamExt};
 use serde_json::json;
 use tokio::sync::broadcast;
 use tokio_stream::wrappers::BroadcastStream;
+use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
 
 use super::recheck::{KeyCheck, Verdict};
 use crate::auth::{Authenticator, Caller};
@@ -45,13 +54,64 @@ use crate::graphql::subscription::{Joining, shared_field};
 /// One event of an operation: its GraphQL response as JSON text (`{"data":...}`).
 pub(super) type Payload = Arc<str>;
 
-/// An event as a socket receives it: the shared JSON, and the key's state read after the event
-/// was produced when the stream checked it (a hub of an API key); `None` when the socket checks
-/// the key itself (its own stream, the operator key, anonymous callers).
+/// An event as a socket receives it: one allocation shared by every socket of a hub (a clone is
+/// a reference count), which holds the JSON, the key's verdict, and the frames built from it.
 #[derive(Clone, Debug)]
-pub(super) struct Event {
-    pub payload: Payload,
-    pub checked: Option<Verdict>,
+pub(super) struct Event(Arc<Published>);
+
+#[derive(Debug)]
+struct Published {
+    payload: Payload,
+    checked: Option<Verdict>,
+    /// The whole frames built so far for this event, one per frame kind and subscription id:
+    /// sockets that use the same id (a dashboard's clients all do) send the same bytes.
+    frames: Mutex<Vec<(&'static str, Box<str>, Utf8Bytes)>>,
+}
+
+/// Distinct frames of one event kept for the sockets that come after; a socket whose kind and
+/// id are not among them (only when clients use many ids) builds its own.
+const FRAMES: usize = 8;
+
+impl Event {
+    /// An event of `payload`; `checked`: the key's state read after the event was produced when
+    /// the stream checked it (a hub of an API key), `None` when the socket checks the key itself
+    /// (its own stream, the operator key, anonymous callers).
+    pub(super) fn new(payload: Payload, checked: Option<Verdict>) -> Self {
+        Self(Arc::new(Published {
+            payload,
+            checked,
+            frames: Mutex::new(Vec::new()),
+        }))
+    }
+
+    /// The response as JSON text (`{"data":...}`).
+    #[cfg(test)]
+    pub(super) fn payload(&self) -> &Payload {
+        &self.0.payload
+    }
+
+    /// The key's verdict sent with the event, if its stream checked the key.
+    pub(super) fn checked(&self) -> Option<&Verdict> {
+        self.0.checked.as_ref()
+    }
+
+    /// The event as the whole text frame `{"type":kind,"id":id,"payload":...}`, built once per
+    /// `kind` and `id` and shared by the sockets that send it (the payload is not parsed again).
+    pub(super) fn frame(&self, kind: &'static str, id: &str) -> Utf8Bytes {
+        let mut frames = self.0.frames.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((_, _, text)) = frames.iter().find(|(k, i, _)| *k == kind && &**i == id) {
+            return text.clone();
+        }
+        let quoted = serde_json::Value::from(id);
+        let payload = &self.0.payload;
+        let text = Utf8Bytes::from(format!(
+            r#"{{"type":"{kind}","id":{quoted},"payload":{payload}}}"#
+        ));
+        if frames.len() < FRAMES {
+            frames.push((kind, id.into(), text.clone()));
+        }
+        text
+    }
 }
 
 /// Events a hub keeps for subscribers that have not read them yet (a ring, shared by all of them):
@@ -137,9 +197,12 @@ impl Fanout {
         caller: Option<&Caller>,
         check: Option<(Arc<KeyCheck>, Authenticator)>,
         request: Request,
-    ) -> BoxStream<'static, Event> {
+    ) -> Events {
         let Some(shape) = caller.and_then(|caller| Shape::of(caller, &request)) else {
-            return spawned(crate::graphql::execute_stream(schema, request));
+            return Events {
+                own: Some(spawned(crate::graphql::execute_stream(schema, request))),
+                ring: None,
+            };
         };
         let mut hubs = self.hubs.lock().unwrap_or_else(|e| e.into_inner());
         let existing = hubs.get(&shape).and_then(Weak::upgrade);
@@ -162,7 +225,10 @@ impl Fanout {
                     schema,
                     request.data(Joining),
                 ));
-                return own.chain(ring(hub, receiver)).boxed();
+                return Events {
+                    own: Some(own),
+                    ..ring(hub, receiver)
+                };
             }
             // A hub whose stream has ended, still held by subscribers reading its last events:
             // dropped only once the lock is released (its drop takes the lock).
@@ -185,7 +251,7 @@ impl Fanout {
                 let sent = {
                     let mut published = publishing.lock().unwrap_or_else(|e| e.into_inner());
                     *published = true;
-                    sender.send(Event { payload, checked })
+                    sender.send(Event::new(payload, checked))
                 };
                 // No receiver left: the last subscriber is leaving and drops the hub.
                 if sent.is_err() {
@@ -216,15 +282,53 @@ impl Fanout {
     }
 }
 
-/// A subscriber's view of a hub's ring; it keeps the hub running while it lives. Events it was
-/// too slow to read are skipped (the broadcast ring reports how many; the next one is complete).
-fn ring(hub: Arc<Hub>, receiver: broadcast::Receiver<Event>) -> BoxStream<'static, Event> {
-    BroadcastStream::new(receiver)
-        .filter_map(move |event| {
-            let _ = &hub;
-            future::ready(event.ok())
-        })
-        .boxed()
+/// A subscriber's view of a hub's ring; it keeps the hub running while it lives.
+fn ring(hub: Arc<Hub>, receiver: broadcast::Receiver<Event>) -> Events {
+    Events {
+        own: None,
+        ring: Some((BroadcastStream::new(receiver), hub)),
+    }
+}
+
+/// The events of one subscription, as its socket reads them: the events of its own operation
+/// (`own`: all of them for an operation that is not shared; for a subscriber that joined a
+/// running hub, what the hub will not send it again), then those of the hub's ring. One layer
+/// over the ring's receiver, polled directly by the socket: with thousands of sockets, each
+/// stream adapter between the ring and the socket was paid once per event and socket.
+pub(super) struct Events {
+    own: Option<BoxStream<'static, Event>>,
+    /// The ring, and the hub it keeps running while this subscriber lives.
+    ring: Option<(BroadcastStream<Event>, Arc<Hub>)>,
+}
+
+impl Stream for Events {
+    type Item = Event;
+
+    /// The next event; events of the ring this subscriber was too slow to read are skipped (the
+    /// ring reports how many; the next one is complete).
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Event>> {
+        let this = &mut *self;
+        if let Some(own) = &mut this.own {
+            match ready!(own.poll_next_unpin(cx)) {
+                Some(event) => return Poll::Ready(Some(event)),
+                None => this.own = None,
+            }
+        }
+        let Some((ring, _)) = &mut this.ring else {
+            return Poll::Ready(None);
+        };
+        loop {
+            match ready!(ring.poll_next_unpin(cx)) {
+                Some(Ok(event)) => return Poll::Ready(Some(event)),
+                Some(Err(BroadcastStreamRecvError::Lagged(_))) => continue,
+                None => {
+                    // The ring closed: the hub's stream ended. Let the hub go now.
+                    this.ring = None;
+                    return Poll::Ready(None);
+                }
+            }
+        }
+    }
 }
 
 /// Events a socket's own operation may have ready before the socket sends them; the task waits
@@ -247,10 +351,7 @@ fn spawned(events: BoxStream<'static, Response>) -> BoxStream<'static, Event> {
     tokio_stream::wrappers::ReceiverStream::new(receiver)
         .map(move |payload| {
             let _ = &stop;
-            Event {
-                payload,
-                checked: None,
-            }
+            Event::new(payload, None)
         })
         .boxed()
 }
@@ -332,8 +433,8 @@ mod tests {
         assert!(fanout.running() <= 1);
         let (a, b): (Vec<Event>, Vec<Event>) = tokio::join!(first.collect(), second.collect());
         let (a, b): (Vec<Payload>, Vec<Payload>) = (
-            a.into_iter().map(|e| e.payload).collect(),
-            b.into_iter().map(|e| e.payload).collect(),
+            a.into_iter().map(|e| e.payload().clone()).collect(),
+            b.into_iter().map(|e| e.payload().clone()).collect(),
         );
         assert!(!a.is_empty(), "the error reaches the first subscriber");
         assert!(a[0].contains("errors"), "{a:?}");

@@ -10,8 +10,11 @@
 //!   check was asked for: a socket that asks while an older read runs starts a new one, which
 //!   every socket asking until it starts then waits for. A key revoked before the event is seen
 //!   as revoked.
-//! - the periodic check ([`KeyCheck::recent`]) also accepts an answer read within
-//!   [`RECENT`], well inside its own interval.
+//! - the periodic check runs once per key, not once per socket: a task of the key reads it every
+//!   [`RECHECK_INTERVAL`] ([`KeyCheck::recent`], which also accepts an answer read within
+//!   [`RECENT`]) and publishes the verdict on a watch channel only when it differs from the last
+//!   one ([`KeyCheck::watch`]). An idle socket is woken only when its key changed (no timer of
+//!   its own); the task ends once no socket holds the key.
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -20,12 +23,15 @@ use std::time::Duration;
 
 use futures::FutureExt;
 use futures::future::{BoxFuture, Shared};
-use tokio::time::Instant;
+use tokio::sync::watch;
+use tokio::time::{Instant, MissedTickBehavior};
 
 use crate::auth::{AuthError, Authenticator, Caller};
 
 /// How old an answer the periodic check accepts.
 pub(super) const RECENT: Duration = Duration::from_secs(1);
+/// How often the key of open sockets is read again (revocation, scope), besides before each event.
+pub(super) const RECHECK_INTERVAL: Duration = Duration::from_secs(2);
 
 /// A check's answer: the locations the key reaches now, `None` once it is revoked or unknown;
 /// `Err` when the database could not answer (the socket stays open; the check runs again).
@@ -50,6 +56,8 @@ impl KeyChecks {
             token: token.into(),
             asked: Arc::default(),
             state: Mutex::default(),
+            verdicts: watch::Sender::new(None),
+            watched: std::sync::Once::new(),
         });
         keys.insert(token.to_owned(), Arc::downgrade(&check));
         check
@@ -73,6 +81,11 @@ pub(super) struct KeyCheck {
     /// Checks asked for so far: a read that starts when this is `n` answers checks 1..=n.
     asked: Arc<AtomicU64>,
     state: Mutex<ReadState>,
+    /// The periodic check's latest verdict that differed from the one before (`None` before its
+    /// first read).
+    verdicts: watch::Sender<Option<Verdict>>,
+    /// Starts the periodic check, with the first socket that watches it.
+    watched: std::sync::Once,
 }
 
 #[derive(Default)]
@@ -87,6 +100,41 @@ struct ReadState {
 impl KeyCheck {
     fn asked_handle(&self) -> Arc<AtomicU64> {
         self.asked.clone()
+    }
+
+    /// The periodic check's verdicts, from the next one that differs from the current one (the
+    /// current one was read before this socket authenticated: it is not judged again). Starts the
+    /// key's periodic check on first use; it reads every [`RECHECK_INTERVAL`] while a socket
+    /// holds this check.
+    pub(super) fn watch(
+        self: &Arc<Self>,
+        auth: &Authenticator,
+    ) -> watch::Receiver<Option<Verdict>> {
+        self.watched.call_once(|| {
+            let check = Arc::downgrade(self);
+            let auth = auth.clone();
+            tokio::spawn(async move {
+                let start = Instant::now() + RECHECK_INTERVAL;
+                let mut tick = tokio::time::interval_at(start, RECHECK_INTERVAL);
+                tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+                loop {
+                    tick.tick().await;
+                    // No socket holds the key any more: the check is over.
+                    let Some(check) = check.upgrade() else {
+                        break;
+                    };
+                    let verdict = check.recent(&auth).await;
+                    check.verdicts.send_if_modified(|last| {
+                        let changed = last.as_ref() != Some(&verdict);
+                        if changed {
+                            *last = Some(verdict);
+                        }
+                        changed
+                    });
+                }
+            });
+        });
+        self.verdicts.subscribe()
     }
 
     /// The key as a read started after this call finds it.
@@ -137,6 +185,12 @@ impl KeyCheck {
         // Every waiter is woken when the read ends (no hand-over from one socket to the next).
         let (answered, started, verdict) = read.await;
         let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        // The same locations as the last answer: the same set, so that a socket that judged it
+        // once knows it again by its address (`Arc::ptr_eq`) instead of comparing the sets.
+        let verdict = match (state.last.as_ref().map(|(_, _, last)| last), verdict) {
+            (Some(Ok(Some(last))), Ok(Some(now))) if last == &now => Ok(Some(last.clone())),
+            (_, verdict) => verdict,
+        };
         if state.last.as_ref().is_none_or(|(a, ..)| *a < answered) {
             state.last = Some((answered, started, verdict.clone()));
         }
