@@ -247,7 +247,15 @@ impl StageContext<'_> {
             next.pages = pages;
             next.checkpoint = cursor;
             metered(&mut next, start, meter);
+            let writing = tokio::time::Instant::now();
             self.write(&page.records, &next).await?;
+            tracing::debug!(
+                stage = resource.as_str(),
+                page = pages,
+                rows = page.records.len(),
+                write_ms = writing.elapsed().as_secs_f64() * 1e3,
+                "page written"
+            );
             self.report(stage, |s| *s = next);
         }
         let whole = self.mode == SyncMode::Full && !listing.is_incremental();

@@ -619,6 +619,8 @@ impl Client {
             fetched: u64,
             previous_ids: HashSet<String>,
             done: bool,
+            /// Pages read by this stream.
+            pages: u64,
         }
         let state = State {
             client: self.clone(),
@@ -628,6 +630,7 @@ impl Client {
             fetched,
             previous_ids: HashSet::new(),
             done: false,
+            pages: 0,
         };
         futures::stream::try_unfold(state, |mut s| async move {
             if s.done {
@@ -667,13 +670,15 @@ impl Client {
             }
             s.done = page.next.is_none();
             // The pages still to fetch one after another: the rate limiter serves the longest
-            // chain first (one more when GHL gives no total).
+            // chain first. When GHL gives no total, the pages read so far, for the limiter to
+            // estimate from.
+            s.pages += 1;
             let left = match (s.done, page.total) {
                 (true, _) => 0,
                 (false, Some(total)) => {
                     (total.saturating_sub(s.fetched)).div_ceil(s.listing.page_size() as u64)
                 }
-                (false, None) => 1,
+                (false, None) => super::limiter::UNKNOWN_LENGTH | s.pages,
             };
             super::transport::Meter::set_chain(left);
             s.cursor = page.next.clone();

@@ -200,8 +200,7 @@ impl Client {
         }
         // The stage's remaining chain of pages: the longest goes first.
         let chain = METER.try_with(|m| m.chain.clone()).ok();
-        let priority = chain.as_ref().map_or(0, |c| c.load(Ordering::Relaxed));
-        let permit = state.limiter.acquire_for(chain.as_ref(), priority).await;
+        let permit = state.limiter.acquire_for(chain.as_ref()).await;
         {
             let mut stats = lock(&state.stats);
             stats.calls += 1;
@@ -231,6 +230,16 @@ impl Client {
             Err(_) => Window::default(),
         };
         let answered = outcome.as_ref().ok().map(|(status, _, _)| status.as_u16());
+        // One line per request, for tracing a sync's schedule: it went out `rtt_ms` before this
+        // line, after `waited_ms` in the rate limiter.
+        tracing::debug!(
+            endpoint = call.endpoint,
+            waited_ms = permit.waited.as_secs_f64() * 1e3,
+            rtt_ms = permit.elapsed().as_secs_f64() * 1e3,
+            status = answered,
+            remaining = window.remaining,
+            "GHL answered"
+        );
         crate::telemetry::metrics::ghl_request(call.endpoint, answered, permit.waited);
         state.limiter.release(permit, window);
         let (status, headers, body) = outcome.map_err(|e| {
