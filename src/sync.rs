@@ -754,7 +754,8 @@ impl SyncEngine {
             synced_at(&stages).unwrap_or(finished.mark)
         });
         // Planner statistics before the job says it is done, so that the first reads after a
-        // large sync are planned for the tables as they now are.
+        // large sync are planned for the tables as they now are. A stop (shutdown) does not wait
+        // for them: autovacuum gets there later.
         let fetched: i64 = running
             .progress
             .snapshot()
@@ -762,12 +763,15 @@ impl SyncEngine {
             .iter()
             .map(|s| s.fetched)
             .sum();
-        if outcome.is_ok()
-            && mode == SyncMode::Full
-            && fetched >= STATISTICS_AFTER_ROWS
-            && let Err(error) = store.refresh_planner_statistics().await
-        {
-            tracing::warn!(location_id, %error, "could not refresh the planner's statistics");
+        if outcome.is_ok() && mode == SyncMode::Full && fetched >= STATISTICS_AFTER_ROWS {
+            let refreshed = tokio::select! {
+                biased;
+                _ = running.cancel.cancelled() => Ok(()),
+                refreshed = store.refresh_planner_statistics() => refreshed,
+            };
+            if let Err(error) = refreshed {
+                tracing::warn!(location_id, %error, "could not refresh the planner's statistics");
+            }
         }
         store.end_job(&finished, synced_at).await?;
         let ended = if outcome.is_ok() {
