@@ -217,9 +217,23 @@ pub fn is_well_formed_key(token: &str) -> bool {
     })
 }
 
-/// Turns bearer tokens into callers, and holds the per-key limits. Cheap to clone.
+/// Turns bearer tokens into callers, and holds the per-key limits. Cheap to clone (one
+/// reference count: the guard's state is cloned for every request).
 #[derive(Clone)]
 pub struct Authenticator {
+    inner: Arc<AuthenticatorInner>,
+}
+
+impl std::ops::Deref for Authenticator {
+    type Target = AuthenticatorInner;
+
+    fn deref(&self) -> &AuthenticatorInner {
+        &self.inner
+    }
+}
+
+/// What an [`Authenticator`] shares between its clones.
+pub struct AuthenticatorInner {
     store: Store,
     /// SHA-256 of the operator key: compared digest to digest, so the comparison's timing says
     /// nothing useful about the key.
@@ -243,7 +257,7 @@ impl std::fmt::Debug for Authenticator {
 
 impl Authenticator {
     pub fn new(store: Store, config: &AuthConfig) -> Self {
-        Self {
+        let inner = AuthenticatorInner {
             store,
             admin_hash: config
                 .admin_key
@@ -258,6 +272,9 @@ impl Authenticator {
             )),
             connections: ConnectionLimiter::new(config.max_ws_connections_per_key),
             touched: Arc::default(),
+        };
+        Self {
+            inner: Arc::new(inner),
         }
     }
 

@@ -119,8 +119,19 @@ impl Default for HttpConfig {
     }
 }
 
+/// What the routes share, behind one reference count: axum clones the state for every request.
 #[derive(Clone)]
-struct AppState {
+struct AppState(Arc<AppShared>);
+
+impl std::ops::Deref for AppState {
+    type Target = AppShared;
+
+    fn deref(&self) -> &AppShared {
+        &self.0
+    }
+}
+
+struct AppShared {
     schema: AppSchema,
     store: Store,
     /// Query answers kept in memory; `None` when `RESPONSE_CACHE_MB=0`.
@@ -187,7 +198,7 @@ pub fn router(
                 ))
                 .with_state(webhooks),
         )
-        .with_state(AppState {
+        .with_state(AppState(Arc::new(AppShared {
             schema,
             store,
             cache,
@@ -202,7 +213,7 @@ pub fn router(
             ws_pending: ConnectionLimiter::new(config.max_ws_pending),
             ws_init_timeout: Duration::from_secs(config.ws_init_timeout_secs),
             ws_shared: ws::Shared::default(),
-        })
+        })))
         .merge(metrics)
         .layer(RequestBodyLimitLayer::new(config.max_body_bytes))
         .layer(TimeoutLayer::with_status_code(
