@@ -397,11 +397,18 @@ impl State {
         totals.sort_unstable();
         let budget = self.max.saturating_sub(self.foreign).max(1);
         let latency = (pace.as_millis() as u64).max(1) * 1000;
+        let calls: u64 = totals.iter().sum();
+        let window = (self.interval.as_micros() as u64).max(1);
+        // The plan serves a sync that needs one window more than it has (`State::phase`); for
+        // any other, and for windows of thousands of round trips, none is taken (the bound
+        // would scan that many points for nothing).
+        if calls <= budget as u64 || calls > 2 * budget as u64 || window / latency > 10_000 {
+            return None;
+        }
         let key = (totals, budget, latency);
         if let Some(plan) = self.plan.as_ref().filter(|p| p.key == key) {
             return Some(plan.clone());
         }
-        let window = (self.interval.as_micros() as u64).max(1);
         let end = joint_bound(&key.0, budget as u64, window, latency);
         let span = end.saturating_sub(latency);
         let zone = span % window;
