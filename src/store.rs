@@ -526,7 +526,7 @@ impl Store {
 
     pub async fn close(self) {
         if let Some(cluster) = self.cluster.get() {
-            cluster.shut_down();
+            cluster.close().await;
         }
         let _ = self.db.close_by_ref().await;
     }

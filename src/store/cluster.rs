@@ -112,6 +112,9 @@ pub struct Cluster {
     connected: AtomicBool,
     listener_pid: AtomicU32,
     stop: CancellationToken,
+    /// The forwarder's task, awaited by [`Cluster::close`] so that what was queued before a
+    /// process ends still reaches the other replicas.
+    forwarder: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
 
 /// The connection that holds this process's location locks, and the token that fires when
@@ -216,6 +219,7 @@ impl Cluster {
             connected: AtomicBool::new(true),
             listener_pid: AtomicU32::new(0),
             stop: CancellationToken::new(),
+            forwarder: std::sync::Mutex::new(None),
         });
         cluster
             .listener_pid
@@ -242,7 +246,8 @@ impl Cluster {
         }
         crate::telemetry::metrics::cluster_connected(true);
         tokio::spawn(cluster.clone().listen_loop(listener, sinks));
-        tokio::spawn(cluster.clone().forward(queue));
+        let forwarder = tokio::spawn(cluster.clone().forward(queue));
+        *cluster.forwarder.lock().unwrap_or_else(|e| e.into_inner()) = Some(forwarder);
         tokio::spawn(cluster.clone().heartbeat());
         tracing::info!(origin = %cluster.origin, "replica mode: location locks and notifications on PostgreSQL");
         Ok(cluster)
@@ -266,6 +271,22 @@ impl Cluster {
     /// Stops the listener, the forwarder and the heartbeat (the locks go with the process).
     pub(super) fn shut_down(&self) {
         self.stop.cancel();
+    }
+
+    /// [`shut_down`](Self::shut_down), then waits (at most 5 s) for the forwarder to publish what
+    /// was queued: a `ghl-gateway sync` or `keys` command ends right after its last write, and
+    /// closing the pool under the forwarder lost that write's notifications (the command logged
+    /// "cannot notify the other replicas").
+    pub(super) async fn close(&self) {
+        self.shut_down();
+        let forwarder = self
+            .forwarder
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        if let Some(forwarder) = forwarder {
+            let _ = tokio::time::timeout(Duration::from_secs(5), forwarder).await;
+        }
     }
 
     pub(super) fn bump(&self, location_id: &str) {
@@ -393,9 +414,15 @@ impl Cluster {
         let mut pruned_at = 0i64;
         let mut batch = Vec::new();
         loop {
-            let received = tokio::select! {
-                _ = self.stop.cancelled() => return,
-                received = queue.recv_many(&mut batch, 256) => received,
+            let (received, last) = tokio::select! {
+                received = queue.recv_many(&mut batch, 256) => (received, false),
+                // Stopping: what is queued already goes out, then nothing more.
+                _ = self.stop.cancelled() => {
+                    while let Ok(outgoing) = queue.try_recv() {
+                        batch.push(outgoing);
+                    }
+                    (batch.len(), true)
+                }
             };
             if received == 0 {
                 return;
@@ -404,6 +431,9 @@ impl Cluster {
             if let Err(error) = self.publish(&notes, &events).await {
                 crate::telemetry::metrics::cluster_publish_failed();
                 tracing::warn!(error = %error, notes = notes.len(), events = events.len(), "cannot notify the other replicas");
+            }
+            if last {
+                return;
             }
             let now = chrono::Utc::now().timestamp_millis();
             if now - pruned_at > 60_000 {

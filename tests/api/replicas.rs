@@ -673,3 +673,42 @@ async fn a_stop_on_one_replica_stops_the_job_another_runs() {
         Arc::into_inner(app).unwrap().shutdown().await;
     }
 }
+
+/// A command ends right after its last write: the notifications of that write still reach the
+/// other replicas before its pool closes (they were lost, and the command logged "cannot notify
+/// the other replicas", when closing the store did not wait for its forwarder).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_sync_process_s_last_events_reach_the_replicas_before_it_exits() {
+    let Some(admin) = postgres_url() else {
+        return;
+    };
+    let db = postgres(&admin).await;
+    let sim = spawn_sim(300).await;
+    let loc = sim.locations[0].id.clone();
+    let apps = replicas(&db, &sim, 1).await;
+    let replica = &apps[0];
+    let events = collect_events(replica, &loc);
+    let output = tokio::time::timeout(Duration::from_secs(120), sync_process(&db, &sim).output())
+        .await
+        .expect("the process ends with its job")
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    assert!(
+        !stderr.contains("cannot notify"),
+        "every notification went out: {stderr}"
+    );
+    let seen = tokio::time::timeout(Duration::from_secs(10), events)
+        .await
+        .expect("the replica saw the job end")
+        .unwrap();
+    assert_eq!(
+        seen.last().map(|job| job.job.state),
+        Some(JobState::Succeeded),
+        "the job's last state reached the replica: {seen:?}"
+    );
+    Arc::into_inner(apps.into_iter().next().unwrap())
+        .unwrap()
+        .shutdown()
+        .await;
+}
