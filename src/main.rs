@@ -3,13 +3,27 @@
 use clap::Parser;
 use ghl_gateway::cli::{Cli, Command};
 use ghl_gateway::telemetry;
+use ghl_gateway::telemetry::memory::Footprint;
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    // Before the runtime's threads exist: glibc's arenas are set up per thread.
+    let batch = match &cli.command {
+        Command::Sync(_) => true,
+        Command::Bench(args) => args.worker.is_some(),
+        _ => false,
+    };
+    telemetry::memory::configure(if batch {
+        Footprint::Batch
+    } else {
+        Footprint::Server
+    });
     // `schema` prints data to stdout and logs nothing.
     if !matches!(cli.command, Command::Schema) {
         telemetry::init(cli.log_format);
     }
-    cli.command.run().await
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?
+        .block_on(cli.command.run())
 }

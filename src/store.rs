@@ -27,6 +27,7 @@ use sea_orm::{
 };
 
 use tokio::sync::broadcast;
+use tokio_util::task::AbortOnDropHandle;
 
 use crate::cache::DataVersions;
 use crate::domain::{ChangeEvent, ChangeKind, ChangeOp, ChangeSource, SyncEvent};
@@ -178,6 +179,34 @@ pub struct StoreInner {
     cluster: Arc<OnceLock<Arc<Cluster>>>,
     /// Webhook deliveries waiting to be committed together (group commit).
     webhooks: Arc<webhooks::WebhookBatches>,
+    /// SQLite: gives a closed connection's memory back ([`trim_when_the_pool_shrinks`]).
+    _trim_on_shrink: Option<AbortOnDropHandle<()>>,
+}
+
+/// How long an SQLite file's connection may stay idle before the pool closes it (it then opens
+/// new ones up to its minimum, one). A FULL sync beside reads opens connections that a quiet gateway does not need, and each
+/// keeps up to 2 MiB of page cache and its prepared statements: measured in the demo, a FULL
+/// sync of 2,000 contacts left 3 more connections and 10 MiB more RSS for good. Opening one again
+/// is a file open and four pragmas. PostgreSQL keeps sqlx's default (10 minutes): its
+/// connections cost a server process and a handshake each.
+pub const SQLITE_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// How often the SQLite pool's size is looked at ([`trim_when_the_pool_shrinks`]).
+const POOL_WATCH: Duration = Duration::from_secs(5);
+
+/// Trims the heap ([`crate::telemetry::memory::trim_after`]) once the pool has fewer
+/// connections than when last looked at: a closed connection's page cache went back to glibc's
+/// arenas, not to the system.
+async fn trim_when_the_pool_shrinks(pool: sea_orm::sqlx::SqlitePool) {
+    let mut last = pool.size();
+    while !pool.is_closed() {
+        tokio::time::sleep(POOL_WATCH).await;
+        let size = pool.size();
+        if size < last {
+            crate::telemetry::memory::trim_after(Duration::ZERO);
+        }
+        last = size;
+    }
 }
 
 /// What the sync engine's progress reports go out through to the other replicas: a queue, no
@@ -223,11 +252,19 @@ impl Store {
                     .foreign_keys(true)
                     .busy_timeout(Duration::from_secs(30))
             });
+        // Not for an in-memory database: its data lives and dies with the connections.
+        if sqlite_file(&config.database_url).is_some() {
+            options.idle_timeout(SQLITE_IDLE_TIMEOUT);
+        }
         let mut db = Database::connect(options).await?;
         let statements = Arc::new(AtomicU64::new(0));
         let counter = statements.clone();
         db.set_metric_callback(move |_info| {
             counter.fetch_add(1, Ordering::Relaxed);
+        });
+        let trim_on_shrink = (db.get_database_backend() == DbBackend::Sqlite).then(|| {
+            let pool = db.get_sqlite_connection_pool().clone();
+            AbortOnDropHandle::new(tokio::spawn(trim_when_the_pool_shrinks(pool)))
         });
         let write_gate = (db.get_database_backend() == DbBackend::Sqlite)
             .then(|| Arc::new(tokio::sync::Mutex::new(())));
@@ -244,6 +281,7 @@ impl Store {
                 url: config.database_url.as_str().into(),
                 cluster: Arc::default(),
                 webhooks: Default::default(),
+                _trim_on_shrink: trim_on_shrink,
             }),
         })
     }

@@ -1,7 +1,9 @@
-//! Tracing set-up, in one place, and the metrics and request scope ([`metrics`], [`request`]).
+//! Tracing set-up, in one place, and the metrics, request scope and heap trimming ([`metrics`],
+//! [`request`], [`memory`]).
 //! `RUST_LOG` overrides the default filter. Imports nothing of this crate: every other module
 //! may call it.
 
+pub mod memory;
 pub mod metrics;
 pub mod request;
 

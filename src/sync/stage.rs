@@ -19,6 +19,11 @@ use crate::domain::{JobState, Resource, SyncJob, SyncMode, SyncStage};
 use crate::store::{Page, Store, StoreError};
 use crate::upstream::{self, Cursor, Listing, Meter, Records, UpstreamError};
 
+/// How soon after a page is written the heap's free pages go back to the system (at most one
+/// trim per this delay, [`crate::telemetry::memory`]): a 100,000-contact FULL sync otherwise kept
+/// its freed page buffers in glibc's per-thread arenas, 112 MiB of RSS over a 43 MB heap.
+const TRIM_DELAY: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// Why a stage failed. Its text is what the stage (and its job) record as their `error`.
 #[derive(Debug, thiserror::Error)]
 pub(super) enum StageError {
@@ -292,6 +297,8 @@ impl StageContext<'_> {
         };
         written.await?;
         crate::telemetry::metrics::sync_rows(next.resource.as_str(), records.len());
+        // The page's buffers are freed now, in whichever thread's arena they were taken from.
+        crate::telemetry::memory::trim_after(TRIM_DELAY);
         Ok(())
     }
 
