@@ -653,11 +653,11 @@ impl std::task::Wake for ReadWake {
 impl ReadGate {
     /// `socket.poll_next`, skipped (pending) while nothing woke the read side since it was last
     /// pending.
-    fn poll_next(
+    fn poll_next<S: futures::Stream + Unpin>(
         &self,
-        socket: &mut WebSocket,
+        socket: &mut S,
         cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Option<Result<Message, axum::Error>>> {
+    ) -> std::task::Poll<Option<S::Item>> {
         use std::sync::atomic::Ordering;
         self.0.task.register(cx.waker());
         if !self.0.woken.swap(false, Ordering::AcqRel) {
@@ -687,6 +687,70 @@ fn trim_after_close() {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    /// A socket's read side: counts its polls, answers what it holds, keeps the waker it got.
+    struct Reads {
+        polls: usize,
+        held: std::collections::VecDeque<u32>,
+        waker: Option<std::task::Waker>,
+    }
+
+    impl futures::Stream for Reads {
+        type Item = u32;
+
+        fn poll_next(
+            mut self: std::pin::Pin<&mut Self>,
+            cx: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<Option<u32>> {
+            self.polls += 1;
+            match self.held.pop_front() {
+                Some(frame) => std::task::Poll::Ready(Some(frame)),
+                None => {
+                    self.waker = Some(cx.waker().clone());
+                    std::task::Poll::Pending
+                }
+            }
+        }
+    }
+
+    /// The session's task: counts its wakes.
+    #[derive(Default)]
+    struct Task(std::sync::atomic::AtomicUsize);
+
+    impl std::task::Wake for Task {
+        fn wake(self: Arc<Self>) {
+            self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }
+    }
+
+    #[test]
+    fn the_read_gate_polls_the_socket_only_after_its_waker_fired() {
+        use std::task::Poll;
+        let gate = ReadGate::default();
+        let mut socket = Reads {
+            polls: 0,
+            held: [1].into(),
+            waker: None,
+        };
+        let task = Arc::new(Task::default());
+        let waker = std::task::Waker::from(task.clone());
+        let mut cx = std::task::Context::from_waker(&waker);
+        assert_eq!(gate.poll_next(&mut socket, &mut cx), Poll::Ready(Some(1)));
+        // A frame was read: the next pass reads again (more may be buffered), and finds none.
+        assert_eq!(gate.poll_next(&mut socket, &mut cx), Poll::Pending);
+        assert_eq!(socket.polls, 2);
+        // The loop's passes for events sent meanwhile do not touch the socket.
+        for _ in 0..3 {
+            assert_eq!(gate.poll_next(&mut socket, &mut cx), Poll::Pending);
+        }
+        assert_eq!(socket.polls, 2);
+        // A frame arrives: the socket's waker wakes the session, whose next pass reads it.
+        socket.held.push_back(2);
+        socket.waker.take().expect("the socket kept a waker").wake();
+        assert_eq!(task.0.load(std::sync::atomic::Ordering::SeqCst), 1);
+        assert_eq!(gate.poll_next(&mut socket, &mut cx), Poll::Ready(Some(2)));
+        assert_eq!(socket.polls, 3);
+    }
 
     #[test]
     fn the_key_comes_from_any_usual_place_in_the_payload() {
