@@ -163,6 +163,8 @@ pub struct StoreInner {
     statements: Arc<AtomicU64>,
     /// SQLite files: reads API keys without the pool (see [`keys::KeyReader`]).
     key_reader: Option<Arc<keys::KeyReader>>,
+    /// Otherwise: key reads shared by the requests that wait at once ([`keys::KeyBatches`]).
+    key_batches: keys::KeyBatches,
     /// Bumped after every committed change to a location's data or sync state: the store's
     /// write paths are the only ones that bump it.
     versions: DataVersions,
@@ -184,11 +186,11 @@ pub struct StoreInner {
 }
 
 /// How long an SQLite file's connection may stay idle before the pool closes it (it then opens
-/// new ones up to its minimum, one). A FULL sync beside reads opens connections that a quiet gateway does not need, and each
-/// keeps up to 2 MiB of page cache and its prepared statements: measured in the demo, a FULL
-/// sync of 2,000 contacts left 3 more connections and 10 MiB more RSS for good. Opening one again
-/// is a file open and four pragmas. PostgreSQL keeps sqlx's default (10 minutes): its
-/// connections cost a server process and a handshake each.
+/// new ones up to its minimum, one). A FULL sync beside reads opens connections that a quiet
+/// gateway does not need, and each keeps up to 2 MiB of page cache and its prepared statements:
+/// measured in the demo, a FULL sync of 2,000 contacts left 3 more connections and 10 MiB more
+/// RSS for good. Opening one again is a file open and four pragmas. PostgreSQL keeps sqlx's
+/// default (10 minutes): its connections cost a server process and a handshake each.
 pub const SQLITE_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// How often the SQLite pool's size is looked at ([`trim_when_the_pool_shrinks`]).
@@ -274,6 +276,7 @@ impl Store {
                 write_gate,
                 statements,
                 key_reader: keys::KeyReader::for_url(&config.database_url).map(Arc::new),
+                key_batches: keys::KeyBatches::default(),
                 versions: DataVersions::default(),
                 changes: broadcast::channel(1024).0,
                 remote_sync_events: broadcast::channel(1024).0,
