@@ -273,7 +273,7 @@ impl KeyReader {
     /// SQLite's, when the file cannot be opened (not created yet), the table is missing (before
     /// the migrations ran) or the read fails.
     pub(super) fn by_hash(&self, hash: &str) -> rusqlite::Result<Option<api_key::Model>> {
-        let mut slot = self.connection.lock().unwrap_or_else(|e| e.into_inner());
+        let mut slot = lock(&self.connection);
         let connection = match slot.as_mut() {
             Some(connection) => connection,
             None => {

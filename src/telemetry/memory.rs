@@ -130,8 +130,13 @@ mod tests {
         assert!(ONE.schedule(Duration::from_secs(1), job));
         assert!(!ONE.schedule(Duration::from_secs(1), job));
         tokio::time::sleep(Duration::from_secs(2)).await;
-        while RUNS.load(Ordering::SeqCst) == 0 {
+        // The job runs on a blocking thread: give it a moment (real time), then count.
+        for _ in 0..1_000 {
+            if RUNS.load(Ordering::SeqCst) > 0 {
+                break;
+            }
             tokio::task::yield_now().await;
+            std::thread::sleep(Duration::from_millis(1));
         }
         assert_eq!(RUNS.load(Ordering::SeqCst), 1);
         assert!(
