@@ -52,6 +52,18 @@ use crate::upstream::{self, UpstreamError};
 /// FULL run, of some size. INCREMENTAL runs leave the statistics to autovacuum, which keeps up
 /// with changes once the first statistics exist.
 const STATISTICS_AFTER_ROWS: i64 = 1_000;
+/// The order stages start in: the lists by their usual length in pages (FACTS.md §11:
+/// conversations 100 a page, tasks and contacts 500, opportunities 500 and fewer rows), then
+/// the single calls.
+const STAGE_START_ORDER: [Resource; 7] = [
+    Resource::Conversations,
+    Resource::Tasks,
+    Resource::Contacts,
+    Resource::Opportunities,
+    Resource::Users,
+    Resource::CustomFields,
+    Resource::Pipelines,
+];
 
 // What callers of the engine pass and get back, under the paths they already use.
 pub use crate::domain::{JobSnapshot, SyncEvent, SyncMode};
@@ -805,17 +817,6 @@ impl SyncEngine {
             l.name.is_none()
                 || (mode == SyncMode::Full && job.mark - l.seen_at > DETAILS_MAX_AGE_MS)
         });
-        if details_due {
-            let details = tokio::select! {
-                biased;
-                _ = running.cancel.cancelled() => return Err(StageError::Interrupted.into()),
-                details = self.inner.client.location(location_id) => details,
-            };
-            match details {
-                Ok(location) => store.upsert_location(&location, job.mark).await?,
-                Err(error) => return Err(self.fail_location(location_id, error).await),
-            }
-        }
         let overlap = self.inner.config.overlap_secs as i64 * 1000;
         let since = |ms: Option<i64>| match mode {
             SyncMode::Full => None,
@@ -830,24 +831,56 @@ impl SyncEngine {
             mode,
             overlap: chrono::Duration::milliseconds(overlap),
         };
-        let todo: Vec<SyncStage> = running
+        let mut todo: Vec<SyncStage> = running
             .progress
             .snapshot()
             .stages
             .into_iter()
             .filter(|s| s.state != JobState::Succeeded)
             .collect();
-        let results = futures::future::join_all(todo.into_iter().map(|stage| {
-            let since = match stage.resource {
-                Resource::Contacts => since(watermarks.contacts),
-                Resource::Tasks => since(watermarks.tasks),
-                Resource::Conversations => since(watermarks.conversations),
-                Resource::Opportunities => since(watermarks.opportunities),
-                _ => None,
-            };
-            context.run(stage, since)
-        }))
-        .await;
+        // The lists start first, the longest (conversations, FACTS.md §11) first of all: until
+        // GHL has answered once the limiter sends one request alone (a probe), and that round
+        // trip is best spent on the longest chain's first page.
+        todo.sort_by_key(|stage| STAGE_START_ORDER.iter().position(|r| *r == stage.resource));
+        let stages_done = CancellationToken::new();
+        let stages = async {
+            let results = futures::future::join_all(todo.into_iter().map(|stage| {
+                let since = match stage.resource {
+                    Resource::Contacts => since(watermarks.contacts),
+                    Resource::Tasks => since(watermarks.tasks),
+                    Resource::Conversations => since(watermarks.conversations),
+                    Resource::Opportunities => since(watermarks.opportunities),
+                    _ => None,
+                };
+                context.run(stage, since)
+            }))
+            .await;
+            stages_done.cancel();
+            results
+        };
+        // The location's details are not the probe either: they go once GHL has answered (or
+        // the stages sent nothing), beside the lists. A 1,000-contact sync was one round trip
+        // (0.15 s of 1.35 s) longer for them.
+        let details = async {
+            if !details_due {
+                return Ok(None);
+            }
+            tokio::select! {
+                _ = self.inner.client.answered(location_id) => {}
+                _ = stages_done.cancelled() => {}
+            }
+            tokio::select! {
+                biased;
+                _ = running.cancel.cancelled() => Ok(None),
+                details = self.inner.client.location(location_id) => details.map(Some),
+            }
+        };
+        let (results, details) = tokio::join!(stages, details);
+        match details {
+            Ok(Some(location)) => store.upsert_location(&location, job.mark).await?,
+            Ok(None) => {}
+            Err(error) => return Err(self.fail_location(location_id, error).await),
+        }
         let mut first_error = None;
         for error in results.into_iter().filter_map(Result::err) {
             if error.is_auth() {

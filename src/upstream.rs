@@ -280,6 +280,12 @@ impl Client {
         lock(&self.state(location_id).stats).clone()
     }
 
+    /// Waits until GHL has answered a call of `location_id` with its rate-limit counters (at
+    /// once if it has): the limiter's probe is over and requests go side by side.
+    pub async fn answered(&self, location_id: &str) {
+        self.state(location_id).limiter.answered().await;
+    }
+
     // ---- resources -------------------------------------------------------------------------
 
     /// `GET /locations/{id}`.

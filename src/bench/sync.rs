@@ -491,7 +491,12 @@ pub async fn full_case(contacts: usize, incremental: bool) -> anyhow::Result<Ful
         for _ in 1..repeats {
             let again = run_case(contacts, false, scenario).await?.0;
             first.runs.push(again.wall_secs);
-            fault_free_runs.push(run_case(contacts, false, Scenario::Clean).await?.0.wall_secs);
+            fault_free_runs.push(
+                run_case(contacts, false, Scenario::Clean)
+                    .await?
+                    .0
+                    .wall_secs,
+            );
         }
         first.wall_secs = mean(&first.runs);
         Some(first)

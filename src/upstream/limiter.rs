@@ -302,7 +302,11 @@ impl State {
     fn prune(&mut self, now: Instant) {
         let sent = std::mem::take(&mut self.sent);
         self.sent = sent.into_iter().filter(|s| self.until(s) > now).collect();
-        while self.estimates.front().is_some_and(|(until, _)| *until <= now) {
+        while self
+            .estimates
+            .front()
+            .is_some_and(|(until, _)| *until <= now)
+        {
             self.estimates.pop_front();
         }
         (self.foreign_until, self.foreign) = self.estimates.front().copied().unwrap_or((now, 0));
@@ -337,7 +341,8 @@ impl State {
         {
             return;
         }
-        self.estimates.retain(|(u, e)| !(*u <= until && *e <= foreign));
+        self.estimates
+            .retain(|(u, e)| !(*u <= until && *e <= foreign));
         let at = self.estimates.partition_point(|(u, _)| *u < until);
         self.estimates.insert(at, (until, foreign));
         self.prune(now);
@@ -769,6 +774,20 @@ impl RateLimiter {
         drop(permit);
     }
 
+    /// Waits until GHL's counters have come back once (the probe's answer); at once if they
+    /// have.
+    pub async fn answered(&self) {
+        loop {
+            let changed = self.changed.notified();
+            tokio::pin!(changed);
+            changed.as_mut().enable();
+            if lock(&self.state).known {
+                return;
+            }
+            changed.await;
+        }
+    }
+
     /// Requests GHL counted in the current window that were not ours, as last estimated.
     pub fn foreign(&self) -> usize {
         let mut state = lock(&self.state);
@@ -919,6 +938,32 @@ mod tests {
             },
         );
         assert_eq!(waiting.await.unwrap(), Duration::from_millis(300));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn answered_waits_for_the_probes_answer() {
+        let limiter = Arc::new(RateLimiter::new(100, Duration::from_secs(10)));
+        let probe = limiter.acquire(0).await;
+        let waiting = {
+            let limiter = limiter.clone();
+            tokio::spawn(async move { limiter.answered().await })
+        };
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert!(!waiting.is_finished(), "no answer yet");
+        limiter.release(
+            probe,
+            Window {
+                remaining: Some(99),
+                ..Window::default()
+            },
+        );
+        tokio::time::timeout(Duration::from_millis(1), waiting)
+            .await
+            .expect("the answer ends the wait")
+            .unwrap();
+        tokio::time::timeout(Duration::from_millis(1), limiter.answered())
+            .await
+            .expect("once answered, at once");
     }
 
     #[tokio::test(start_paused = true)]
