@@ -329,8 +329,8 @@ impl State {
     /// one window, carried into one more), and when it was one request too high and expired,
     /// the 30s the window's last answers said had been dropped behind it; the 0 that followed
     /// sent 100 requests into a window of 70 (14 429s a run in the paused-clock model of
-    /// 100,000 contacts with 30% of every window spent elsewhere; with two windows a standing,
-    /// 1 in 12 runs; with three, none).
+    /// 100,000 contacts with 30% of every window spent elsewhere; with every estimate standing
+    /// two windows, one 429 in 12 runs; three windows, none).
     fn estimate(&mut self, sent_at: Instant, foreign: usize, now: Instant) {
         let until = sent_at + self.interval * ESTIMATE_WINDOWS;
         if until <= now
