@@ -268,34 +268,46 @@ pub fn minimum_calls(contacts: u64, tasks: u64, conversations: u64, opportunitie
     3 + pages(contacts, 500) + task_pages + pages(conversations, 100) + pages(opportunities, 500)
 }
 
-/// The calls of the gateway's FULL sync of a location it has not synced before: §11's minimum,
-/// except that conversations cost `1 + ⌈(C-100)/99⌉` pages (one row of overlap a page), plus
-/// the location's details (`GET /locations/{id}`).
-pub fn gateway_calls(contacts: u64, tasks: u64, conversations: u64, opportunities: u64) -> u64 {
-    let section_11 = minimum_calls(contacts, tasks, conversations, opportunities);
-    let conversation_pages = 1 + conversations.saturating_sub(100).div_ceil(99);
-    section_11 - conversations.div_ceil(100).max(1) + conversation_pages + 1
+/// The pages of the gateway's whole list of `conversations`, read from both ends at once
+/// (README, *Ties at page boundaries*): each walk's first page brings 100 rows and every later
+/// one 99 (it repeats its previous page's last row), so `2 + ⌈(C-200)/99⌉` pages above 200 rows,
+/// as many as one walk from one end would make, or one fewer.
+pub fn conversation_pages(conversations: u64) -> u64 {
+    match conversations {
+        0..=100 => 1,
+        101..=200 => 2,
+        c => 2 + (c - 200).div_ceil(99),
+    }
 }
 
-/// The chains of dependent calls of a FULL sync, in pages: contacts, tasks, conversations,
-/// opportunities, then the three single calls (users, custom fields, pipelines) as chains of one
-/// page. Each list's pages follow each other by cursor. Conversations page by `startAfterDate`
-/// with one row of overlap a page after the first (README, *Ties at page boundaries*):
-/// `1 + ⌈(C-100)/99⌉`; tasks cost one more page when T is a multiple of 500 (the search has no
-/// total). The location's details (`GET /locations/{id}`), which §11 does not count, are left
-/// out: a bound without them is lower, so still a bound.
-pub fn sync_chains(contacts: u64, tasks: u64, conversations: u64, opportunities: u64) -> [u64; 7] {
+/// The calls of the gateway's FULL sync of a location it has not synced before: §11's minimum,
+/// except that conversations cost [`conversation_pages`], plus the location's details
+/// (`GET /locations/{id}`).
+pub fn gateway_calls(contacts: u64, tasks: u64, conversations: u64, opportunities: u64) -> u64 {
+    let section_11 = minimum_calls(contacts, tasks, conversations, opportunities);
+    section_11 - conversations.div_ceil(100).max(1) + conversation_pages(conversations) + 1
+}
+
+/// The chains of dependent calls of a FULL sync, in pages: contacts, tasks, the conversations'
+/// two walks (one from each end, [`conversation_pages`] between them, the first page's walk
+/// taking the odd one), opportunities, then the three single calls (users, custom fields,
+/// pipelines) as chains of one page. Each list's pages follow each other by cursor; tasks cost
+/// one more page when T is a multiple of 500 (the search has no total). The location's details
+/// (`GET /locations/{id}`), which §11 does not count, are left out: a bound without them is
+/// lower, so still a bound.
+pub fn sync_chains(contacts: u64, tasks: u64, conversations: u64, opportunities: u64) -> [u64; 8] {
     let pages = |n: u64, size: u64| n.div_ceil(size).max(1);
     let task_pages = if tasks.is_multiple_of(500) {
         tasks / 500 + 1
     } else {
         pages(tasks, 500)
     };
-    let conversation_pages = 1 + conversations.saturating_sub(100).div_ceil(99);
+    let conversation_pages = conversation_pages(conversations);
     [
         pages(contacts, 500),
         task_pages,
-        conversation_pages,
+        conversation_pages.div_ceil(2),
+        conversation_pages / 2,
         pages(opportunities, 500),
         1,
         1,
@@ -729,21 +741,33 @@ mod tests {
     }
 
     #[test]
-    fn the_longest_chain_counts_the_conversations_overlap() {
-        // 7,600 conversations: the first page 100, then 99 new a page.
-        assert_eq!(longest_chain(10_000, 4_000, 7_600, 3_000), 1 + 76);
+    fn the_longest_chain_counts_the_conversations_overlap_and_both_ends() {
+        // 7,600 conversations: each walk's first page 100, then 99 new a page; two walks.
+        assert_eq!(conversation_pages(7_600), 2 + 75);
+        assert_eq!(conversation_pages(0), 1);
+        assert_eq!(conversation_pages(100), 1);
+        assert_eq!(conversation_pages(101), 2);
+        assert_eq!(conversation_pages(200), 2);
+        assert_eq!(conversation_pages(201), 3);
+        assert_eq!(conversation_pages(299), 3);
+        assert_eq!(conversation_pages(300), 4);
+        assert_eq!(longest_chain(10_000, 4_000, 7_600, 3_000), 39);
         assert_eq!(longest_chain(10_000, 4_000, 100, 3_000), 20);
         assert_eq!(longest_chain(0, 0, 0, 0), 1);
         assert_eq!(
             sync_chains(10_000, 4_000, 7_600, 3_000),
-            [20, 9, 77, 6, 1, 1, 1]
+            [20, 9, 39, 38, 6, 1, 1, 1]
         );
-        let bound = lower_bound(158, 100, 10.0, 0.15, &[77, 50, 20, 8, 1, 1, 1]);
-        assert!((bound.chain_secs - 11.55).abs() < 1e-9);
+        assert_eq!(
+            gateway_calls(10_000, 4_000, 7_600, 3_000),
+            3 + 20 + 9 + 77 + 6 + 1
+        );
+        let bound = lower_bound(158, 100, 10.0, 0.15, &[50, 20, 39, 38, 8, 1, 1, 1]);
+        assert!((bound.chain_secs - 7.5).abs() < 1e-9);
         assert!((bound.rate_secs - 10.15).abs() < 1e-9);
-        assert!((bound.secs() - 11.55).abs() < 1e-9);
+        assert!((bound.secs() - 10.15).abs() < 1e-9);
         // Another client's 30 of every window leave 70: 158 calls need two windows more.
-        let shared = lower_bound(158, 70, 10.0, 0.15, &[77, 50, 20, 8, 1, 1, 1]);
+        let shared = lower_bound(158, 70, 10.0, 0.15, &[50, 20, 39, 38, 8, 1, 1, 1]);
         assert!((shared.rate_secs - 20.15).abs() < 1e-9);
     }
 

@@ -13,6 +13,8 @@ use futures::Stream;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
+mod ends;
+
 use super::dto::{self, decode_rows};
 use super::{CONVERSATIONS_VERSION, Call, Client, Result, UpstreamError, get, post, rows};
 use crate::domain;
@@ -39,6 +41,14 @@ pub enum Cursor {
     },
     /// A 1-based page number (opportunity search without `searchAfter`).
     Page { page: u64 },
+    /// Conversations read from both ends at once (a whole list, [`ends`]): how far the
+    /// newest-first walk and the oldest-first walk have come, each `None` before its first page.
+    Ends {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        newer: Option<ends::Edge>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        older: Option<ends::Edge>,
+    },
 }
 
 /// A paged list of a location. With a time, only what changed after it (an incremental
@@ -133,6 +143,17 @@ fn split_window(from: i64, to: i64, added: &mut Vec<i64>) -> Option<Vec<(i64, i6
         parts.push((low + 1, to));
     }
     Some(parts)
+}
+
+/// The conversations of `rows` that GHL has not deleted, and the ids of rows that did not parse.
+fn conversation_records(location_id: &str, rows: Vec<Value>) -> (Records, Vec<String>) {
+    let (records, skipped) = decode_rows::<dto::ConversationDto>(rows);
+    let records = records
+        .into_iter()
+        .filter(|c| !c.deleted)
+        .map(|c| c.into_domain(location_id))
+        .collect();
+    (Records::Conversations(records), skipped)
 }
 
 /// The records of one page.
@@ -377,7 +398,9 @@ impl Client {
                 )));
             }
         };
-        let (rows, total) = self.conversations_call(location_id, after, None).await?;
+        let (rows, total) = self
+            .conversations_call(location_id, after, None, false)
+            .await?;
         let first = rows.first().and_then(conversation_date);
         let last = rows.last().and_then(conversation_date);
         let mut unreachable = Vec::new();
@@ -419,16 +442,10 @@ impl Client {
             })
             .collect();
         let count = rows.len();
-        let (records, mut skipped) = decode_rows::<dto::ConversationDto>(rows);
+        let (records, mut skipped) = conversation_records(location_id, rows);
         skipped.extend(unreachable);
         Ok(FetchedPage {
-            records: Records::Conversations(
-                records
-                    .into_iter()
-                    .filter(|c| !c.deleted)
-                    .map(|c| c.into_domain(location_id))
-                    .collect(),
-            ),
+            records,
             skipped,
             rows: count,
             next,
@@ -436,19 +453,22 @@ impl Client {
         })
     }
 
-    /// One `GET /conversations/search`, newest message first, strictly before `after` (ms),
-    /// within a window of `dateAdded` (ms, both ends included) when given.
+    /// One `GET /conversations/search` by last message date, newest first and strictly before
+    /// `after` (ms), or with `oldest_first` oldest first and strictly after it, within a window of
+    /// `dateAdded` (ms, both ends included) when given.
     async fn conversations_call(
         &self,
         location_id: &str,
         after: Option<i64>,
         added: Option<(i64, i64)>,
+        oldest_first: bool,
     ) -> Result<(Vec<Value>, Option<u64>)> {
+        let sort = if oldest_first { "asc" } else { "desc" };
         let mut query = vec![
             ("locationId", location_id.to_owned()),
             ("limit", CONVERSATIONS_PAGE.to_string()),
             ("sortBy", "last_message_date".to_owned()),
-            ("sort", "desc".to_owned()),
+            ("sort", sort.to_owned()),
         ];
         if let Some(after) = after {
             query.push(("startAfterDate", after.to_string()));
@@ -491,7 +511,7 @@ impl Client {
             let rows = match rows {
                 Some(rows) => rows,
                 None => {
-                    self.conversations_call(location_id, Some(date + 1), Some((from, to)))
+                    self.conversations_call(location_id, Some(date + 1), Some((from, to)), false)
                         .await?
                         .0
                 }
@@ -604,7 +624,32 @@ impl Client {
 
     /// Every page of `listing` from `start` on, as a stream. `fetched` is how many rows earlier
     /// pages already returned (when resuming), so that `total` ends the list at the right page.
+    ///
+    /// The whole list of conversations is read from both ends at once ([`ends`]), and so is any
+    /// list resumed from a cursor of that walk.
     pub fn pages(
+        &self,
+        location_id: &str,
+        listing: Listing,
+        start: Option<Cursor>,
+        fetched: u64,
+    ) -> impl Stream<Item = Result<FetchedPage>> + Send + 'static {
+        use futures::StreamExt;
+        match (&listing, start) {
+            (Listing::Conversations(None), None) => {
+                ends::pages(self.clone(), location_id, None, None, fetched).left_stream()
+            }
+            (_, Some(Cursor::Ends { newer, older })) => {
+                ends::pages(self.clone(), location_id, newer, older, fetched).left_stream()
+            }
+            (_, start) => self
+                .one_way(location_id, listing, start, fetched)
+                .right_stream(),
+        }
+    }
+
+    /// [`Self::pages`] of a list read one page after another.
+    fn one_way(
         &self,
         location_id: &str,
         listing: Listing,

@@ -93,6 +93,27 @@ pub struct Meter {
 
 tokio::task_local! {
     static METER: Arc<Meter>;
+    /// The chain of pages a future's calls belong to, when a scope fetches more than one chain at
+    /// once (conversations read from both ends): it takes the place of the meter's own.
+    static CHAIN: super::limiter::ChainLeft;
+}
+
+/// `future` with its GHL calls counted as pages of `chain` (see [`Meter::chain`]) instead of the
+/// current scope's own chain, and on the current scope's meter, which it takes along: the future
+/// may be spawned. For a scope that fetches more than one chain at once (conversations read from
+/// both ends).
+pub(super) fn in_chain<F: Future>(
+    chain: super::limiter::ChainLeft,
+    future: F,
+) -> impl Future<Output = F::Output> {
+    let meter = METER.try_with(Arc::clone).ok();
+    let future = CHAIN.scope(chain, future);
+    async move {
+        match meter {
+            Some(meter) => METER.scope(meter, future).await,
+            None => future.await,
+        }
+    }
 }
 
 impl Meter {
@@ -199,7 +220,10 @@ impl Client {
             request = request.json(body);
         }
         // The stage's remaining chain of pages: the longest goes first.
-        let chain = METER.try_with(|m| m.chain.clone()).ok();
+        let chain = CHAIN
+            .try_with(Clone::clone)
+            .ok()
+            .or_else(|| METER.try_with(|m| m.chain.clone()).ok());
         let permit = state.limiter.acquire_for(chain.as_ref()).await;
         {
             let mut stats = lock(&state.stats);

@@ -236,6 +236,82 @@ async fn hundreds_of_conversations_with_one_last_message_date_all_reach_the_cach
     }
 }
 
+/// Runs of one `lastMessageDate` where the two walks of a whole list meet (the middle of the
+/// list, read newest first and oldest first at once): a run longer than a page, one that shares
+/// its `dateAdded` too, and runs on the neighbouring dates. Every conversation reaches the cache
+/// once: the stage counts exactly GHL's rows, none twice.
+#[tokio::test]
+async fn runs_of_one_last_message_date_where_the_two_walks_meet_all_reach_the_cache_once() {
+    for db in databases().await {
+        let sim = spawn_sim(400).await;
+        let loc = sim.locations[0].id.clone();
+        let truth = sim.dump(&loc).unwrap();
+        let contacts: Vec<String> = truth["contacts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c["id"].as_str().unwrap().to_owned())
+            .collect();
+        let mut dates: Vec<i64> = truth["conversations"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c["lastMessageDate"].as_i64().unwrap())
+            .collect();
+        dates.sort_unstable();
+        let middle = dates[dates.len() / 2];
+        let runs: [(i64, usize); 4] = [
+            (middle - 1, 120),
+            (middle, 230),
+            (middle + 1, 40),
+            (middle + 2, 101),
+        ];
+        for (date, length) in runs {
+            for i in 0..length {
+                let added = if date == middle && i < 70 {
+                    middle - 500_000
+                } else {
+                    middle - 1_000 * (i as i64 + 1)
+                };
+                sim.create(
+                    &loc,
+                    "conversations",
+                    json!({
+                        "contactId": contacts[i % contacts.len()],
+                        "lastMessageBody": format!("Run {date}"),
+                        "lastMessageDate": date,
+                        "dateAdded": added,
+                    }),
+                )
+                .unwrap();
+            }
+        }
+        let app = spawn_app_with_sim(&db.url, &sim).await;
+        full_sync_to_end(&app, &loc).await;
+        let job = app.store.last_job(&loc).await.unwrap().unwrap();
+        assert_eq!(job.state, JobState::Succeeded, "{}: {job:?}", db.name);
+        assert_cache_equals_truth(&app, &sim, &loc).await;
+        let stages = app
+            .store
+            .stages_of_jobs(std::slice::from_ref(&job.id))
+            .await
+            .unwrap();
+        let conversations = stages
+            .iter()
+            .find(|s| s.resource == Resource::Conversations)
+            .unwrap();
+        let count = sim.dump(&loc).unwrap()["conversations"]
+            .as_array()
+            .unwrap()
+            .len();
+        assert_eq!(
+            conversations.fetched as usize, count,
+            "{}: every conversation delivered once: {conversations:?}",
+            db.name
+        );
+    }
+}
+
 /// Asserts what a harness run must show: nothing lost or wrong, an honest `syncedAt`, and the
 /// processes really killed mid-job.
 fn assert_converged(name: &str, figures: &Figures, min_kills: usize, contacts: usize) {

@@ -293,14 +293,15 @@ fn calls_of(status: &Value) -> i64 {
         .sum()
 }
 
-/// Pages of `n` conversations with distinct `lastMessageDate`s: 100 a page, but each page after
-/// the first repeats the previous page's last row (the cursor overlaps the run of its date, which
-/// GHL's `startAfterDate` would otherwise cut).
+/// Pages of `n` conversations with distinct `lastMessageDate`s, read from both ends at once:
+/// 100 a page, but each page after a walk's first repeats that walk's previous last row (the
+/// cursor overlaps the run of its date, which GHL's `startAfterDate` would otherwise cut), and
+/// the walks meet without a page more than the rows need.
 pub(crate) fn conversation_pages(n: usize) -> usize {
-    if n <= 100 {
-        1
-    } else {
-        1 + (n - 100).div_ceil(99)
+    match n {
+        0..=100 => 1,
+        101..=200 => 2,
+        _ => 2 + (n - 200).div_ceil(99),
     }
 }
 
@@ -697,14 +698,15 @@ async fn a_stop_during_hanging_ghl_calls_ends_at_once_and_resumes() {
         },
     )
     .await;
-    // Until the stage has written every page it got and waits on the hanging call.
+    // Until the stage has written every page it got and waits on a hanging call (one or both of
+    // the conversations' walks).
     let waiting = || {
         let job = app.sync.running(&loc).unwrap();
         let conv = job
             .stages
             .iter()
             .find(|s| s.resource == Resource::Conversations);
-        sim.count("conversations.search", "hang") == 1
+        sim.count("conversations.search", "hang") >= 1
             && conv.unwrap().pages as u64 == sim.count("conversations.search", "200")
     };
     while !waiting() {

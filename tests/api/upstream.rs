@@ -12,7 +12,7 @@ use ghl_gateway::app::credentials::StoreCredentials;
 use ghl_gateway::sim::{FaultConfig, FaultSpec};
 use ghl_gateway::store::Store;
 use ghl_gateway::upstream::{
-    Client, Credential, CredentialStore, FetchedPage, Listing, MemoryCredentials, Records,
+    Client, Credential, CredentialStore, Cursor, FetchedPage, Listing, MemoryCredentials, Records,
     UpstreamError,
 };
 use serde_json::{Value, json};
@@ -68,6 +68,80 @@ fn in_store(store: &Store) -> Arc<dyn CredentialStore> {
 
 fn pages_for(count: usize, size: usize) -> u64 {
     count.div_ceil(size) as u64
+}
+
+/// A whole list of conversations is read from both ends at once: both walks' edges show in the
+/// pages' cursors, every conversation comes once, in as many calls as one walk would make; and a
+/// read stopped after any page and resumed from that page's cursor fetches only the rest.
+#[tokio::test]
+async fn conversations_are_read_from_both_ends_and_resume_from_either_walk() {
+    let sim = spawn_sim(1_000).await;
+    let loc = sim.locations[0].clone();
+    let client = upstream_client(in_memory(), &sim, |_| {});
+    client
+        .set_credential(
+            &loc.id,
+            Credential::PrivateIntegration {
+                token: loc.pit_token.clone().into(),
+            },
+        )
+        .await
+        .unwrap();
+    let truth = sim.dump(&loc.id).unwrap();
+    let want = truth_ids(&truth, "conversations");
+    let pages_needed = crate::sync::conversation_pages(want.len()) as u64;
+    assert!(pages_needed >= 6, "{} conversations", want.len());
+
+    sim.reset_counters();
+    let pages = all_pages(&client, &loc.id, Listing::Conversations(None))
+        .await
+        .unwrap();
+    assert_eq!(sim.requests("conversations.search"), pages_needed);
+    assert_exactly_once(ids_of(&pages), &want, "conversations");
+    let both = pages.iter().any(|p| {
+        matches!(
+            &p.next,
+            Some(Cursor::Ends {
+                newer: Some(_),
+                older: Some(_)
+            })
+        )
+    });
+    assert!(
+        both,
+        "both walks ran: {:?}",
+        pages.iter().map(|p| &p.next).collect::<Vec<_>>()
+    );
+    assert!(pages.last().unwrap().next.is_none());
+
+    for stop in [1, 2, pages.len() / 2, pages.len() - 1] {
+        sim.reset_counters();
+        let mut stream = Box::pin(client.pages(&loc.id, Listing::Conversations(None), None, 0));
+        let mut first = Vec::new();
+        while first.len() < stop {
+            first.push(stream.try_next().await.unwrap().unwrap());
+        }
+        // Stopped there: the page in flight, if any, is dropped with the stream.
+        drop(stream);
+        sim.wait_idle().await;
+        let spent = sim.requests("conversations.search");
+        let cursor = first.last().unwrap().next.clone();
+        let fetched: u64 = first.iter().map(|p| p.records.len() as u64).sum();
+        let rest: Vec<FetchedPage> = client
+            .pages(&loc.id, Listing::Conversations(None), cursor, fetched)
+            .try_collect()
+            .await
+            .unwrap();
+        let mut ids = ids_of(&first);
+        ids.extend(ids_of(&rest));
+        assert_exactly_once(ids, &want, &format!("stopped after {stop}"));
+        let resumed = sim.requests("conversations.search") - spent;
+        assert_eq!(
+            stop as u64 + resumed,
+            pages_needed,
+            "stopped after {stop}: the resumed read fetched only the pages left"
+        );
+    }
 }
 
 #[tokio::test]
