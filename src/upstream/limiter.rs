@@ -1209,24 +1209,23 @@ mod tests {
     #[ignore]
     async fn model() {
         let only = std::env::var("MODEL").unwrap_or_default();
-        for (name, lists) in [
-            ("10k", [(77, Known), (50, Unknown), (20, Known), (8, Known)]),
+        // Conversations from one end, then from both (`paging::ends`, two `Half` chains).
+        let shapes: [(&str, &[(u64, Length)]); 7] = [
+            (
+                "10k",
+                &[(77, Known), (50, Unknown), (20, Known), (8, Known)],
+            ),
             (
                 "10k known",
-                [(77, Known), (50, Known), (20, Known), (8, Known)],
+                &[(77, Known), (50, Known), (20, Known), (8, Known)],
             ),
             (
                 "100k",
-                [(758, Known), (500, Unknown), (200, Known), (81, Known)],
+                &[(758, Known), (500, Unknown), (200, Known), (81, Known)],
             ),
-        ]
-        .map(|(name, lists)| (name, lists.to_vec()))
-        .into_iter()
-        .chain([
-            // Conversations read from both ends at once (`paging::ends`).
             (
                 "10k ends",
-                vec![
+                &[
                     (39, Half),
                     (38, Half),
                     (50, Unknown),
@@ -1235,8 +1234,12 @@ mod tests {
                 ],
             ),
             (
+                "10k ends known",
+                &[(39, Half), (38, Half), (50, Known), (20, Known), (8, Known)],
+            ),
+            (
                 "100k ends",
-                vec![
+                &[
                     (379, Half),
                     (379, Half),
                     (500, Unknown),
@@ -1245,12 +1248,8 @@ mod tests {
                 ],
             ),
             (
-                "10k ends known",
-                vec![(39, Half), (38, Half), (50, Known), (20, Known), (8, Known)],
-            ),
-            (
                 "100k ends known",
-                vec![
+                &[
                     (379, Half),
                     (379, Half),
                     (500, Known),
@@ -1258,20 +1257,22 @@ mod tests {
                     (81, Known),
                 ],
             ),
-        ]) {
+        ];
+        for (name, lists) in shapes {
+            if !only.is_empty() && !only.split(',').any(|o| o == name) {
+                continue;
+            }
+            // The shape's joint bound: its lists and the four single calls.
             let chains: Vec<u64> = lists.iter().map(|l| l.0).chain([1, 1, 1, 1]).collect();
             println!(
                 "{name}: joint bound {:.2} s",
                 joint_bound(&chains, 100, 10_000_000, 150_000) as f64 / 1e6
             );
-            if !only.is_empty() && !only.split(',').any(|o| o == name) {
-                continue;
-            }
             for other in [0, 30] {
                 let mut ends = Vec::new();
                 let mut refused = 0;
                 for seed in 1..=5 {
-                    let (_, r, took) = sync_shape_shared(&lists, other, seed).await;
+                    let (_, r, took) = sync_shape_shared(lists, other, seed).await;
                     ends.push(took.as_secs_f64());
                     refused += r;
                 }

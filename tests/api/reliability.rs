@@ -159,6 +159,47 @@ async fn a_resumed_job_claims_the_age_of_the_stages_it_kept() {
     }
 }
 
+/// Creates, for each `(date, length)` of `runs`, `length` conversations whose `lastMessageDate`
+/// is `date`, the i-th of a run added at `added(date, i)` (ms), spread over the location's
+/// contacts. Returns the id of each run's first conversation.
+fn create_runs(
+    sim: &SimHandle,
+    loc: &str,
+    runs: &[(i64, usize)],
+    added: impl Fn(i64, usize) -> i64,
+) -> Vec<String> {
+    let contacts: Vec<String> = sim.dump(loc).unwrap()["contacts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["id"].as_str().unwrap().to_owned())
+        .collect();
+    let mut n = 0usize;
+    let mut first_of_run = Vec::new();
+    for &(date, length) in runs {
+        for i in 0..length {
+            let created = sim
+                .create(
+                    loc,
+                    "conversations",
+                    json!({
+                        "contactId": contacts[n % contacts.len()],
+                        "lastMessageBody": format!("Campaign {date}"),
+                        "lastMessageDate": date,
+                        "dateAdded": added(date, i),
+                    }),
+                )
+                .unwrap();
+            assert_eq!(created["lastMessageDate"], date);
+            if i == 0 {
+                first_of_run.push(created["id"].as_str().unwrap().to_owned());
+            }
+            n += 1;
+        }
+    }
+    first_of_run
+}
+
 /// Runs of conversations with one `lastMessageDate` each, longer than GHL's page of 100 and cut
 /// by page boundaries every way (a page all of one date, a run split between two pages, 60 that
 /// share their `dateAdded` too): a FULL sync caches every one, and the list counts as complete
@@ -168,13 +209,6 @@ async fn hundreds_of_conversations_with_one_last_message_date_all_reach_the_cach
     for db in databases().await {
         let sim = spawn_sim(300).await;
         let loc = sim.locations[0].id.clone();
-        let truth = sim.dump(&loc).unwrap();
-        let contacts: Vec<String> = truth["contacts"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|c| c["id"].as_str().unwrap().to_owned())
-            .collect();
         // Newer than every seeded conversation, newest run first.
         let top: i64 = 4_000_000_000_000;
         let runs: [(i64, usize); 6] = [
@@ -185,35 +219,14 @@ async fn hundreds_of_conversations_with_one_last_message_date_all_reach_the_cach
             (top - 4_000, 40),
             (top - 5_000, 80),
         ];
-        let mut n = 0usize;
-        let mut first_of_run = Vec::new();
-        for (date, length) in runs {
-            for i in 0..length {
-                // In the first run, 60 conversations were also added in the same millisecond.
-                let added = if date == top && i < 60 {
-                    date - 900_000
-                } else {
-                    date - 1_000 * (i as i64 + 1)
-                };
-                let created = sim
-                    .create(
-                        &loc,
-                        "conversations",
-                        json!({
-                            "contactId": contacts[n % contacts.len()],
-                            "lastMessageBody": format!("Campaign {date}"),
-                            "lastMessageDate": date,
-                            "dateAdded": added,
-                        }),
-                    )
-                    .unwrap();
-                assert_eq!(created["lastMessageDate"], date);
-                if i == 0 {
-                    first_of_run.push(created["id"].as_str().unwrap().to_owned());
-                }
-                n += 1;
+        // In the first run, 60 conversations were also added in the same millisecond.
+        let first_of_run = create_runs(&sim, &loc, &runs, |date, i| {
+            if date == top && i < 60 {
+                date - 900_000
+            } else {
+                date - 1_000 * (i as i64 + 1)
             }
-        }
+        });
         let app = spawn_app_with_sim(&db.url, &sim).await;
         full_sync_to_end(&app, &loc).await;
         let job = app.store.last_job(&loc).await.unwrap().unwrap();
@@ -245,14 +258,7 @@ async fn runs_of_one_last_message_date_where_the_two_walks_meet_all_reach_the_ca
     for db in databases().await {
         let sim = spawn_sim(400).await;
         let loc = sim.locations[0].id.clone();
-        let truth = sim.dump(&loc).unwrap();
-        let contacts: Vec<String> = truth["contacts"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|c| c["id"].as_str().unwrap().to_owned())
-            .collect();
-        let mut dates: Vec<i64> = truth["conversations"]
+        let mut dates: Vec<i64> = sim.dump(&loc).unwrap()["conversations"]
             .as_array()
             .unwrap()
             .iter()
@@ -266,26 +272,13 @@ async fn runs_of_one_last_message_date_where_the_two_walks_meet_all_reach_the_ca
             (middle + 1, 40),
             (middle + 2, 101),
         ];
-        for (date, length) in runs {
-            for i in 0..length {
-                let added = if date == middle && i < 70 {
-                    middle - 500_000
-                } else {
-                    middle - 1_000 * (i as i64 + 1)
-                };
-                sim.create(
-                    &loc,
-                    "conversations",
-                    json!({
-                        "contactId": contacts[i % contacts.len()],
-                        "lastMessageBody": format!("Run {date}"),
-                        "lastMessageDate": date,
-                        "dateAdded": added,
-                    }),
-                )
-                .unwrap();
+        create_runs(&sim, &loc, &runs, |date, i| {
+            if date == middle && i < 70 {
+                middle - 500_000
+            } else {
+                middle - 1_000 * (i as i64 + 1)
             }
-        }
+        });
         let app = spawn_app_with_sim(&db.url, &sim).await;
         full_sync_to_end(&app, &loc).await;
         let job = app.store.last_job(&loc).await.unwrap().unwrap();

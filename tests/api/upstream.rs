@@ -66,6 +66,25 @@ fn in_store(store: &Store) -> Arc<dyn CredentialStore> {
     Arc::new(StoreCredentials::new(store.clone(), None))
 }
 
+/// A client of the simulator (configured by `tweak`) holding `loc`'s private integration token.
+async fn client_of(
+    sim: &ghl_gateway::sim::SimHandle,
+    loc: &ghl_gateway::sim::SimLocation,
+    tweak: impl FnOnce(&mut ghl_gateway::upstream::UpstreamConfig),
+) -> Client {
+    let client = upstream_client(in_memory(), sim, tweak);
+    client
+        .set_credential(
+            &loc.id,
+            Credential::PrivateIntegration {
+                token: loc.pit_token.clone().into(),
+            },
+        )
+        .await
+        .unwrap();
+    client
+}
+
 fn pages_for(count: usize, size: usize) -> u64 {
     count.div_ceil(size) as u64
 }
@@ -77,16 +96,7 @@ fn pages_for(count: usize, size: usize) -> u64 {
 async fn conversations_are_read_from_both_ends_and_resume_from_either_walk() {
     let sim = spawn_sim(1_000).await;
     let loc = sim.locations[0].clone();
-    let client = upstream_client(in_memory(), &sim, |_| {});
-    client
-        .set_credential(
-            &loc.id,
-            Credential::PrivateIntegration {
-                token: loc.pit_token.clone().into(),
-            },
-        )
-        .await
-        .unwrap();
+    let client = client_of(&sim, &loc, |_| {}).await;
     let truth = sim.dump(&loc.id).unwrap();
     let want = truth_ids(&truth, "conversations");
     let pages_needed = crate::sync::conversation_pages(want.len()) as u64;
@@ -148,16 +158,7 @@ async fn conversations_are_read_from_both_ends_and_resume_from_either_walk() {
 async fn every_resource_of_a_10k_location_in_the_minimal_number_of_calls() {
     let sim = spawn_sim(10_000).await;
     let loc = sim.locations[0].clone();
-    let client = upstream_client(in_memory(), &sim, |_| {});
-    client
-        .set_credential(
-            &loc.id,
-            Credential::PrivateIntegration {
-                token: loc.pit_token.clone().into(),
-            },
-        )
-        .await
-        .unwrap();
+    let client = client_of(&sim, &loc, |_| {}).await;
 
     let (users, _) = client.users(&loc.id).await.unwrap();
     let (fields, _) = client.custom_fields(&loc.id).await.unwrap();
@@ -235,16 +236,7 @@ async fn every_resource_of_a_10k_location_in_the_minimal_number_of_calls() {
 async fn five_hundred_calls_under_the_real_limit_see_no_429() {
     let sim = spawn_sim(10).await;
     let loc = sim.locations[0].clone();
-    let client = upstream_client(in_memory(), &sim, |_| {});
-    client
-        .set_credential(
-            &loc.id,
-            Credential::PrivateIntegration {
-                token: loc.pit_token.clone().into(),
-            },
-        )
-        .await
-        .unwrap();
+    let client = client_of(&sim, &loc, |_| {}).await;
     // 25 callers of 20 calls each share the location's budget of 100 per 10 s.
     let mut callers = Vec::new();
     for _ in 0..25 {
@@ -282,16 +274,7 @@ async fn paging_yields_every_record_once_through_5xx_and_resets() {
         endpoints: Default::default(),
     })
     .unwrap();
-    let client = upstream_client(in_memory(), &sim, |c| c.max_retries = 10);
-    client
-        .set_credential(
-            &loc.id,
-            Credential::PrivateIntegration {
-                token: loc.pit_token.clone().into(),
-            },
-        )
-        .await
-        .unwrap();
+    let client = client_of(&sim, &loc, |c| c.max_retries = 10).await;
     let truth = sim.dump(&loc.id).unwrap();
     for (listing, key) in [
         (Listing::Contacts(None), "contacts"),
@@ -430,16 +413,7 @@ async fn the_daily_reserve_stops_a_location() {
     })
     .await;
     let loc = sim.locations[0].clone();
-    let client = upstream_client(in_memory(), &sim, |c| c.daily_reserve = 10);
-    client
-        .set_credential(
-            &loc.id,
-            Credential::PrivateIntegration {
-                token: loc.pit_token.clone().into(),
-            },
-        )
-        .await
-        .unwrap();
+    let client = client_of(&sim, &loc, |c| c.daily_reserve = 10).await;
     let mut ok = 0;
     let error = loop {
         match client.pipelines(&loc.id).await {

@@ -432,7 +432,11 @@ mod tests {
 
     /// GHL's answer of `dates` (one row each, id `c{date}`), with the list's `total`.
     fn step(dates: impl Iterator<Item = i64>, total: u64) -> Step {
-        let rows: Vec<Value> = dates.map(|d| row(&format!("c{d}"), d)).collect();
+        answer(dates.map(|d| row(&format!("c{d}"), d)).collect(), total)
+    }
+
+    /// GHL's answer of `rows`, with the list's `total`.
+    fn answer(rows: Vec<Value>, total: u64) -> Step {
         Step {
             full: rows.len() >= CONVERSATIONS_PAGE,
             rows,
@@ -504,16 +508,11 @@ mod tests {
                 .chain((from..=to).map(|d| row(&format!("c{d}"), d)))
                 .collect()
         };
-        let mut newer = step(std::iter::empty(), 250);
-        newer.rows = run(51, 100).into_iter().rev().collect();
-        newer
-            .rows
-            .sort_by_key(|r| std::cmp::Reverse(conversation_date(r)));
-        newer.full = true;
-        let mut older = step(std::iter::empty(), 250);
-        older.rows = run(201, 250);
-        older.rows.sort_by_key(conversation_date);
-        older.full = true;
+        let mut newer = run(51, 100);
+        newer.sort_by_key(|r| std::cmp::Reverse(conversation_date(r)));
+        let mut older = run(201, 250);
+        older.sort_by_key(conversation_date);
+        let (newer, older) = (answer(newer, 250), answer(older, 250));
         let first = walks.take(Way::NewestFirst, newer).unwrap().unwrap();
         assert_eq!(
             first.records.len(),
