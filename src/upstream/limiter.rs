@@ -13,15 +13,24 @@
 //!   much longer than the next one's can be, the way back taking as long); an unanswered one's
 //!   is the whole spread of round trips seen;
 //! - **the others' requests**: each answer says GHL counted `max - remaining` requests in its
-//!   window; those that are not ours (our requests sent in the window up to that one) are the
-//!   others'. Single answers under-count them (requests overtake each other on the way, and an
-//!   answer early in a fixed window counts our requests of the window before as ours), but the
+//!   window; those that are not ours (our requests sent in the window up to that one, and
+//!   those sent after it that overtook it on the way, as their own answers' counters say) are
+//!   the others'. Single answers under-count them (a request still on its way when a later one
+//!   was counted, and an answer early in a fixed window counts our requests of the window
+//!   before as ours), but the
 //!   window's last answers see them all; and a client that spent part of one window is likely to
 //!   spend it again. So each estimate stands for three windows from its request, and the
 //!   highest standing one holds that many slots.
 //!
-//! Until GHL has answered once, one request goes at a time (a probe): a burst sent blind could
-//! find the window spent elsewhere. A token bucket (GCRA, as in `governor`) lets twice the burst
+//! Until GHL has answered once, at most a tenth of the window goes out ([`State::blind`]: 10 of
+//! GHL's 100): the first page of every chain of a sync (nine), so that none of them starts a round
+//! trip late. One request alone (a probe) made every chain but one wait for its answer: at 1,000
+//! contacts one round trip in six, which the sync's bound does not count. Ten blind requests can
+//! only trip the limit when something else has spent nine tenths of the window already; GHL does
+//! not count a refused request, and the 429's own `X-RateLimit-*` headers then teach the limiter
+//! the window as any answer does. (A process that has synced the location before sends on what it
+//! last learned, up to the whole window once its estimates have expired: the blind tenth is the
+//! cautious end of that.) A token bucket (GCRA, as in `governor`) lets twice the burst
 //! through in one window after a burst and cannot take the server's word, hence this type.
 //!
 //! Waiting requests are served by **priority** (the longest chain of dependent pages first), then
@@ -212,6 +221,8 @@ struct Sent {
     at: Instant,
     /// Its round trip, once answered.
     rtt: Option<Duration>,
+    /// `X-RateLimit-Remaining` of its answer: how far into GHL's window it was counted.
+    remaining: Option<u32>,
 }
 
 /// A chain that asked for a slot, while it lives.
@@ -275,22 +286,28 @@ enum Phase {
     Free,
     /// A short chain keeping its pages for the tail, which opens then.
     Keep(Instant),
-    /// The middle of the plan: these slots are kept for the other chains.
-    Middle(usize),
+    /// The middle of the plan: `keep` slots are kept for the other chains until the `tail`.
+    Middle { keep: usize, tail: Instant },
 }
 
 /// When a slot may be taken.
 enum Next {
     Now,
     At(Instant),
-    /// When an answer comes back (the probe is in flight).
+    /// When an answer comes back (the blind requests are in flight).
     Answer,
-    /// When the plan's tail opens: the chain keeps its pages for it, and the waiters behind it
-    /// do not wait for it.
+    /// When the plan's tail opens: the chain keeps its pages for it, or leaves the middle's
+    /// free slots to the chains they are kept for, and the waiters behind it do not wait for it.
     Keep(Instant),
 }
 
 impl State {
+    /// Requests that may be in flight before GHL has answered once (its counters unknown): a
+    /// tenth of the window, at least one.
+    fn blind(&self) -> usize {
+        (self.max / 10).max(1)
+    }
+
     /// The guard of a request whose round trip is not known: the spread of those seen.
     fn guard(&self) -> Duration {
         self.rtt
@@ -503,6 +520,13 @@ impl State {
                 total / 2
             }
         };
+        // A chain sends at most one page a round trip: what it can send before the tail.
+        let pace = self
+            .rtt_mean
+            .unwrap_or(self.interval)
+            .max(Duration::from_millis(1));
+        let uses = (tail - now).as_secs_f64() / pace.as_secs_f64();
+        let uses = uses.ceil() as u64;
         let mut left = 0;
         let mut others = 0;
         for (key, chain_left) in self.lengths() {
@@ -513,15 +537,21 @@ impl State {
                     return Phase::Keep(tail);
                 }
             } else {
-                others += chain_left.saturating_sub(share(total));
+                others += chain_left.saturating_sub(share(total)).min(uses);
             }
         }
         if now <= origin + plan.zone || left == 0 {
             Phase::Free
         } else {
             // The middle: its slots come back only after the tail, so each other chain keeps
-            // what it has to send before the tail opens (its pages beyond its tail share).
-            Phase::Middle(usize::try_from(others).unwrap_or(usize::MAX))
+            // what it has to send before the tail opens (its pages beyond its tail share), as
+            // far as it can send them by then, one a round trip: slots kept beyond that were
+            // kept for no one (the 10k sync's first window ended 3 or 4 requests short, which
+            // its tail then carried).
+            Phase::Middle {
+                keep: usize::try_from(others).unwrap_or(usize::MAX),
+                tail,
+            }
         }
     }
 
@@ -532,14 +562,22 @@ impl State {
         } else {
             priority
         };
-        if !self.known && self.in_flight > 0 {
+        if !self.known && self.in_flight >= self.blind() {
             return Next::Answer;
         }
         let held = self.sent.len() + self.foreign();
         let free = match self.phase(now, own) {
             Phase::Keep(until) => return Next::Keep(until),
             Phase::Free => held < self.max,
-            Phase::Middle(keep) => held < self.max && held.saturating_add(keep) < self.max,
+            Phase::Middle { keep, tail } => {
+                if held < self.max && held.saturating_add(keep) >= self.max {
+                    // The free slots are the other chains': this request steps aside for them
+                    // (first in line, it would hold them back) until they take them, or the
+                    // tail opens.
+                    return Next::Keep(tail);
+                }
+                held < self.max
+            }
             Phase::Reserve => {
                 held < self.max && held.saturating_add(self.reserve(now, priority, own)) < self.max
             }
@@ -706,7 +744,11 @@ impl RateLimiter {
                     match next {
                         Next::Now => {
                             state.waiters.remove(&key);
-                            state.sent.push_back(Sent { at: now, rtt: None });
+                            state.sent.push_back(Sent {
+                                at: now,
+                                rtt: None,
+                                remaining: None,
+                            });
                             state.in_flight += 1;
                             if let Some(chain) = own.and_then(|own| state.chains.get_mut(&own)) {
                                 chain.sent += 1;
@@ -764,6 +806,7 @@ impl RateLimiter {
                         state.sent.remove(at);
                     } else {
                         state.sent[at].rtt = Some(rtt);
+                        state.sent[at].remaining = Some(remaining);
                     }
                 }
                 state.rtt = Some(match state.rtt {
@@ -774,11 +817,22 @@ impl RateLimiter {
                     Some(mean) => mean.mul_f64(0.8) + rtt.mul_f64(0.2),
                     None => rtt,
                 });
+                // Ours that GHL counted before this one: those sent before it in the window, and
+                // those sent after it that overtook it on the way (answered as counted earlier
+                // in the window). Without the latter, each overtaking request counted as
+                // another client's, and the highest estimate standing picked the answer most
+                // overtaken: 3 to 5 slots a window held for no one in a sync alone (the 10k
+                // sync's first window ended with 95 to 97 requests).
                 let from = sent_at.checked_sub(state.interval);
                 let ours = state
                     .sent
                     .iter()
-                    .filter(|s| from.is_none_or(|from| s.at > from) && s.at <= sent_at)
+                    .filter(|s| {
+                        from.is_none_or(|from| s.at > from)
+                            && (s.at <= sent_at
+                                || s.remaining
+                                    .is_some_and(|r| !window.refused && r > remaining))
+                    })
                     .count();
                 let foreign = state
                     .max
@@ -792,8 +846,8 @@ impl RateLimiter {
         drop(permit);
     }
 
-    /// Waits until GHL's counters have come back once (the probe's answer); at once if they
-    /// have.
+    /// Waits until GHL's counters have come back once (the first answer to the blind requests);
+    /// at once if they have.
     pub async fn answered(&self) {
         loop {
             let changed = self.changed.notified();
@@ -898,7 +952,7 @@ mod tests {
         let start = Instant::now();
         let refused = run(limiter, server, 350, Duration::from_millis(150)).await;
         assert_eq!(refused, 0);
-        // A probe, then 99 at once, then three windows counted from the requests: the old
+        // Ten blind, then 90 once answered, then three windows counted from the requests: the old
         // count from the answers would take at least 4 x 150 ms more.
         let took = Instant::now() - start;
         assert!(
@@ -934,9 +988,13 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn the_first_request_is_a_probe() {
+    async fn before_an_answer_a_tenth_of_the_window_goes_blind() {
         let limiter = Arc::new(RateLimiter::new(100, Duration::from_secs(10)));
-        let first = limiter.acquire(0).await;
+        let mut blind = Vec::new();
+        for _ in 0..10 {
+            blind.push(limiter.acquire(0).await);
+        }
+        assert!(blind.iter().all(|p| p.waited.is_zero()), "ten go at once");
         let waiting = {
             let limiter = limiter.clone();
             tokio::spawn(async move {
@@ -949,10 +1007,13 @@ mod tests {
             tokio::spawn(async move { limiter.answered().await })
         };
         tokio::time::sleep(Duration::from_millis(300)).await;
-        assert!(!waiting.is_finished(), "no second request before an answer");
+        assert!(
+            !waiting.is_finished(),
+            "no eleventh request before an answer"
+        );
         assert!(!answered.is_finished(), "no answer yet");
         limiter.release(
-            first,
+            blind.remove(0),
             Window {
                 max: Some(100),
                 interval: Some(Duration::from_secs(10)),
@@ -968,6 +1029,24 @@ mod tests {
         tokio::time::timeout(Duration::from_millis(1), limiter.answered())
             .await
             .expect("once answered, at once");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_window_spent_elsewhere_refuses_only_the_blind_requests() {
+        // Another client has spent 95 of the window before the sync starts: the ten blind
+        // requests find 5 slots, the 429s' headers say the window is spent, and nothing more
+        // goes until it turns.
+        let window = Duration::from_secs(10);
+        let limiter = Arc::new(RateLimiter::new(100, window));
+        let server = Arc::new(std::sync::Mutex::new(Server::new(100, window)));
+        for _ in 0..95 {
+            server.lock().unwrap().arrive();
+        }
+        let refused = run(limiter, server.clone(), 100, Duration::from_millis(150)).await;
+        assert_eq!(
+            refused, 5,
+            "only the blind requests beyond the 5 slots left"
+        );
     }
 
     #[tokio::test(start_paused = true)]
@@ -1121,7 +1200,7 @@ mod tests {
         }
     }
 
-    /// A FULL sync's shape: the location's details (the probe), three single calls, then one
+    /// A FULL sync's shape: three single calls, the location's details once GHL has answered, one
     /// chain per list of `(pages, whether GHL says the list's total)`, each page answered by a
     /// fixed-window `server` after the next latency. Returns the chains (by index) in the order
     /// they fetched their last page, with when, and the 429s.
@@ -1145,7 +1224,8 @@ mod tests {
         let server = Arc::new(std::sync::Mutex::new(server));
         let latencies = Arc::new(std::sync::Mutex::new(Latencies(seed)));
         let ended = Arc::new(std::sync::Mutex::new(Vec::new()));
-        let probe = server.clone();
+        let counts = server.clone();
+        let first = limiter.clone();
         let call = move |chain: Option<ChainLeft>, extra: u64| {
             let (limiter, server, latencies) = (limiter.clone(), server.clone(), latencies.clone());
             async move {
@@ -1164,11 +1244,16 @@ mod tests {
                 );
             }
         };
-        call(None, 0).await;
         let mut tasks = Vec::new();
         for _ in 0..3 {
             tasks.push(tokio::spawn(call(None, 0)));
         }
+        // The location's details go once GHL has answered, as in `SyncEngine`.
+        let details = call.clone();
+        tasks.push(tokio::spawn(async move {
+            first.answered().await;
+            details(None, 0).await
+        }));
         // The model only: each list's pages take this much longer than the latency, in ms, in
         // list order (`MODEL_EXTRA=33,33,55,180,140`: the real answers' processing of 100k).
         let extras: Vec<u64> = std::env::var("MODEL_EXTRA")
@@ -1197,7 +1282,7 @@ mod tests {
         for task in tasks {
             task.await.unwrap();
         }
-        let refused = probe.lock().unwrap().refused;
+        let refused = counts.lock().unwrap().refused;
         let order = ended.lock().unwrap().clone();
         (order, refused, Instant::now() - start)
     }
