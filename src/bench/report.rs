@@ -289,22 +289,27 @@ impl Report {
                 c.minimum_calls,
                 yes(c.sim_calls == expected)
             );
-            let ratio = c.wall_secs / c.bound_secs;
+            // Both bounds are what a run meets on average: where the fault-free run was
+            // repeated (1k, for the spurious case), the target takes their mean.
+            let wall = c.fault_free_secs();
+            let runs = match c.fault_free_runs.len() {
+                1 => String::new(),
+                n => format!(" (mean of {n} runs: {})", secs_list(&c.fault_free_runs)),
+            };
+            let ratio = wall / c.bound_secs;
             let _ = writeln!(
                 s,
-                "| FULL {n}: wall time ≤ 1.10x the bound | {:.1} s vs {:.1} s ({ratio:.2}x; rate {:.1} s, chain of {} pages {:.1} s) | {} |",
-                c.wall_secs,
+                "| FULL {n}: wall time ≤ 1.10x the bound | {wall:.2} s{runs} vs {:.2} s ({ratio:.2}x; rate {:.1} s, chain of {} pages {:.1} s) | {} |",
                 c.bound_secs,
                 c.bound.rate_secs,
                 c.longest_chain,
                 c.bound.chain_secs,
                 yes(ratio <= 1.10)
             );
-            let joint = c.wall_secs / c.bound.joint_secs;
+            let joint = wall / c.bound.joint_secs;
             let _ = writeln!(
                 s,
-                "| FULL {n}: wall time ≤ 1.10x the joint bound (every chain under the sliding window at once) | {:.1} s vs {:.2} s ({joint:.2}x) | {} |",
-                c.wall_secs,
+                "| FULL {n}: wall time ≤ 1.10x the joint bound (every chain under the sliding window at once) | {wall:.2} s{runs} vs {:.2} s ({joint:.2}x) | {} |",
                 c.bound.joint_secs,
                 yes(joint <= 1.10)
             );

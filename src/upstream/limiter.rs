@@ -1032,6 +1032,34 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
+    async fn requests_that_overtook_an_answer_on_the_way_are_ours() {
+        // A is sent, then B; B arrives first. A's answer says GHL counted two requests: both
+        // ours, though only A was sent by then. Taken as another client's, the one would hold
+        // a slot for three windows.
+        let window = Duration::from_secs(10);
+        let limiter = RateLimiter::new(100, window);
+        let answer = |remaining| Window {
+            max: Some(100),
+            interval: Some(window),
+            remaining: Some(remaining),
+            refused: false,
+        };
+        let a = limiter.acquire(0).await;
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        let b = limiter.acquire(0).await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        limiter.release(b, answer(99));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        limiter.release(a, answer(98));
+        assert_eq!(limiter.foreign(), 0);
+        // A third request counted after another client's: that one is theirs.
+        let c = limiter.acquire(0).await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        limiter.release(c, answer(96));
+        assert_eq!(limiter.foreign(), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn a_window_spent_elsewhere_refuses_only_the_blind_requests() {
         // Another client has spent 95 of the window before the sync starts: the ten blind
         // requests find 5 slots, the 429s' headers say the window is spent, and nothing more
