@@ -429,8 +429,9 @@ pub struct Variant {
     pub sim_429: u64,
     /// Mean wall time of `runs`.
     pub wall_secs: f64,
-    /// Wall time of each run (one but for the repeated spurious case, [`SPURIOUS_RUNS`]); calls,
-    /// 429s and the worker's figures are the first run's.
+    /// Wall time of each run (one but for the cases repeated at 1k, [`SPURIOUS_RUNS`]). Calls and
+    /// 429s are the first run's, but for the shared case: the most calls any run made and every
+    /// run's 429s. The worker's figures are the first run's.
     pub runs: Vec<f64>,
     pub bound: Bound,
     pub worker: WorkerResult,
@@ -480,15 +481,22 @@ fn mean(values: &[f64]) -> f64 {
 pub async fn full_case(contacts: usize, incremental: bool) -> anyhow::Result<FullCase> {
     let (clean, truth) = run_case(contacts, incremental, Scenario::Clean).await?;
     let [n, t, c, o] = truth;
-    let shared = run_case(
-        contacts,
-        false,
-        Scenario::Shared {
-            per_window: SHARED_PER_WINDOW,
-        },
-    )
-    .await?
-    .0;
+    let shared_scenario = Scenario::Shared {
+        per_window: SHARED_PER_WINDOW,
+    };
+    let mut shared = run_case(contacts, false, shared_scenario).await?.0;
+    if contacts <= REPEATED_UP_TO {
+        // A sync of a second or less is a handful of round trips: one run's ratio is mostly
+        // chance, so the small case is the mean of as many runs as the fault-free one, with
+        // every run's 429s counted and the most calls any run made.
+        for _ in 1..SPURIOUS_RUNS {
+            let again = run_case(contacts, false, shared_scenario).await?.0;
+            shared.runs.push(again.wall_secs);
+            shared.sim_429 += again.sim_429;
+            shared.sim_calls = shared.sim_calls.max(again.sim_calls);
+        }
+        shared.wall_secs = mean(&shared.runs);
+    }
     let mut fault_free_runs = vec![clean.wall_secs];
     let spurious = if contacts <= 10_000 {
         let repeats = if contacts <= REPEATED_UP_TO {

@@ -13,11 +13,10 @@
 //!   much longer than the next one's can be, the way back taking as long); an unanswered one's
 //!   is the whole spread of round trips seen;
 //! - **the others' requests**: each answer says GHL counted `max - remaining` requests in its
-//!   window; those that are not ours (our requests sent in the window up to that one, and
-//!   those sent after it that overtook it on the way, as their own answers' counters say) are
-//!   the others'. Single answers under-count them (a request still on its way when a later one
-//!   was counted, and an answer early in a fixed window counts our requests of the window
-//!   before as ours), but the
+//!   window; those that are not ours (our requests sent in the window up to that one) are the
+//!   others'. Single answers miscount them both ways (a request of ours still on its way is
+//!   taken as counted, one sent after that overtook it is taken for another client's, and an
+//!   answer early in a fixed window counts our requests of the window before as ours), but the
 //!   window's last answers see them all; and a client that spent part of one window is likely to
 //!   spend it again. So each estimate stands for three windows from its request, and the
 //!   highest standing one holds that many slots.
@@ -221,8 +220,6 @@ struct Sent {
     at: Instant,
     /// Its round trip, once answered.
     rtt: Option<Duration>,
-    /// `X-RateLimit-Remaining` of its answer: how far into GHL's window it was counted.
-    remaining: Option<u32>,
 }
 
 /// A chain that asked for a slot, while it lives.
@@ -545,9 +542,8 @@ impl State {
         } else {
             // The middle: its slots come back only after the tail, so each other chain keeps
             // what it has to send before the tail opens (its pages beyond its tail share), as
-            // far as it can send them by then, one a round trip: slots kept beyond that were
-            // kept for no one (the 10k sync's first window ended 3 or 4 requests short, which
-            // its tail then carried).
+            // far as it can send them by then, one a round trip: slots kept beyond that would
+            // be kept for no one, and its tail would carry them.
             Phase::Middle {
                 keep: usize::try_from(others).unwrap_or(usize::MAX),
                 tail,
@@ -744,11 +740,7 @@ impl RateLimiter {
                     match next {
                         Next::Now => {
                             state.waiters.remove(&key);
-                            state.sent.push_back(Sent {
-                                at: now,
-                                rtt: None,
-                                remaining: None,
-                            });
+                            state.sent.push_back(Sent { at: now, rtt: None });
                             state.in_flight += 1;
                             if let Some(chain) = own.and_then(|own| state.chains.get_mut(&own)) {
                                 chain.sent += 1;
@@ -806,7 +798,6 @@ impl RateLimiter {
                         state.sent.remove(at);
                     } else {
                         state.sent[at].rtt = Some(rtt);
-                        state.sent[at].remaining = Some(remaining);
                     }
                 }
                 state.rtt = Some(match state.rtt {
@@ -817,22 +808,11 @@ impl RateLimiter {
                     Some(mean) => mean.mul_f64(0.8) + rtt.mul_f64(0.2),
                     None => rtt,
                 });
-                // Ours that GHL counted before this one: those sent before it in the window, and
-                // those sent after it that overtook it on the way (answered as counted earlier
-                // in the window). Without the latter, each overtaking request counted as
-                // another client's, and the highest estimate standing picked the answer most
-                // overtaken: 3 to 5 slots a window held for no one in a sync alone (the 10k
-                // sync's first window ended with 95 to 97 requests).
                 let from = sent_at.checked_sub(state.interval);
                 let ours = state
                     .sent
                     .iter()
-                    .filter(|s| {
-                        from.is_none_or(|from| s.at > from)
-                            && (s.at <= sent_at
-                                || s.remaining
-                                    .is_some_and(|r| !window.refused && r > remaining))
-                    })
+                    .filter(|s| from.is_none_or(|from| s.at > from) && s.at <= sent_at)
                     .count();
                 let foreign = state
                     .max
@@ -1029,34 +1009,6 @@ mod tests {
         tokio::time::timeout(Duration::from_millis(1), limiter.answered())
             .await
             .expect("once answered, at once");
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn requests_that_overtook_an_answer_on_the_way_are_ours() {
-        // A is sent, then B; B arrives first. A's answer says GHL counted two requests: both
-        // ours, though only A was sent by then. Taken as another client's, the one would hold
-        // a slot for three windows.
-        let window = Duration::from_secs(10);
-        let limiter = RateLimiter::new(100, window);
-        let answer = |remaining| Window {
-            max: Some(100),
-            interval: Some(window),
-            remaining: Some(remaining),
-            refused: false,
-        };
-        let a = limiter.acquire(0).await;
-        tokio::time::sleep(Duration::from_millis(10)).await;
-        let b = limiter.acquire(0).await;
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        limiter.release(b, answer(99));
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        limiter.release(a, answer(98));
-        assert_eq!(limiter.foreign(), 0);
-        // A third request counted after another client's: that one is theirs.
-        let c = limiter.acquire(0).await;
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        limiter.release(c, answer(96));
-        assert_eq!(limiter.foreign(), 1);
     }
 
     #[tokio::test(start_paused = true)]
