@@ -107,6 +107,14 @@ fn secs_list(values: &[f64]) -> String {
     parts.join(", ")
 }
 
+/// ` (mean of N runs: a, b, ...)` after a mean of several runs; nothing after a single run.
+fn mean_of(runs: &[f64]) -> String {
+    match runs.len() {
+        0 | 1 => String::new(),
+        n => format!(" (mean of {n} runs: {})", secs_list(runs)),
+    }
+}
+
 fn mib(kib: u64) -> f64 {
     kib as f64 / 1024.0
 }
@@ -292,10 +300,7 @@ impl Report {
             // Both bounds are what a run meets on average: where the fault-free run was
             // repeated (1k, for the spurious case), the target takes their mean.
             let wall = c.fault_free_secs();
-            let runs = match c.fault_free_runs.len() {
-                1 => String::new(),
-                n => format!(" (mean of {n} runs: {})", secs_list(&c.fault_free_runs)),
-            };
+            let runs = mean_of(&c.fault_free_runs);
             let ratio = wall / c.bound_secs;
             let _ = writeln!(
                 s,
@@ -315,10 +320,7 @@ impl Report {
             );
             if let Some(v) = &c.shared {
                 let ratio = v.wall_secs / v.bound.secs();
-                let runs = match v.runs.len() {
-                    1 => String::new(),
-                    n => format!(" (mean of {n} runs: {})", secs_list(&v.runs)),
-                };
+                let runs = mean_of(&v.runs);
                 let _ = writeln!(
                     s,
                     "| FULL {n}, {}% of every window spent by another client: wall ≤ 1.10x the bound, calls = the minimum, 0 429s | {:.2} s{runs} vs {:.2} s ({ratio:.2}x; rate {:.1} s at {} a window, chain {:.1} s), {} calls, {} 429s | {} |",

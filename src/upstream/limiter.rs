@@ -305,6 +305,13 @@ impl State {
         (self.max / 10).max(1)
     }
 
+    /// The pages one chain can send within `horizon`, one per mean round trip; `None` before a
+    /// round trip is known.
+    fn pages_within(&self, horizon: Duration) -> Option<u64> {
+        let pace = self.rtt_mean.filter(|p| !p.is_zero())?;
+        Some((horizon.as_secs_f64() / pace.as_secs_f64()).ceil() as u64)
+    }
+
     /// The guard of a request whose round trip is not known: the spread of those seen.
     fn guard(&self) -> Duration {
         self.rtt
@@ -392,13 +399,12 @@ impl State {
     /// single call, or a chain's first page, whose length is not known yet) keeps the longest
     /// chain's slots only: keeping every chain's would starve it for a window.
     fn reserve(&mut self, now: Instant, priority: u64, own: Option<usize>) -> usize {
-        let Some(pace) = self.rtt_mean.filter(|p| !p.is_zero()) else {
-            return 0;
-        };
         let horizon = self
             .first_back()
             .map_or(self.interval, |t| t.saturating_duration_since(now));
-        let uses = (horizon.as_secs_f64() / pace.as_secs_f64()).ceil() as u64;
+        let Some(uses) = self.pages_within(horizon) else {
+            return 0;
+        };
         let longer = self
             .lengths()
             .into_iter()
@@ -517,13 +523,8 @@ impl State {
                 total / 2
             }
         };
-        // A chain sends at most one page a round trip: what it can send before the tail.
-        let pace = self
-            .rtt_mean
-            .unwrap_or(self.interval)
-            .max(Duration::from_millis(1));
-        let uses = (tail - now).as_secs_f64() / pace.as_secs_f64();
-        let uses = uses.ceil() as u64;
+        // What a chain can send before the tail (a plan implies a mean round trip).
+        let uses = self.pages_within(tail - now).unwrap_or(u64::MAX);
         let mut left = 0;
         let mut others = 0;
         for (key, chain_left) in self.lengths() {
@@ -1022,7 +1023,7 @@ mod tests {
         for _ in 0..95 {
             server.lock().unwrap().arrive();
         }
-        let refused = run(limiter, server.clone(), 100, Duration::from_millis(150)).await;
+        let refused = run(limiter, server, 100, Duration::from_millis(150)).await;
         assert_eq!(
             refused, 5,
             "only the blind requests beyond the 5 slots left"
