@@ -298,7 +298,7 @@ impl Report {
                 yes(c.sim_calls == expected)
             );
             // Both bounds are what a run meets on average: where the fault-free run was
-            // repeated (1k, for the spurious case), the target takes their mean.
+            // repeated (1k and 10k, beside the spurious case), the target takes their mean.
             let wall = c.fault_free_secs();
             let runs = mean_of(&c.fault_free_runs);
             let ratio = wall / c.bound_secs;
