@@ -196,15 +196,15 @@ pub const SQLITE_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 /// WAL frames (pages of 4 KiB) after which a commit checkpoints the WAL into the database file:
 /// 16,000, a WAL of up to 64 MiB on disk (SQLite's default is 1,000, 4 MiB).
 ///
-/// A sync page of 500 contacts lands on random leaves of the contacts table, its indexes, tags
-/// and custom values: by our estimate a few thousand pages a commit at 100,000 contacts (not
-/// counted). With the default, most such commits would run a checkpoint (copy those pages into
-/// the file, `fsync`), and copy again the pages the next commits dirty again. A traced 100k FULL sync spent 80-150 s of its
-/// 172 s with every page write at 250-450 ms (`perf`: `pwrite` 23% of the sync process's samples,
-/// `fsync` 6%) and its chains waiting on the writer. With 16,000 frames, 160.5 and 159.5 s (172.1
-/// and 179.5 s before, 173.5 s in the bench run), the 10k sync's page writes 6.3 s in all instead
-/// of 9.1 s. A reader looks its pages up in the WAL's index (32 KiB of shared memory per 4,096
-/// frames) first; the read benchmarks were not rerun with this setting.
+/// A sync page of 500 contacts lands on random leaves of the contacts table, its indexes, tags and
+/// custom values: by our estimate a few thousand pages a commit at 100,000 contacts (not counted).
+/// With the default, most such commits would run a checkpoint (copy those pages into the file,
+/// `fsync`), and copy again the pages the next commits dirty again. A traced 100k FULL sync spent
+/// 80-150 s of its 172 s with every page write at 250-450 ms (`perf`: `pwrite` 23% of the sync
+/// process's samples, `fsync` 6%) and its chains waiting on the writer. With 16,000 frames, 160.5
+/// and 159.5 s (172.1 and 179.5 s before, 173.5 s in the bench run), the 10k sync's page writes
+/// 6.3 s in all instead of 9.1 s. A reader looks its pages up in the WAL's index (32 KiB of shared
+/// memory per 4,096 frames) first; the read benchmarks were not rerun with this setting.
 const WAL_AUTOCHECKPOINT_PAGES: u32 = 16_000;
 
 /// How often the SQLite pool's size is looked at ([`trim_when_the_pool_shrinks`]).
