@@ -325,15 +325,17 @@ fn assert_converged(name: &str, figures: &Figures, min_kills: usize, contacts: u
     assert!(figures.calls > figures.clean_calls, "{name}: {figures:?}");
 }
 
-/// The short version of the harness (`ghl_gateway::bench::reliability`), in CI: three kills,
-/// 1,200 contacts, both databases. The long one is `ghl-gateway bench --only reliability`.
+/// The short version of the harness (`ghl_gateway::bench::reliability`), in CI: four kills (at
+/// least two of which must land mid-job: a resumed job with fewer pages left than its kill point,
+/// or one that ends in the kill's last milliseconds, is not killed), 1,200 contacts, both
+/// databases. The long one is `ghl-gateway bench --only reliability`.
 #[tokio::test]
 async fn syncs_killed_at_random_points_under_faults_lose_nothing() {
     for (i, db) in databases().await.into_iter().enumerate() {
         let plan = Plan {
             seed: 0x19 + i as u64,
             contacts: 1_200,
-            kills: 3,
+            kills: 4,
         };
         let figures = killed_syncs_converge(&db.url, &db.store, plan)
             .await
