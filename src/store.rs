@@ -7,6 +7,7 @@
 
 pub mod cluster;
 mod credentials;
+mod direct;
 pub mod entities;
 mod jobs;
 mod json_rows;
@@ -161,8 +162,9 @@ pub struct StoreInner {
     /// wait for its lock in SQLite's busy handler, which sleeps in steps of milliseconds.
     write_gate: Option<Arc<tokio::sync::Mutex<()>>>,
     statements: Arc<AtomicU64>,
-    /// SQLite files: reads API keys without the pool (see [`keys::KeyReader`]).
-    key_reader: Option<Arc<keys::KeyReader>>,
+    /// SQLite files: reads on the caller's thread, without the pool ([`direct`]): API keys
+    /// ([`keys::KeyReader`]) and the read queries of the GraphQL layer.
+    direct: Option<direct::DirectReader>,
     /// Otherwise: key reads shared by the requests that wait at once ([`keys::KeyBatches`]).
     key_batches: keys::KeyBatches,
     /// Bumped after every committed change to a location's data or sync state: the store's
@@ -290,7 +292,7 @@ impl Store {
                 db,
                 write_gate,
                 statements,
-                key_reader: keys::KeyReader::for_url(&config.database_url).map(Arc::new),
+                direct: direct::DirectReader::for_url(&config.database_url),
                 key_batches: keys::KeyBatches::default(),
                 versions: DataVersions::default(),
                 changes: broadcast::channel(1024).0,

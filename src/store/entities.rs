@@ -13,7 +13,7 @@ macro_rules! no_relations {
 
 pub mod location {
     use sea_orm::entity::prelude::*;
-    #[derive(Clone, Debug, PartialEq, DeriveEntityModel)]
+    #[derive(Clone, Debug, PartialEq, DeriveEntityModel, serde::Deserialize)]
     #[sea_orm(table_name = "locations")]
     pub struct Model {
         #[sea_orm(primary_key, auto_increment = false)]

@@ -41,10 +41,12 @@ impl Store {
     {
         let inner = select.into_query();
         let statement = aggregate::<E>(self.backend(), inner, order);
-        let row = self.db.query_one(&statement).await?;
-        let text: Option<String> = match row {
-            Some(row) => row.try_get_by_index(0)?,
-            None => None,
+        let text: Option<String> = match self.read_direct::<Option<String>>(&statement) {
+            Some(text) => text.flatten(),
+            None => match self.db.query_one(&statement).await? {
+                Some(row) => row.try_get_by_index(0)?,
+                None => None,
+            },
         };
         match text {
             Some(text) => Ok(serde_json::from_str(&text)?),

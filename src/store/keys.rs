@@ -9,12 +9,11 @@ use sea_orm::{
     QueryFilter, QueryOrder,
 };
 
-use std::path::PathBuf;
 use std::sync::Mutex;
-use std::time::Duration;
 
-use rusqlite::{OpenFlags, OptionalExtension};
+use rusqlite::OptionalExtension;
 
+use super::direct::{DirectError, DirectReader};
 use super::entities::credential;
 use super::{Store, StoreError};
 
@@ -101,7 +100,7 @@ impl Store {
     /// [`Store::statements`]); on SQLite it runs on the caller's thread ([`KeyReader`]), else
     /// through the pool.
     pub async fn api_key_by_hash(&self, hash: &str) -> Result<Option<api_key::Model>, StoreError> {
-        if let Some(reader) = &self.key_reader {
+        if let Some(reader) = &self.direct {
             match reader.by_hash(hash) {
                 Ok(row) => {
                     self.statements
@@ -236,76 +235,46 @@ impl Store {
     }
 }
 
-/// Reads `api_keys` rows by hash on SQLite, on the caller's thread, through a read-only
-/// connection of its own.
+/// Reads `api_keys` rows by hash on SQLite, on the caller's thread ([`DirectReader`]).
 ///
 /// Every authenticated request reads its key: a revocation made by `keys revoke` in another
 /// process must refuse the very next request, so the row cannot be kept in memory. Through the
 /// pool, that read is a hop to a pooled connection's worker thread (sqlx-sqlite runs each
 /// connection on a thread of its own) and back: on a warm response-cache hit it was the largest
 /// cost (the same hit answered 2.5x the requests a second with the admin key, which reads no
-/// row). Here it is one indexed point read (`api_keys_hash`) of a few microseconds under a
-/// mutex. In WAL mode a reader never waits for the writer; `busy_timeout` bounds the rare waits
-/// (WAL recovery). Any error drops the connection (reopened on the next read) and the caller
-/// reads through the pool instead.
-pub(super) struct KeyReader {
-    path: PathBuf,
-    connection: Mutex<Option<rusqlite::Connection>>,
+/// row). Here it is one indexed point read (`api_keys_hash`) of a few microseconds. Any error
+/// drops the connection and the caller reads through the pool instead.
+pub(super) trait KeyReader {
+    /// The key with this hash, revoked or not.
+    ///
+    /// # Errors
+    /// SQLite's, when the file cannot be opened (not created yet), the table is missing (before
+    /// the migrations ran) or the read fails.
+    fn by_hash(&self, hash: &str) -> Result<Option<api_key::Model>, DirectError>;
 }
 
 /// What [`KeyReader`] reads: the columns of [`api_key::Model`], in its order.
 const KEY_BY_HASH: &str = "SELECT id, name, hash, location_ids, created_at, revoked_at, \
                            last_used_at FROM api_keys WHERE hash = ?1";
 
-impl KeyReader {
-    /// A reader of the database file `url` names (`sqlite://FILE?...`); `None` for PostgreSQL
-    /// and in-memory databases (another connection would see another database).
-    pub(super) fn for_url(url: &str) -> Option<Self> {
-        Some(Self {
-            path: super::sqlite_file(url)?.into(),
-            connection: Mutex::new(None),
-        })
-    }
-
-    /// The key with this hash, revoked or not.
-    ///
-    /// # Errors
-    /// SQLite's, when the file cannot be opened (not created yet), the table is missing (before
-    /// the migrations ran) or the read fails.
-    pub(super) fn by_hash(&self, hash: &str) -> rusqlite::Result<Option<api_key::Model>> {
-        let mut slot = lock(&self.connection);
-        let connection = match slot.as_mut() {
-            Some(connection) => connection,
-            None => {
-                let connection = rusqlite::Connection::open_with_flags(
-                    &self.path,
-                    OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-                )?;
-                connection.busy_timeout(Duration::from_millis(100))?;
-                slot.insert(connection)
-            }
-        };
-        let row = connection
-            .prepare_cached(KEY_BY_HASH)
-            .and_then(|mut statement| {
-                statement
-                    .query_row([hash], |row| {
-                        Ok(api_key::Model {
-                            id: row.get(0)?,
-                            name: row.get(1)?,
-                            hash: row.get(2)?,
-                            location_ids: row.get(3)?,
-                            created_at: row.get(4)?,
-                            revoked_at: row.get(5)?,
-                            last_used_at: row.get(6)?,
-                        })
+impl KeyReader for DirectReader {
+    fn by_hash(&self, hash: &str) -> Result<Option<api_key::Model>, DirectError> {
+        self.with(|connection| {
+            Ok(connection
+                .prepare_cached(KEY_BY_HASH)?
+                .query_row([hash], |row| {
+                    Ok(api_key::Model {
+                        id: row.get(0)?,
+                        name: row.get(1)?,
+                        hash: row.get(2)?,
+                        location_ids: row.get(3)?,
+                        created_at: row.get(4)?,
+                        revoked_at: row.get(5)?,
+                        last_used_at: row.get(6)?,
                     })
-                    .optional()
-            });
-        if row.is_err() {
-            *slot = None;
-        }
-        row
+                })
+                .optional()?)
+        })
     }
 }
 
@@ -334,7 +303,7 @@ mod tests {
         let store = Store::open(&DatabaseConfig::new(url.clone()))
             .await
             .unwrap();
-        let reader = store.key_reader.as_ref().expect("a file has a key reader");
+        let reader = store.direct.as_ref().expect("a file has a direct reader");
         store.insert_api_key(key("key_a", "hash-a")).await.unwrap();
 
         let before = store.statements();
@@ -408,10 +377,10 @@ mod tests {
     }
 
     #[test]
-    fn only_sqlite_files_get_a_key_reader() {
-        assert!(KeyReader::for_url("sqlite://cache.db?mode=rwc").is_some());
-        assert!(KeyReader::for_url("sqlite::memory:").is_none());
-        assert!(KeyReader::for_url("sqlite://x.db?mode=memory").is_none());
-        assert!(KeyReader::for_url("postgres://postgres@127.0.0.1/db").is_none());
+    fn only_sqlite_files_get_a_direct_reader() {
+        assert!(DirectReader::for_url("sqlite://cache.db?mode=rwc").is_some());
+        assert!(DirectReader::for_url("sqlite::memory:").is_none());
+        assert!(DirectReader::for_url("sqlite://x.db?mode=memory").is_none());
+        assert!(DirectReader::for_url("postgres://postgres@127.0.0.1/db").is_none());
     }
 }

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use sea_orm::sea_query::{Expr, ExprTrait, JoinType, LikeExpr, Order, Query};
 use sea_orm::{
     ColumnTrait, Condition, EntityTrait, FromQueryResult, PaginatorTrait, QueryFilter, QueryOrder,
-    QuerySelect,
+    QuerySelect, QueryTrait,
 };
 
 use super::entities::{
@@ -175,10 +175,16 @@ impl Store {
     }
 
     pub async fn location(&self, id: &str) -> Result<Option<location::Model>, StoreError> {
-        Ok(location::Entity::find_by_id(id.to_owned())
-            .filter(location::Column::Deleted.eq(false))
-            .one(&self.db)
-            .await?)
+        // As a JSON array, which an SQLite file reads on the caller's thread (every query of a
+        // location's data checks it first).
+        let found = self
+            .all_as_json(
+                location::Entity::find_by_id(id.to_owned())
+                    .filter(location::Column::Deleted.eq(false)),
+                &[],
+            )
+            .await?;
+        Ok(found.into_iter().next())
     }
 
     /// Up to `limit` contacts of a location after `after` in `order`.
@@ -232,10 +238,15 @@ impl Store {
         location_id: &str,
         filter: &ContactFilter,
     ) -> Result<u64, StoreError> {
-        Ok(contact::Entity::find()
-            .filter(contact_condition(location_id, filter))
-            .count(&self.db)
-            .await?)
+        let select = contact::Entity::find().filter(contact_condition(location_id, filter));
+        let count = Query::select()
+            .expr(Expr::cust("COUNT(*)"))
+            .from_subquery(select.clone().into_query(), "sub")
+            .to_owned();
+        if let Some(count) = self.read_direct::<i64>(&count) {
+            return Ok(count.unwrap_or(0).try_into().unwrap_or(0));
+        }
+        Ok(select.count(&self.db).await?)
     }
 
     pub async fn contacts_by_ids(&self, ids: &[String]) -> Result<Vec<contact::Model>, StoreError> {
@@ -471,7 +482,24 @@ impl Store {
                 .and_where(Expr::col(("l", "id")).is_in(chunk))
                 .group_by_columns([("l", "id"), ("l", "auth_error")])
                 .to_owned();
-            Freshness::find_by_statement(backend.build(&select)).all(&self.db)
+            let direct = self.read_direct_rows(&select, usize::MAX, |row| {
+                Ok(Freshness {
+                    location_id: row.get(0)?,
+                    auth_error: row.get(1)?,
+                    synced_at: row.get(2)?,
+                    active: row.get(3)?,
+                })
+            });
+            async move {
+                match direct {
+                    Some(rows) => Ok(rows),
+                    None => {
+                        Freshness::find_by_statement(backend.build(&select))
+                            .all(&self.db)
+                            .await
+                    }
+                }
+            }
         })
         .await?;
         Ok(rows

@@ -31,6 +31,7 @@ async fn sql_statements_per_request_do_not_grow_with_the_page() {
         let mut counts = Vec::new();
         for first in [10, 100, 500] {
             let before = db.store.statements();
+            let (direct_before, failed_before) = db.store.direct_reads();
             let response = run(
                 &schema,
                 DASHBOARD_QUERY,
@@ -38,6 +39,20 @@ async fn sql_statements_per_request_do_not_grow_with_the_page() {
             )
             .await;
             counts.push(db.store.statements() - before);
+            let (direct, failed) = db.store.direct_reads();
+            // An SQLite file reads every statement of the page on the request's own thread
+            // (no hop to sqlx's worker threads); PostgreSQL reads through its pool.
+            let expected = if db.name == "sqlite" {
+                db.store.statements() - before
+            } else {
+                0
+            };
+            assert_eq!(
+                (direct - direct_before, failed - failed_before),
+                (expected, 0),
+                "{}: statements read on the request's thread, and failed there",
+                db.name
+            );
             assert!(response.get("errors").is_none(), "{response}");
             let edges = response["data"]["contacts"]["edges"].as_array().unwrap();
             assert_eq!(edges.len(), first);
