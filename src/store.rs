@@ -170,6 +170,9 @@ pub struct StoreInner {
     /// Bumped after every committed change to a location's data or sync state: the store's
     /// write paths are the only ones that bump it.
     versions: DataVersions,
+    /// `totalCount`s by location and filter, each with the data version it was counted at
+    /// ([`read::CountMemo`]).
+    counts: read::CountMemo,
     /// Committed batches of record changes, for the `changes` subscription. Bounded: a slow
     /// subscriber lags and skips events rather than holding a write back.
     changes: broadcast::Sender<ChangeEvent>,
@@ -295,6 +298,7 @@ impl Store {
                 direct: direct::DirectReader::for_url(&config.database_url),
                 key_batches: keys::KeyBatches::default(),
                 versions: DataVersions::default(),
+                counts: read::CountMemo::default(),
                 changes: broadcast::channel(1024).0,
                 remote_sync_events: broadcast::channel(1024).0,
                 remote_stops: broadcast::channel(64).0,

@@ -31,6 +31,7 @@ async fn sql_statements_per_request_do_not_grow_with_the_page() {
         let mut counts = Vec::new();
         for first in [10, 100, 500] {
             let before = db.store.statements();
+            let memo_before = db.store.count_memo_hits();
             let (direct_before, failed_before) = db.store.direct_reads();
             let response = run(
                 &schema,
@@ -38,7 +39,10 @@ async fn sql_statements_per_request_do_not_grow_with_the_page() {
                 json!({ "loc": "loc", "first": first }),
             )
             .await;
-            counts.push(db.store.statements() - before);
+            // A `totalCount` from the memo (the same location and filter, within a second)
+            // stands for its statement.
+            let memo_hits = db.store.count_memo_hits() - memo_before;
+            counts.push(db.store.statements() - before + memo_hits);
             let (direct, failed) = db.store.direct_reads();
             // An SQLite file reads every statement of the page on the request's own thread
             // (no hop to sqlx's worker threads); PostgreSQL reads through its pool.
@@ -67,6 +71,40 @@ async fn sql_statements_per_request_do_not_grow_with_the_page() {
         assert_eq!(counts[0], 12, "{}: {counts:?}", db.name);
         eprintln!(
             "{}: SQL statements per dashboard request: {counts:?}",
+            db.name
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_total_count_is_read_again_once_its_location_changes() {
+    for db in databases().await {
+        load_fixture(&db.store, "loc", 60).await;
+        let all = ghl_gateway::store::ContactFilter::default();
+        let before = db.store.statements();
+        assert_eq!(db.store.count_contacts("loc", &all).await.unwrap(), 60);
+        assert_eq!(db.store.count_contacts("loc", &all).await.unwrap(), 60);
+        assert_eq!(
+            db.store.statements() - before,
+            1,
+            "{}: the second count is the memo's",
+            db.name
+        );
+        // Another filter is another count.
+        let tagged = ghl_gateway::store::ContactFilter {
+            tag: Some("vip".into()),
+            ..Default::default()
+        };
+        let before = db.store.statements();
+        let vip = db.store.count_contacts("loc", &tagged).await.unwrap();
+        assert!(vip < 60, "{}: {vip}", db.name);
+        assert_eq!(db.store.statements() - before, 1);
+        // A write to the location ends the memo at once, well within its second.
+        load_fixture(&db.store, "loc", 70).await;
+        assert_eq!(
+            db.store.count_contacts("loc", &all).await.unwrap(),
+            70,
+            "{}: the count after the write",
             db.name
         );
     }
