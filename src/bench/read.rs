@@ -446,8 +446,7 @@ impl Setup {
         // A `totalCount` from the store's memo (same location and filter within a second, the
         // data unchanged) counts as the statement it stands for: whether the probe finds it
         // depends on the time since the last point, not on the page size.
-        let statements =
-            store.statements() - before + (store.count_memo_hits() - memo_before);
+        let statements = store.statements() - before + (store.count_memo_hits() - memo_before);
         let value: Value = serde_json::from_slice(&bytes).context("a JSON answer")?;
         anyhow::ensure!(
             status.is_success() && value.get("errors").is_none(),
