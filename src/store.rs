@@ -163,7 +163,7 @@ pub struct StoreInner {
     write_gate: Option<Arc<tokio::sync::Mutex<()>>>,
     statements: Arc<AtomicU64>,
     /// SQLite files: reads on the caller's thread, without the pool ([`direct`]): API keys
-    /// ([`keys::KeyReader`]) and the read queries of the GraphQL layer.
+    /// and the read queries of the GraphQL layer.
     direct: Option<direct::DirectReader>,
     /// Otherwise: key reads shared by the requests that wait at once ([`keys::KeyBatches`]).
     key_batches: keys::KeyBatches,

@@ -24,6 +24,8 @@ use rusqlite::OpenFlags;
 use rusqlite::types::Value as SqlValue;
 use sea_orm::{Statement, Value};
 
+use super::keys::lock;
+
 /// Idle connections kept for the next reads. Reads run on the caller's thread without awaiting,
 /// so no more are ever in use at once than threads that read (the runtime's workers and its
 /// blocking threads); more are opened when needed and closed when they would exceed this.
@@ -189,9 +191,19 @@ impl super::Store {
         limit: usize,
         map: impl FnMut(&rusqlite::Row<'_>) -> rusqlite::Result<T>,
     ) -> Option<Vec<T>> {
-        let reader = self.direct.as_ref()?;
         let statement = self.backend().build(statement);
-        match reader.rows(&statement, limit, map) {
+        self.read_direct_with(|reader| reader.rows(&statement, limit, map))
+    }
+
+    /// Runs one statement through `read` on this SQLite file's [`DirectReader`], counted as one
+    /// statement (and one direct read). `None` when there is no such reader or the read failed
+    /// (logged and counted): the caller then reads through the pool.
+    pub(super) fn read_direct_with<T>(
+        &self,
+        read: impl FnOnce(&DirectReader) -> Result<T, DirectError>,
+    ) -> Option<T> {
+        let reader = self.direct.as_ref()?;
+        match read(reader) {
             Ok(value) => {
                 self.statements.fetch_add(1, Ordering::Relaxed);
                 reader.reads.fetch_add(1, Ordering::Relaxed);
@@ -204,10 +216,6 @@ impl super::Store {
             }
         }
     }
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 #[cfg(test)]

@@ -55,7 +55,9 @@ impl Drop for Reading<'_> {
     }
 }
 
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+/// `mutex`'s guard, also after a panic elsewhere left it poisoned (the data stays consistent:
+/// nothing here panics while holding it).
+pub(super) fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(|e| e.into_inner())
 }
 
@@ -97,21 +99,12 @@ impl Store {
     }
 
     /// The key with this hash, revoked or not. One statement (counted in
-    /// [`Store::statements`]); on SQLite it runs on the caller's thread ([`KeyReader`]), else
-    /// through the pool.
+    /// [`Store::statements`]); on SQLite it runs on the caller's thread
+    /// ([`DirectReader::api_key_by_hash`]), else through the pool.
     pub async fn api_key_by_hash(&self, hash: &str) -> Result<Option<api_key::Model>, StoreError> {
-        if let Some(reader) = &self.direct {
-            match reader.by_hash(hash) {
-                Ok(row) => {
-                    self.statements
-                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    return Ok(row);
-                }
-                // The pool's connection reads it instead; nothing is lost but time.
-                Err(error) => {
-                    tracing::debug!(error = %error, "key reader: reading through the pool")
-                }
-            }
+        // The pool's connection reads it when the file's own read fails; nothing is lost but time.
+        if let Some(row) = self.read_direct_with(|reader| reader.api_key_by_hash(hash)) {
+            return Ok(row);
         }
         self.api_key_by_hash_batched(hash).await
     }
@@ -235,30 +228,28 @@ impl Store {
     }
 }
 
-/// Reads `api_keys` rows by hash on SQLite, on the caller's thread ([`DirectReader`]).
-///
-/// Every authenticated request reads its key: a revocation made by `keys revoke` in another
-/// process must refuse the very next request, so the row cannot be kept in memory. Through the
-/// pool, that read is a hop to a pooled connection's worker thread (sqlx-sqlite runs each
-/// connection on a thread of its own) and back: on a warm response-cache hit it was the largest
-/// cost (the same hit answered 2.5x the requests a second with the admin key, which reads no
-/// row). Here it is one indexed point read (`api_keys_hash`) of a few microseconds. Any error
-/// drops the connection and the caller reads through the pool instead.
-pub(super) trait KeyReader {
-    /// The key with this hash, revoked or not.
+/// What [`DirectReader::api_key_by_hash`] reads: the columns of [`api_key::Model`], in its order.
+const KEY_BY_HASH: &str = "SELECT id, name, hash, location_ids, created_at, revoked_at, \
+                           last_used_at FROM api_keys WHERE hash = ?1";
+
+impl DirectReader {
+    /// The `api_keys` row with this hash, read on the caller's thread, revoked or not.
+    ///
+    /// Every authenticated request reads its key: a revocation made by `keys revoke` in another
+    /// process must refuse the very next request, so the row cannot be kept in memory. Through the
+    /// pool, that read is a hop to a pooled connection's worker thread (sqlx-sqlite runs each
+    /// connection on a thread of its own) and back: on a warm response-cache hit it was the largest
+    /// cost (the same hit answered 2.5x the requests a second with the admin key, which reads no
+    /// row). Here it is one indexed point read (`api_keys_hash`) of a few microseconds. Any error
+    /// drops the connection and the caller reads through the pool instead.
     ///
     /// # Errors
     /// SQLite's, when the file cannot be opened (not created yet), the table is missing (before
     /// the migrations ran) or the read fails.
-    fn by_hash(&self, hash: &str) -> Result<Option<api_key::Model>, DirectError>;
-}
-
-/// What [`KeyReader`] reads: the columns of [`api_key::Model`], in its order.
-const KEY_BY_HASH: &str = "SELECT id, name, hash, location_ids, created_at, revoked_at, \
-                           last_used_at FROM api_keys WHERE hash = ?1";
-
-impl KeyReader for DirectReader {
-    fn by_hash(&self, hash: &str) -> Result<Option<api_key::Model>, DirectError> {
+    pub(super) fn api_key_by_hash(
+        &self,
+        hash: &str,
+    ) -> Result<Option<api_key::Model>, DirectError> {
         self.with(|connection| {
             Ok(connection
                 .prepare_cached(KEY_BY_HASH)?
@@ -316,15 +307,15 @@ mod tests {
         );
         // Read by the reader itself, not by the pool after a failure.
         assert_eq!(
-            reader.by_hash("hash-a").unwrap(),
+            reader.api_key_by_hash("hash-a").unwrap(),
             Some(key("key_a", "hash-a"))
         );
-        assert_eq!(reader.by_hash("hash-b").unwrap(), None);
+        assert_eq!(reader.api_key_by_hash("hash-b").unwrap(), None);
 
         // A revocation committed by another process's connection is seen by the next read.
         let other = Store::connect(&DatabaseConfig::new(url)).await.unwrap();
         assert!(other.revoke_api_key("key_a", 7).await.unwrap());
-        let revoked = reader.by_hash("hash-a").unwrap().unwrap();
+        let revoked = reader.api_key_by_hash("hash-a").unwrap().unwrap();
         assert_eq!(revoked.revoked_at, Some(7));
         assert_eq!(
             store

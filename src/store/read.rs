@@ -5,7 +5,7 @@ use std::collections::HashMap;
 
 use sea_orm::sea_query::{Expr, ExprTrait, JoinType, LikeExpr, Order, Query};
 use sea_orm::{
-    ColumnTrait, Condition, EntityTrait, FromQueryResult, PaginatorTrait, QueryFilter, QueryOrder,
+    ColumnTrait, Condition, ConnectionTrait, EntityTrait, FromQueryResult, QueryFilter, QueryOrder,
     QuerySelect, QueryTrait,
 };
 
@@ -313,12 +313,16 @@ impl Store {
         let select = contact::Entity::find().filter(contact_condition(location_id, filter));
         let count = Query::select()
             .expr(Expr::cust("COUNT(*)"))
-            .from_subquery(select.clone().into_query(), "sub")
+            .from_subquery(select.into_query(), "sub")
             .to_owned();
-        if let Some(count) = self.read_direct::<i64>(&count) {
-            return Ok(count.unwrap_or(0).try_into().unwrap_or(0));
-        }
-        Ok(select.count(&self.db).await?)
+        let count: Option<i64> = match self.read_direct::<i64>(&count) {
+            Some(count) => count,
+            None => match self.db.query_one(&count).await? {
+                Some(row) => Some(row.try_get_by_index(0)?),
+                None => None,
+            },
+        };
+        Ok(count.unwrap_or(0).try_into().unwrap_or(0))
     }
 
     pub async fn contacts_by_ids(&self, ids: &[String]) -> Result<Vec<contact::Model>, StoreError> {
