@@ -313,13 +313,7 @@ async fn a_warm_hit_runs_no_sql_beyond_the_key_check() {
         );
         let cold = app.store.statements() - cold_before;
         // The key's last use is written once, off the request path: let it land first.
-        for _ in 0..100 {
-            let keys = app.store.api_keys().await.unwrap();
-            if keys.iter().any(|k| k.id == id && k.last_used_at.is_some()) {
-                break;
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-        }
+        wait_for_key_use(&app.store, &id).await;
         let before = app.store.statements();
         for _ in 0..5 {
             let answer = ask(&app, &key, dashboard, variables.clone()).await;

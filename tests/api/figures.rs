@@ -77,16 +77,7 @@ async fn the_readme_dashboard_query_costs_the_statements_the_readme_states() {
         // A first request, so that the key's first use is written (once, off the request path)
         // before anything is counted; no event says when it lands.
         ask(1).await;
-        let mut touched = false;
-        for _ in 0..100 {
-            let keys = app.store.api_keys().await.unwrap();
-            if keys.iter().any(|k| k.id == id && k.last_used_at.is_some()) {
-                touched = true;
-                break;
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-        }
-        assert!(touched, "the key's use is recorded");
+        wait_for_key_use(&app.store, &id).await;
 
         // Each page size is another document: a response-cache miss, a full execution.
         for first in [10, 50, 100, 500] {

@@ -614,3 +614,31 @@ pub fn capture_logs() -> (Captured, tracing::subscriber::DefaultGuard) {
         .finish();
     (captured, tracing::subscriber::set_default(subscriber))
 }
+
+/// Waits until the first use of key `id` is recorded (a write the gateway makes off the request
+/// path) and counted, so that a test's statement window does not catch it. Panics after about 5 s.
+///
+/// Seeing the row is not enough: the store counts a statement when its future completes, and on
+/// a loaded machine the writing task can be polled after its commit is visible. So this also
+/// waits for the statement counter to stay still for 250 ms.
+pub async fn wait_for_key_use(store: &Store, id: &str) {
+    let step = std::time::Duration::from_millis(50);
+    let mut recorded = false;
+    for _ in 0..100 {
+        let keys = store.api_keys().await.unwrap();
+        if keys.iter().any(|k| k.id == id && k.last_used_at.is_some()) {
+            recorded = true;
+            break;
+        }
+        tokio::time::sleep(step).await;
+    }
+    assert!(recorded, "the key's last use is recorded");
+    let mut last = store.statements();
+    let mut still = 0;
+    while still < 5 {
+        tokio::time::sleep(step).await;
+        let now = store.statements();
+        still = if now == last { still + 1 } else { 0 };
+        last = now;
+    }
+}
