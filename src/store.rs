@@ -254,6 +254,18 @@ impl std::fmt::Debug for Store {
     }
 }
 
+/// Run on every new PostgreSQL connection (unless the URL sets `plan_cache_mode` itself, e.g.
+/// `?options=-c%20plan_cache_mode%3Dauto`): plan each prepared statement once per connection.
+///
+/// Why: the gateway's statements have fixed shapes (a page's relations are `contact_id IN ($1 ..
+/// $50)`), and PostgreSQL's default (`auto`) planned them again on every execution: its custom
+/// plans never cost enough more than the generic one to be dropped. That was 0.2-2.3 ms of
+/// planning per statement, about 2 ms of the server's CPU per dashboard page, and for the page's
+/// opportunities a sequential scan of the location's 3,900 rows (1.6 ms) where the generic plan
+/// probes the `contact_id` index (0.3 ms). Measured on PostgreSQL 15 with `log_min_duration_statement`
+/// and `EXPLAIN ANALYZE` (README, cold path).
+const GENERIC_PLANS: &str = "SET plan_cache_mode = force_generic_plan";
+
 impl Store {
     /// Connects (creating an SQLite file when the URL says `mode=rwc`) and counts every statement.
     pub async fn connect(config: &DatabaseConfig) -> Result<Self, StoreError> {
@@ -274,6 +286,16 @@ impl Store {
                     .busy_timeout(Duration::from_secs(30))
                     .pragma("wal_autocheckpoint", WAL_AUTOCHECKPOINT_PAGES.to_string())
             });
+        if !config.database_url.contains("plan_cache_mode") {
+            options.map_sqlx_postgres_pool_opts(|o| {
+                o.after_connect(|connection, _| {
+                    Box::pin(async move {
+                        use sea_orm::sqlx::Executor;
+                        connection.execute(GENERIC_PLANS).await.map(drop)
+                    })
+                })
+            });
+        }
         // Not for an in-memory database: its data lives and dies with the connections.
         if sqlite_file(&config.database_url).is_some() {
             options.idle_timeout(SQLITE_IDLE_TIMEOUT);

@@ -1,7 +1,7 @@
 //! The store API: migrations, bulk upserts, reconciliation of deleted rows.
 
 use ghl_gateway::domain::{Contact, CustomFieldValue, JobState, Resource, SyncStage, from_ms};
-use ghl_gateway::store::{ContactFilter, ContactOrder, Page};
+use ghl_gateway::store::{ContactFilter, ContactOrder, DatabaseConfig, Page, Store};
 use sea_orm::{EntityTrait, PaginatorTrait};
 
 use crate::helpers::*;
@@ -394,5 +394,37 @@ async fn a_sync_page_never_makes_a_row_older_than_a_webhook_wrote_it() {
             "{name}"
         );
         assert_eq!(tags("loc-c0").await, ["old"], "{name}");
+    }
+}
+
+/// On PostgreSQL every pooled connection plans a prepared statement once (`GENERIC_PLANS` in
+/// `store.rs`), unless the URL chooses its own `plan_cache_mode`.
+#[tokio::test]
+async fn postgres_connections_plan_each_statement_once_unless_the_url_says_otherwise() {
+    use sea_orm::ConnectionTrait;
+    async fn mode(store: &Store) -> String {
+        let statement =
+            sea_orm::Statement::from_string(store.backend(), "SHOW plan_cache_mode".to_owned());
+        // More than one connection: each statement may take another one of the pool.
+        let (a, b) = tokio::join!(
+            store.connection().query_one_raw(statement.clone()),
+            store.connection().query_one_raw(statement)
+        );
+        let (a, b): (String, String) = (
+            a.unwrap().unwrap().try_get_by_index(0).unwrap(),
+            b.unwrap().unwrap().try_get_by_index(0).unwrap(),
+        );
+        assert_eq!(a, b);
+        a
+    }
+    for db in databases().await {
+        if db.name != "postgres" {
+            continue;
+        }
+        assert_eq!(mode(&db.store).await, "force_generic_plan");
+        let separator = if db.url.contains('?') { '&' } else { '?' };
+        let chosen = format!("{}{separator}options=-c%20plan_cache_mode%3Dauto", db.url);
+        let store = Store::open(&DatabaseConfig::new(&chosen)).await.unwrap();
+        assert_eq!(mode(&store).await, "auto");
     }
 }
