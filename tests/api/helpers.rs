@@ -616,7 +616,8 @@ pub fn capture_logs() -> (Captured, tracing::subscriber::DefaultGuard) {
 }
 
 /// Waits until the first use of key `id` is recorded (a write the gateway makes off the request
-/// path) and counted, so that a test's statement window does not catch it. Panics after about 5 s.
+/// path) and counted, so that a test's statement window does not catch it. Panics when the row
+/// does not show within about 5 s, or the counter does not settle within 10 s.
 ///
 /// Seeing the row is not enough: the store counts a statement when its future completes, and on
 /// a loaded machine the writing task can be polled after its commit is visible. So this also
@@ -635,10 +636,14 @@ pub async fn wait_for_key_use(store: &Store, id: &str) {
     assert!(recorded, "the key's last use is recorded");
     let mut last = store.statements();
     let mut still = 0;
-    while still < 5 {
+    for _ in 0..200 {
         tokio::time::sleep(step).await;
         let now = store.statements();
         still = if now == last { still + 1 } else { 0 };
         last = now;
+        if still == 5 {
+            return;
+        }
     }
+    panic!("statements kept running in the background: nothing to count a window against");
 }
