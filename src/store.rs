@@ -263,7 +263,7 @@ impl std::fmt::Debug for Store {
 /// planning per statement, about 2 ms of the server's CPU per dashboard page, and for the page's
 /// opportunities a sequential scan of the location's 3,900 rows (1.6 ms) where the generic plan
 /// probes the `contact_id` index (0.3 ms). Measured on PostgreSQL 15 with `log_min_duration_statement`
-/// and `EXPLAIN ANALYZE` (README, cold path).
+/// and `EXPLAIN ANALYZE` (README, Benchmarks: cold on PostgreSQL).
 const GENERIC_PLANS: &str = "SET plan_cache_mode = force_generic_plan";
 
 impl Store {
@@ -617,6 +617,12 @@ impl Store {
 }
 
 /// The file of an SQLite URL (`sqlite://FILE?...`, `sqlite:FILE`), `None` for an in-memory one.
+/// `mutex`'s guard, also after a panic elsewhere left it poisoned (the store's mutexes guard
+/// lists and flags that no code panics while changing).
+fn lock<T>(mutex: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 fn sqlite_file(url: &str) -> Option<String> {
     let rest = url
         .strip_prefix("sqlite://")

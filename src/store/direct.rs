@@ -24,7 +24,7 @@ use rusqlite::OpenFlags;
 use rusqlite::types::Value as SqlValue;
 use sea_orm::{Statement, Value};
 
-use super::keys::lock;
+use super::lock;
 
 /// Idle connections kept for the next reads. Reads run on the caller's thread without awaiting,
 /// so no more are ever in use at once than threads that read (the runtime's workers and its

@@ -15,7 +15,7 @@ use rusqlite::OptionalExtension;
 
 use super::direct::{DirectError, DirectReader};
 use super::entities::credential;
-use super::{Store, StoreError};
+use super::{Store, StoreError, lock};
 
 /// API-key reads through the pool (PostgreSQL; an in-memory SQLite), shared by the requests
 /// that wait at once. Every request needs its key read, so that a key revoked by another process
@@ -53,12 +53,6 @@ impl Drop for Reading<'_> {
             state.waiting.clear();
         }
     }
-}
-
-/// `mutex`'s guard, also after a panic elsewhere left it poisoned (the data stays consistent:
-/// nothing here panics while holding it).
-pub(super) fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// The `api_keys` table.
